@@ -28,9 +28,8 @@ try {
 }
 fs.rmSync(outDir, { recursive: true, force: true });
 fs.mkdirSync(outDir, { recursive: true });
-const opts = [
+const common = [
   'esModuleInterop=true',
-  'forceLong=number',
   'useDate=false',
   'outputServices=generic-definitions',
   'outputJsonMethods=false',
@@ -39,12 +38,21 @@ const opts = [
   'exportCommonSymbols=false',
   'env=node',
   'unrecognizedEnum=false',
-].join(',');
-execFileSync('protoc', [
-  `--plugin=protoc-gen-ts_proto=${plugin}`,
-  `--ts_proto_out=${outDir}`,
-  `--ts_proto_opt=${opts}`,
-  `-I${protoDir}`,
-  ...listProtos(protoDir),
-], { stdio: 'inherit', cwd: root });
+];
+// 64-bit fields: containerd's (timestamps, timeouts) fit in a JS number; the agent API carries
+// full-range uint64s (RLIM_INFINITY, nanosecond clocks), so its code uses bigint.
+const BIGINT_PROTOS = new Set(['smolvm/agent.proto']);
+function generate(files, forceLong) {
+  if (files.length === 0) return;
+  execFileSync('protoc', [
+    `--plugin=protoc-gen-ts_proto=${plugin}`,
+    `--ts_proto_out=${outDir}`,
+    `--ts_proto_opt=${[...common, `forceLong=${forceLong}`].join(',')}`,
+    `-I${protoDir}`,
+    ...files,
+  ], { stdio: 'inherit', cwd: root });
+}
+const all = listProtos(protoDir);
+generate(all.filter((f) => !BIGINT_PROTOS.has(f)), 'number');
+generate(all.filter((f) => BIGINT_PROTOS.has(f)), 'bigint');
 console.log(`gen-proto: ${listProtos(protoDir).length} files -> ${path.relative(root, outDir)}`);

@@ -1,0 +1,307 @@
+// The host side of the agent API (proto/smolvm/agent.proto): a ttrpc client on the agent
+// channel (vsock or virtserialport), plus each process's stdio as flow-controlled data
+// streams on the same connection. The shim's task service drives containers through this.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Duplex, Writable } from 'node:stream';
+import { Code, RpcError, messageOf } from '../errdefs';
+import {
+  AgentDefinition,
+  CreateContainerRequest,
+  HandshakeResponse,
+  ProcessEntry,
+  StdioStreams,
+  type WaitProcessResponse,
+} from '../gen/smolvm/agent';
+import { type Logger, stderrLogger } from '../log';
+import { TtrpcClient, type CallOptions } from '../ttrpc/client';
+import { MAX_STREAM_ID } from '../ttrpc/frame';
+import { type ByteSource, InboundStream, MAX_DATA_FRAME, OutboundStream, StreamMux } from './streams';
+
+export const AGENT_PROTOCOL_VERSION = 1;
+const HANDSHAKE_ENTROPY_BYTES = 64;
+
+export interface ProcessStdio {
+  stdin?: ByteSource;
+  stdout?: Writable;
+  stderr?: Writable;
+  /** End stdout/stderr sinks after their EOF (default true; a sink shared by both ends once). */
+  endSinks?: boolean;
+}
+
+export interface ProcessIo {
+  /** The stream ids given to the agent (0 = not connected). */
+  readonly streams: StdioStreams;
+  /** Resolves when stdout and stderr both saw EOF and every byte reached its sink (at once if absent). */
+  readonly outputDone: Promise<void>;
+  /** Resolves when stdin's EOF was sent or its pump stopped (at once if absent). */
+  readonly stdinDone: Promise<void>;
+}
+
+export interface AgentConnectOptions {
+  /** Bound on the handshake (the guest may still be booting); default 30 s. */
+  readonly timeoutMs?: number;
+  readonly logger?: Logger;
+  /** Names the channel in logs, e.g. the VM id. */
+  readonly name?: string;
+}
+
+export interface WaitResult {
+  /** Exit code, or 128 + signal when a signal killed the process. */
+  readonly exitStatus: number;
+  readonly exitedAt: Date;
+}
+
+interface ProcessStreams {
+  stdin?: OutboundStream;
+  outputs: InboundStream[];
+}
+
+interface AgentClientEvents {
+  /** The agent channel is gone (VM exit, crash, or close()). */
+  close: [reason: Error | undefined];
+}
+
+const processKey = (containerId: string, execId: string): string => `${containerId}\u0000${execId}`;
+
+export class AgentClient extends EventEmitter<AgentClientEvents> {
+  private readonly mux: StreamMux;
+  private readonly processes = new Map<string, ProcessStreams>();
+  private nextStreamId = 2;
+
+  /** Wraps `channel` and performs the Handshake; rejects (and closes the channel) if it fails. */
+  static async connect(channel: Duplex, options: AgentConnectOptions = {}): Promise<AgentClient> {
+    const logger = options.logger ?? stderrLogger('warn', { component: 'agent' });
+    const rpc = new TtrpcClient(channel, { logger, name: options.name ?? 'agent channel' });
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    try {
+      const info = await rpc.call(
+        AgentDefinition,
+        'handshake',
+        {
+          protocolVersion: AGENT_PROTOCOL_VERSION,
+          hostTimeUnixNano: BigInt(Date.now()) * 1_000_000n,
+          entropy: randomBytes(HANDSHAKE_ENTROPY_BYTES),
+        },
+        { timeoutMs },
+      );
+      validateHandshake(info);
+      return new AgentClient(rpc, info, logger);
+    } catch (err) {
+      rpc.close();
+      if (err instanceof RpcError) throw new RpcError(err.code, `agent handshake failed: ${err.message}`);
+      throw new RpcError(Code.Unavailable, `agent handshake failed: ${messageOf(err)}`);
+    }
+  }
+
+  private constructor(
+    private readonly rpc: TtrpcClient,
+    readonly info: HandshakeResponse,
+    private readonly logger: Logger,
+  ) {
+    super();
+    this.mux = new StreamMux(
+      rpc,
+      { initialCredit: info.initialStreamCredit, maxDataFrame: Math.min(info.maxDataFrame, MAX_DATA_FRAME) },
+      logger,
+    );
+    rpc.setDataFrameHandler((frame) => this.mux.handleFrame(frame));
+    rpc.once('close', (reason) => {
+      this.mux.detachAll();
+      this.processes.clear();
+      if (reason) this.logger.error(`agent channel lost: ${reason.message}`);
+      this.emit('close', reason);
+    });
+  }
+
+  get closed(): boolean {
+    return this.rpc.closed;
+  }
+
+  /**
+   * Creates the container and its init process (blocked before exec). The stdio streams are
+   * registered before the request goes out, so no early output is lost; stdin starts flowing
+   * once the agent knows the process.
+   */
+  async createContainer(
+    request: Omit<CreateContainerRequest, 'stdio'>,
+    stdio: ProcessStdio,
+    options?: CallOptions,
+  ): Promise<{ pid: number; io: ProcessIo }> {
+    const key = processKey(request.containerId, '');
+    if (this.processes.has(key)) {
+      throw new RpcError(Code.AlreadyExists, `container ${request.containerId}: already created on this agent channel`);
+    }
+    if (this.rpc.closed) throw new RpcError(Code.Unavailable, `container ${request.containerId}: agent channel is closed`);
+    const streams: StdioStreams = {
+      stdin: stdio.stdin ? this.allocateStreamId() : 0,
+      stdout: stdio.stdout ? this.allocateStreamId() : 0,
+      stderr: stdio.stderr ? this.allocateStreamId() : 0,
+    };
+    const entry: ProcessStreams = { outputs: [] };
+    const outputDone = this.receiveOutputs(streams, stdio, entry);
+    this.processes.set(key, entry);
+    let pid: number;
+    try {
+      ({ pid } = await this.rpc.call(AgentDefinition, 'createContainer', { ...request, stdio: streams }, options));
+    } catch (err) {
+      for (const output of entry.outputs) output.detach();
+      if (this.processes.get(key) === entry) this.processes.delete(key);
+      throw withContext(err, `container ${request.containerId}: create`);
+    }
+    let stdinDone: Promise<void> = Promise.resolve();
+    if (stdio.stdin && !this.rpc.closed && this.processes.get(key) === entry) {
+      entry.stdin = this.mux.send(streams.stdin, stdio.stdin);
+      stdinDone = entry.stdin.done;
+    }
+    return { pid, io: { streams, outputDone, stdinDone } };
+  }
+
+  /** Lets a created process exec; returns its guest pid. */
+  async startProcess(containerId: string, execId = '', options?: CallOptions): Promise<number> {
+    try {
+      const { pid } = await this.rpc.call(AgentDefinition, 'startProcess', { containerId, execId }, options);
+      return pid;
+    } catch (err) {
+      throw withContext(err, describe(containerId, execId, 'start'));
+    }
+  }
+
+  /**
+   * Blocks until the process exited. The agent sends the output streams' EOF first, so all
+   * output has arrived (await `io.outputDone` for it to have reached the sinks). Stops stdin.
+   */
+  async waitProcess(containerId: string, execId = '', options?: CallOptions): Promise<WaitResult> {
+    let answer: WaitProcessResponse;
+    try {
+      answer = await this.rpc.call(AgentDefinition, 'waitProcess', { containerId, execId }, options);
+    } catch (err) {
+      throw withContext(err, describe(containerId, execId, 'wait'));
+    }
+    const result: WaitResult = {
+      exitStatus: answer.exitStatus,
+      exitedAt: new Date(Number(answer.exitedAtUnixNano / 1_000_000n)),
+    };
+    // Nothing reads stdin any more: stop pumping it (no EOF needed, the stream is gone).
+    this.processes.get(processKey(containerId, execId))?.stdin?.stop(false);
+    return result;
+  }
+
+  async signalProcess(containerId: string, execId: string, signal: number, all = false, options?: CallOptions): Promise<void> {
+    try {
+      await this.rpc.call(AgentDefinition, 'signalProcess', { containerId, execId, signal, all }, options);
+    } catch (err) {
+      throw withContext(err, describe(containerId, execId, `signal ${signal}`));
+    }
+  }
+
+  /**
+   * CloseIO: stops reading the local stdin source, sends EOF after what was already sent
+   * (bytes still waiting for credit are dropped), then tells the agent. To deliver everything
+   * first, end the source instead: its EOF follows the last byte (see `io.stdinDone`).
+   */
+  async closeStdin(containerId: string, execId = '', options?: CallOptions): Promise<void> {
+    this.processes.get(processKey(containerId, execId))?.stdin?.stop(true);
+    try {
+      await this.rpc.call(AgentDefinition, 'closeStdin', { containerId, execId }, options);
+    } catch (err) {
+      throw withContext(err, describe(containerId, execId, 'close stdin'));
+    }
+  }
+
+  async listProcesses(containerId: string, options?: CallOptions): Promise<ProcessEntry[]> {
+    try {
+      const { processes } = await this.rpc.call(AgentDefinition, 'listProcesses', { containerId }, options);
+      return processes;
+    } catch (err) {
+      throw withContext(err, `container ${containerId}: list processes`);
+    }
+  }
+
+  /** Kills what is left of the container in the guest, unmounts it, and drops its streams here. */
+  async removeContainer(containerId: string, options?: CallOptions): Promise<void> {
+    try {
+      await this.rpc.call(AgentDefinition, 'removeContainer', { containerId }, options);
+    } catch (err) {
+      throw withContext(err, `container ${containerId}: remove`);
+    } finally {
+      this.forgetContainer(containerId);
+    }
+  }
+
+  /** Asks the agent to sync and power the VM off; it answers before powering off. */
+  async shutdown(options?: CallOptions): Promise<void> {
+    try {
+      await this.rpc.call(AgentDefinition, 'shutdown', {}, options);
+    } catch (err) {
+      throw withContext(err, 'agent shutdown');
+    }
+  }
+
+  /** Closes the channel: pending calls reject with Unavailable and every stream stops. */
+  close(): void {
+    this.rpc.close();
+  }
+
+  private allocateStreamId(): number {
+    if (this.nextStreamId > MAX_STREAM_ID - 1) {
+      throw new RpcError(Code.ResourceExhausted, 'agent channel: stdio stream ids exhausted; reconnect');
+    }
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    return id;
+  }
+
+  private receiveOutputs(streams: StdioStreams, stdio: ProcessStdio, entry: ProcessStreams): Promise<void> {
+    const endSinks = stdio.endSinks ?? true;
+    const shared = stdio.stdout !== undefined && stdio.stdout === stdio.stderr;
+    if (stdio.stdout) entry.outputs.push(this.mux.receive(streams.stdout, stdio.stdout, endSinks && !shared));
+    if (stdio.stderr) entry.outputs.push(this.mux.receive(streams.stderr, stdio.stderr, endSinks && !shared));
+    const allDone = Promise.all(entry.outputs.map((output) => output.done)).then(() => undefined);
+    if (!(shared && endSinks)) return allDone;
+    // One sink behind both streams (e.g. a log file): end it once, after both EOFs.
+    const sink = stdio.stdout!;
+    return allDone.then(
+      () =>
+        new Promise<void>((resolve) => {
+          sink.once('error', () => resolve());
+          sink.end(() => resolve());
+        }),
+    );
+  }
+
+  private forgetContainer(containerId: string): void {
+    const prefix = processKey(containerId, '');
+    for (const [key, entry] of [...this.processes]) {
+      if (key !== prefix && !key.startsWith(`${containerId}\u0000`)) continue;
+      entry.stdin?.stop(false);
+      for (const output of entry.outputs) output.detach();
+      this.processes.delete(key);
+    }
+  }
+}
+
+function validateHandshake(info: HandshakeResponse): void {
+  if (info.protocolVersion !== AGENT_PROTOCOL_VERSION) {
+    throw new RpcError(
+      Code.FailedPrecondition,
+      `agent speaks protocol version ${info.protocolVersion}, this shim speaks ${AGENT_PROTOCOL_VERSION}`,
+    );
+  }
+  if (!(info.initialStreamCredit > 0)) {
+    throw new RpcError(Code.FailedPrecondition, `agent announced initial_stream_credit ${info.initialStreamCredit}; must be positive`);
+  }
+  if (!(info.maxDataFrame > 0)) {
+    throw new RpcError(Code.FailedPrecondition, `agent announced max_data_frame ${info.maxDataFrame}; must be positive`);
+  }
+}
+
+function describe(containerId: string, execId: string, action: string): string {
+  return execId ? `container ${containerId} exec ${execId}: ${action}` : `container ${containerId}: ${action}`;
+}
+
+/** Keeps the errdefs code, and names the container and the action in the message. */
+function withContext(err: unknown, context: string): RpcError {
+  if (err instanceof RpcError) return new RpcError(err.code, `${context}: ${err.message}`);
+  return new RpcError(Code.Unknown, `${context}: ${messageOf(err)}`);
+}

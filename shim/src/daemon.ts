@@ -1,0 +1,119 @@
+// The long-running shim daemon: serves containerd.task.v2.Task over ttrpc on the socket that
+// `start` chose, publishes events, owns the containers (VMs) of its group.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ShimFlags } from './bootstrap/flags';
+import { loadConfig } from './config/config';
+import { smolvmPaths } from './config/paths';
+import { EventPublisher } from './events/publisher';
+import { TaskDefinition } from './gen/containerd/task/v2/shim';
+import { Any } from './gen/google/protobuf/any';
+import { Options as RuntimeOptions } from './gen/runtimeoptions/runtimeoptions';
+import { fdLogger, openLogFifo, type Logger } from './log';
+import { selectBackend } from './sandbox/select';
+import { TaskService } from './task/service';
+import { TtrpcServer } from './ttrpc/server';
+
+const READY_FD = 3;
+
+function signalReady(message: string): void {
+  try {
+    fs.writeSync(READY_FD, message);
+    fs.closeSync(READY_FD);
+  } catch {
+    // started by hand without a ready pipe
+  }
+}
+
+/** ConfigPath from the runtime options containerd passed to `start` (CRI's runtimeoptions). */
+function configPathFromOptions(bundle: string): string | undefined {
+  const file = path.join(bundle, 'options.pb');
+  let raw: Buffer;
+  try {
+    raw = fs.readFileSync(file);
+  } catch {
+    return undefined;
+  }
+  const any = Any.decode(raw);
+  if (!any.typeUrl.endsWith('runtimeoptions.v1.Options')) return undefined;
+  return RuntimeOptions.decode(any.value).configPath || undefined;
+}
+
+export async function runDaemon(flags: ShimFlags): Promise<void> {
+  const bundle = process.cwd();
+  const socket = process.env.SMOLVM_SHIM_SOCKET;
+  const logFd = openLogFifo(path.join(bundle, 'log'));
+  let log: Logger = fdLogger(logFd ?? 2, flags.debug ? 'debug' : 'info', { runtime: 'smolvm', pid: process.pid });
+  process.on('uncaughtException', (err) => log.error('uncaught exception (daemon keeps serving)', { error: err.stack ?? String(err) }));
+  process.on('unhandledRejection', (err) => log.error('unhandled rejection (daemon keeps serving)', { error: String(err) }));
+  try {
+    if (!socket) throw new Error('SMOLVM_SHIM_SOCKET is not set: the daemon is started by `start`');
+    process.umask(0o077);
+    const config = loadConfig(configPathFromOptions(bundle));
+    if (config.logLevel === 'debug' && !flags.debug) log = fdLogger(logFd ?? 2, 'debug', { runtime: 'smolvm', pid: process.pid });
+    const backend = selectBackend(config.backend);
+    const publisher = new EventPublisher({
+      namespace: flags.namespace,
+      ttrpcAddress: process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`,
+      containerdAddress: flags.address,
+      publishBinary: flags.publishBinary,
+      log,
+    });
+    const server = new TtrpcServer({ logger: log });
+    let exiting = false;
+    const exit = async (code: number): Promise<void> => {
+      if (exiting) return;
+      exiting = true;
+      await publisher.close().catch(() => undefined);
+      await server.close({ timeoutMs: 2000 }).catch(() => undefined);
+      fs.rmSync(socket, { force: true });
+      log.info('shim daemon exiting');
+      process.exit(code);
+    };
+    const service = new TaskService({
+      namespace: flags.namespace,
+      paths: smolvmPaths(),
+      backend,
+      publisher,
+      log,
+      memoryMiB: config.memoryMiB,
+      vcpus: config.vcpus,
+      writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
+      onShutdown: () => void exit(0),
+    });
+    server.register(TaskDefinition, {
+      create: (req) => service.create(req),
+      start: (req) => service.start(req),
+      state: (req) => service.state(req),
+      wait: (req) => service.wait(req),
+      kill: (req) => service.kill(req),
+      delete: (req) => service.delete(req),
+      pids: (req) => service.pids(req),
+      closeIO: (req) => service.closeIO(req),
+      connect: (req) => service.connect(req),
+      shutdown: (req) => service.shutdown(req),
+      pause: () => service.pause(),
+      resume: () => service.resume(),
+      checkpoint: () => service.checkpoint(),
+      exec: () => service.exec(),
+      resizePty: () => service.resizePty(),
+      update: () => service.update(),
+      stats: () => service.stats(),
+    });
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+      process.on(sig, () => {
+        log.info(`${sig}: tearing down every VM of this shim`);
+        void service.destroyAll().finally(() => exit(0));
+      });
+    }
+    // containerd does not read our stdio, and a write to a closed pipe must not kill us.
+    process.on('SIGPIPE', () => undefined);
+    await server.listen(socket);
+    log.info('shim daemon serving', { socket, backend: backend.name });
+    signalReady('ok');
+  } catch (err) {
+    log.error('shim daemon failed to start', { error: String(err) });
+    signalReady(`error: ${(err as Error).message}`);
+    process.exit(1);
+  }
+}

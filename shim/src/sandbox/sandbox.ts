@@ -1,0 +1,89 @@
+// A Sandbox is one microVM, booted generic up to "agent ready": the guest agent has answered
+// the handshake and no container exists yet. Containers arrive afterwards through the agent,
+// on disks the VMM put in fixed slots. Everything of the VM lives in its own directory.
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { AgentClient } from '../agent/client';
+import type { Paths } from '../config/paths';
+import type { Logger } from '../log';
+import { removeQuietly } from '../util/fsutil';
+import type { Backend, DiskSlot, VmInstance } from './backend';
+import { guestArtifacts } from './guest';
+
+export interface SandboxOptions {
+  backend: Backend;
+  paths: Paths;
+  memoryMiB: number;
+  vcpus: number;
+  /** Called with the VM's directory: returns the files to put behind the disk slots. */
+  prepareSlots: (vmDir: string) => Promise<DiskSlot[]>;
+  log: Logger;
+  /** Called as soon as the VMM process exists (before the guest is ready). */
+  onVmStarted?: (vm: VmInstance) => void;
+  /** Time for the guest to boot and answer the handshake. */
+  bootTimeoutMs?: number;
+}
+
+export class Sandbox {
+  private destroyed: Promise<void> | null = null;
+
+  private constructor(
+    readonly vmId: string,
+    readonly dir: string,
+    readonly vm: VmInstance,
+    readonly agent: AgentClient,
+    readonly slots: DiskSlot[],
+    private readonly log: Logger,
+  ) {}
+
+  static vmDir(paths: Paths, vmId: string): string {
+    return path.join(paths.stateDir, 'vms', vmId);
+  }
+
+  static async boot(opts: SandboxOptions): Promise<Sandbox> {
+    const vmId = randomBytes(6).toString('hex');
+    const dir = Sandbox.vmDir(opts.paths, vmId);
+    const log = opts.log.child({ vm: vmId });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    let vm: VmInstance | null = null;
+    try {
+      const [guest, slots] = await Promise.all([guestArtifacts(opts.paths.cacheDir), opts.prepareSlots(dir)]);
+      const started = Date.now();
+      vm = await opts.backend.boot({
+        vmId, dir,
+        kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: guest.cmdline,
+        memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, slots,
+      }, log);
+      opts.onVmStarted?.(vm);
+      const bootTimeout = opts.bootTimeoutMs ?? 60_000;
+      const channel = await vm.connectAgent(bootTimeout);
+      const vmExited = vm.exited.then((exit) => {
+        throw new Error(`VM exited during boot (code ${exit.code}, signal ${exit.signal}): ${vm!.diagnostics()}`);
+      });
+      const agent = await Promise.race([AgentClient.connect(channel, { timeoutMs: bootTimeout }), vmExited]);
+      vmExited.catch(() => undefined);
+      log.info('vm ready', { backend: vm.backend, pid: vm.identity.pid, ms: Date.now() - started, kernel: agent.info.kernelRelease });
+      return new Sandbox(vmId, dir, vm, agent, slots, log);
+    } catch (err) {
+      const detail = vm ? vm.diagnostics() : '';
+      if (vm) await vm.kill();
+      removeQuietly(dir);
+      const msg = err instanceof Error ? err.message : String(err);
+      throw new Error(detail && !msg.includes(detail) ? `${msg}\n${detail}` : msg);
+    }
+  }
+
+  /** Stops the VM and removes its directory (disks, sockets, logs). Idempotent. */
+  destroy(): Promise<void> {
+    if (!this.destroyed) {
+      this.destroyed = (async () => {
+        this.agent.close();
+        await this.vm.kill();
+        removeQuietly(this.dir);
+        this.log.debug('vm destroyed');
+      })();
+    }
+    return this.destroyed;
+  }
+}

@@ -1,0 +1,75 @@
+// Per-container state on disk, versioned and written atomically. `delete` (run by containerd
+// when the daemon is gone) and any later daemon work from this file alone: it names the VMM
+// process (pid + start time), the VM's directory, sockets and disks.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { writeFileAtomic } from '../util/fsutil';
+
+export const STATE_VERSION = 1;
+
+export type ContainerStatus = 'creating' | 'created' | 'running' | 'stopped';
+
+export interface VmRecord {
+  backend: string;
+  /** The VMM process (qemu or smolvm-vmm): pid + /proc start time. */
+  pid: number;
+  pidStartTime: string;
+  /** Directory holding everything of this VM (sockets, console log, writable disks). */
+  dir: string;
+  sockets: Record<string, string>;
+  disks: Record<string, string>;
+}
+
+export interface ContainerState {
+  version: number;
+  id: string;
+  namespace: string;
+  bundle: string;
+  status: ContainerStatus;
+  shimPid: number;
+  vm: VmRecord | null;
+  exitStatus?: number;
+  exitedAt?: string;
+}
+
+export class StateStore {
+  constructor(private readonly stateDir: string) {}
+
+  private dir(namespace: string): string {
+    return path.join(this.stateDir, 'tasks', namespace);
+  }
+
+  file(namespace: string, id: string): string {
+    return path.join(this.dir(namespace), `${id}.json`);
+  }
+
+  write(state: ContainerState): void {
+    fs.mkdirSync(this.dir(state.namespace), { recursive: true, mode: 0o700 });
+    writeFileAtomic(this.file(state.namespace, state.id), JSON.stringify(state, null, 2) + '\n');
+  }
+
+  read(namespace: string, id: string): ContainerState | null {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.file(namespace, id), 'utf8');
+    } catch {
+      return null;
+    }
+    const parsed = JSON.parse(text) as ContainerState;
+    if (parsed.version !== STATE_VERSION) {
+      throw new Error(`state file ${this.file(namespace, id)} has version ${parsed.version}, this smolvm reads ${STATE_VERSION}`);
+    }
+    return parsed;
+  }
+
+  remove(namespace: string, id: string): void {
+    fs.rmSync(this.file(namespace, id), { force: true });
+  }
+}
+
+/** Container ids become file names: keep them to containerd's own identifier rules. */
+export function validateId(id: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/.test(id)) {
+    throw new Error(`invalid container id ${JSON.stringify(id)}: must match [A-Za-z0-9][A-Za-z0-9_.-]* and be at most 76 characters`);
+  }
+}

@@ -1,0 +1,251 @@
+// containerd.task.v2.Task for smolvm: the init process of each container (execs, pause,
+// stats and the rest come with the full task API). Every container is its own microVM.
+import * as path from 'node:path';
+import type { RootfsSource } from '../../../rootfs-builder/image';
+import type { Paths } from '../config/paths';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
+import type { EventPublisher } from '../events/publisher';
+import { taskCreate, taskDelete, taskExit, taskStart, Topics } from '../events/topics';
+import { Status } from '../gen/containerd/types/task/task';
+import type {
+  CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+  DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest, StartResponse,
+  StateRequest, StateResponse, WaitRequest, WaitResponse,
+} from '../gen/containerd/task/v2/shim';
+import type { Empty } from '../gen/google/protobuf/empty';
+import type { Logger } from '../log';
+import { loadBundleSpec } from '../oci/spec';
+import type { Backend } from '../sandbox/backend';
+import { openHostStdio, type HostStdio } from '../stdio/fifo';
+import { StateStore, validateId, type ContainerState } from '../state/store';
+import { toTimestamp } from '../util/time';
+import { Container } from './container';
+import type { ProcessStatus } from './process';
+
+export const SHIM_VERSION = '0.1.0';
+
+export interface TaskServiceOptions {
+  namespace: string;
+  paths: Paths;
+  backend: Backend;
+  publisher: EventPublisher;
+  log: Logger;
+  memoryMiB: number;
+  vcpus: number;
+  writableDiskBytes: number;
+  /** Called when Shutdown finds no container left: the daemon exits. */
+  onShutdown: () => void;
+}
+
+interface Entry {
+  id: string;
+  bundle: string;
+  request: CreateTaskRequest;
+  container: Container;
+  stdio: HostStdio;
+  deleted: boolean;
+}
+
+const statusCode: Record<ProcessStatus, Status> = {
+  created: Status.CREATED,
+  running: Status.RUNNING,
+  stopped: Status.STOPPED,
+};
+
+export class TaskService {
+  private readonly entries = new Map<string, Entry>();
+  /** Ids whose Create is in progress: a second Create for one of them is AlreadyExists. */
+  private readonly creating = new Set<string>();
+  private readonly store: StateStore;
+  private shuttingDown = false;
+
+  constructor(private readonly opts: TaskServiceOptions) {
+    this.store = new StateStore(opts.paths.stateDir);
+  }
+
+  get containerCount(): number {
+    return this.entries.size + this.creating.size;
+  }
+
+  private entry(id: string, execId = ''): Entry {
+    const e = this.entries.get(id);
+    if (!e) throw notFound(`container ${id} not found in this shim`);
+    if (execId) throw notFound(`exec ${execId} of container ${id} not found (execs come with the full task API)`);
+    return e;
+  }
+
+  private persist(e: { id: string; bundle: string }, status: ContainerState['status'], container: Container | null, vm?: ContainerState['vm']): void {
+    const previous = this.store.read(this.opts.namespace, e.id);
+    const exit = container?.init.exit;
+    this.store.write({
+      version: 1, id: e.id, namespace: this.opts.namespace, bundle: e.bundle, status, shimPid: process.pid,
+      vm: vm ?? previous?.vm ?? null,
+      ...(exit ? { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() } : {}),
+    });
+  }
+
+  async create(req: CreateTaskRequest): Promise<CreateTaskResponse> {
+    const id = req.id;
+    try {
+      validateId(id);
+    } catch (err) {
+      throw invalidArgument((err as Error).message);
+    }
+    if (this.shuttingDown) throw failedPrecondition(`container ${id}: shim is shutting down`);
+    if (this.entries.has(id) || this.creating.has(id)) throw alreadyExists(`container ${id} already exists`);
+    if (req.checkpoint) throw unimplemented(`container ${id}: restore from checkpoint is not supported`);
+    if (!path.isAbsolute(req.bundle)) throw invalidArgument(`container ${id}: bundle path ${JSON.stringify(req.bundle)} must be absolute`);
+    this.creating.add(id);
+    const log = this.opts.log.child({ id });
+    let stdio: HostStdio | null = null;
+    try {
+      const spec = loadBundleSpec(req.bundle);
+      if (!spec.process) throw invalidArgument(`container ${id}: config.json has no process`);
+      const rootfs: RootfsSource = req.rootfs.length > 0
+        ? { kind: 'mounts', mounts: req.rootfs }
+        : { kind: 'dir', path: path.resolve(req.bundle, spec.root?.path ?? 'rootfs') };
+      stdio = openHostStdio({ stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal || !!spec.process.terminal });
+      const hostStdio = stdio;
+      const ident = { id, bundle: req.bundle };
+      this.persist(ident, 'creating', null, null);
+      const container = await Container.create({
+        id, spec, rootfs,
+        stdio: { stdin: hostStdio.stdin, stdout: hostStdio.stdout, stderr: hostStdio.stderr },
+        backend: this.opts.backend, paths: this.opts.paths,
+        memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
+        log,
+        onVmStarted: (vm, vmDir) => this.persist(ident, 'creating', null, {
+          backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir,
+          sockets: vm.sockets, disks: {},
+        }),
+        onExit: (info) => {
+          const e = this.entries.get(id);
+          if (!e || e.deleted) return;
+          this.persist(e, 'stopped', e.container);
+          this.opts.publisher.publish(Topics.exit, taskExit({
+            containerId: id, id, pid: e.container.pid, exitStatus: info.exitStatus, exitedAt: toTimestamp(info.exitedAt),
+          }));
+        },
+      });
+      const entry: Entry = { id, bundle: req.bundle, request: req, container, stdio: hostStdio, deleted: false };
+      this.entries.set(id, entry);
+      this.persist(entry, 'created', container);
+      this.opts.publisher.publish(Topics.create, taskCreate({
+        containerId: id, bundle: req.bundle, rootfs: req.rootfs,
+        io: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal },
+        checkpoint: req.checkpoint, pid: container.pid,
+      }));
+      log.info('container created', { pid: container.pid, guest_pid: container.guestPid });
+      return { pid: container.pid };
+    } catch (err) {
+      stdio?.close();
+      this.store.remove(this.opts.namespace, id);
+      log.error('create failed', { error: (err as Error).message });
+      if (err instanceof Error && !(err as { code?: unknown }).code) {
+        err.message = `container ${id}: ${err.message}`;
+      }
+      throw err;
+    } finally {
+      this.creating.delete(id);
+    }
+  }
+
+  async start(req: StartRequest): Promise<StartResponse> {
+    const e = this.entry(req.id, req.execId);
+    await e.container.start(() => {
+      this.persist(e, 'running', e.container);
+      this.opts.publisher.publish(Topics.start, taskStart({ containerId: e.id, pid: e.container.pid }));
+    });
+    return { pid: e.container.pid };
+  }
+
+  async state(req: StateRequest): Promise<StateResponse> {
+    const e = this.entry(req.id, req.execId);
+    const exit = e.container.init.exit;
+    return {
+      id: e.id, bundle: e.bundle, pid: e.container.pid, status: statusCode[e.container.init.status],
+      stdin: e.request.stdin, stdout: e.request.stdout, stderr: e.request.stderr, terminal: e.request.terminal,
+      exitStatus: exit?.exitStatus ?? 0, exitedAt: exit ? toTimestamp(exit.exitedAt) : undefined, execId: req.execId,
+    };
+  }
+
+  async wait(req: WaitRequest): Promise<WaitResponse> {
+    const e = this.entry(req.id, req.execId);
+    const info = await e.container.init.exited;
+    return { exitStatus: info.exitStatus, exitedAt: toTimestamp(info.exitedAt) };
+  }
+
+  async kill(req: KillRequest): Promise<Empty> {
+    const e = this.entry(req.id, req.execId);
+    if (req.signal <= 0 || req.signal > 64) throw invalidArgument(`container ${req.id}: invalid signal ${req.signal}`);
+    await e.container.kill(req.signal, req.all);
+    return {};
+  }
+
+  async delete(req: DeleteRequest): Promise<DeleteResponse> {
+    const e = this.entry(req.id, req.execId);
+    const status = e.container.init.status;
+    if (status === 'running') throw failedPrecondition(`container ${req.id}: cannot delete a running task; kill it first`);
+    e.deleted = true;
+    await e.container.destroy();
+    e.stdio.close();
+    this.entries.delete(e.id);
+    this.store.remove(this.opts.namespace, e.id);
+    const exit = e.container.init.exit!;
+    const pid = e.container.pid;
+    this.opts.publisher.publish(Topics.delete, taskDelete({
+      containerId: e.id, pid, exitStatus: exit.exitStatus, exitedAt: toTimestamp(exit.exitedAt), id: e.id,
+    }));
+    this.opts.log.info('container deleted', { id: e.id });
+    return { pid, exitStatus: exit.exitStatus, exitedAt: toTimestamp(exit.exitedAt) };
+  }
+
+  async pids(req: PidsRequest): Promise<PidsResponse> {
+    const e = this.entry(req.id);
+    const pids = await e.container.guestPids();
+    return { processes: pids.map((pid) => ({ pid, info: undefined })) };
+  }
+
+  async closeIO(req: CloseIORequest): Promise<Empty> {
+    const e = this.entry(req.id, req.execId);
+    if (req.stdin) {
+      e.stdio.closeStdin();
+      await e.container.closeStdin();
+    }
+    return {};
+  }
+
+  async connect(req: ConnectRequest): Promise<ConnectResponse> {
+    const e = this.entries.get(req.id);
+    return { shimPid: process.pid, taskPid: e?.container.pid ?? 0, version: SHIM_VERSION };
+  }
+
+  async shutdown(_req: ShutdownRequest): Promise<Empty> {
+    if (this.containerCount > 0) return {};
+    this.shuttingDown = true;
+    // Answer first, then exit: containerd waits for the reply.
+    setImmediate(() => this.opts.onShutdown());
+    return {};
+  }
+
+  /** Tears everything down (daemon exit on a signal). */
+  async destroyAll(): Promise<void> {
+    this.shuttingDown = true;
+    await Promise.all([...this.entries.values()].map(async (e) => {
+      e.deleted = true;
+      await e.container.destroy().catch(() => undefined);
+      e.stdio.close();
+      this.store.remove(this.opts.namespace, e.id);
+    }));
+    this.entries.clear();
+  }
+
+  // The rest of the task API arrives with issue 4; until then a clear Unimplemented.
+  async pause(): Promise<Empty> { throw unimplemented('pause is not supported yet'); }
+  async resume(): Promise<Empty> { throw unimplemented('resume is not supported yet'); }
+  async checkpoint(): Promise<Empty> { throw unimplemented('checkpoint is not supported'); }
+  async exec(): Promise<Empty> { throw unimplemented('exec is not supported yet'); }
+  async resizePty(): Promise<Empty> { throw unimplemented('resize pty is not supported yet'); }
+  async update(): Promise<Empty> { throw unimplemented('update is not supported yet'); }
+  async stats(): Promise<never> { throw unimplemented('stats are not supported yet'); }
+}
