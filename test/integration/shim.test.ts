@@ -1,0 +1,199 @@
+// The shim binary driven the way containerd 1.6 drives it (start → ttrpc Task API → delete),
+// with a real guest on the tcg backend. A fake containerd receives the events.
+import * as assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fromAddress } from '../../shim/src/bootstrap/address';
+import { TaskExit } from '../../shim/src/gen/containerd/events/task';
+import { EventsDefinition, type Envelope } from '../../shim/src/gen/containerd/services/events/events';
+import { DeleteResponse, TaskDefinition } from '../../shim/src/gen/containerd/task/v2/shim';
+import { Status } from '../../shim/src/gen/containerd/types/task/task';
+import { nullLogger } from '../../shim/src/log';
+import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
+import { TtrpcClient } from '../../shim/src/ttrpc/client';
+import { TtrpcServer } from '../../shim/src/ttrpc/server';
+import { defaultProcessSpec, makeBusyboxRootfs } from '../helpers/rootfs';
+
+const repo = path.resolve(__dirname, '..', '..', '..');
+const shimBin = path.join(repo, 'bin', 'containerd-shim-smolvm-v1');
+
+describe('shim binary with a real guest (tcg)', function () {
+  this.timeout(120_000);
+  let work: string;
+  let events: Envelope[];
+  let containerd: TtrpcServer;
+  let env: NodeJS.ProcessEnv;
+  const containerdAddress = () => path.join(work, 'containerd.sock');
+
+  before(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-shim-'));
+    events = [];
+    containerd = new TtrpcServer({ logger: nullLogger });
+    containerd.register(EventsDefinition, { forward: async (req) => { events.push(req.envelope!); return {}; } });
+    await containerd.listen(path.join(work, 'containerd.sock.ttrpc'));
+    env = { ...process.env, TTRPC_ADDRESS: path.join(work, 'containerd.sock.ttrpc'), SMOLVM_ROOT: path.join(work, 'smolvm') };
+  });
+
+  after(async () => {
+    await containerd.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  function makeBundle(id: string, args: string[]): { bundle: string; fifos: Record<'stdin' | 'stdout' | 'stderr', string> } {
+    const bundle = path.join(work, id);
+    fs.mkdirSync(bundle);
+    const rootfs = makeBusyboxRootfs(work);
+    fs.renameSync(rootfs, path.join(bundle, 'rootfs'));
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(defaultProcessSpec(args)));
+    execFileSync('mkfifo', [path.join(bundle, 'log')]);
+    const fifos = { stdin: path.join(bundle, 'stdin'), stdout: path.join(bundle, 'stdout'), stderr: path.join(bundle, 'stderr') };
+    for (const f of Object.values(fifos)) execFileSync('mkfifo', [f]);
+    return { bundle, fifos };
+  }
+
+  function startShim(id: string, bundle: string): string {
+    const r = spawnSync(shimBin, ['-namespace', 'test', '-address', containerdAddress(), '-publish-binary', '/bin/false', '-id', id, 'start'],
+      { cwd: bundle, env, input: Buffer.alloc(0), timeout: 15_000 });
+    const out = Buffer.concat([r.stdout, r.stderr]).toString();
+    assert.equal(r.status, 0, `start failed: ${out}`);
+    assert.match(out, /^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/, 'start prints only the address');
+    assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), out);
+    const mode = fs.statSync(fromAddress(out)).mode & 0o777;
+    assert.equal(mode, 0o600, 'socket mode');
+    return out;
+  }
+
+  function readAll(fifo: string): Promise<Buffer> {
+    const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const sock = new net.Socket({ fd, readable: true, writable: false });
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    return new Promise((resolve) => sock.once('end', () => { sock.destroy(); resolve(Buffer.concat(chunks)); }));
+  }
+
+  it('creates, starts, waits and deletes a container, with events in order', async () => {
+    const id = 'c1';
+    const { bundle, fifos } = makeBundle(id, ['sh', '-c', 'echo out; echo err >&2; uname -r; exit 7']);
+    const address = startShim(id, bundle);
+    const client = await TtrpcClient.connect(fromAddress(address));
+    try {
+      const stdout = readAll(fifos.stdout);
+      const stderr = readAll(fifos.stderr);
+      const created = await client.call(TaskDefinition, 'create', {
+        id, bundle, rootfs: [], terminal: false, stdin: '', stdout: fifos.stdout, stderr: fifos.stderr,
+        checkpoint: '', parentCheckpoint: '', options: undefined,
+      });
+      assert.ok(created.pid > 0);
+      assert.ok(processStartTime(created.pid) !== null, 'the pid is a live host process (the VMM)');
+      const state = await client.call(TaskDefinition, 'state', { id, execId: '' });
+      assert.equal(state.status, Status.CREATED);
+      await client.call(TaskDefinition, 'start', { id, execId: '' });
+      const waited = await client.call(TaskDefinition, 'wait', { id, execId: '' });
+      assert.equal(waited.exitStatus, 7);
+      assert.ok((waited.exitedAt?.seconds ?? 0) > 0);
+      const deleted = await client.call(TaskDefinition, 'delete', { id, execId: '' });
+      assert.equal(deleted.exitStatus, 7);
+      assert.equal(isSameProcessAlive({ pid: created.pid, startTime: processStartTime(created.pid) ?? 'gone' }), false, 'VMM gone after delete');
+      // The daemon still holds the FIFOs' write ends until delete: now both streams end.
+      const [out, err] = await Promise.all([stdout, stderr]);
+      const lines = out.toString().trim().split('\n');
+      assert.equal(lines[0], 'out');
+      assert.notEqual(lines[1], os.release(), 'the guest kernel is not the host kernel');
+      assert.equal(err.toString(), 'err\n');
+      await client.call(TaskDefinition, 'shutdown', { id, now: false });
+    } finally {
+      client.close();
+    }
+    await waitFor(() => events.some((e) => e.topic === '/tasks/delete'), 5000);
+    const topics = events.map((e) => e.topic);
+    assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+    const exit = TaskExit.decode(events[2]!.event!.value);
+    assert.equal(exit.id, id);
+    assert.equal(exit.containerId, id);
+    assert.equal(exit.exitStatus, 7);
+    assert.equal(events[2]!.event!.typeUrl, 'containerd.events.TaskExit');
+    assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')), [], 'no VM directory left');
+    events.length = 0;
+  });
+
+  it('kills a running container: Wait reports 128+signal', async () => {
+    const id = 'ck';
+    const { bundle, fifos } = makeBundle(id, ['sleep', '1000']);
+    const address = startShim(id, bundle);
+    const client = await TtrpcClient.connect(fromAddress(address));
+    try {
+      await client.call(TaskDefinition, 'create', {
+        id, bundle, rootfs: [], terminal: false, stdin: '', stdout: fifos.stdout, stderr: '',
+        checkpoint: '', parentCheckpoint: '', options: undefined,
+      });
+      await client.call(TaskDefinition, 'start', { id, execId: '' });
+      await assert.rejects(client.call(TaskDefinition, 'delete', { id, execId: '' }), /running/);
+      const waiting = client.call(TaskDefinition, 'wait', { id, execId: '' });
+      await client.call(TaskDefinition, 'kill', { id, execId: '', signal: 9, all: false });
+      assert.equal((await waiting).exitStatus, 137);
+      const state = await client.call(TaskDefinition, 'state', { id, execId: '' });
+      assert.equal(state.status, Status.STOPPED);
+      await client.call(TaskDefinition, 'delete', { id, execId: '' });
+      await assert.rejects(client.call(TaskDefinition, 'state', { id, execId: '' }), /not found/);
+      await client.call(TaskDefinition, 'shutdown', { id, now: false });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('delete tears the VM down from disk state after the daemon was killed', async () => {
+    const id = 'c2';
+    const { bundle, fifos } = makeBundle(id, ['sleep', '1000']);
+    const address = startShim(id, bundle);
+    const client = await TtrpcClient.connect(fromAddress(address));
+    const created = await client.call(TaskDefinition, 'create', {
+      id, bundle, rootfs: [], terminal: false, stdin: '', stdout: fifos.stdout, stderr: '',
+      checkpoint: '', parentCheckpoint: '', options: undefined,
+    });
+    await client.call(TaskDefinition, 'start', { id, execId: '' });
+    const connect = await client.call(TaskDefinition, 'connect', { id });
+    client.close();
+    const vmm = { pid: created.pid, startTime: processStartTime(created.pid)! };
+    process.kill(connect.shimPid, 'SIGKILL');
+    const r = spawnSync(shimBin, ['-namespace', 'test', '-address', containerdAddress(), '-publish-binary', '/bin/false', '-id', id, '-bundle', bundle, 'delete'],
+      { cwd: bundle, env, timeout: 15_000 });
+    assert.equal(r.status, 0, r.stderr.toString());
+    const resp = DeleteResponse.decode(r.stdout);
+    assert.equal(resp.exitStatus, 137);
+    assert.equal(resp.pid, created.pid);
+    assert.ok((resp.exitedAt?.seconds ?? 0) > 0);
+    assert.equal(isSameProcessAlive(vmm), false, 'VMM killed by delete');
+    assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')), []);
+    assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'tasks', 'test')), []);
+  });
+
+  it('fails Create clearly for a missing binary and leaves nothing behind', async () => {
+    const id = 'c3';
+    const { bundle, fifos } = makeBundle(id, ['/no/such/binary']);
+    const address = startShim(id, bundle);
+    const client = await TtrpcClient.connect(fromAddress(address));
+    try {
+      const started = Date.now();
+      await assert.rejects(client.call(TaskDefinition, 'create', {
+        id, bundle, rootfs: [], terminal: false, stdin: '', stdout: fifos.stdout, stderr: fifos.stderr,
+        checkpoint: '', parentCheckpoint: '', options: undefined,
+      }), /no\/such\/binary/);
+      assert.ok(Date.now() - started < 30_000);
+      assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')), []);
+      await client.call(TaskDefinition, 'shutdown', { id, now: false });
+    } finally {
+      client.close();
+    }
+  });
+});
+
+async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
