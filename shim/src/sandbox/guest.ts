@@ -4,8 +4,9 @@
 import { cachedKernel, type KernelArtifact } from '../../../rootfs-builder/kernel/build';
 import { ensureInitramfs } from '../../../rootfs-builder/initramfs/build';
 
-/** Kernel command line for every guest. QEMU (acpi=off) appends the virtio-mmio devices. */
-export const GUEST_CMDLINE = 'console=ttyS0 reboot=k panic=-1 quiet';
+/** Kernel command line for every guest. QEMU (acpi=off) appends the virtio-mmio devices.
+ *  reboot=t: a triple fault resets at once (microvm has no keyboard controller to wait for). */
+export const GUEST_CMDLINE = 'console=ttyS0 reboot=t panic=-1 quiet';
 
 export interface GuestArtifacts {
   kernel: KernelArtifact;

@@ -1,0 +1,408 @@
+#include "agent_pb.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Appends a decoded string to a NULL-terminated growable list. */
+static int list_push_string(pb_reader *r, char ***list, size_t *n)
+{
+    if (*n >= AGENT_MAX_LIST)
+        return -1;
+    char *s = NULL;
+    if (pb_read_string(r, &s, AGENT_MAX_STRING) < 0)
+        return -1;
+    char **nl = realloc(*list, (*n + 2) * sizeof **list);
+    if (!nl) {
+        free(s);
+        return -1;
+    }
+    nl[(*n)++] = s;
+    nl[*n] = NULL;
+    *list = nl;
+    return 0;
+}
+
+static void list_free(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+static int read_u32(pb_reader *r, uint32_t wire, uint32_t *out)
+{
+    uint64_t v;
+    if (wire != PB_WIRE_VARINT || pb_read_varint(r, &v) < 0)
+        return -1;
+    *out = (uint32_t)v; /* proto3 uint32 semantics: truncation */
+    return 0;
+}
+
+static int read_bool(pb_reader *r, uint32_t wire, bool *out)
+{
+    uint64_t v;
+    if (wire != PB_WIRE_VARINT || pb_read_varint(r, &v) < 0)
+        return -1;
+    *out = v != 0;
+    return 0;
+}
+
+static int read_sub(pb_reader *r, uint32_t wire, pb_reader *sub)
+{
+    const uint8_t *d;
+    size_t n;
+    if (wire != PB_WIRE_LEN || pb_read_len(r, &d, &n) < 0)
+        return -1;
+    *sub = pb_reader_make(d, n);
+    return 0;
+}
+
+int agent_decode_handshake(const uint8_t *data, size_t len, struct handshake_request *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        uint64_t v;
+        switch (field) {
+        case 1:
+            if (read_u32(&r, wire, &out->protocol_version) < 0)
+                return -1;
+            break;
+        case 2:
+            if (wire != PB_WIRE_VARINT || pb_read_varint(&r, &v) < 0)
+                return -1;
+            out->host_time_unix_nano = v;
+            break;
+        case 3:
+            if (wire != PB_WIRE_LEN || pb_read_len(&r, &out->entropy, &out->entropy_len) < 0)
+                return -1;
+            break;
+        default:
+            if (pb_skip(&r, wire) < 0)
+                return -1;
+        }
+    }
+    return rc;
+}
+
+static int decode_disk_slot(pb_reader *r, struct disk_slot *out)
+{
+    out->present = true;
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        switch (field) {
+        case 1:
+            if (wire != PB_WIRE_LEN || pb_read_string(r, &out->serial, 256) < 0)
+                return -1;
+            break;
+        case 2:
+            if (wire != PB_WIRE_LEN || pb_read_string(r, &out->fs_type, 64) < 0)
+                return -1;
+            break;
+        case 3:
+            if (read_bool(r, wire, &out->read_only) < 0)
+                return -1;
+            break;
+        default:
+            if (pb_skip(r, wire) < 0)
+                return -1;
+        }
+    }
+    return rc;
+}
+
+static int decode_user(pb_reader *r, struct agent_process *p)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        switch (field) {
+        case 1:
+            if (read_u32(r, wire, &p->uid) < 0)
+                return -1;
+            break;
+        case 2:
+            if (read_u32(r, wire, &p->gid) < 0)
+                return -1;
+            break;
+        case 3:
+            if (wire == PB_WIRE_LEN) { /* packed */
+                pb_reader packed;
+                if (read_sub(r, wire, &packed) < 0)
+                    return -1;
+                while (packed.p < packed.end) {
+                    uint64_t v;
+                    if (p->ngids >= AGENT_MAX_LIST || pb_read_varint(&packed, &v) < 0)
+                        return -1;
+                    uint32_t *ng = realloc(p->gids, (p->ngids + 1) * sizeof *ng);
+                    if (!ng)
+                        return -1;
+                    p->gids = ng;
+                    p->gids[p->ngids++] = (uint32_t)v;
+                }
+            } else {
+                uint32_t g;
+                if (p->ngids >= AGENT_MAX_LIST || read_u32(r, wire, &g) < 0)
+                    return -1;
+                uint32_t *ng = realloc(p->gids, (p->ngids + 1) * sizeof *ng);
+                if (!ng)
+                    return -1;
+                p->gids = ng;
+                p->gids[p->ngids++] = g;
+            }
+            break;
+        default:
+            if (pb_skip(r, wire) < 0)
+                return -1;
+        }
+    }
+    return rc;
+}
+
+static int decode_rlimit(pb_reader *r, struct agent_rlimit *out)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        switch (field) {
+        case 1:
+            if (wire != PB_WIRE_LEN || pb_read_string(r, &out->type, 64) < 0)
+                return -1;
+            break;
+        case 2:
+            if (wire != PB_WIRE_VARINT || pb_read_varint(r, &out->hard) < 0)
+                return -1;
+            break;
+        case 3:
+            if (wire != PB_WIRE_VARINT || pb_read_varint(r, &out->soft) < 0)
+                return -1;
+            break;
+        default:
+            if (pb_skip(r, wire) < 0)
+                return -1;
+        }
+    }
+    return rc;
+}
+
+static int decode_process(pb_reader *r, struct agent_process *p)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        pb_reader sub;
+        switch (field) {
+        case 1:
+            if (wire != PB_WIRE_LEN || list_push_string(r, &p->args, &p->nargs) < 0)
+                return -1;
+            break;
+        case 2:
+            if (wire != PB_WIRE_LEN || list_push_string(r, &p->env, &p->nenv) < 0)
+                return -1;
+            break;
+        case 3:
+            if (wire != PB_WIRE_LEN || pb_read_string(r, &p->cwd, 4096) < 0)
+                return -1;
+            break;
+        case 4:
+            if (read_sub(r, wire, &sub) < 0 || decode_user(&sub, p) < 0)
+                return -1;
+            break;
+        case 5:
+            if (read_bool(r, wire, &p->terminal) < 0)
+                return -1;
+            break;
+        case 6: {
+            if (p->nrlimits >= 64 || read_sub(r, wire, &sub) < 0)
+                return -1;
+            struct agent_rlimit *nl = realloc(p->rlimits, (p->nrlimits + 1) * sizeof *nl);
+            if (!nl)
+                return -1;
+            p->rlimits = nl;
+            memset(&nl[p->nrlimits], 0, sizeof *nl);
+            p->nrlimits++; /* counted before decoding so a failure still frees it */
+            if (decode_rlimit(&sub, &nl[p->nrlimits - 1]) < 0)
+                return -1;
+            break;
+        }
+        case 7:
+            if (read_bool(r, wire, &p->no_new_privileges) < 0)
+                return -1;
+            break;
+        default:
+            if (pb_skip(r, wire) < 0)
+                return -1;
+        }
+    }
+    return rc;
+}
+
+static int decode_stdio(pb_reader *r, struct stdio_streams *s)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        uint32_t *dst = field == 1 ? &s->stdin_id : field == 2 ? &s->stdout_id : field == 3 ? &s->stderr_id : NULL;
+        if (dst) {
+            if (read_u32(r, wire, dst) < 0)
+                return -1;
+        } else if (pb_skip(r, wire) < 0) {
+            return -1;
+        }
+    }
+    return rc;
+}
+
+int agent_decode_create(const uint8_t *data, size_t len, struct create_container_request *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        pb_reader sub;
+        switch (field) {
+        case 1:
+            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0)
+                goto bad;
+            break;
+        case 2:
+        case 3: {
+            struct disk_slot *slot = field == 2 ? &out->image : &out->writable;
+            if (read_sub(&r, wire, &sub) < 0 || decode_disk_slot(&sub, slot) < 0)
+                goto bad;
+            break;
+        }
+        case 4:
+            out->has_process = true;
+            if (read_sub(&r, wire, &sub) < 0 || decode_process(&sub, &out->process) < 0)
+                goto bad;
+            break;
+        case 5:
+            if (read_sub(&r, wire, &sub) < 0 || decode_stdio(&sub, &out->stdio) < 0)
+                goto bad;
+            break;
+        case 6:
+            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->hostname, 1024) < 0)
+                goto bad;
+            break;
+        case 7:
+            if (read_bool(&r, wire, &out->readonly_rootfs) < 0)
+                goto bad;
+            break;
+        default:
+            if (pb_skip(&r, wire) < 0)
+                goto bad;
+        }
+    }
+    if (rc == 0)
+        return 0;
+bad:
+    agent_create_free(out);
+    return -1;
+}
+
+static void disk_slot_free(struct disk_slot *s)
+{
+    free(s->serial);
+    free(s->fs_type);
+}
+
+void agent_create_free(struct create_container_request *req)
+{
+    free(req->container_id);
+    disk_slot_free(&req->image);
+    disk_slot_free(&req->writable);
+    struct agent_process *p = &req->process;
+    list_free(p->args, p->nargs);
+    list_free(p->env, p->nenv);
+    free(p->cwd);
+    free(p->gids);
+    for (size_t i = 0; i < p->nrlimits; i++)
+        free(p->rlimits[i].type);
+    free(p->rlimits);
+    free(req->hostname);
+    memset(req, 0, sizeof *req);
+}
+
+int agent_decode_target(const uint8_t *data, size_t len, struct process_target *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        int bad = 0;
+        switch (field) {
+        case 1:
+            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0;
+            break;
+        case 2:
+            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->exec_id, 1024) < 0;
+            break;
+        case 3:
+            bad = read_u32(&r, wire, &out->signal) < 0;
+            break;
+        case 4:
+            bad = read_bool(&r, wire, &out->all) < 0;
+            break;
+        default:
+            bad = pb_skip(&r, wire) < 0;
+        }
+        if (bad) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc < 0) {
+        agent_target_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void agent_target_free(struct process_target *t)
+{
+    free(t->container_id);
+    free(t->exec_id);
+    memset(t, 0, sizeof *t);
+}
+
+void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
+                                     const char *agent_version, const char *kernel_release,
+                                     uint32_t initial_credit, uint32_t max_data_frame)
+{
+    pb_put_uint_field(w, 1, protocol_version);
+    pb_put_string_field(w, 2, agent_version);
+    pb_put_string_field(w, 3, kernel_release);
+    pb_put_uint_field(w, 4, initial_credit);
+    pb_put_uint_field(w, 5, max_data_frame);
+}
+
+void agent_encode_pid_response(pb_writer *w, uint32_t pid)
+{
+    pb_put_uint_field(w, 1, pid);
+}
+
+void agent_encode_wait_response(pb_writer *w, uint32_t exit_status, uint64_t exited_at_unix_nano)
+{
+    pb_put_uint_field(w, 1, exit_status);
+    pb_put_uint_field(w, 2, exited_at_unix_nano);
+}
+
+void agent_encode_list_response(pb_writer *w, const uint32_t *pids, const char *const *exec_ids,
+                                size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pb_writer entry;
+        pb_writer_init(&entry);
+        pb_put_uint_field(&entry, 1, pids[i]);
+        if (exec_ids)
+            pb_put_string_field(&entry, 2, exec_ids[i]);
+        pb_put_message_field(w, 1, &entry);
+        pb_writer_free(&entry);
+    }
+}

@@ -1,0 +1,1003 @@
+#include "container.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "stdio_pump.h"
+
+#define CONTAINER_ROOT "/run/smolvm/c"
+#define CHILD_STACK_SIZE (256 * 1024)
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+enum mount_flag { M_IMAGE = 1, M_DISK = 2, M_ROOTFS = 4 };
+
+struct container {
+    struct container *next;
+    char *id;
+    char dir[256];
+    char image_dir[300];
+    char disk_dir[300];
+    char rootfs_dir[300];
+    unsigned mounted;
+    struct process init;
+    bool pidns_known;
+    dev_t pidns_dev;
+    ino_t pidns_ino;
+    bool removing;
+    struct pending_reply *removals;
+};
+
+static struct container *g_containers;
+
+/* What the child reports on its status pipe: written once, atomically (< PIPE_BUF). */
+struct child_report {
+    int32_t code;
+    char message[500];
+};
+
+static uint64_t now_unix_nano(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct container *find_container(const char *id)
+{
+    if (!id)
+        return NULL;
+    for (struct container *c = g_containers; c; c = c->next)
+        if (strcmp(c->id, id) == 0)
+            return c;
+    return NULL;
+}
+
+static struct pending_reply *pending_push(struct pending_reply **list, uint64_t gen, uint32_t sid)
+{
+    struct pending_reply *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->gen = gen;
+    p->stream_id = sid;
+    p->next = *list;
+    *list = p;
+    return p;
+}
+
+/* Looks up the container and (init-only for now) process a request names; answers the
+ * request with the error and returns NULL when either is unknown. */
+static struct process *target_process(uint64_t gen, uint32_t sid, const struct process_target *t,
+                                      struct container **out_c)
+{
+    struct container *c = find_container(t->container_id);
+    if (!c) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\" not found",
+                            t->container_id ? t->container_id : "");
+        return NULL;
+    }
+    if (t->exec_id && t->exec_id[0]) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\": exec \"%s\" not found", c->id,
+                            t->exec_id);
+        return NULL;
+    }
+    if (out_c)
+        *out_c = c;
+    return &c->init;
+}
+
+/* ---------------------------------------------------------------- filesystems */
+
+static bool valid_container_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 128 || id[0] == '.' || id[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && id[i] != '_' && id[i] != '-' && id[i] != '.')
+            return false;
+    return true;
+}
+
+static bool allowed_fs(const char *fs)
+{
+    return strcmp(fs, "erofs") == 0 || strcmp(fs, "ext4") == 0;
+}
+
+/* /dev/vdX whose virtio-blk serial is `serial`. */
+static int find_slot_device(const char *serial, char *dev, size_t cap)
+{
+    DIR *d = opendir("/sys/block");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int rc = -1;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strlen(e->d_name) > 32)
+            continue;
+        char path[320], value[64];
+        snprintf(path, sizeof path, "/sys/block/%s/serial", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, value, sizeof value - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        while (n > 0 && (value[n - 1] == '\n' || value[n - 1] == ' ' || value[n - 1] == 0))
+            n--;
+        value[n] = 0;
+        if (strcmp(value, serial) == 0) {
+            snprintf(dev, cap, "/dev/%s", e->d_name);
+            rc = 0;
+            break;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Drops cached blocks of the device: after a snapshot restore the slot may hold a new file. */
+static void flush_block_device(const char *dev)
+{
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (ioctl(fd, BLKFLSBUF, 0) < 0)
+        LOG_WARN("BLKFLSBUF %s: %s", dev, strerror(errno));
+    close(fd);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof tmp)
+        return -1;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static void container_unmount(struct container *c)
+{
+    /* Detached: the dying init's mount namespace may still pin them for a moment. */
+    if (c->mounted & M_ROOTFS)
+        umount2(c->rootfs_dir, MNT_DETACH);
+    if (c->mounted & M_DISK)
+        umount2(c->disk_dir, MNT_DETACH);
+    if (c->mounted & M_IMAGE)
+        umount2(c->image_dir, MNT_DETACH);
+    c->mounted = 0;
+    rmdir(c->rootfs_dir);
+    rmdir(c->disk_dir);
+    rmdir(c->image_dir);
+    rmdir(c->dir);
+}
+
+/* Mounts image, writable disk and their overlay. 0, or -1 with err filled in. */
+static int container_mount(struct container *c, const struct create_container_request *req,
+                           int *code, char *err, size_t errcap)
+{
+    char image_dev[64], disk_dev[64];
+    const char *image_fs = req->image.fs_type && req->image.fs_type[0] ? req->image.fs_type : "erofs";
+    if (find_slot_device(req->image.serial, image_dev, sizeof image_dev) < 0) {
+        *code = RPC_NOT_FOUND;
+        snprintf(err, errcap, "no disk with serial \"%s\" (image slot)", req->image.serial);
+        return -1;
+    }
+    const char *disk_fs = NULL;
+    if (req->writable.present) {
+        disk_fs = req->writable.fs_type && req->writable.fs_type[0] ? req->writable.fs_type : "ext4";
+        if (find_slot_device(req->writable.serial, disk_dev, sizeof disk_dev) < 0) {
+            *code = RPC_NOT_FOUND;
+            snprintf(err, errcap, "no disk with serial \"%s\" (writable slot)", req->writable.serial);
+            return -1;
+        }
+    }
+    *code = RPC_INTERNAL;
+    if (mkdir_p(c->image_dir, 0700) < 0 || mkdir_p(c->disk_dir, 0700) < 0 || mkdir_p(c->rootfs_dir, 0755) < 0) {
+        snprintf(err, errcap, "mkdir under %s: %s", c->dir, strerror(errno));
+        return -1;
+    }
+    flush_block_device(image_dev);
+    if (mount(image_dev, c->image_dir, image_fs, MS_RDONLY | MS_NODEV, NULL) < 0) {
+        snprintf(err, errcap, "mount image %s (%s, slot %s): %s", image_dev, image_fs, req->image.serial,
+                 strerror(errno));
+        return -1;
+    }
+    c->mounted |= M_IMAGE;
+    if (!req->writable.present) {
+        /* No writable layer: the image itself is the (read-only) root. */
+        if (mount(c->image_dir, c->rootfs_dir, NULL, MS_BIND, NULL) < 0 ||
+            mount(NULL, c->rootfs_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) {
+            snprintf(err, errcap, "bind image as rootfs: %s", strerror(errno));
+            return -1;
+        }
+        c->mounted |= M_ROOTFS;
+        return 0;
+    }
+    flush_block_device(disk_dev);
+    unsigned long disk_flags = MS_NODEV | (req->writable.read_only ? MS_RDONLY : 0);
+    if (mount(disk_dev, c->disk_dir, disk_fs, disk_flags, NULL) < 0) {
+        snprintf(err, errcap, "mount writable disk %s (%s, slot %s): %s", disk_dev, disk_fs,
+                 req->writable.serial, strerror(errno));
+        return -1;
+    }
+    c->mounted |= M_DISK;
+    char upper[320], work[320];
+    snprintf(upper, sizeof upper, "%s/upper", c->disk_dir);
+    snprintf(work, sizeof work, "%s/work", c->disk_dir);
+    if (!req->writable.read_only) {
+        if ((mkdir(upper, 0755) < 0 && errno != EEXIST) || (mkdir(work, 0700) < 0 && errno != EEXIST)) {
+            snprintf(err, errcap, "mkdir upper/work on the writable disk: %s", strerror(errno));
+            return -1;
+        }
+    }
+    char opts[1024];
+    /* The ids allowed in paths exclude ',' and ':', the overlay option separators. */
+    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", c->image_dir, upper, work);
+    unsigned long flags = (req->readonly_rootfs || req->writable.read_only) ? MS_RDONLY : 0;
+    if (mount("overlay", c->rootfs_dir, "overlay", flags, opts) < 0) {
+        snprintf(err, errcap, "mount overlay (%s): %s", opts, strerror(errno));
+        return -1;
+    }
+    c->mounted |= M_ROOTFS;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the child */
+
+struct child_ctx {
+    const struct create_container_request *req;
+    const char *rootfs;
+    int fds[5]; /* stdin, stdout, stderr (-1: /dev/null), status writer, start reader */
+};
+
+static int child_status_fd = -1;
+
+static __attribute__((noreturn, format(printf, 2, 3))) void child_fail(int code, const char *fmt, ...)
+{
+    struct child_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep.message, sizeof rep.message, fmt, ap);
+    va_end(ap);
+    if (child_status_fd >= 0) {
+        ssize_t w = write(child_status_fd, &rep, sizeof rep);
+        (void)w;
+    }
+    _exit(127);
+}
+
+static void child_mount(const char *src, const char *target, const char *fs, unsigned long flags,
+                        const char *data)
+{
+    if (mkdir(target, 0755) < 0 && errno != EEXIST)
+        child_fail(RPC_INTERNAL, "mkdir /%s in the rootfs: %s", target, strerror(errno));
+    if (mount(src, target, fs, flags, data) < 0)
+        child_fail(RPC_INTERNAL, "mount %s on /%s: %s", fs, target, strerror(errno));
+}
+
+static void child_setup_dev(void)
+{
+    child_mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+    static const struct { const char *name; unsigned major, minor; } nodes[] = {
+        { "dev/null", 1, 3 }, { "dev/zero", 1, 5 }, { "dev/full", 1, 7 },
+        { "dev/random", 1, 8 }, { "dev/urandom", 1, 9 }, { "dev/tty", 5, 0 },
+    };
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        if (mknod(nodes[i].name, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0)
+            child_fail(RPC_INTERNAL, "mknod /%s: %s", nodes[i].name, strerror(errno));
+        chmod(nodes[i].name, 0666); /* umask-proof */
+    }
+    child_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+    child_mount("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+    static const char *const links[][2] = {
+        { "pts/ptmx", "dev/ptmx" }, { "/proc/self/fd", "dev/fd" }, { "/proc/self/fd/0", "dev/stdin" },
+        { "/proc/self/fd/1", "dev/stdout" }, { "/proc/self/fd/2", "dev/stderr" },
+    };
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+        if (symlink(links[i][0], links[i][1]) < 0)
+            child_fail(RPC_INTERNAL, "symlink /%s: %s", links[i][1], strerror(errno));
+}
+
+static int rlimit_resource(const char *name)
+{
+    static const struct { const char *name; int res; } table[] = {
+        { "RLIMIT_CPU", RLIMIT_CPU }, { "RLIMIT_FSIZE", RLIMIT_FSIZE }, { "RLIMIT_DATA", RLIMIT_DATA },
+        { "RLIMIT_STACK", RLIMIT_STACK }, { "RLIMIT_CORE", RLIMIT_CORE }, { "RLIMIT_RSS", RLIMIT_RSS },
+        { "RLIMIT_NPROC", RLIMIT_NPROC }, { "RLIMIT_NOFILE", RLIMIT_NOFILE },
+        { "RLIMIT_MEMLOCK", RLIMIT_MEMLOCK }, { "RLIMIT_AS", RLIMIT_AS }, { "RLIMIT_LOCKS", RLIMIT_LOCKS },
+        { "RLIMIT_SIGPENDING", RLIMIT_SIGPENDING }, { "RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE },
+        { "RLIMIT_NICE", RLIMIT_NICE }, { "RLIMIT_RTPRIO", RLIMIT_RTPRIO }, { "RLIMIT_RTTIME", RLIMIT_RTTIME },
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(table[i].name, name) == 0)
+            return table[i].res;
+    return -1;
+}
+
+static bool is_executable_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* Resolves args[0] like Go's exec.LookPath (what runc reports): names with a '/' are used as
+ * they are, others are searched in the spec's PATH. Runs inside the container's root. */
+static void child_resolve(const char *name, char *const *env, char *out, size_t cap)
+{
+    if (strchr(name, '/')) {
+        struct stat st;
+        if (stat(name, &st) < 0)
+            child_fail(errno == ENOENT ? RPC_NOT_FOUND : RPC_FAILED_PRECONDITION, "exec: \"%s\": stat %s: %s",
+                       name, name, strerror(errno));
+        if (!S_ISREG(st.st_mode) || access(name, X_OK) < 0)
+            child_fail(RPC_FAILED_PRECONDITION, "exec: \"%s\": permission denied", name);
+        snprintf(out, cap, "%s", name);
+        return;
+    }
+    const char *path = DEFAULT_PATH;
+    for (char *const *e = env; e && *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            path = *e + 5; /* the last one wins, as in execvpe */
+    const char *p = path;
+    for (;;) {
+        const char *colon = strchr(p, ':');
+        size_t dlen = colon ? (size_t)(colon - p) : strlen(p);
+        char cand[4096];
+        int n = dlen == 0 ? snprintf(cand, sizeof cand, "./%s", name)
+                          : snprintf(cand, sizeof cand, "%.*s/%s", (int)dlen, p, name);
+        if (n > 0 && (size_t)n < sizeof cand && is_executable_file(cand)) {
+            snprintf(out, cap, "%s", cand);
+            return;
+        }
+        if (!colon)
+            break;
+        p = colon + 1;
+    }
+    child_fail(RPC_NOT_FOUND, "exec: \"%s\": executable file not found in $PATH", name);
+}
+
+static int child_main(void *arg)
+{
+    const struct child_ctx *ctx = arg;
+    const struct create_container_request *req = ctx->req;
+    const struct agent_process *proc = &req->process;
+    int fds[5];
+    child_status_fd = ctx->fds[3];
+
+    /* fds: 0-2 stdio, 3 status (close-on-exec), 4 start; nothing else of the agent's. */
+    for (int i = 0; i < 5; i++) {
+        int fd = ctx->fds[i];
+        if (fd < 0 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+            child_fail(RPC_INTERNAL, "open /dev/null: %s", strerror(errno));
+        fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+        if (fds[i] < 0)
+            child_fail(RPC_INTERNAL, "dup: %s", strerror(errno));
+    }
+    for (int i = 0; i < 5; i++)
+        if (dup2(fds[i], i) < 0)
+            child_fail(RPC_INTERNAL, "dup2: %s", strerror(errno));
+    child_status_fd = 3;
+    fcntl(3, F_SETFD, FD_CLOEXEC);
+    fcntl(4, F_SETFD, FD_CLOEXEC);
+    syscall(SYS_close_range, 5u, ~0u, 0u);
+
+    /* The agent blocks SIGCHLD and ignores SIGPIPE: neither may leak into the container. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    setsid();
+
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        child_fail(RPC_INTERNAL, "make mounts private: %s", strerror(errno));
+    if (chdir(ctx->rootfs) < 0)
+        child_fail(RPC_INTERNAL, "chdir %s: %s", ctx->rootfs, strerror(errno));
+    child_mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    child_setup_dev();
+    child_mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        child_fail(RPC_INTERNAL, "pivot_root: %s", strerror(errno));
+    if (umount2(".", MNT_DETACH) < 0)
+        child_fail(RPC_INTERNAL, "detach the old root: %s", strerror(errno));
+    if (chdir("/") < 0)
+        child_fail(RPC_INTERNAL, "chdir /: %s", strerror(errno));
+
+    if (req->hostname && req->hostname[0] && sethostname(req->hostname, strlen(req->hostname)) < 0)
+        child_fail(RPC_INVALID_ARGUMENT, "sethostname \"%s\": %s", req->hostname, strerror(errno));
+    for (size_t i = 0; i < proc->nrlimits; i++) {
+        const struct agent_rlimit *rl = &proc->rlimits[i];
+        int res = rlimit_resource(rl->type ? rl->type : "");
+        if (res < 0)
+            child_fail(RPC_INVALID_ARGUMENT, "unknown rlimit type \"%s\"", rl->type ? rl->type : "");
+        struct rlimit lim = { .rlim_cur = rl->soft, .rlim_max = rl->hard };
+        if (setrlimit(res, &lim) < 0)
+            child_fail(RPC_INVALID_ARGUMENT, "setrlimit %s (soft %llu, hard %llu): %s", rl->type,
+                       (unsigned long long)rl->soft, (unsigned long long)rl->hard, strerror(errno));
+    }
+    const char *cwd = proc->cwd && proc->cwd[0] ? proc->cwd : "/";
+    if (cwd[0] != '/')
+        child_fail(RPC_INVALID_ARGUMENT, "cwd \"%s\" is not an absolute path", cwd);
+    mkdir_p(cwd, 0755); /* as runc: a missing cwd is created */
+    if (chdir(cwd) < 0)
+        child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\"): %s", cwd, strerror(errno));
+
+    char exe[4096];
+    child_resolve(proc->args[0], proc->env, exe, sizeof exe);
+
+    gid_t gids[AGENT_MAX_LIST];
+    for (size_t i = 0; i < proc->ngids; i++)
+        gids[i] = proc->gids[i];
+    if (setgroups(proc->ngids, proc->ngids ? gids : NULL) < 0)
+        child_fail(RPC_INVALID_ARGUMENT, "setgroups: %s", strerror(errno));
+    if (setgid(proc->gid) < 0)
+        child_fail(RPC_INVALID_ARGUMENT, "setgid %u: %s", proc->gid, strerror(errno));
+    if (setuid(proc->uid) < 0)
+        child_fail(RPC_INVALID_ARGUMENT, "setuid %u: %s", proc->uid, strerror(errno));
+    if (chdir(cwd) < 0)
+        child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\") as uid %u: %s", cwd, proc->uid, strerror(errno));
+    if (proc->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        child_fail(RPC_INTERNAL, "no_new_privs: %s", strerror(errno));
+
+    struct child_report ready;
+    memset(&ready, 0, sizeof ready);
+    if (write(3, &ready, sizeof ready) != (ssize_t)sizeof ready)
+        _exit(127);
+    char go;
+    ssize_t n;
+    do
+        n = read(4, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        _exit(127); /* the agent dropped us before StartProcess */
+    close(4);
+    execve(exe, proc->args, proc->env ? proc->env : (char *[]){ NULL });
+    child_fail(errno == ENOENT ? RPC_NOT_FOUND : RPC_FAILED_PRECONDITION, "exec: \"%s\": %s", exe,
+               strerror(errno));
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static void answer_pending(struct process *p, int32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void answer_pending(struct process *p, int32_t code, const char *fmt, ...)
+{
+    if (p->pending == PENDING_NONE)
+        return;
+    char msg[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (code == RPC_OK) {
+        pb_writer w;
+        pb_writer_init(&w);
+        agent_encode_pid_response(&w, (uint32_t)p->pid);
+        agent_respond(p->pending_reply.gen, p->pending_reply.stream_id, WQ_CONTROL, RPC_OK, NULL, &w);
+        pb_writer_free(&w);
+    } else {
+        agent_respond(p->pending_reply.gen, p->pending_reply.stream_id, WQ_CONTROL, code, msg, NULL);
+    }
+    p->pending = PENDING_NONE;
+}
+
+static bool process_finished(const struct process *p)
+{
+    return p->exited && stream_out_done(p->out[0]) && stream_out_done(p->out[1]);
+}
+
+static void answer_waits(struct process *p)
+{
+    if (!process_finished(p))
+        return;
+    pb_writer w;
+    pb_writer_init(&w);
+    agent_encode_wait_response(&w, p->exit_status, p->exited_at);
+    while (p->waits) {
+        struct pending_reply *r = p->waits;
+        p->waits = r->next;
+        /* Data lane: behind the EOF frames of its output (agent.proto's ordering rule). */
+        agent_respond(r->gen, r->stream_id, WQ_DATA, RPC_OK, NULL, &w);
+        free(r);
+    }
+    pb_writer_free(&w);
+}
+
+void process_on_output_done(struct process *p)
+{
+    answer_waits(p);
+}
+
+static void close_status(struct process *p)
+{
+    if (p->status_fd >= 0) {
+        watch_del(p->status_fd);
+        close(p->status_fd);
+        p->status_fd = -1;
+    }
+}
+
+/* Forgets the container: its processes must be dead or dying (killed). */
+static void container_destroy(struct container *c)
+{
+    struct process *p = &c->init;
+    if (!p->exited && p->pid > 0)
+        kill(p->pid, SIGKILL);
+    answer_pending(p, RPC_NOT_FOUND, "container \"%s\" was removed", c->id);
+    close_status(p);
+    if (p->start_fd >= 0)
+        close(p->start_fd);
+    for (int i = 0; i < 2; i++)
+        stream_destroy(p->out[i]);
+    stream_destroy(p->in);
+    while (p->waits) {
+        struct pending_reply *r = p->waits;
+        p->waits = r->next;
+        agent_respond_error(r->gen, r->stream_id, RPC_NOT_FOUND, "container \"%s\" was removed", c->id);
+        free(r);
+    }
+    container_unmount(c);
+    for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    free(c->id);
+    c->id = NULL;
+    p->status_watch.kind = W_DEAD;
+    agent_defer_free(c);
+}
+
+static int make_pipe(int fds[2], bool agent_end_is_read)
+{
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    int agent_end = agent_end_is_read ? fds[0] : fds[1];
+    fcntl(agent_end, F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+static void close_pair(int fds[2])
+{
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+}
+
+static const char *validate_create(const struct create_container_request *req, int *code)
+{
+    static char msg[600];
+    *code = RPC_INVALID_ARGUMENT;
+    const char *id = req->container_id ? req->container_id : "";
+    if (!valid_container_id(id)) {
+        snprintf(msg, sizeof msg, "invalid container id \"%.200s\": want 1-128 of [A-Za-z0-9_.-]", id);
+        return msg;
+    }
+    if (find_container(id)) {
+        *code = RPC_ALREADY_EXISTS;
+        snprintf(msg, sizeof msg, "container \"%s\" already exists", id);
+        return msg;
+    }
+    if (!req->image.present || !req->image.serial || !req->image.serial[0]) {
+        snprintf(msg, sizeof msg, "container \"%s\": no image disk slot given", id);
+        return msg;
+    }
+    const struct disk_slot *slots[2] = { &req->image, &req->writable };
+    for (int i = 0; i < 2; i++) {
+        if (!slots[i]->present)
+            continue;
+        if (!slots[i]->serial || !slots[i]->serial[0]) {
+            snprintf(msg, sizeof msg, "container \"%s\": writable disk slot without a serial", id);
+            return msg;
+        }
+        if (slots[i]->fs_type && slots[i]->fs_type[0] && !allowed_fs(slots[i]->fs_type)) {
+            snprintf(msg, sizeof msg, "container \"%s\": unsupported filesystem \"%.64s\" (want erofs or ext4)",
+                     id, slots[i]->fs_type);
+            return msg;
+        }
+    }
+    if (!req->has_process || req->process.nargs == 0 || req->process.args[0][0] == 0) {
+        snprintf(msg, sizeof msg, "container \"%s\": process args must not be empty", id);
+        return msg;
+    }
+    if (req->process.terminal) {
+        *code = RPC_UNIMPLEMENTED;
+        snprintf(msg, sizeof msg, "container \"%s\": terminal=true is not implemented yet", id);
+        return msg;
+    }
+    const uint32_t ids[3] = { req->stdio.stdin_id, req->stdio.stdout_id, req->stdio.stderr_id };
+    for (int i = 0; i < 3; i++) {
+        if (ids[i] == 0)
+            continue;
+        if (ids[i] & 1) {
+            snprintf(msg, sizeof msg, "container \"%s\": stdio stream id %u is odd (must be even)", id, ids[i]);
+            return msg;
+        }
+        if (stream_id_in_use(ids[i]) || (i > 0 && ids[i] == ids[0]) || (i == 2 && ids[2] == ids[1])) {
+            snprintf(msg, sizeof msg, "container \"%s\": stdio stream id %u is already in use", id, ids[i]);
+            return msg;
+        }
+    }
+    return NULL;
+}
+
+void container_create(uint64_t gen, uint32_t sid, struct create_container_request *req)
+{
+    int code;
+    const char *invalid = validate_create(req, &code);
+    if (invalid) {
+        agent_respond(gen, sid, WQ_CONTROL, code, invalid, NULL);
+        return;
+    }
+    struct container *c = calloc(1, sizeof *c);
+    if (!c || !(c->id = strdup(req->container_id))) {
+        free(c);
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", req->container_id);
+        return;
+    }
+    snprintf(c->dir, sizeof c->dir, "%s/%s", CONTAINER_ROOT, c->id);
+    snprintf(c->image_dir, sizeof c->image_dir, "%s/image", c->dir);
+    snprintf(c->disk_dir, sizeof c->disk_dir, "%s/disk", c->dir);
+    snprintf(c->rootfs_dir, sizeof c->rootfs_dir, "%s/rootfs", c->dir);
+    struct process *p = &c->init;
+    p->container = c;
+    p->status_fd = -1;
+    p->start_fd = -1;
+    p->status_watch.kind = W_PROC_STATUS;
+    p->status_watch.obj = p;
+    c->next = g_containers;
+    g_containers = c;
+
+    char err[600];
+    if (container_mount(c, req, &code, err, sizeof err) < 0) {
+        agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
+        container_destroy(c);
+        return;
+    }
+
+    int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
+    int status_pipe[2] = { -1, -1 }, start_pipe[2] = { -1, -1 };
+    bool ok = make_pipe(status_pipe, true) == 0 && make_pipe(start_pipe, false) == 0 &&
+              (!req->stdio.stdin_id || make_pipe(in_pipe, false) == 0) &&
+              (!req->stdio.stdout_id || make_pipe(out_pipe, true) == 0) &&
+              (!req->stdio.stderr_id || make_pipe(err_pipe, true) == 0);
+    char *stack = ok ? malloc(CHILD_STACK_SIZE) : NULL;
+    if (!ok || !stack) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": pipes: %s", c->id, strerror(errno));
+        goto fail;
+    }
+    struct child_ctx ctx = {
+        .req = req,
+        .rootfs = c->rootfs_dir,
+        .fds = { in_pipe[0], out_pipe[1], err_pipe[1], status_pipe[1], start_pipe[0] },
+    };
+    pid_t pid = clone(child_main, stack + CHILD_STACK_SIZE,
+                      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD, &ctx);
+    int clone_errno = errno;
+    free(stack); /* the child has its own copy */
+    if (pid < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": clone: %s", c->id, strerror(clone_errno));
+        goto fail;
+    }
+    p->pid = pid;
+    p->state = PROC_CREATING;
+    /* Keep only the agent's ends. */
+    close(in_pipe[0]);
+    close(out_pipe[1]);
+    close(err_pipe[1]);
+    close(status_pipe[1]);
+    close(start_pipe[0]);
+    p->status_fd = status_pipe[0];
+    p->start_fd = start_pipe[1];
+    if (req->stdio.stdin_id)
+        p->in = stream_open(STREAM_IN, req->stdio.stdin_id, in_pipe[1], p);
+    if (req->stdio.stdout_id)
+        p->out[0] = stream_open(STREAM_OUT, req->stdio.stdout_id, out_pipe[0], p);
+    if (req->stdio.stderr_id)
+        p->out[1] = stream_open(STREAM_OUT, req->stdio.stderr_id, err_pipe[0], p);
+    if ((req->stdio.stdin_id && !p->in) || (req->stdio.stdout_id && !p->out[0]) ||
+        (req->stdio.stderr_id && !p->out[1])) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
+        container_destroy(c);
+        return;
+    }
+    stream_update_all();
+    char nspath[64];
+    struct stat st;
+    snprintf(nspath, sizeof nspath, "/proc/%d/ns/pid", (int)pid);
+    if (stat(nspath, &st) == 0) {
+        c->pidns_known = true;
+        c->pidns_dev = st.st_dev;
+        c->pidns_ino = st.st_ino;
+    }
+    if (watch_add(p->status_fd, EPOLLIN, &p->status_watch) < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": epoll: %s", c->id, strerror(errno));
+        container_destroy(c);
+        return;
+    }
+    p->pending = PENDING_CREATE;
+    p->pending_reply.gen = gen;
+    p->pending_reply.stream_id = sid;
+    LOG_INFO("container %s: init process %d created", c->id, (int)pid);
+    return;
+fail:
+    close_pair(in_pipe);
+    close_pair(out_pipe);
+    close_pair(err_pipe);
+    close_pair(status_pipe);
+    close_pair(start_pipe);
+    container_destroy(c);
+}
+
+void container_on_status(struct process *p)
+{
+    struct container *c = p->container;
+    struct child_report rep;
+    ssize_t n = read(p->status_fd, &rep, sizeof rep);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n == (ssize_t)sizeof rep) {
+        rep.message[sizeof rep.message - 1] = 0;
+        if (rep.code == RPC_OK && p->pending == PENDING_CREATE) {
+            p->state = PROC_CREATED;
+            answer_pending(p, RPC_OK, "created");
+            return;
+        }
+        if (rep.code != RPC_OK) {
+            enum proc_pending was = p->pending;
+            LOG_WARN("container %s: %s", c->id, rep.message);
+            answer_pending(p, rep.code, "container \"%s\": %s", c->id, rep.message);
+            if (was == PENDING_CREATE) {
+                /* A failed Create leaves nothing: kill the child, unmount, forget. */
+                container_destroy(c);
+                return;
+            }
+            p->state = PROC_RUNNING; /* exec failed: it exits 127, Wait reports that */
+        }
+        return;
+    }
+    /* EOF (the child exec'd, or died) or a torn report. */
+    close_status(p);
+    if (p->pending == PENDING_START) {
+        p->state = PROC_RUNNING;
+        answer_pending(p, RPC_OK, "started");
+    } else if (p->pending == PENDING_CREATE) {
+        answer_pending(p, RPC_INTERNAL, "container \"%s\": init process died during setup", c->id);
+        container_destroy(c);
+    }
+}
+
+void container_start(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    struct container *c;
+    struct process *p = target_process(gen, sid, t, &c);
+    if (!p)
+        return;
+    if (p->state != PROC_CREATED || p->exited || p->start_fd < 0) {
+        static const char *const names[] = { "being created", "created", "starting", "running", "stopped" };
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\" cannot be started: it is %s",
+                            c->id, p->exited ? "stopped" : names[p->state]);
+        return;
+    }
+    char go = 1;
+    ssize_t w = write(p->start_fd, &go, 1);
+    close(p->start_fd);
+    p->start_fd = -1;
+    if (w != 1) {
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\": init process is gone", c->id);
+        return;
+    }
+    p->state = PROC_STARTING;
+    p->pending = PENDING_START;
+    p->pending_reply.gen = gen;
+    p->pending_reply.stream_id = sid;
+    if (p->status_fd < 0) /* cannot happen: the child holds it until exec */
+        answer_pending(p, RPC_OK, "started");
+}
+
+void container_wait(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    struct container *c;
+    struct process *p = target_process(gen, sid, t, &c);
+    if (!p)
+        return;
+    if (!pending_push(&p->waits, gen, sid)) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
+        return;
+    }
+    answer_waits(p);
+}
+
+/* Pids of the processes in the container's pid namespace, as seen from the guest root. */
+static size_t container_pids(const struct container *c, pid_t *out, size_t cap)
+{
+    size_t n = 0;
+    if (!c->pidns_known || c->init.exited)
+        return 0;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < cap) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char path[64];
+        struct stat st;
+        snprintf(path, sizeof path, "/proc/%ld/ns/pid", pid);
+        if (stat(path, &st) == 0 && st.st_dev == c->pidns_dev && st.st_ino == c->pidns_ino)
+            out[n++] = (pid_t)pid;
+    }
+    closedir(d);
+    return n;
+}
+
+void container_signal(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    struct container *c;
+    struct process *p = target_process(gen, sid, t, &c);
+    if (!p)
+        return;
+    if (t->signal == 0 || t->signal >= NSIG) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "container \"%s\": invalid signal %u", c->id, t->signal);
+        return;
+    }
+    if (p->exited || p->pid <= 0) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\": process already finished", c->id);
+        return;
+    }
+    if (t->all) {
+        static pid_t pids[4096];
+        size_t n = container_pids(c, pids, sizeof pids / sizeof pids[0]);
+        for (size_t i = 0; i < n; i++)
+            kill(pids[i], (int)t->signal);
+    } else if (kill(p->pid, (int)t->signal) < 0) {
+        agent_respond_error(gen, sid, errno == ESRCH ? RPC_NOT_FOUND : RPC_INTERNAL,
+                            "container \"%s\": kill %d: %s", c->id, (int)p->pid, strerror(errno));
+        return;
+    }
+    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
+}
+
+void container_close_stdin(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    struct process *p = target_process(gen, sid, t, NULL);
+    if (!p)
+        return;
+    stream_close_stdin(p->in);
+    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
+}
+
+void container_list(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    struct container *c;
+    if (!target_process(gen, sid, t, &c))
+        return;
+    static pid_t pids[4096];
+    static uint32_t upids[4096];
+    size_t n = container_pids(c, pids, sizeof pids / sizeof pids[0]);
+    for (size_t i = 0; i < n; i++)
+        upids[i] = (uint32_t)pids[i];
+    pb_writer w;
+    pb_writer_init(&w);
+    agent_encode_list_response(&w, upids, NULL, n);
+    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, &w);
+    pb_writer_free(&w);
+}
+
+static void finish_remove(struct container *c)
+{
+    struct pending_reply *list = c->removals;
+    c->removals = NULL;
+    /* The process is reaped; output still stuck behind missing credit ends here, so that
+     * WaitProcess callers get the exit status rather than "removed". */
+    for (int i = 0; i < 2; i++)
+        stream_force_eof(c->init.out[i]);
+    answer_waits(&c->init);
+    LOG_INFO("container %s removed", c->id);
+    container_destroy(c);
+    while (list) {
+        struct pending_reply *r = list;
+        list = r->next;
+        agent_respond(r->gen, r->stream_id, WQ_CONTROL, RPC_OK, NULL, NULL);
+        free(r);
+    }
+}
+
+void container_remove(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    struct container *c;
+    if (!target_process(gen, sid, t, &c))
+        return;
+    if (!pending_push(&c->removals, gen, sid)) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
+        return;
+    }
+    if (c->init.exited || c->init.pid <= 0) {
+        finish_remove(c);
+        return;
+    }
+    /* Killing a pid namespace's init kills all of it; answered once it is reaped. */
+    c->removing = true;
+    kill(c->init.pid, SIGKILL);
+}
+
+void container_reap_children(void)
+{
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0)
+            return;
+        struct container *c = g_containers;
+        while (c && !(c->init.pid == pid && !c->init.exited))
+            c = c->next;
+        if (!c)
+            continue; /* a failed or removed container's child, or an orphan */
+        struct process *p = &c->init;
+        p->exited = true;
+        p->state = PROC_EXITED;
+        p->exit_status = WIFEXITED(status) ? (uint32_t)WEXITSTATUS(status)
+                                           : WIFSIGNALED(status) ? 128u + (uint32_t)WTERMSIG(status) : 255u;
+        p->exited_at = now_unix_nano();
+        LOG_INFO("container %s: init process %d exited with status %u", c->id, (int)pid, p->exit_status);
+        stream_destroy(p->in);
+        p->in = NULL;
+        if (p->start_fd >= 0) {
+            close(p->start_fd);
+            p->start_fd = -1;
+        }
+        if (c->removing) {
+            finish_remove(c);
+            continue;
+        }
+        answer_waits(p);
+    }
+}
+
+void container_kill_all(void)
+{
+    for (struct container *c = g_containers; c; c = c->next)
+        if (!c->init.exited && c->init.pid > 0)
+            kill(c->init.pid, SIGKILL);
+}

@@ -1,0 +1,61 @@
+/* Containers: their root filesystem (image + writable disk from the VMM's slots, overlaid),
+ * and their init process, made in new pid/mount/uts/ipc namespaces, set up and then held
+ * before execve until StartProcess. Every RPC about a container is answered from here,
+ * some of them later (Create/Start when the child reports, Wait on exit, Remove on reap). */
+#ifndef SMOLVM_CONTAINER_H
+#define SMOLVM_CONTAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent.h"
+#include "agent_pb.h"
+
+struct stream;
+struct container;
+
+struct pending_reply {
+    struct pending_reply *next;
+    uint64_t gen;
+    uint32_t stream_id;
+};
+
+enum proc_state { PROC_CREATING, PROC_CREATED, PROC_STARTING, PROC_RUNNING, PROC_EXITED };
+enum proc_pending { PENDING_NONE, PENDING_CREATE, PENDING_START };
+
+struct process {
+    struct container *container;
+    pid_t pid;
+    enum proc_state state;
+    bool exited;
+    int status_fd; /* reports from the child (setup done / exec failed); EOF = exec'd or dead */
+    struct watch status_watch;
+    int start_fd;  /* one byte lets the child exec */
+    enum proc_pending pending;
+    struct pending_reply pending_reply;
+    struct stream *out[2]; /* stdout, stderr; NULL when not connected */
+    struct stream *in;
+    uint32_t exit_status;
+    uint64_t exited_at;
+    struct pending_reply *waits;
+};
+
+void container_create(uint64_t gen, uint32_t sid, struct create_container_request *req);
+void container_start(uint64_t gen, uint32_t sid, const struct process_target *t);
+void container_wait(uint64_t gen, uint32_t sid, const struct process_target *t);
+void container_signal(uint64_t gen, uint32_t sid, const struct process_target *t);
+void container_close_stdin(uint64_t gen, uint32_t sid, const struct process_target *t);
+void container_list(uint64_t gen, uint32_t sid, const struct process_target *t);
+void container_remove(uint64_t gen, uint32_t sid, const struct process_target *t);
+
+/* SIGCHLD: reaps every exited child. */
+void container_reap_children(void);
+/* The child's status pipe is readable. */
+void container_on_status(struct process *p);
+/* One of the process's output streams reached EOF. */
+void process_on_output_done(struct process *p);
+/* Shutdown: kill every container process (the filesystems are synced by the caller). */
+void container_kill_all(void);
+
+#endif
