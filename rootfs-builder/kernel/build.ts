@@ -94,9 +94,17 @@ function readArtifact(dir: string, key: string): KernelArtifact | null {
   }
 }
 
-/** The cached kernel if built, else null (fast: no build). */
+/**
+ * The cached kernel if built, else null (fast: no build). Also null when the key cannot be
+ * computed (linux-source-6.1 not installed): ensureKernel then reports what is missing.
+ */
 export function cachedKernel(cacheDir: string): KernelArtifact | null {
-  const key = kernelKey();
+  let key: string;
+  try {
+    key = kernelKey();
+  } catch {
+    return null;
+  }
   return readArtifact(path.join(kernelsDir(cacheDir), key), key);
 }
 
@@ -161,7 +169,8 @@ export function missingOptions(fragment: Map<string, string>, resolved: Map<stri
   const missing: string[] = [];
   for (const [name, wanted] of fragment) {
     const got = resolved.get(name) ?? 'n';
-    if (got !== wanted) missing.push(`${name}=${wanted} (got ${got === 'n' ? 'not set' : got})`);
+    const show = (value: string) => (value === 'n' ? 'not set' : value);
+    if (got !== wanted) missing.push(`${name}: wanted ${show(wanted)}, got ${show(got)}`);
   }
   return missing;
 }

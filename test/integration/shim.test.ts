@@ -27,6 +27,10 @@ describe('shim binary with a real guest (tcg)', function () {
   let containerd: TtrpcServer;
   let env: NodeJS.ProcessEnv;
   const containerdAddress = () => path.join(work, 'containerd.sock');
+  const vmDirs = (): string[] => {
+    const dir = path.join(work, 'smolvm', 'run', 'vms');
+    return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  };
 
   before(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-shim-'));
@@ -115,7 +119,7 @@ describe('shim binary with a real guest (tcg)', function () {
     assert.equal(exit.containerId, id);
     assert.equal(exit.exitStatus, 7);
     assert.equal(events[2]!.event!.typeUrl, 'containerd.events.TaskExit');
-    assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')), [], 'no VM directory left');
+    assert.deepEqual(vmDirs(), [], 'no VM directory left');
     events.length = 0;
   });
 
@@ -166,8 +170,44 @@ describe('shim binary with a real guest (tcg)', function () {
     assert.equal(resp.pid, created.pid);
     assert.ok((resp.exitedAt?.seconds ?? 0) > 0);
     assert.equal(isSameProcessAlive(vmm), false, 'VMM killed by delete');
-    assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')), []);
+    assert.deepEqual(vmDirs(), []);
     assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'tasks', 'test')), []);
+  });
+
+  it('rejects a malformed config.json with InvalidArgument and leaves nothing behind', async () => {
+    const id = 'cbad';
+    const { bundle, fifos } = makeBundle(id, ['true']);
+    fs.writeFileSync(path.join(bundle, 'config.json'), '{"ociVersion": "1.0.2", "process": {"args": []');
+    const address = startShim(id, bundle);
+    const client = await TtrpcClient.connect(fromAddress(address));
+    try {
+      await assert.rejects(client.call(TaskDefinition, 'create', {
+        id, bundle, rootfs: [], terminal: false, stdin: '', stdout: fifos.stdout, stderr: '',
+        checkpoint: '', parentCheckpoint: '', options: undefined,
+      }), (err: Error & { code?: number }) => err.code === 3 && /config\.json is not valid JSON/.test(err.message));
+      assert.deepEqual(vmDirs(), []);
+      assert.equal(fs.existsSync(path.join(work, 'smolvm', 'run', 'tasks', 'test', `${id}.json`)), false);
+      await client.call(TaskDefinition, 'shutdown', { id, now: false });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('rejects an unsupported rootfs mount type, naming it', async () => {
+    const id = 'cmnt';
+    const { bundle, fifos } = makeBundle(id, ['true']);
+    const address = startShim(id, bundle);
+    const client = await TtrpcClient.connect(fromAddress(address));
+    try {
+      await assert.rejects(client.call(TaskDefinition, 'create', {
+        id, bundle, rootfs: [{ type: 'nfs', source: 'x:/y', target: '', options: [] }], terminal: false, stdin: '',
+        stdout: fifos.stdout, stderr: '', checkpoint: '', parentCheckpoint: '', options: undefined,
+      }), (err: Error & { code?: number }) => err.code === 3 && /nfs/.test(err.message));
+      assert.deepEqual(vmDirs(), []);
+      await client.call(TaskDefinition, 'shutdown', { id, now: false });
+    } finally {
+      client.close();
+    }
   });
 
   it('fails Create clearly for a missing binary and leaves nothing behind', async () => {
@@ -182,7 +222,7 @@ describe('shim binary with a real guest (tcg)', function () {
         checkpoint: '', parentCheckpoint: '', options: undefined,
       }), /no\/such\/binary/);
       assert.ok(Date.now() - started < 30_000);
-      assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')), []);
+      assert.deepEqual(vmDirs(), []);
       await client.call(TaskDefinition, 'shutdown', { id, now: false });
     } finally {
       client.close();

@@ -53,6 +53,8 @@ export interface VmInstance {
 
 export interface Backend {
   readonly name: BackendName;
+  /** Kernel arguments this backend needs, the same for every VM it boots. */
+  readonly kernelArgs: string;
   boot(config: VmConfig, log: Logger): Promise<VmInstance>;
 }
 

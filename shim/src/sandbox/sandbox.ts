@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient } from '../agent/client';
 import type { Paths } from '../config/paths';
+import { RpcError } from '../errdefs';
 import type { Logger } from '../log';
 import { removeQuietly } from '../util/fsutil';
 import type { Backend, DiskSlot, VmInstance } from './backend';
@@ -52,7 +53,7 @@ export class Sandbox {
       const started = Date.now();
       vm = await opts.backend.boot({
         vmId, dir,
-        kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: guest.cmdline,
+        kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: `${guest.cmdline} ${opts.backend.kernelArgs}`.trim(),
         memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, slots,
       }, log);
       opts.onVmStarted?.(vm);
@@ -70,7 +71,9 @@ export class Sandbox {
       if (vm) await vm.kill();
       removeQuietly(dir);
       const msg = err instanceof Error ? err.message : String(err);
-      throw new Error(detail && !msg.includes(detail) ? `${msg}\n${detail}` : msg);
+      const full = detail && !msg.includes(detail) ? `${msg}\n${detail}` : msg;
+      // Keep the errdefs code (bad input stays InvalidArgument for containerd).
+      throw err instanceof RpcError ? new RpcError(err.code, full) : new Error(full);
     }
   }
 

@@ -141,7 +141,8 @@ export class TaskService {
       stdio?.close();
       this.store.remove(this.opts.namespace, id);
       log.error('create failed', { error: (err as Error).message });
-      if (err instanceof Error && !(err as { code?: unknown }).code) {
+      // Every error names the container (errdefs codes are kept).
+      if (err instanceof Error && !err.message.includes(`container ${id}`)) {
         err.message = `container ${id}: ${err.message}`;
       }
       throw err;
