@@ -50,6 +50,19 @@ build
 case "$action" in
   build) ;;
   demo) log "running a container in a microVM through containerd"; node dist/conformance/demo.js ;;
-  test) log "tests"; npm test ;;
+  test)
+    log "tests"
+    out="$(mktemp)"
+    set +e
+    npm test 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    set -e
+    # One closing line for every suite together (mocha's "N passing", the C tests' "N checks").
+    awk '/^ *[0-9]+ passing/ {p += $1} /^ *[0-9]+ failing/ {f += $1} /^ *[0-9]+ pending/ {s += $1}
+         /^[0-9]+ checks, [0-9]+ failures/ {p += $1 - $3; f += $3}
+         END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' "$out"
+    rm -f "$out"
+    exit "$status"
+    ;;
   *) echo "usage: scripts/setup.sh demo|test|build" >&2; exit 2 ;;
 esac
