@@ -18,6 +18,7 @@ APT_PACKAGES=(
   musl-tools libseccomp-dev             # smolvm-init, static
   busybox-static                        # the test image
   protobuf-compiler                     # proto/ -> TypeScript at build time
+  cmake g++                             # the native VMM (smolvm-vmm) and its addon
   cpio kmod util-linux procps
 )
 

@@ -1,0 +1,48 @@
+// 8250/16550A UART (COM1 at 0x3f8, IRQ 4): enough for the Linux 8250 driver and
+// earlyprintk. Transmitted bytes go to an output fd (best effort: a full or closed output
+// never stalls or fails the guest); received bytes are queued with Enqueue().
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "devices/bus.h"
+#include "devices/irq.h"
+
+namespace smolvm {
+
+constexpr uint64_t kCom1Base = 0x3f8;
+constexpr uint64_t kCom1Size = 8;
+constexpr uint32_t kCom1Gsi = 4;
+
+class Serial : public BusDevice {
+ public:
+  // `output_fd` may be -1 (output discarded); the caller keeps it open while the device lives.
+  Serial(std::shared_ptr<IrqLine> irq, int output_fd);
+
+  void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
+  void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
+
+  // Input for the guest (console input); raises the receive interrupt when enabled.
+  void Enqueue(const std::string& bytes);
+
+ private:
+  uint8_t ReadRegister(uint64_t offset);
+  void WriteRegister(uint64_t offset, uint8_t value);
+  void Emit(uint8_t byte);
+  bool InterruptPending() const;
+  void UpdateInterrupt(bool was_pending);
+
+  std::mutex mutex_;
+  std::shared_ptr<IrqLine> irq_;
+  int output_fd_;
+  std::deque<uint8_t> input_;
+  uint8_t ier_ = 0, lcr_ = 0, mcr_ = 0, scr_ = 0, dll_ = 0x0c, dlm_ = 0, fcr_ = 0;
+  bool thr_empty_interrupt_ = false;  // THRE interrupt pending until IIR is read or THR written
+  bool thr_rearmed_ = false;  // a THR write made a new THRE edge
+};
+
+}  // namespace smolvm

@@ -1,0 +1,36 @@
+// Coordination between the vCPU threads of one VM and whoever pauses or stops them. A vCPU
+// thread calls Checkpoint() before every KVM_RUN; the controller sets a request, then kicks the
+// threads out of KVM_RUN (immediate_exit + a signal), and the threads park or leave here.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+
+namespace smolvm {
+
+class RunControl {
+ public:
+  // On a vCPU thread: blocks while a pause is requested; true when the thread must leave.
+  bool Checkpoint();
+  // A vCPU thread entered or left its run loop for good.
+  void ThreadStarted();
+  void ThreadFinished();
+
+  void RequestStop();
+  bool StopRequested();
+  void RequestPause();
+  // Blocks until every running vCPU thread is parked in Checkpoint() (or has finished).
+  void WaitUntilPaused();
+  void Resume();
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool stop_ = false;
+  bool pause_ = false;
+  size_t running_ = 0;
+  size_t parked_ = 0;
+};
+
+}  // namespace smolvm

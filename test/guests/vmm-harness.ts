@@ -1,0 +1,178 @@
+/**
+ * Test harness for the native VMM: builds `smolvm-vmm` (native-vmm/build.sh) and the tiny
+ * freestanding guests in this folder, spawns the VMM with its control socket on fd 3 and the
+ * serial output on fd 4, and speaks the control protocol (native-vmm/src/control/protocol.md):
+ * 4-byte little-endian length + JSON, one object per frame.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+
+/** The repository root, from dist/test/guests or test/guests. */
+export const REPO_ROOT = (() => {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'native-vmm', 'CMakeLists.txt'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`no native-vmm/CMakeLists.txt above ${__dirname}`);
+    dir = parent;
+  }
+  return dir;
+})();
+
+export const GUEST_SOURCES = path.join(REPO_ROOT, 'test', 'guests');
+/** SMOLVM_VMM_BINARY overrides it, e.g. with the sanitizer build (native-vmm/build.sh --sanitize). */
+export const VMM_BINARY = process.env.SMOLVM_VMM_BINARY ?? path.join(REPO_ROOT, 'native-vmm', 'build', 'smolvm-vmm');
+
+/** Builds the VMM when its binary is missing or older than a source file. */
+export function ensureVmmBuilt(): string {
+  execFileSync(path.join(REPO_ROOT, 'native-vmm', 'build.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
+  return VMM_BINARY;
+}
+
+/** Whether this machine has a /dev/kvm we may open read-write. */
+export function kvmUsable(): boolean {
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Assembles guest `name` (test/guests/<name>.S) into `outDir`/<name>.elf. */
+export function buildGuest(name: string, outDir: string): string {
+  const output = path.join(outDir, `${name}.elf`);
+  execFileSync('gcc', [
+    '-nostdlib', '-static', '-ffreestanding', '-no-pie',
+    '-Wl,--build-id=none', '-Wl,--no-warn-rwx-segments',
+    '-Wl,-T,' + path.join(GUEST_SOURCES, 'guest.ld'),
+    '-o', output, path.join(GUEST_SOURCES, `${name}.S`),
+  ], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return output;
+}
+
+/** One message from the VMM: a hello, a reply, an event or a protocol error. */
+export interface VmmMessage {
+  v: number;
+  type: 'hello' | 'reply' | 'event' | 'error';
+  id?: unknown;
+  ok?: boolean;
+  error?: string;
+  event?: string;
+  reason?: string;
+  detail?: string;
+  exit_code?: number;
+  [key: string]: unknown;
+}
+
+function isVmmMessage(value: unknown): value is VmmMessage {
+  if (typeof value !== 'object' || value === null) return false;
+  const record = value as Record<string, unknown>;
+  return typeof record.v === 'number' &&
+    (record.type === 'hello' || record.type === 'reply' || record.type === 'event' || record.type === 'error');
+}
+
+/** Encodes one control frame. */
+export function encodeFrame(body: unknown): Buffer {
+  const json = Buffer.from(JSON.stringify(body), 'utf8');
+  const header = Buffer.alloc(4);
+  header.writeUInt32LE(json.length, 0);
+  return Buffer.concat([header, json]);
+}
+
+export class VmmProcess {
+  readonly child: ChildProcess;
+  readonly messages: VmmMessage[] = [];
+  private readonly control: Socket;
+  private buffer = Buffer.alloc(0);
+  private serial = '';
+  private stderrText = '';
+  private nextId = 1;
+  private waiters: Array<() => void> = [];
+  private exitCode: number | null | undefined = undefined;
+
+  /** Spawns smolvm-vmm with the control socket on fd 3 and a serial pipe on fd 4. */
+  constructor(binary: string = VMM_BINARY) {
+    this.child = spawn(binary, ['--control-fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
+    this.control = this.child.stdio[3] as Socket;
+    const serial = this.child.stdio[4] as Readable;
+    (this.child.stderr as Readable).on('data', (chunk: Buffer) => { this.stderrText += chunk.toString('utf8'); });
+    serial.on('data', (chunk: Buffer) => { this.serial += chunk.toString('latin1'); this.wake(); });
+    serial.on('error', () => undefined);
+    this.control.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.control.on('error', () => undefined);
+    this.control.on('close', () => this.wake());
+    this.child.on('exit', (code) => { this.exitCode = code; this.wake(); });
+  }
+
+  get serialText(): string { return this.serial; }
+  get stderr(): string { return this.stderrText; }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) waiter();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buffer = Buffer.concat([this.buffer, chunk]);
+    while (this.buffer.length >= 4) {
+      const length = this.buffer.readUInt32LE(0);
+      if (this.buffer.length < 4 + length) break;
+      const parsed: unknown = JSON.parse(this.buffer.subarray(4, 4 + length).toString('utf8'));
+      this.buffer = this.buffer.subarray(4 + length);
+      if (!isVmmMessage(parsed)) throw new Error(`malformed VMM message: ${JSON.stringify(parsed)}`);
+      this.messages.push(parsed);
+    }
+    this.wake();
+  }
+
+  /** Waits (bounded) until `predicate` holds; re-checked whenever anything arrives. */
+  async waitFor<T>(what: string, predicate: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = predicate();
+      if (value !== undefined) return value;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${this.stderrText}`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(remaining, 200));
+        this.waiters.push(() => { clearTimeout(timer); resolve(); });
+      });
+    }
+  }
+
+  sendRaw(bytes: Buffer): void { this.control.write(bytes); }
+
+  /** Sends a request of `type` with `fields` and waits for its reply. */
+  async request(type: string, fields: Record<string, unknown> = {}, version = 1): Promise<VmmMessage> {
+    const id = this.nextId++;
+    this.sendRaw(encodeFrame({ v: version, id, type, ...fields }));
+    return this.waitFor(`the reply to ${type}`, () =>
+      this.messages.find((m) => m.type === 'reply' && m.id === id));
+  }
+
+  async event(name: string, timeoutMs = 10_000): Promise<VmmMessage> {
+    return this.waitFor(`event ${name}`, () =>
+      this.messages.find((m) => m.type === 'event' && m.event === name), timeoutMs);
+  }
+
+  async serialContains(text: string, timeoutMs = 10_000): Promise<void> {
+    await this.waitFor(`serial output "${text}"`, () => (this.serial.includes(text) ? true : undefined), timeoutMs);
+  }
+
+  /** Waits for the process to exit and returns its exit code. */
+  async exited(timeoutMs = 10_000): Promise<number | null> {
+    return this.waitFor('the VMM process to exit', () => this.exitCode, timeoutMs);
+  }
+
+  closeControl(): void { this.control.end(); }
+
+  kill(): void {
+    if (this.exitCode === undefined) this.child.kill('SIGKILL');
+  }
+}
