@@ -40,9 +40,14 @@ describe('image lock', () => {
       secondHeld = true;
       return l;
     });
+    // The waiter reports that it waits (however long a loaded machine takes to get there)...
+    for (const deadline = Date.now() + 5000; !waited && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(waited, true);
+    // ...and still does not hold the lock while the first holder keeps it.
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(secondHeld, false);
-    assert.equal(waited, true);
     await first.release();
     const l2 = await second;
     assert.equal(secondHeld, true);

@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "kvm/kvm_abi.h"
 #include "util/error.h"
 
 namespace smolvm {
@@ -40,12 +42,11 @@ KvmSystem::KvmSystem(int kvm_fd, const char* path) {
   // Some hosts (PVM behind a filtering hypervisor) refuse it outright: the VMM then leaves
   // KVM's default CPUID in place and says so in cpuid_error().
   for (uint32_t capacity = 64; capacity <= 1024; capacity *= 2) {
-    const size_t bytes = sizeof(kvm_cpuid2) + capacity * sizeof(kvm_cpuid_entry2);
-    std::vector<uint64_t> buffer((bytes + 7) / 8);  // zeroed and 8-byte aligned
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());
-    cpuid->nent = capacity;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-      supported_cpuid_.assign(cpuid->entries, cpuid->entries + cpuid->nent);
+    kvm_abi::CpuidRequest cpuid(capacity);
+    cpuid.header()->nent = capacity;
+    if (::ioctl(fd_.get(), kvm_abi::kGetSupportedCpuid, cpuid.arg()) == 0) {
+      const uint32_t nent = std::min(cpuid.header()->nent, capacity);
+      supported_cpuid_.assign(cpuid.entries(), cpuid.entries() + nent);
       cpuid_error_.clear();
       break;
     }
@@ -54,16 +55,15 @@ KvmSystem::KvmSystem(int kvm_fd, const char* path) {
   }
 
   // KVM_GET_MSR_INDEX_LIST: the first call with nmsrs = 0 reports the count (E2BIG).
-  kvm_msr_list probe{};
-  if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, &probe) != 0 && errno != E2BIG) {
+  kvm_abi::MsrListHeader probe{};
+  if (::ioctl(fd_.get(), kvm_abi::kGetMsrIndexList, &probe) != 0 && errno != E2BIG) {
     msr_list_error_ = SysError("KVM_GET_MSR_INDEX_LIST").what();
   } else if (probe.nmsrs > 0 && probe.nmsrs <= 65536) {
-    const size_t bytes = sizeof(kvm_msr_list) + probe.nmsrs * sizeof(uint32_t);
-    std::vector<uint64_t> buffer((bytes + 7) / 8);
-    auto* list = reinterpret_cast<kvm_msr_list*>(buffer.data());
-    list->nmsrs = probe.nmsrs;
-    if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, list) == 0) {
-      msr_index_list_.assign(list->indices, list->indices + list->nmsrs);
+    kvm_abi::MsrListRequest list(probe.nmsrs);
+    list.header()->nmsrs = probe.nmsrs;
+    if (::ioctl(fd_.get(), kvm_abi::kGetMsrIndexList, list.arg()) == 0) {
+      const uint32_t n = std::min<uint32_t>(list.header()->nmsrs, probe.nmsrs);
+      msr_index_list_.assign(list.entries(), list.entries() + n);
     } else {
       msr_list_error_ = SysError("KVM_GET_MSR_INDEX_LIST").what();
     }

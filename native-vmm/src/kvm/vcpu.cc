@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kvm/kvm_abi.h"
 #include "util/error.h"
 
 namespace smolvm {
@@ -142,12 +143,10 @@ std::string Vcpu::ConfigureCpuid(uint32_t vcpu_count) {
         break;  // everything else, including 0x40000000 (KVM's signature), passes through
     }
   }
-  std::vector<uint64_t> buffer(
-      (sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2) + 7) / 8);
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.data());
-  cpuid->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  if (::ioctl(fd_.get(), KVM_SET_CPUID2, cpuid) != 0)
+  kvm_abi::CpuidRequest cpuid(entries.size());
+  cpuid.header()->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(cpuid.entries(), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  if (::ioctl(fd_.get(), kvm_abi::kSetCpuid2, cpuid.arg()) != 0)
     return SysError("vcpu " + std::to_string(index_) + ": KVM_SET_CPUID2").what();
   return "";
 }
@@ -159,14 +158,13 @@ int Vcpu::ConfigureMsrs() {
     bool is_listed = false;
     for (uint32_t index : listed) is_listed = is_listed || index == msr.index;
     if (!is_listed) continue;
-    uint64_t buffer[(sizeof(kvm_msrs) + sizeof(kvm_msr_entry)) / 8 + 1] = {};
-    auto* one = reinterpret_cast<kvm_msrs*>(buffer);
-    one->nmsrs = 1;
-    one->entries[0].index = msr.index;
-    one->entries[0].data = msr.value;
+    kvm_abi::MsrsRequest one(1);
+    one.header()->nmsrs = 1;
+    one.entries()[0].index = msr.index;
+    one.entries()[0].data = msr.value;
     // KVM_SET_MSRS returns how many it set: 0 means this MSR was refused, which a PVM or
     // nested host may do for MSRs it lists; the guest then sees the host's default.
-    if (::ioctl(fd_.get(), KVM_SET_MSRS, one) != 1) ++refused;
+    if (::ioctl(fd_.get(), kvm_abi::kSetMsrs, one.arg()) != 1) ++refused;
   }
   return refused;
 }
