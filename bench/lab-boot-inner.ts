@@ -8,6 +8,9 @@ import { L2_INIT_MARKER } from '../lab/tools';
 import { VmmProcess } from '../test/guests/vmm-harness';
 
 const CMDLINE = 'console=ttyS0 panic=-1 reboot=t quiet';
+// Our VMM has an i8042 (for the reset line) where QEMU's microvm has none: tell Linux not to
+// probe its AUX port and PnP, as Firecracker does (see the kvm backend's kernel args).
+const VMM_EXTRA_ARGS = 'i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd';
 
 function waitForMarker(stream: Readable, started: number, what: string, timeoutMs: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -42,7 +45,7 @@ async function bootVmm(kernel: string, initramfs: string): Promise<number> {
   const vmm = new VmmProcess();
   try {
     const configured = await vmm.request('configure', { config: {
-      memory_mib: 256, vcpus: 1, kernel: { path: kernel }, initramfs: { path: initramfs }, cmdline: CMDLINE,
+      memory_mib: 256, vcpus: 1, kernel: { path: kernel }, initramfs: { path: initramfs }, cmdline: `${CMDLINE} ${VMM_EXTRA_ARGS}`,
       serial: { inherited_fd: 4 },
     } });
     if (!configured.ok) throw new Error(`smolvm-vmm configure: ${JSON.stringify(configured)}`);

@@ -10,6 +10,8 @@ constexpr uint8_t kCommandPulseReset = 0xfe;
 constexpr uint8_t kSelfTestPassed = 0x55;
 constexpr uint8_t kStatusOutputFull = 0x01;
 constexpr uint8_t kStatusSystemFlag = 0x04;
+// Bit 4 set: the keyboard is not inhibited (clear, Linux warns "Keylock active").
+constexpr uint8_t kStatusNotInhibited = 0x10;
 
 }  // namespace
 
@@ -23,7 +25,7 @@ void I8042::Read(uint64_t offset, uint8_t* data, uint32_t len) {
     data[0] = output_;
     output_full_ = false;
   } else if (offset == 4) {
-    data[0] = static_cast<uint8_t>(kStatusSystemFlag | (output_full_ ? kStatusOutputFull : 0));
+    data[0] = static_cast<uint8_t>(kStatusSystemFlag | kStatusNotInhibited | (output_full_ ? kStatusOutputFull : 0));
   }
 }
 
