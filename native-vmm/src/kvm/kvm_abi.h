@@ -28,6 +28,12 @@ struct MsrListHeader {
   uint32_t nmsrs;
 };
 
+// kvm_xsave's trailing `extra[]` has the same problem (4100 bytes in C++, 4096 in C).
+struct Xsave {
+  uint32_t region[1024];
+};
+
+static_assert(sizeof(Xsave) == 4096, "kvm_xsave is 4096 bytes in C");
 static_assert(sizeof(Cpuid2Header) == 8, "kvm_cpuid2 header is 8 bytes in C");
 static_assert(sizeof(MsrsHeader) == 8, "kvm_msrs header is 8 bytes in C");
 static_assert(sizeof(MsrListHeader) == 4, "kvm_msr_list header is 4 bytes in C");
@@ -41,6 +47,8 @@ constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
 constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, Cpuid2Header);
 constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, Cpuid2Header);
+constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, Xsave);
+constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, Xsave);
 
 // A header followed by `count` entries, zeroed and 8-byte aligned, as the kernel reads it.
 template <typename Header, typename Entry>
