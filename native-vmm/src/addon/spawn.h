@@ -1,0 +1,24 @@
+// Starts one smolvm-vmm process with exactly the descriptors it needs: stdin /dev/null,
+// stdout+stderr the log, fd 3 its end of a fresh control socketpair; nothing else leaks in
+// (close-from 4 in the child). The process is watched through a pidfd from the start.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "util/fd.h"
+
+namespace smolvm::addon {
+
+struct SpawnedVmm {
+  pid_t pid = -1;
+  UniqueFd control;  // our end of the control socket (non-blocking, close-on-exec)
+  UniqueFd pidfd;    // pidfd_open(pid): readable once the process has exited
+};
+
+// `log_fd` < 0: the VMM's stdout/stderr go to /dev/null. Throws std::runtime_error naming the
+// binary and the cause (missing, not executable, pidfd unsupported); leaves nothing behind.
+SpawnedVmm SpawnVmm(const std::string& binary, int log_fd);
+
+}  // namespace smolvm::addon

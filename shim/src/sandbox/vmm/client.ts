@@ -1,0 +1,170 @@
+// VmmClient: one smolvm-vmm process driven through the addon, typed. It opens the host files
+// a configuration names and hands them over as descriptors (the VMM opens nothing itself, as
+// under a jailer), and turns the VMM's messages into events and one termination promise.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { loadVmmAddon, type AddonVmmSession } from './addon';
+import { vmmArtifacts } from './locate';
+import {
+  parseConfigured,
+  parseState,
+  parseVmmEvent,
+  type HostFile,
+  type VmmConfigured,
+  type VmmEvent,
+  type VmmMachineConfig,
+  type VmmState,
+  type VmmTermination,
+} from './protocol';
+
+export interface VmmSpawnOptions {
+  /** smolvm-vmm; default: the built one (locate.ts). */
+  binary?: string;
+  /** Where the VMM's own stderr goes (appended, 0600); /dev/null when absent. */
+  logFile?: string;
+  /** Or an already open descriptor for it. */
+  logFd?: number;
+}
+
+type FileMode = 'read' | 'readWrite' | 'append';
+
+const OPEN_FLAGS: Record<FileMode, number> = {
+  read: fs.constants.O_RDONLY,
+  readWrite: fs.constants.O_RDWR,
+  append: fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT,
+};
+
+/** Collects the descriptors of one request: paths are opened (and closed again by us). */
+class FdBundle {
+  readonly fds: number[] = [];
+  private readonly opened: fs.promises.FileHandle[] = [];
+
+  async add(field: string, file: HostFile, mode: FileMode): Promise<{ fd: number }> {
+    let fd: number;
+    if (typeof file === 'string') {
+      try {
+        const handle = await fs.promises.open(file, OPEN_FLAGS[mode], 0o600);
+        this.opened.push(handle);
+        fd = handle.fd;
+      } catch (err) {
+        throw new Error(`configure: ${field}: cannot open ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+    } else {
+      if (!Number.isInteger(file.fd) || file.fd < 0) throw new Error(`configure: ${field}: ${String(file.fd)} is not a file descriptor`);
+      fd = file.fd;
+    }
+    this.fds.push(fd);
+    return { fd: this.fds.length - 1 };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.opened.splice(0).map((handle) => handle.close().catch(() => undefined)));
+  }
+}
+
+export class VmmClient {
+  private readonly listeners = new Set<(event: VmmEvent) => void>();
+  private exitEvent: { reason: string; detail: string } | null = null;
+  private resolveTermination!: (termination: VmmTermination) => void;
+  private processGone = false;
+  /** Resolves once the VMM process has exited (and been reaped). Never rejects. */
+  readonly terminated: Promise<VmmTermination>;
+
+  private constructor(private session: AddonVmmSession | null) {
+    this.terminated = new Promise((resolve) => { this.resolveTermination = resolve; });
+  }
+
+  /** Starts smolvm-vmm and waits for its hello. */
+  static async spawn(options: VmmSpawnOptions = {}): Promise<VmmClient> {
+    const addon = loadVmmAddon();
+    const binary = options.binary ?? vmmArtifacts().binary;
+    const ownLog = options.logFile !== undefined ? fs.openSync(options.logFile, 'a', 0o600) : undefined;
+    const client = new VmmClient(null);
+    try {
+      client.session = await addon.spawnVmm({
+        binary,
+        logFd: ownLog ?? options.logFd,
+        onEvent: (raw) => client.dispatch(raw),
+      });
+    } finally {
+      if (ownLog !== undefined) fs.closeSync(ownLog);
+    }
+    return client;
+  }
+
+  get pid(): number { return this.live().pid; }
+  get exited(): boolean { return this.processGone; }
+  /** The VMM's own account of why it ended, once it gave one. */
+  get exitReason(): { reason: string; detail: string } | null { return this.exitEvent; }
+
+  onEvent(listener: (event: VmmEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private live(): AddonVmmSession {
+    if (!this.session) throw new Error('smolvm-vmm is not started yet');
+    return this.session;
+  }
+
+  private dispatch(raw: unknown): void {
+    const event = parseVmmEvent(raw);
+    if (!event) return;
+    if (event.kind === 'exited') this.exitEvent = { reason: event.reason, detail: event.detail };
+    for (const listener of this.listeners) listener(event);
+    if (event.kind === 'process-exit') {
+      this.processGone = true;
+      this.resolveTermination({
+        reason: this.exitEvent?.reason ?? null,
+        detail: this.exitEvent?.detail ?? '',
+        code: event.code,
+        signal: event.signal,
+      });
+    }
+  }
+
+  /** Builds the VM; every host file goes over as a descriptor. Rejects naming the field. */
+  async configure(config: VmmMachineConfig): Promise<VmmConfigured> {
+    const session = this.live();
+    const bundle = new FdBundle();
+    try {
+      const wire: Record<string, unknown> = { memory_mib: config.memoryMiB, kernel: await bundle.add('kernel', config.kernel, 'read') };
+      if (config.vcpus !== undefined) wire.vcpus = config.vcpus;
+      if (config.initramfs !== undefined) wire.initramfs = await bundle.add('initramfs', config.initramfs, 'read');
+      if (config.cmdline !== undefined) wire.cmdline = config.cmdline;
+      if (config.serial !== undefined) wire.serial = await bundle.add('serial', config.serial, 'append');
+      if (config.bootProtocol !== undefined) wire.boot_protocol = config.bootProtocol;
+      if (config.disks !== undefined) {
+        const disks: Array<Record<string, unknown>> = [];
+        for (const [index, disk] of config.disks.entries()) {
+          const file = await bundle.add(`disks[${index}] (${disk.serial})`, disk.file, disk.readOnly ? 'read' : 'readWrite');
+          disks.push({ file, read_only: disk.readOnly, serial: disk.serial });
+        }
+        wire.disks = disks;
+      }
+      if (config.vsock !== undefined) wire.vsock = { guest_cid: config.vsock.guestCid, uds_path: config.vsock.udsPath };
+      if (config.rng !== undefined) wire.rng = config.rng;
+      if (config.exitRecordPath !== undefined) wire.exit_record_path = config.exitRecordPath;
+      if (config.onControlClose !== undefined) wire.on_control_close = config.onControlClose;
+      return parseConfigured(await session.request('configure', { config: wire }, bundle.fds));
+    } finally {
+      await bundle.close();
+    }
+  }
+
+  async start(): Promise<void> { await this.live().request('start'); }
+  async pause(): Promise<void> { await this.live().request('pause'); }
+  async resume(): Promise<void> { await this.live().request('resume'); }
+  /** Ends the VM; the process exits right after (see `terminated`). */
+  async stop(): Promise<void> { await this.live().request('stop'); }
+  async status(): Promise<VmmState> { return parseState(await this.live().request('status')); }
+
+  /** Signals the VMM through its pidfd; false when it has already exited. */
+  signal(signal: NodeJS.Signals | number): boolean {
+    const number = typeof signal === 'number' ? signal : os.constants.signals[signal];
+    if (number === undefined) throw new Error(`unknown signal ${String(signal)}`);
+    return this.live().signal(number);
+  }
+
+  closeControl(): void { this.live().closeControl(); }
+}
