@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+
+#include "kvm/kvm_abi.h"
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,19 +75,20 @@ ProbeResult Probe() {
   for (const Capability& capability : kCapabilities) {
     result.capabilities.emplace_back(capability.name, ::ioctl(kvm.get(), KVM_CHECK_EXTENSION, capability.id));
   }
-  constexpr int kMaxCpuidEntries = 256;
-  std::vector<unsigned char> cpuid(sizeof(kvm_cpuid2) + kMaxCpuidEntries * sizeof(kvm_cpuid_entry2));
-  auto* request = reinterpret_cast<kvm_cpuid2*>(cpuid.data());
-  request->nent = kMaxCpuidEntries;
-  if (::ioctl(kvm.get(), KVM_GET_SUPPORTED_CPUID, request) == 0) {
-    result.cpuid_entries = static_cast<int>(request->nent);
+  // Variable-length KVM arguments go through kvm_abi: <linux/kvm.h>'s flexible-array structs
+  // have the wrong size (and so the wrong ioctl numbers) in C++.
+  constexpr uint32_t kMaxCpuidEntries = 256;
+  kvm_abi::CpuidRequest cpuid(kMaxCpuidEntries);
+  cpuid.header()->nent = kMaxCpuidEntries;
+  if (::ioctl(kvm.get(), kvm_abi::kGetSupportedCpuid, cpuid.arg()) == 0) {
+    result.cpuid_entries = static_cast<int>(cpuid.header()->nent);
   } else {
     result.cpuid_error = std::string("KVM_GET_SUPPORTED_CPUID: ") + std::strerror(errno);
   }
-  kvm_msr_list probe_list{};
+  kvm_abi::MsrListHeader probe_list{};
   probe_list.nmsrs = 0;
   // E2BIG with nmsrs set to the real count is the expected answer to an empty list.
-  if (::ioctl(kvm.get(), KVM_GET_MSR_INDEX_LIST, &probe_list) == 0 || errno == E2BIG) {
+  if (::ioctl(kvm.get(), kvm_abi::kGetMsrIndexList, &probe_list) == 0 || errno == E2BIG) {
     result.msr_count = static_cast<int>(probe_list.nmsrs);
   } else {
     result.msr_error = std::string("KVM_GET_MSR_INDEX_LIST: ") + std::strerror(errno);

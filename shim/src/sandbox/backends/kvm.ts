@@ -29,8 +29,8 @@ const MAX_HANDSHAKE_LINE = 64;
 /** The explanation a PVM host deserves when a stock kernel dies under its KVM. */
 export const PVM_HINT =
   'this host\'s /dev/kvm is provided by kvm_pvm, which runs only PVM-patched guest kernels: a stock kernel\'s ' +
-  'ring-0 code is emulated there and dies early in boot (and KVM refuses KVM_GET_SUPPORTED_CPUID and the MSR list, ' +
-  'so the VMM leaves CPUID at KVM\'s defaults). Use --backend tcg, or auto (which picks tcg here)';
+  'ring-0 code is emulated there and gives up early in boot (an instruction it cannot emulate). ' +
+  'Use --backend tcg, or auto (which picks tcg here)';
 
 /** Set to 1 to boot on a PVM host anyway (a PVM-patched guest kernel can run there). */
 export const FORCE_ON_PVM_ENV = 'SMOLVM_KVM_ON_PVM';
