@@ -95,8 +95,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       pause: () => service.pause(),
       resume: () => service.resume(),
       checkpoint: () => service.checkpoint(),
-      exec: () => service.exec(),
-      resizePty: () => service.resizePty(),
+      exec: (req) => service.exec(req),
+      resizePty: (req) => service.resizePty(req),
       update: () => service.update(),
       stats: () => service.stats(),
     });

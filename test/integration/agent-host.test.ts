@@ -15,7 +15,7 @@ import { cachedKernel } from '../../rootfs-builder/kernel/build';
 import { ensureInitramfs } from '../../rootfs-builder/initramfs/build';
 import { AgentClient } from '../../shim/src/agent/client';
 import { Code, codeOf } from '../../shim/src/errdefs';
-import type { CreateContainerRequest } from '../../shim/src/gen/smolvm/agent';
+import type { CreateContainerRequest, Process as AgentProcess } from '../../shim/src/gen/smolvm/agent';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
 
 const KERNEL_CACHE = '/var/lib/smolvm';
@@ -34,6 +34,31 @@ class Collector extends Writable {
   }
 }
 
+function guestProcess(args: string[], extra: Partial<AgentProcess> = {}): AgentProcess {
+  return {
+    args,
+    env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'],
+    cwd: '/',
+    user: { uid: 0, gid: 0, additionalGids: [] },
+    terminal: false,
+    rlimits: [],
+    noNewPrivileges: false,
+    consoleSize: undefined,
+    ...extra,
+  };
+}
+
+/** Resolves once the collector's text matches (the guest is slow under TCG). */
+async function waitForOutput(collector: Collector, pattern: RegExp, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = collector.bytes.toString();
+    if (pattern.test(text)) return text;
+    if (Date.now() > deadline) throw new Error(`output ${JSON.stringify(text)} never matched ${pattern}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 function request(id: string, args: string[]): Omit<CreateContainerRequest, 'stdio'> {
   return {
     containerId: id,
@@ -47,6 +72,7 @@ function request(id: string, args: string[]): Omit<CreateContainerRequest, 'stdi
       terminal: false,
       rlimits: [],
       noNewPrivileges: false,
+      consoleSize: undefined,
     },
     hostname: id,
     readonlyRootfs: false,
@@ -208,6 +234,160 @@ describe('smolvm-init in a QEMU guest (AgentClient over virtio-serial)', functio
     await assert.rejects(agent.signalProcess('sleep', '', 9), (err: unknown) => codeOf(err) === Code.NotFound);
     await agent.removeContainer('sleep');
     await assert.rejects(agent.waitProcess('sleep'), (err: unknown) => codeOf(err) === Code.NotFound);
+  });
+
+  it('announces protocol 1.1 (exec, terminals)', () => {
+    assert.ok(agent.info.protocolMinor >= 1);
+  });
+
+  it('runs an exec in the container\'s namespaces with its own args, env, cwd and exit code', async () => {
+    await agent.createContainer(request('ex', ['sleep', '1000']), {});
+    await agent.startProcess('ex');
+    const stdout = new Collector();
+    const stderr = new Collector();
+    const script = 'hostname; tr "\\0" " " < /proc/1/cmdline; echo; echo "$FOO"; pwd; ls /run/smolvm 2>&1 | head -1; exit 5';
+    const { io } = await agent.execProcess('ex', 'e1', guestProcess(['sh', '-c', script], {
+      env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'FOO=bar'], cwd: '/tmp',
+    }), { stdout, stderr });
+    await agent.startProcess('ex', 'e1');
+    const result = await agent.waitProcess('ex', 'e1');
+    await io.outputDone;
+    assert.equal(result.exitStatus, 5);
+    const lines = stdout.bytes.toString().split('\n');
+    assert.equal(lines[0], 'ex', 'the container\'s uts namespace (hostname)');
+    assert.equal(lines[1]!.trim(), 'sleep 1000', 'pid 1 of its pid namespace is the container\'s init');
+    assert.equal(lines[2], 'bar');
+    assert.equal(lines[3], '/tmp');
+    assert.match(lines[4]!, /No such file/, 'the container\'s root, not the agent\'s');
+    assert.equal(stderr.bytes.length, 0);
+    const processes = await agent.listProcesses('ex');
+    assert.deepEqual(processes.map((p) => p.execId), [''], 'the finished exec is no longer listed');
+    await agent.removeProcess('ex', 'e1');
+    await assert.rejects(agent.waitProcess('ex', 'e1'), (err: unknown) => codeOf(err) === Code.NotFound);
+    // The container is untouched.
+    assert.equal((await agent.listProcesses('ex')).length, 1);
+  });
+
+  it('runs two execs at once with separate output and exit codes', async () => {
+    const outs = [new Collector(), new Collector()];
+    const errs = [new Collector(), new Collector()];
+    const made = await Promise.all([0, 1].map((i) => agent.execProcess('ex', `par${i}`,
+      guestProcess(['sh', '-c', `sleep 1; echo out${i}; echo err${i} >&2; exit ${10 + i}`]), { stdout: outs[i], stderr: errs[i] })));
+    await Promise.all([0, 1].map((i) => agent.startProcess('ex', `par${i}`)));
+    const listed = await agent.listProcesses('ex');
+    assert.deepEqual(listed.map((p) => p.execId).filter((e) => e).sort(), ['par0', 'par1']);
+    const results = await Promise.all([0, 1].map((i) => agent.waitProcess('ex', `par${i}`)));
+    await Promise.all(made.map((m) => m.io.outputDone));
+    for (const i of [0, 1]) {
+      assert.equal(results[i]!.exitStatus, 10 + i);
+      assert.equal(outs[i]!.bytes.toString(), `out${i}\n`);
+      assert.equal(errs[i]!.bytes.toString(), `err${i}\n`);
+    }
+    await Promise.all([0, 1].map((i) => agent.removeProcess('ex', `par${i}`)));
+  });
+
+  it('fails an exec of a missing binary with NotFound and leaves nothing behind', async () => {
+    await assert.rejects(agent.execProcess('ex', 'missing', guestProcess(['no-such-binary']), { stdout: new Collector() }),
+      (err: unknown) => {
+        assert.equal(codeOf(err), Code.NotFound);
+        assert.match((err as Error).message, /exec missing.*executable file not found/);
+        return true;
+      });
+    assert.equal((await agent.listProcesses('ex')).length, 1);
+    // The exec id is free again.
+    await agent.execProcess('ex', 'missing', guestProcess(['true']), {});
+    await agent.startProcess('ex', 'missing');
+    assert.equal((await agent.waitProcess('ex', 'missing')).exitStatus, 0);
+    await agent.removeProcess('ex', 'missing');
+  });
+
+  it('refuses duplicate exec ids and bad requests clearly', async () => {
+    await agent.execProcess('ex', 'dup', guestProcess(['true']), {});
+    await assert.rejects(agent.execProcess('ex', 'dup', guestProcess(['true']), {}), (err: unknown) => codeOf(err) === Code.AlreadyExists);
+    await agent.removeProcess('ex', 'dup'); // never started: killed and forgotten
+    await assert.rejects(agent.execProcess('nosuch', 'x', guestProcess(['true']), {}), (err: unknown) => codeOf(err) === Code.NotFound);
+    await assert.rejects(agent.execProcess('ex', 'bad/id', guestProcess(['true']), {}), (err: unknown) => codeOf(err) === Code.InvalidArgument);
+    await assert.rejects(agent.resizePty('ex', '', 80, 24), (err: unknown) => codeOf(err) === Code.FailedPrecondition);
+  });
+
+  it('gives an exec a terminal: pty on stdout, console size at start, ResizePty', async () => {
+    const stdin = new PassThrough();
+    const stdout = new Collector();
+    const { io } = await agent.execProcess('ex', 'tty', guestProcess(['sh', '-c', 'tty; stty size; read line; stty size; echo "got $line"; exit 3'], {
+      terminal: true, consoleSize: { height: 24, width: 80 },
+    }), { stdin, stdout, stderr: new Collector() });
+    assert.equal(io.streams.stderr, 0, 'a terminal has no stderr stream');
+    await agent.startProcess('ex', 'tty');
+    await waitForOutput(stdout, /24 80/);
+    await agent.resizePty('ex', 'tty', 100, 30);
+    stdin.write('hello\n');
+    const result = await agent.waitProcess('ex', 'tty');
+    await io.outputDone;
+    assert.equal(result.exitStatus, 3);
+    const text = stdout.bytes.toString();
+    assert.match(text, /^\/dev\/pts\/\d+\r\n/, `tty names the container's devpts: ${JSON.stringify(text)}`);
+    assert.match(text, /30 100\r\n/);
+    assert.match(text, /got hello\r\n/);
+    await agent.resizePty('ex', 'tty', 10, 10); // exited: a no-op
+    await agent.removeProcess('ex', 'tty');
+  });
+
+  it('gives the init process a terminal (stderr on the pty too)', async () => {
+    const stdout = new Collector();
+    const req = request('ttyinit', ['sh', '-c', 'echo out; echo err >&2; stty size']);
+    req.process = { ...req.process!, terminal: true, consoleSize: { height: 40, width: 120 } };
+    const { io } = await agent.createContainer(req, { stdout, stderr: new Collector() });
+    await agent.startProcess('ttyinit');
+    const result = await agent.waitProcess('ttyinit');
+    await io.outputDone;
+    assert.equal(result.exitStatus, 0);
+    assert.equal(stdout.bytes.toString(), 'out\r\nerr\r\n40 120\r\n');
+    await agent.removeContainer('ttyinit');
+  });
+
+  it('kills every process of the container with all=true, execs included', async () => {
+    const exec = await agent.execProcess('ex', 'sleeper', guestProcess(['sh', '-c', 'sleep 1000 & wait']), {});
+    await agent.startProcess('ex', 'sleeper');
+    let processes = await agent.listProcesses('ex');
+    for (let i = 0; i < 50 && processes.length < 3; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      processes = await agent.listProcesses('ex');
+    }
+    assert.equal(processes.length, 3, JSON.stringify(processes));
+    assert.ok(processes.some((p) => p.execId === 'sleeper'));
+    const waits = [agent.waitProcess('ex'), agent.waitProcess('ex', 'sleeper')];
+    await agent.signalProcess('ex', '', 9, true);
+    const [init, sleeper] = await Promise.all(waits);
+    assert.equal(init!.exitStatus, 137);
+    assert.equal(sleeper!.exitStatus, 137);
+    await exec.io.outputDone;
+    await assert.rejects(agent.execProcess('ex', 'late', guestProcess(['true']), {}),
+      (err: unknown) => codeOf(err) === Code.FailedPrecondition && /stopped/.test((err as Error).message));
+    await agent.removeContainer('ex');
+  });
+
+  it('execs into a created (not yet started) container', async () => {
+    await agent.createContainer(request('pre', ['sleep', '1000']), {});
+    const stdout = new Collector();
+    const { io } = await agent.execProcess('pre', 'early', guestProcess(['hostname']), { stdout });
+    await agent.startProcess('pre', 'early');
+    assert.equal((await agent.waitProcess('pre', 'early')).exitStatus, 0);
+    await io.outputDone;
+    assert.equal(stdout.bytes.toString(), 'pre\n');
+    await agent.removeContainer('pre');
+    await assert.rejects(agent.waitProcess('pre', 'early'), (err: unknown) => codeOf(err) === Code.NotFound);
+  });
+
+  it('removes a running exec (killing it) without touching the container', async () => {
+    await agent.createContainer(request('rm', ['sleep', '1000']), {});
+    await agent.startProcess('rm');
+    await agent.execProcess('rm', 'long', guestProcess(['sleep', '1000']), {});
+    await agent.startProcess('rm', 'long');
+    const wait = agent.waitProcess('rm', 'long');
+    await agent.removeProcess('rm', 'long');
+    assert.equal((await wait).exitStatus, 137, 'Wait still gets the exit status');
+    assert.equal((await agent.listProcesses('rm')).length, 1);
+    await agent.removeContainer('rm');
   });
 
   it('shuts the VM down: QEMU exits', async () => {

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fromAddress } from '../../shim/src/bootstrap/address';
-import { TaskExit } from '../../shim/src/gen/containerd/events/task';
+import { TaskExecAdded, TaskExecStarted, TaskExit } from '../../shim/src/gen/containerd/events/task';
 import { EventsDefinition, type Envelope } from '../../shim/src/gen/containerd/services/events/events';
 import { DeleteResponse, TaskDefinition } from '../../shim/src/gen/containerd/task/v2/shim';
 import { Status } from '../../shim/src/gen/containerd/types/task/task';
@@ -42,6 +42,10 @@ describe('shim binary with a real guest (tcg)', function () {
   });
 
   after(async () => {
+    // A failed test may leave its daemon waiting for a Shutdown that never came.
+    for (const pid of shimDaemonsOf(work)) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    }
     await containerd.close();
     fs.rmSync(work, { recursive: true, force: true });
   });
@@ -70,9 +74,17 @@ describe('shim binary with a real guest (tcg)', function () {
     return out;
   }
 
+  // FIFO readers still open when a test fails; closed afterwards so mocha can exit.
+  const readers = new Set<net.Socket>();
+  afterEach(() => {
+    for (const sock of readers) sock.destroy();
+    readers.clear();
+  });
+
   function readAll(fifo: string): Promise<Buffer> {
     const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     const sock = new net.Socket({ fd, readable: true, writable: false });
+    readers.add(sock);
     const chunks: Buffer[] = [];
     sock.on('data', (c: Buffer) => chunks.push(c));
     return new Promise((resolve) => sock.once('end', () => { sock.destroy(); resolve(Buffer.concat(chunks)); }));
@@ -121,6 +133,207 @@ describe('shim binary with a real guest (tcg)', function () {
     assert.equal(events[2]!.event!.typeUrl, 'containerd.events.TaskExit');
     assert.deepEqual(vmDirs(), [], 'no VM directory left');
     events.length = 0;
+  });
+
+  function readStreaming(fifo: string): { text: () => string; done: Promise<Buffer> } {
+    const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const sock = new net.Socket({ fd, readable: true, writable: false });
+    readers.add(sock);
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    const done = new Promise<Buffer>((resolve) => sock.once('end', () => { sock.destroy(); resolve(Buffer.concat(chunks)); }));
+    return { text: () => Buffer.concat(chunks).toString(), done };
+  }
+
+  function execFifos(bundle: string, execId: string): Record<'stdin' | 'stdout' | 'stderr', string> {
+    const fifos = {
+      stdin: path.join(bundle, `${execId}-stdin`), stdout: path.join(bundle, `${execId}-stdout`), stderr: path.join(bundle, `${execId}-stderr`),
+    };
+    for (const f of Object.values(fifos)) execFileSync('mkfifo', [f]);
+    return fifos;
+  }
+
+  function processSpec(args: string[], extra: Record<string, unknown> = {}): { typeUrl: string; value: Buffer } {
+    const spec = { args, env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'], cwd: '/', user: { uid: 0, gid: 0 }, ...extra };
+    return { typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(spec)) };
+  }
+
+  async function startedContainer(id: string, args: string[]): Promise<{ client: TtrpcClient; bundle: string; pid: number }> {
+    const { bundle, fifos } = makeBundle(id, args);
+    const address = startShim(id, bundle);
+    const client = await TtrpcClient.connect(fromAddress(address));
+    const created = await client.call(TaskDefinition, 'create', {
+      id, bundle, rootfs: [], terminal: false, stdin: '', stdout: fifos.stdout, stderr: '',
+      checkpoint: '', parentCheckpoint: '', options: undefined,
+    });
+    await client.call(TaskDefinition, 'start', { id, execId: '' });
+    return { client, bundle, pid: created.pid };
+  }
+
+  async function finish(client: TtrpcClient, id: string): Promise<void> {
+    try {
+      const waiting = client.call(TaskDefinition, 'wait', { id, execId: '' });
+      await client.call(TaskDefinition, 'kill', { id, execId: '', signal: 9, all: true }).catch(() => undefined);
+      await waiting;
+      await client.call(TaskDefinition, 'delete', { id, execId: '' });
+      await client.call(TaskDefinition, 'shutdown', { id, now: false });
+    } finally {
+      client.close();
+    }
+  }
+
+  it('execs into a running container: Exec, Start, Wait, State, Delete, with events in order', async () => {
+    const id = 'cx';
+    events.length = 0;
+    const { client, bundle, pid } = await startedContainer(id, ['sleep', '1000']);
+    try {
+      const fifos = execFifos(bundle, 'x1');
+      const stdout = readAll(fifos.stdout);
+      const stderr = readAll(fifos.stderr);
+      await client.call(TaskDefinition, 'exec', {
+        id, execId: 'x1', terminal: false, stdin: '', stdout: fifos.stdout, stderr: fifos.stderr,
+        spec: processSpec(['sh', '-c', 'echo "in $(hostname) as $FOO"; echo oops >&2; exit 4'], { env: ['FOO=x1', 'PATH=/bin'] }),
+      });
+      assert.equal((await client.call(TaskDefinition, 'state', { id, execId: 'x1' })).status, Status.CREATED);
+      const started = await client.call(TaskDefinition, 'start', { id, execId: 'x1' });
+      assert.equal(started.pid, pid, 'an exec reports the VMM pid too');
+      const waited = await client.call(TaskDefinition, 'wait', { id, execId: 'x1' });
+      assert.equal(waited.exitStatus, 4);
+      const state = await client.call(TaskDefinition, 'state', { id, execId: 'x1' });
+      assert.equal(state.status, Status.STOPPED);
+      assert.equal(state.exitStatus, 4);
+      assert.equal(state.execId, 'x1');
+      const deleted = await client.call(TaskDefinition, 'delete', { id, execId: 'x1' });
+      assert.equal(deleted.exitStatus, 4);
+      assert.equal(deleted.pid, pid);
+      const [out, err] = await Promise.all([stdout, stderr]);
+      assert.equal(out.toString(), 'in test as x1\n');
+      assert.equal(err.toString(), 'oops\n');
+      await assert.rejects(client.call(TaskDefinition, 'state', { id, execId: 'x1' }), /not found/);
+      // The container (and its VM) is untouched by the exec's delete.
+      assert.equal((await client.call(TaskDefinition, 'state', { id, execId: '' })).status, Status.RUNNING);
+      assert.equal(vmDirs().length, 1);
+      // A bad spec, a duplicate, a missing binary: clear errors, nothing left.
+      await assert.rejects(client.call(TaskDefinition, 'exec', {
+        id, execId: 'bad', terminal: false, stdin: '', stdout: '', stderr: '', spec: { typeUrl: 'x', value: Buffer.from('{}') },
+      }), (e: Error & { code?: number }) => e.code === 3 && /runtime-spec\/1\/Process/.test(e.message));
+      await assert.rejects(client.call(TaskDefinition, 'exec', {
+        id, execId: 'nobin', terminal: false, stdin: '', stdout: '', stderr: '', spec: processSpec(['/no/such/binary']),
+      }), (e: Error & { code?: number }) => e.code === 5 && /no\/such\/binary/.test(e.message));
+      await assert.rejects(client.call(TaskDefinition, 'state', { id, execId: 'nobin' }), /not found/);
+    } finally {
+      await finish(client, id);
+    }
+    await waitFor(() => events.some((e) => e.topic === '/tasks/delete'), 5000);
+    const topics = events.map((e) => e.topic);
+    assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/exec-added', '/tasks/exec-started', '/tasks/exit', '/tasks/exit', '/tasks/delete']);
+    const added = TaskExecAdded.decode(events[2]!.event!.value);
+    assert.deepEqual({ ...added }, { containerId: id, execId: 'x1' });
+    const execStarted = TaskExecStarted.decode(events[3]!.event!.value);
+    assert.equal(execStarted.pid, pid);
+    const execExit = TaskExit.decode(events[4]!.event!.value);
+    assert.equal(execExit.id, 'x1');
+    assert.equal(execExit.containerId, id);
+    assert.equal(execExit.exitStatus, 4);
+    assert.equal(TaskExit.decode(events[5]!.event!.value).id, id);
+    assert.deepEqual(vmDirs(), []);
+    events.length = 0;
+  });
+
+  it('runs two execs at once with separate output and exit codes; Pids lists them; Kill all', async () => {
+    const id = 'cx2';
+    const { client, bundle } = await startedContainer(id, ['sleep', '1000']);
+    try {
+      const ids = ['a', 'b'];
+      const fifos = ids.map((x) => execFifos(bundle, x));
+      const outputs = fifos.map((f) => readAll(f.stdout));
+      for (const [i, x] of ids.entries()) {
+        await client.call(TaskDefinition, 'exec', {
+          id, execId: x, terminal: false, stdin: '', stdout: fifos[i]!.stdout, stderr: '',
+          spec: processSpec(['sh', '-c', `sleep 1; echo from-${x}; exit ${20 + i}`]),
+        });
+      }
+      await Promise.all(ids.map((x) => client.call(TaskDefinition, 'start', { id, execId: x })));
+      const pids = await client.call(TaskDefinition, 'pids', { id });
+      assert.ok(pids.processes.length >= 3, `init + 2 execs: ${JSON.stringify(pids.processes)}`);
+      const waited = await Promise.all(ids.map((x) => client.call(TaskDefinition, 'wait', { id, execId: x })));
+      assert.deepEqual(waited.map((w) => w.exitStatus), [20, 21]);
+      for (const x of ids) await client.call(TaskDefinition, 'delete', { id, execId: x });
+      const texts = (await Promise.all(outputs)).map((b) => b.toString());
+      assert.deepEqual(texts, ['from-a\n', 'from-b\n']);
+
+      // Kill all: an exec still running dies with the container.
+      await client.call(TaskDefinition, 'exec', {
+        id, execId: 'long', terminal: false, stdin: '', stdout: '', stderr: '', spec: processSpec(['sleep', '1000']),
+      });
+      await client.call(TaskDefinition, 'start', { id, execId: 'long' });
+      await assert.rejects(client.call(TaskDefinition, 'delete', { id, execId: 'long' }), /kill it first/);
+      const execWait = client.call(TaskDefinition, 'wait', { id, execId: 'long' });
+      const initWait = client.call(TaskDefinition, 'wait', { id, execId: '' });
+      await client.call(TaskDefinition, 'kill', { id, execId: '', signal: 9, all: true });
+      assert.equal((await execWait).exitStatus, 137);
+      assert.equal((await initWait).exitStatus, 137);
+      await assert.rejects(client.call(TaskDefinition, 'exec', {
+        id, execId: 'late', terminal: false, stdin: '', stdout: '', stderr: '', spec: processSpec(['true']),
+      }), (e: Error & { code?: number }) => e.code === 9 && /stopped/.test(e.message));
+    } finally {
+      await finish(client, id);
+    }
+  });
+
+  it('feeds an exec its own stdin; CloseIO with the exec id ends it', async () => {
+    const id = 'cxi';
+    const { client, bundle } = await startedContainer(id, ['sleep', '1000']);
+    try {
+      const fifos = execFifos(bundle, 'cat');
+      const stdout = readAll(fifos.stdout);
+      const stdinWriter = fs.openSync(fifos.stdin, fs.constants.O_RDWR);
+      await client.call(TaskDefinition, 'exec', {
+        id, execId: 'cat', terminal: false, stdin: fifos.stdin, stdout: fifos.stdout, stderr: '',
+        spec: processSpec(['sh', '-c', 'cat; echo "eof seen"']),
+      });
+      await client.call(TaskDefinition, 'start', { id, execId: 'cat' });
+      fs.writeSync(stdinWriter, 'line for the exec\n');
+      await new Promise((r) => setTimeout(r, 500));
+      await client.call(TaskDefinition, 'closeIO', { id, execId: 'cat', stdin: true });
+      const waited = await client.call(TaskDefinition, 'wait', { id, execId: 'cat' });
+      assert.equal(waited.exitStatus, 0);
+      await client.call(TaskDefinition, 'delete', { id, execId: 'cat' });
+      fs.closeSync(stdinWriter);
+      assert.equal((await stdout).toString(), 'line for the exec\neof seen\n');
+    } finally {
+      await finish(client, id);
+    }
+  });
+
+  it('gives a terminal exec a pty (stderr empty) and resizes it', async () => {
+    const id = 'cxt';
+    const { client, bundle } = await startedContainer(id, ['sleep', '1000']);
+    try {
+      const fifos = execFifos(bundle, 't');
+      const stdout = readStreaming(fifos.stdout);
+      const stdinWriter = fs.openSync(fifos.stdin, fs.constants.O_RDWR);
+      await client.call(TaskDefinition, 'exec', {
+        id, execId: 't', terminal: true, stdin: fifos.stdin, stdout: fifos.stdout, stderr: '',
+        spec: processSpec(['sh', '-c', 'stty size; read line; stty size; echo err >&2; exit 6'], { terminal: true, consoleSize: { height: 25, width: 81 } }),
+      });
+      await client.call(TaskDefinition, 'start', { id, execId: 't' });
+      await waitFor(() => /25 81\r\n/.test(stdout.text()), 20_000);
+      await client.call(TaskDefinition, 'resizePty', { id, execId: 't', width: 132, height: 43 });
+      fs.writeSync(stdinWriter, 'go\n');
+      const waited = await client.call(TaskDefinition, 'wait', { id, execId: 't' });
+      assert.equal(waited.exitStatus, 6);
+      await client.call(TaskDefinition, 'delete', { id, execId: 't' });
+      fs.closeSync(stdinWriter);
+      const text = (await stdout.done).toString();
+      assert.match(text, /^25 81\r\n/);
+      assert.match(text, /43 132\r\n/);
+      assert.match(text, /err\r\n/, 'stderr goes to the pty');
+      await assert.rejects(client.call(TaskDefinition, 'resizePty', { id, execId: '', width: 1, height: 1 }),
+        (e: Error & { code?: number }) => e.code === 9 && /no terminal/.test(e.message));
+    } finally {
+      await finish(client, id);
+    }
   });
 
   it('kills a running container: Wait reports 128+signal', async () => {
@@ -229,6 +442,18 @@ describe('shim binary with a real guest (tcg)', function () {
     }
   });
 });
+
+/** Shim daemons whose -address lies in `dir` (this test run's fake containerd). */
+function shimDaemonsOf(dir: string): number[] {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).flatMap((p) => {
+    try {
+      const argv = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      return argv.some((a) => a.includes('containerd-shim-smolvm-v1')) && argv.some((a) => a.startsWith(dir)) ? [Number(p)] : [];
+    } catch {
+      return [];
+    }
+  });
+}
 
 async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

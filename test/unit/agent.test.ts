@@ -13,7 +13,9 @@ import { Code, RpcError, notFound } from '../../shim/src/errdefs';
 import {
   AgentDefinition,
   CreateContainerRequest,
+  ExecProcessRequest,
   HandshakeRequest,
+  type Process as AgentProcess,
   StdioStreams,
   WaitProcessResponse,
 } from '../../shim/src/gen/smolvm/agent';
@@ -65,7 +67,7 @@ const waitFor = async (condition: () => boolean, what: string, timeoutMs = 3000)
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface FakeProcess {
-  readonly request: CreateContainerRequest;
+  readonly request: CreateContainerRequest | ExecProcessRequest;
   readonly stdio: StdioStreams;
   /** What the "process" writes; the fake sends it as stdout / stderr. */
   readonly stdout: PassThrough;
@@ -87,6 +89,7 @@ class FakeAgent {
   readonly dataFrameSizes: number[] = [];
   limits = { initialCredit: 65536, maxDataFrame: 16384 };
   protocolVersion = 1;
+  protocolMinor = 1;
   connection: FrameConnection | undefined;
   mux: StreamMux | undefined;
   failCreate: RpcError | undefined;
@@ -110,46 +113,41 @@ class FakeAgent {
           kernelRelease: '6.1.0-smolvm',
           initialStreamCredit: this.limits.initialCredit,
           maxDataFrame: this.limits.maxDataFrame,
+          protocolMinor: this.protocolMinor,
         };
       },
       createContainer: async (req) => {
         if (this.failCreate) throw this.failCreate;
-        const stdio = req.stdio!;
-        let exit!: (status: number) => void;
-        const exited = new Promise<number>((resolve) => {
-          exit = resolve;
-        });
-        const proc: FakeProcess = {
-          request: req,
-          stdio,
-          stdout: new PassThrough(),
-          stderr: new PassThrough(),
-          outbound: [],
-          stdinSink: new StallableSink(),
-          exited,
-          exit: (status) => {
-            proc.stdout.end();
-            proc.stderr.end();
-            exit(status);
-          },
-        };
-        if (stdio.stdout) proc.outbound.push(this.mux!.send(stdio.stdout, proc.stdout));
-        if (stdio.stderr) proc.outbound.push(this.mux!.send(stdio.stderr, proc.stderr));
-        if (stdio.stdin) proc.stdinStream = this.mux!.receive(stdio.stdin, proc.stdinSink, true);
-        this.processes.set(req.containerId, proc);
+        this.spawn(req.containerId, req, req.stdio!);
         return { pid: 100 };
+      },
+      execProcess: async (req) => {
+        if (!this.processes.has(req.containerId)) throw notFound(`container ${req.containerId} not found`);
+        this.events.push(`exec ${req.execId}`);
+        this.spawn(`${req.containerId}/${req.execId}`, req, req.stdio!);
+        return { pid: 200 };
+      },
+      resizePty: async (req) => {
+        this.events.push(`resize ${req.execId} ${req.width}x${req.height}`);
+        return {};
+      },
+      removeProcess: async (req) => {
+        this.events.push(`remove ${req.execId}`);
+        this.processes.delete(`${req.containerId}/${req.execId}`);
+        return {};
       },
       startProcess: async (req) => {
         if (!this.processes.has(req.containerId)) throw notFound(`container ${req.containerId} not found`);
         return { pid: 100 };
       },
       waitProcess: async (req) => {
-        const proc = this.processes.get(req.containerId);
+        const key = req.execId ? `${req.containerId}/${req.execId}` : req.containerId;
+        const proc = this.processes.get(key);
         if (!proc) throw notFound(`container ${req.containerId} not found`);
         const status = await proc.exited;
         // The contract: every output stream's EOF goes out before this answer.
         await Promise.all(proc.outbound.map((o) => o.done));
-        this.events.push(`wait answered ${req.containerId}`);
+        this.events.push(`wait answered ${key}`);
         return { exitStatus: status, exitedAtUnixNano: BigInt(Date.UTC(2024, 0, 2, 3, 4, 5, 678)) * 1_000_000n };
       },
       signalProcess: async (req) => {
@@ -171,6 +169,32 @@ class FakeAgent {
       },
       shutdown: async () => ({}),
     });
+  }
+
+  /** A fake process with the given stdio streams, registered under `key`. */
+  private spawn(key: string, request: CreateContainerRequest | ExecProcessRequest, stdio: StdioStreams): void {
+    let exit!: (status: number) => void;
+    const exited = new Promise<number>((resolve) => {
+      exit = resolve;
+    });
+    const proc: FakeProcess = {
+      request,
+      stdio,
+      stdout: new PassThrough(),
+      stderr: new PassThrough(),
+      outbound: [],
+      stdinSink: new StallableSink(),
+      exited,
+      exit: (status) => {
+        proc.stdout.end();
+        proc.stderr.end();
+        exit(status);
+      },
+    };
+    if (stdio.stdout) proc.outbound.push(this.mux!.send(stdio.stdout, proc.stdout));
+    if (stdio.stderr) proc.outbound.push(this.mux!.send(stdio.stderr, proc.stderr));
+    if (stdio.stdin) proc.stdinStream = this.mux!.receive(stdio.stdin, proc.stdinSink, true);
+    this.processes.set(key, proc);
   }
 }
 
@@ -202,7 +226,7 @@ const baseCreate = (containerId: string): Omit<CreateContainerRequest, 'stdio'> 
   containerId,
   image: { serial: 'slot0', fsType: 'erofs', readOnly: true },
   writable: { serial: 'slot1', fsType: 'ext4', readOnly: false },
-  process: { args: ['/bin/sh'], env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0, additionalGids: [] }, terminal: false, rlimits: [], noNewPrivileges: true },
+  process: { args: ['/bin/sh'], env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0, additionalGids: [] }, terminal: false, rlimits: [], noNewPrivileges: true, consoleSize: undefined },
   hostname: 'h',
   readonlyRootfs: false,
 });
@@ -506,6 +530,55 @@ describe('agent client', function () {
   it('shutdown is answered, then the channel may go', async () => {
     const client = await connect();
     await client.shutdown();
+  });
+
+  const execProcessSpec = (terminal: boolean): AgentProcess => ({
+    args: ['sh'], env: [], cwd: '/', user: { uid: 0, gid: 0, additionalGids: [] }, terminal, rlimits: [], noNewPrivileges: false,
+    consoleSize: terminal ? { height: 24, width: 80 } : undefined,
+  });
+
+  it('runs an exec with its own streams; a terminal exec gets no stderr stream', async () => {
+    const client = await connect();
+    await client.createContainer(baseCreate('c1'), {});
+    const stdout = new StallableSink();
+    const stderr = new StallableSink();
+    const { pid, io } = await client.execProcess('c1', 'e1', execProcessSpec(true), { stdin: new PassThrough(), stdout, stderr });
+    assert.equal(pid, 200);
+    assert.equal(io.streams.stderr, 0, 'a pty has one output');
+    assert.ok(io.streams.stdout > 0 && io.streams.stdin > 0);
+    const proc = agent.processes.get('c1/e1')!;
+    assert.deepEqual((proc.request as ExecProcessRequest).process?.consoleSize, { height: 24, width: 80 });
+    await client.resizePty('c1', 'e1', 132, 43);
+    proc.stdout.write('tty output\r\n');
+    proc.exit(5);
+    const result = await client.waitProcess('c1', 'e1');
+    await io.outputDone;
+    assert.equal(result.exitStatus, 5);
+    assert.equal(stdout.bytes.toString(), 'tty output\r\n');
+    assert.equal(stderr.bytes.length, 0);
+    await client.removeProcess('c1', 'e1');
+    assert.deepEqual(agent.events.filter((e) => /^(exec|resize|remove)/.test(e)), ['exec e1', 'resize e1 132x43', 'remove e1']);
+    await assert.rejects(client.execProcess('c1', '', execProcessSpec(false), {}), (err: unknown) =>
+      err instanceof RpcError && err.code === Code.InvalidArgument);
+  });
+
+  it('refuses exec and resize on an agent older than protocol 1.1, sending nothing', async () => {
+    agent.protocolMinor = 0;
+    const client = await connect();
+    await client.createContainer(baseCreate('c1'), {});
+    for (const attempt of [
+      () => client.execProcess('c1', 'e1', execProcessSpec(false), {}),
+      () => client.resizePty('c1', '', 80, 24),
+      () => client.removeProcess('c1', 'e1'),
+    ]) {
+      await assert.rejects(attempt(), (err: unknown) => {
+        assert.ok(err instanceof RpcError);
+        assert.equal(err.code, Code.Unimplemented);
+        assert.match(err.message, /protocol 1\.0; this needs 1\.1/);
+        return true;
+      });
+    }
+    assert.deepEqual(agent.events.filter((e) => /^(exec|resize|remove)/.test(e)), []);
   });
 
   it('carries exited_at nanoseconds beyond 2^53 exactly (bigint codec)', () => {

@@ -16,7 +16,14 @@
  *   can be waited on / removed from the new connection.
  * - StartProcess is answered once execve succeeded (the child's close-on-exec status pipe
  *   closes); if execve fails the answer carries the error and the process exits 127.
- * - Non-empty exec_id: NotFound (execs come later). terminal=true: Unimplemented for now.
+ * - Execs (protocol 1.1) join the container's pid namespace through setns(CLONE_NEWPID) on the
+ *   agent itself around clone() (the child stays the agent's own, so it is reaped like the
+ *   init process), then its ipc, uts and mount namespaces in the child. Each is forgotten by
+ *   RemoveProcess or with its container. When the container's init exits, the kernel kills
+ *   every exec (one pid namespace); their Waits report that (137).
+ * - terminal=true: the child opens the pty in the container's own devpts (after pivot_root /
+ *   setns) and sends the master over a socketpair (SCM_RIGHTS) before it reports ready; the
+ *   stdout stream reads the master (EIO = EOF), the stdin stream writes to it.
  * - Requests on even stream ids: InvalidArgument on that id. Oversized frames (> 4 MiB):
  *   skipped without buffering; a request gets RESOURCE_EXHAUSTED (8); the connection stays. */
 #ifndef SMOLVM_AGENT_H
@@ -29,6 +36,8 @@
 #include "ttrpc.h"
 
 #define AGENT_PROTOCOL_VERSION 1
+/* 1: ExecProcess, ResizePty, RemoveProcess, terminals, console size. */
+#define AGENT_PROTOCOL_MINOR 1
 #define AGENT_VERSION "0.1.0"
 #define INITIAL_STREAM_CREDIT 262144u
 #define MAX_DATA_FRAME 65536u

@@ -188,6 +188,22 @@ static int decode_rlimit(pb_reader *r, struct agent_rlimit *out)
     return rc;
 }
 
+static int decode_console_size(pb_reader *r, struct agent_process *p)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        uint32_t *dst = field == 1 ? &p->console_height : field == 2 ? &p->console_width : NULL;
+        if (dst) {
+            if (read_u32(r, wire, dst) < 0)
+                return -1;
+        } else if (pb_skip(r, wire) < 0) {
+            return -1;
+        }
+    }
+    return rc;
+}
+
 static int decode_process(pb_reader *r, struct agent_process *p)
 {
     uint32_t field, wire;
@@ -230,6 +246,11 @@ static int decode_process(pb_reader *r, struct agent_process *p)
         }
         case 7:
             if (read_bool(r, wire, &p->no_new_privileges) < 0)
+                return -1;
+            break;
+        case 8:
+            p->has_console_size = true;
+            if (read_sub(r, wire, &sub) < 0 || decode_console_size(&sub, p) < 0)
                 return -1;
             break;
         default:
@@ -311,12 +332,8 @@ static void disk_slot_free(struct disk_slot *s)
     free(s->fs_type);
 }
 
-void agent_create_free(struct create_container_request *req)
+static void process_free(struct agent_process *p)
 {
-    free(req->container_id);
-    disk_slot_free(&req->image);
-    disk_slot_free(&req->writable);
-    struct agent_process *p = &req->process;
     list_free(p->args, p->nargs);
     list_free(p->env, p->nenv);
     free(p->cwd);
@@ -324,7 +341,105 @@ void agent_create_free(struct create_container_request *req)
     for (size_t i = 0; i < p->nrlimits; i++)
         free(p->rlimits[i].type);
     free(p->rlimits);
+    memset(p, 0, sizeof *p);
+}
+
+void agent_create_free(struct create_container_request *req)
+{
+    free(req->container_id);
+    disk_slot_free(&req->image);
+    disk_slot_free(&req->writable);
+    process_free(&req->process);
     free(req->hostname);
+    memset(req, 0, sizeof *req);
+}
+
+int agent_decode_exec(const uint8_t *data, size_t len, struct exec_process_request *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        pb_reader sub;
+        switch (field) {
+        case 1:
+            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0)
+                goto bad;
+            break;
+        case 2:
+            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->exec_id, 1024) < 0)
+                goto bad;
+            break;
+        case 3:
+            out->has_process = true;
+            if (read_sub(&r, wire, &sub) < 0 || decode_process(&sub, &out->process) < 0)
+                goto bad;
+            break;
+        case 4:
+            if (read_sub(&r, wire, &sub) < 0 || decode_stdio(&sub, &out->stdio) < 0)
+                goto bad;
+            break;
+        default:
+            if (pb_skip(&r, wire) < 0)
+                goto bad;
+        }
+    }
+    if (rc == 0)
+        return 0;
+bad:
+    agent_exec_free(out);
+    return -1;
+}
+
+void agent_exec_free(struct exec_process_request *req)
+{
+    free(req->container_id);
+    free(req->exec_id);
+    process_free(&req->process);
+    memset(req, 0, sizeof *req);
+}
+
+int agent_decode_resize(const uint8_t *data, size_t len, struct resize_pty_request *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        int bad = 0;
+        switch (field) {
+        case 1:
+            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0;
+            break;
+        case 2:
+            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->exec_id, 1024) < 0;
+            break;
+        case 3:
+            bad = read_u32(&r, wire, &out->width) < 0;
+            break;
+        case 4:
+            bad = read_u32(&r, wire, &out->height) < 0;
+            break;
+        default:
+            bad = pb_skip(&r, wire) < 0;
+        }
+        if (bad) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc < 0) {
+        agent_resize_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void agent_resize_free(struct resize_pty_request *req)
+{
+    free(req->container_id);
+    free(req->exec_id);
     memset(req, 0, sizeof *req);
 }
 
@@ -373,13 +488,15 @@ void agent_target_free(struct process_target *t)
 
 void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
                                      const char *agent_version, const char *kernel_release,
-                                     uint32_t initial_credit, uint32_t max_data_frame)
+                                     uint32_t initial_credit, uint32_t max_data_frame,
+                                     uint32_t protocol_minor)
 {
     pb_put_uint_field(w, 1, protocol_version);
     pb_put_string_field(w, 2, agent_version);
     pb_put_string_field(w, 3, kernel_release);
     pb_put_uint_field(w, 4, initial_credit);
     pb_put_uint_field(w, 5, max_data_frame);
+    pb_put_uint_field(w, 6, protocol_minor);
 }
 
 void agent_encode_pid_response(pb_writer *w, uint32_t pid)

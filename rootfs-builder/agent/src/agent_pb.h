@@ -47,6 +47,9 @@ struct agent_process {
     struct agent_rlimit *rlimits;
     size_t nrlimits;
     bool no_new_privileges;
+    bool has_console_size;
+    uint32_t console_height;
+    uint32_t console_width;
 };
 
 struct stdio_streams {
@@ -66,8 +69,23 @@ struct create_container_request {
     bool readonly_rootfs;
 };
 
-/* StartProcess, WaitProcess, SignalProcess, CloseStdin, ListProcesses and RemoveContainer
- * share their field layout: 1 container_id, 2 exec_id, 3 signal, 4 all. Fields a message
+struct exec_process_request {
+    char *container_id;
+    char *exec_id;
+    bool has_process;
+    struct agent_process process;
+    struct stdio_streams stdio;
+};
+
+struct resize_pty_request {
+    char *container_id;
+    char *exec_id;
+    uint32_t width;
+    uint32_t height;
+};
+
+/* StartProcess, WaitProcess, SignalProcess, CloseStdin, ListProcesses, RemoveContainer and
+ * RemoveProcess share their field layout: 1 container_id, 2 exec_id, 3 signal, 4 all. Fields a message
  * does not define are never sent by a conforming host and are ignored by the handlers. */
 struct process_target {
     char *container_id;
@@ -79,12 +97,17 @@ struct process_target {
 int agent_decode_handshake(const uint8_t *data, size_t len, struct handshake_request *out);
 int agent_decode_create(const uint8_t *data, size_t len, struct create_container_request *out);
 void agent_create_free(struct create_container_request *req);
+int agent_decode_exec(const uint8_t *data, size_t len, struct exec_process_request *out);
+void agent_exec_free(struct exec_process_request *req);
+int agent_decode_resize(const uint8_t *data, size_t len, struct resize_pty_request *out);
+void agent_resize_free(struct resize_pty_request *req);
 int agent_decode_target(const uint8_t *data, size_t len, struct process_target *out);
 void agent_target_free(struct process_target *t);
 
 void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
                                      const char *agent_version, const char *kernel_release,
-                                     uint32_t initial_credit, uint32_t max_data_frame);
+                                     uint32_t initial_credit, uint32_t max_data_frame,
+                                     uint32_t protocol_minor);
 /* CreateContainerResponse and StartProcessResponse: { uint32 pid = 1 } */
 void agent_encode_pid_response(pb_writer *w, uint32_t pid);
 void agent_encode_wait_response(pb_writer *w, uint32_t exit_status, uint64_t exited_at_unix_nano);

@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -29,6 +30,7 @@
 #define CONTAINER_ROOT "/run/smolvm/c"
 #define CHILD_STACK_SIZE (256 * 1024)
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_EXECS_PER_CONTAINER 1024
 
 enum mount_flag { M_IMAGE = 1, M_DISK = 2, M_ROOTFS = 4 };
 
@@ -41,6 +43,8 @@ struct container {
     char rootfs_dir[300];
     unsigned mounted;
     struct process init;
+    struct process *execs;
+    size_t nexecs;
     bool pidns_known;
     dev_t pidns_dev;
     ino_t pidns_ino;
@@ -85,25 +89,48 @@ static struct pending_reply *pending_push(struct pending_reply **list, uint64_t 
     return p;
 }
 
-/* Looks up the container and (init-only for now) process a request names; answers the
- * request with the error and returns NULL when either is unknown. */
+/* "container "c"" or "container "c" exec "e"": how messages name a process. */
+static const char *proc_name(const struct process *p)
+{
+    static char buf[2][400];
+    static int which;
+    which ^= 1;
+    const char *cid = p->container && p->container->id ? p->container->id : "";
+    if (p->exec_id)
+        snprintf(buf[which], sizeof buf[which], "container \"%.128s\" exec \"%.128s\"", cid, p->exec_id);
+    else
+        snprintf(buf[which], sizeof buf[which], "container \"%.128s\"", cid);
+    return buf[which];
+}
+
+static struct process *find_exec(const struct container *c, const char *exec_id)
+{
+    for (struct process *p = c->execs; p; p = p->next)
+        if (strcmp(p->exec_id, exec_id) == 0)
+            return p;
+    return NULL;
+}
+
+/* Looks up the container and the process (init for an empty exec_id) a request names;
+ * answers the request with the error and returns NULL when either is unknown. */
 static struct process *target_process(uint64_t gen, uint32_t sid, const struct process_target *t,
                                       struct container **out_c)
 {
     struct container *c = find_container(t->container_id);
     if (!c) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\" not found",
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
                             t->container_id ? t->container_id : "");
         return NULL;
     }
-    if (t->exec_id && t->exec_id[0]) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\": exec \"%s\" not found", c->id,
+    struct process *p = &c->init;
+    if (t->exec_id && t->exec_id[0] && !(p = find_exec(c, t->exec_id))) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\": exec \"%.200s\" not found", c->id,
                             t->exec_id);
         return NULL;
     }
     if (out_c)
         *out_c = c;
-    return &c->init;
+    return p;
 }
 
 /* ---------------------------------------------------------------- filesystems */
@@ -278,9 +305,16 @@ static int container_mount(struct container *c, const struct create_container_re
 /* ---------------------------------------------------------------- the child */
 
 struct child_ctx {
-    const struct create_container_request *req;
+    const struct agent_process *proc;
+    /* Init process: the container's root to pivot into, and the request (hostname). */
+    const struct create_container_request *create;
     const char *rootfs;
-    int fds[5]; /* stdin, stdout, stderr (-1: /dev/null), status writer, start reader */
+    /* Exec: the container's mount, uts and ipc namespaces to join (the pid namespace was
+     * chosen at clone); -1 otherwise. */
+    int ns_fds[3];
+    /* stdin, stdout, stderr (-1: /dev/null), status writer, start reader, console socket
+     * (terminal only, else -1). */
+    int fds[6];
 };
 
 static int child_status_fd = -1;
@@ -391,39 +425,68 @@ static void child_resolve(const char *name, char *const *env, char *out, size_t 
     child_fail(RPC_NOT_FOUND, "exec: \"%s\": executable file not found in $PATH", name);
 }
 
-static int child_main(void *arg)
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+/* terminal=true: a pty from the devpts instance of the container's /dev/ptmx (the caller is
+ * already in the container's root), the slave as controlling terminal (the caller is a session
+ * leader) and as fds 0-2, the master sent to the agent over fd 5. */
+static void child_setup_terminal(const struct agent_process *proc)
 {
-    const struct child_ctx *ctx = arg;
-    const struct create_container_request *req = ctx->req;
-    const struct agent_process *proc = &req->process;
-    int fds[5];
-    child_status_fd = ctx->fds[3];
-
-    /* fds: 0-2 stdio, 3 status (close-on-exec), 4 start; nothing else of the agent's. */
-    for (int i = 0; i < 5; i++) {
-        int fd = ctx->fds[i];
-        if (fd < 0 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-            child_fail(RPC_INTERNAL, "open /dev/null: %s", strerror(errno));
-        fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 10);
-        if (fds[i] < 0)
-            child_fail(RPC_INTERNAL, "dup: %s", strerror(errno));
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        child_fail(RPC_INTERNAL, "terminal: open /dev/ptmx: %s", strerror(errno));
+    if (unlockpt(master) < 0)
+        child_fail(RPC_INTERNAL, "terminal: unlockpt: %s", strerror(errno));
+    /* TIOCGPTPEER opens the slave of this very master, with no path lookup to trick. */
+    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0)
+        child_fail(RPC_INTERNAL, "terminal: open the pty slave: %s", strerror(errno));
+    if (proc->has_console_size && (proc->console_width || proc->console_height)) {
+        struct winsize ws = { .ws_row = (unsigned short)(proc->console_height > 0xffff ? 0xffff : proc->console_height),
+                              .ws_col = (unsigned short)(proc->console_width > 0xffff ? 0xffff : proc->console_width) };
+        if (ioctl(slave, TIOCSWINSZ, &ws) < 0)
+            child_fail(RPC_INTERNAL, "terminal: set the console size: %s", strerror(errno));
     }
-    for (int i = 0; i < 5; i++)
-        if (dup2(fds[i], i) < 0)
-            child_fail(RPC_INTERNAL, "dup2: %s", strerror(errno));
-    child_status_fd = 3;
-    fcntl(3, F_SETFD, FD_CLOEXEC);
-    fcntl(4, F_SETFD, FD_CLOEXEC);
-    syscall(SYS_close_range, 5u, ~0u, 0u);
+    if (ioctl(slave, TIOCSCTTY, 0) < 0)
+        child_fail(RPC_INTERNAL, "terminal: make it the controlling terminal: %s", strerror(errno));
+    /* The process owns its terminal, as with runc (best effort; nothing may be logged here:
+     * fd 2 already belongs to the process). */
+    int chown_rc = fchown(slave, proc->uid, proc->gid);
+    (void)chown_rc;
+    for (int i = 0; i < 3; i++)
+        if (dup2(slave, i) < 0)
+            child_fail(RPC_INTERNAL, "terminal: dup2: %s", strerror(errno));
+    close(slave);
 
-    /* The agent blocks SIGCHLD and ignores SIGPIPE: neither may leak into the container. */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
-    setsid();
+    char byte = 0;
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                          .msg_controllen = sizeof control.buf };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &master, sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(5, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        child_fail(RPC_INTERNAL, "terminal: hand the pty master to the agent: %s", n < 0 ? strerror(errno) : "short write");
+    close(master);
+    close(5);
+}
 
+/* Init process only: mounts /proc, /dev, /sys in the container's root and pivots into it. */
+static void child_enter_new_root(const struct child_ctx *ctx)
+{
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         child_fail(RPC_INTERNAL, "make mounts private: %s", strerror(errno));
     if (chdir(ctx->rootfs) < 0)
@@ -437,9 +500,58 @@ static int child_main(void *arg)
         child_fail(RPC_INTERNAL, "detach the old root: %s", strerror(errno));
     if (chdir("/") < 0)
         child_fail(RPC_INTERNAL, "chdir /: %s", strerror(errno));
+    const char *hostname = ctx->create->hostname;
+    if (hostname && hostname[0] && sethostname(hostname, strlen(hostname)) < 0)
+        child_fail(RPC_INVALID_ARGUMENT, "sethostname \"%s\": %s", hostname, strerror(errno));
+}
 
-    if (req->hostname && req->hostname[0] && sethostname(req->hostname, strlen(req->hostname)) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "sethostname \"%s\": %s", req->hostname, strerror(errno));
+static int child_main(void *arg)
+{
+    const struct child_ctx *ctx = arg;
+    const struct agent_process *proc = ctx->proc;
+    int fds[6];
+    child_status_fd = ctx->fds[3];
+
+    /* An exec joins the container: ipc and uts first, the mount namespace last (it also moves
+     * root and cwd to the container's root). The pid namespace was set for clone(). */
+    static const int ns_types[3] = { CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNS };
+    static const char *const ns_names[3] = { "ipc", "uts", "mount" };
+    for (int i = 0; i < 3; i++)
+        if (ctx->ns_fds[i] >= 0 && setns(ctx->ns_fds[i], ns_types[i]) < 0)
+            child_fail(RPC_INTERNAL, "join the container's %s namespace: %s", ns_names[i], strerror(errno));
+
+    /* fds: 0-2 stdio, 3 status (close-on-exec), 4 start, 5 console socket (terminal only);
+     * nothing else of the agent's. */
+    int nfds = ctx->fds[5] >= 0 ? 6 : 5;
+    for (int i = 0; i < nfds; i++) {
+        int fd = ctx->fds[i];
+        if (fd < 0 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+            child_fail(RPC_INTERNAL, "open /dev/null: %s", strerror(errno));
+        fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+        if (fds[i] < 0)
+            child_fail(RPC_INTERNAL, "dup: %s", strerror(errno));
+    }
+    for (int i = 0; i < nfds; i++)
+        if (dup2(fds[i], i) < 0)
+            child_fail(RPC_INTERNAL, "dup2: %s", strerror(errno));
+    child_status_fd = 3;
+    for (int i = 3; i < nfds; i++)
+        fcntl(i, F_SETFD, FD_CLOEXEC);
+    syscall(SYS_close_range, (unsigned)nfds, ~0u, 0u);
+
+    /* The agent blocks SIGCHLD and ignores SIGPIPE: neither may leak into the container. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    setsid();
+
+    if (ctx->create)
+        child_enter_new_root(ctx);
+    else if (chdir("/") < 0)
+        child_fail(RPC_INTERNAL, "chdir / in the container: %s", strerror(errno));
+
     for (size_t i = 0; i < proc->nrlimits; i++) {
         const struct agent_rlimit *rl = &proc->rlimits[i];
         int res = rlimit_resource(rl->type ? rl->type : "");
@@ -459,6 +571,9 @@ static int child_main(void *arg)
 
     char exe[4096];
     child_resolve(proc->args[0], proc->env, exe, sizeof exe);
+
+    if (proc->terminal)
+        child_setup_terminal(proc);
 
     gid_t gids[AGENT_MAX_LIST];
     for (size_t i = 0; i < proc->ngids; i++)
@@ -506,6 +621,7 @@ static void answer_pending(struct process *p, int32_t code, const char *fmt, ...
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (code == RPC_OK) {
+        /* CreateContainerResponse, ExecProcessResponse and StartProcessResponse: { pid = 1 } */
         pb_writer w;
         pb_writer_init(&w);
         agent_encode_pid_response(&w, (uint32_t)p->pid);
@@ -515,6 +631,20 @@ static void answer_pending(struct process *p, int32_t code, const char *fmt, ...
         agent_respond(p->pending_reply.gen, p->pending_reply.stream_id, WQ_CONTROL, code, msg, NULL);
     }
     p->pending = PENDING_NONE;
+}
+
+/* Answers (and frees) every reply in the list: OK when msg is NULL, else the error. */
+static void answer_list(struct pending_reply **list, int32_t code, const char *msg)
+{
+    while (*list) {
+        struct pending_reply *r = *list;
+        *list = r->next;
+        if (code == RPC_OK)
+            agent_respond(r->gen, r->stream_id, WQ_CONTROL, RPC_OK, NULL, NULL);
+        else
+            agent_respond_error(r->gen, r->stream_id, code, "%s", msg);
+        free(r);
+    }
 }
 
 static bool process_finished(const struct process *p)
@@ -544,34 +674,80 @@ void process_on_output_done(struct process *p)
     answer_waits(p);
 }
 
+static void close_fd_at(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
 static void close_status(struct process *p)
 {
     if (p->status_fd >= 0) {
         watch_del(p->status_fd);
-        close(p->status_fd);
-        p->status_fd = -1;
+        close_fd_at(&p->status_fd);
     }
+}
+
+static void process_init_fields(struct process *p, struct container *c)
+{
+    p->container = c;
+    p->status_fd = -1;
+    p->start_fd = -1;
+    p->console_fd = -1;
+    p->pty_fd = -1;
+    p->status_watch.kind = W_PROC_STATUS;
+    p->status_watch.obj = p;
+}
+
+/* Lets go of everything the agent holds for the process (killing it if it still runs) and
+ * fails its pending answers; p itself stays allocated (and linked) for the caller. */
+static void process_release(struct process *p, const char *why)
+{
+    if (!p->exited && p->pid > 0)
+        kill(p->pid, SIGKILL);
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s %s", proc_name(p), why);
+    answer_pending(p, RPC_NOT_FOUND, "%s", msg);
+    close_status(p);
+    close_fd_at(&p->start_fd);
+    close_fd_at(&p->console_fd);
+    close_fd_at(&p->pty_fd);
+    for (int i = 0; i < 2; i++) {
+        stream_destroy(p->out[i]);
+        p->out[i] = NULL;
+    }
+    stream_destroy(p->in);
+    p->in = NULL;
+    answer_list(&p->waits, RPC_NOT_FOUND, msg);
+    answer_list(&p->removals, RPC_OK, NULL); /* gone, as asked */
+    p->status_watch.kind = W_DEAD;
+}
+
+/* Forgets an exec: it must be dead or dying (process_release kills it). */
+static void exec_destroy(struct process *p)
+{
+    struct container *c = p->container;
+    process_release(p, "was removed");
+    for (struct process **pp = &c->execs; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            c->nexecs--;
+            break;
+        }
+    }
+    free(p->exec_id);
+    p->exec_id = NULL;
+    agent_defer_free(p); /* its status watch may still be in this epoll batch */
 }
 
 /* Forgets the container: its processes must be dead or dying (killed). */
 static void container_destroy(struct container *c)
 {
-    struct process *p = &c->init;
-    if (!p->exited && p->pid > 0)
-        kill(p->pid, SIGKILL);
-    answer_pending(p, RPC_NOT_FOUND, "container \"%s\" was removed", c->id);
-    close_status(p);
-    if (p->start_fd >= 0)
-        close(p->start_fd);
-    for (int i = 0; i < 2; i++)
-        stream_destroy(p->out[i]);
-    stream_destroy(p->in);
-    while (p->waits) {
-        struct pending_reply *r = p->waits;
-        p->waits = r->next;
-        agent_respond_error(r->gen, r->stream_id, RPC_NOT_FOUND, "container \"%s\" was removed", c->id);
-        free(r);
-    }
+    process_release(&c->init, "was removed");
+    while (c->execs)
+        exec_destroy(c->execs);
     container_unmount(c);
     for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
@@ -581,8 +757,16 @@ static void container_destroy(struct container *c)
     }
     free(c->id);
     c->id = NULL;
-    p->status_watch.kind = W_DEAD;
     agent_defer_free(c);
+}
+
+/* A process whose creation failed: an exec goes alone, an init process takes its container. */
+static void destroy_failed_process(struct process *p)
+{
+    if (p->exec_id)
+        exec_destroy(p);
+    else
+        container_destroy(p->container);
 }
 
 static int make_pipe(int fds[2], bool agent_end_is_read)
@@ -596,11 +780,130 @@ static int make_pipe(int fds[2], bool agent_end_is_read)
 
 static void close_pair(int fds[2])
 {
-    for (int i = 0; i < 2; i++)
-        if (fds[i] >= 0) {
-            close(fds[i]);
-            fds[i] = -1;
+    close_fd_at(&fds[0]);
+    close_fd_at(&fds[1]);
+}
+
+/* Checks a process's stdio stream ids; NULL, or the message (in msg). */
+static const char *validate_stdio(const char *who, const struct stdio_streams *s, bool terminal, char *msg,
+                                  size_t cap)
+{
+    const uint32_t ids[3] = { s->stdin_id, s->stdout_id, s->stderr_id };
+    for (int i = 0; i < 3; i++) {
+        if (ids[i] == 0)
+            continue;
+        if (ids[i] & 1) {
+            snprintf(msg, cap, "%s: stdio stream id %u is odd (must be even)", who, ids[i]);
+            return msg;
         }
+        if (stream_id_in_use(ids[i]) || (i > 0 && ids[i] == ids[0]) || (i == 2 && ids[2] == ids[1])) {
+            snprintf(msg, cap, "%s: stdio stream id %u is already in use", who, ids[i]);
+            return msg;
+        }
+    }
+    if (terminal && s->stderr_id) {
+        snprintf(msg, cap, "%s: terminal=true takes no stderr stream (the pty's output is on stdout)", who);
+        return msg;
+    }
+    if (terminal && !s->stdout_id) {
+        snprintf(msg, cap, "%s: terminal=true needs a stdout stream for the pty's output", who);
+        return msg;
+    }
+    return NULL;
+}
+
+/* Clones the process's child, which sets itself up and waits before execve, and keeps the
+ * agent's ends: status and start pipes, stdio pipes and their streams (terminal: the streams
+ * get the pty master once the child sends it). pidns_fd >= 0: the child is born in that pid
+ * namespace. On failure the request is answered and -1 returned: the caller destroys p. */
+static int spawn_process(uint64_t gen, uint32_t sid, struct process *p, struct child_ctx *ctx,
+                         const struct stdio_streams *stdio, int clone_flags, int pidns_fd)
+{
+    const char *who = proc_name(p);
+    bool term = ctx->proc->terminal;
+    int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
+    int status_pipe[2] = { -1, -1 }, start_pipe[2] = { -1, -1 }, console[2] = { -1, -1 };
+    bool ok = make_pipe(status_pipe, true) == 0 && make_pipe(start_pipe, false) == 0;
+    if (ok && term)
+        ok = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, console) == 0;
+    else if (ok)
+        ok = (!stdio->stdin_id || make_pipe(in_pipe, false) == 0) &&
+             (!stdio->stdout_id || make_pipe(out_pipe, true) == 0) &&
+             (!stdio->stderr_id || make_pipe(err_pipe, true) == 0);
+    char *stack = ok ? malloc(CHILD_STACK_SIZE) : NULL;
+    if (!ok || !stack) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: pipes: %s", who, strerror(errno));
+        goto fail;
+    }
+    int child_fds[6] = { in_pipe[0], out_pipe[1], err_pipe[1], status_pipe[1], start_pipe[0], console[1] };
+    memcpy(ctx->fds, child_fds, sizeof child_fds);
+
+    int self_pidns = -1;
+    if (pidns_fd >= 0) {
+        /* setns(CLONE_NEWPID) only picks the namespace of the next child: the agent itself
+         * stays where it is, and switches its choice back to its own namespace right after. */
+        self_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (self_pidns < 0 || setns(pidns_fd, CLONE_NEWPID) < 0) {
+            agent_respond_error(gen, sid, RPC_INTERNAL, "%s: join the container's pid namespace: %s", who,
+                                strerror(errno));
+            if (self_pidns >= 0)
+                close(self_pidns);
+            free(stack);
+            goto fail;
+        }
+    }
+    pid_t pid = clone(child_main, stack + CHILD_STACK_SIZE, clone_flags | SIGCHLD, ctx);
+    int clone_errno = errno;
+    if (self_pidns >= 0) {
+        if (setns(self_pidns, CLONE_NEWPID) < 0)
+            LOG_ERR("cannot return to the agent's pid namespace: %s", strerror(errno));
+        close(self_pidns);
+    }
+    free(stack); /* the child has its own copy */
+    if (pid < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: clone: %s", who, strerror(clone_errno));
+        goto fail;
+    }
+    p->pid = pid;
+    p->state = PROC_CREATING;
+    /* Keep only the agent's ends. */
+    close_fd_at(&in_pipe[0]);
+    close_fd_at(&out_pipe[1]);
+    close_fd_at(&err_pipe[1]);
+    close_fd_at(&status_pipe[1]);
+    close_fd_at(&start_pipe[0]);
+    close_fd_at(&console[1]);
+    p->status_fd = status_pipe[0];
+    p->start_fd = start_pipe[1];
+    p->console_fd = console[0];
+    /* Each stream_open takes its fd (-1: attached later, terminal). */
+    if (stdio->stdin_id)
+        p->in = stream_open(STREAM_IN, stdio->stdin_id, in_pipe[1], p);
+    if (stdio->stdout_id)
+        p->out[0] = stream_open(STREAM_OUT, stdio->stdout_id, out_pipe[0], p);
+    if (stdio->stderr_id)
+        p->out[1] = stream_open(STREAM_OUT, stdio->stderr_id, err_pipe[0], p);
+    if ((stdio->stdin_id && !p->in) || (stdio->stdout_id && !p->out[0]) || (stdio->stderr_id && !p->out[1])) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", who);
+        return -1;
+    }
+    stream_update_all();
+    if (watch_add(p->status_fd, EPOLLIN, &p->status_watch) < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: epoll: %s", who, strerror(errno));
+        return -1;
+    }
+    p->pending = PENDING_CREATE;
+    p->pending_reply.gen = gen;
+    p->pending_reply.stream_id = sid;
+    return 0;
+fail:
+    close_pair(in_pipe);
+    close_pair(out_pipe);
+    close_pair(err_pipe);
+    close_pair(status_pipe);
+    close_pair(start_pipe);
+    close_pair(console);
+    return -1;
 }
 
 static const char *validate_create(const struct create_container_request *req, int *code)
@@ -639,25 +942,9 @@ static const char *validate_create(const struct create_container_request *req, i
         snprintf(msg, sizeof msg, "container \"%s\": process args must not be empty", id);
         return msg;
     }
-    if (req->process.terminal) {
-        *code = RPC_UNIMPLEMENTED;
-        snprintf(msg, sizeof msg, "container \"%s\": terminal=true is not implemented yet", id);
-        return msg;
-    }
-    const uint32_t ids[3] = { req->stdio.stdin_id, req->stdio.stdout_id, req->stdio.stderr_id };
-    for (int i = 0; i < 3; i++) {
-        if (ids[i] == 0)
-            continue;
-        if (ids[i] & 1) {
-            snprintf(msg, sizeof msg, "container \"%s\": stdio stream id %u is odd (must be even)", id, ids[i]);
-            return msg;
-        }
-        if (stream_id_in_use(ids[i]) || (i > 0 && ids[i] == ids[0]) || (i == 2 && ids[2] == ids[1])) {
-            snprintf(msg, sizeof msg, "container \"%s\": stdio stream id %u is already in use", id, ids[i]);
-            return msg;
-        }
-    }
-    return NULL;
+    char who[200];
+    snprintf(who, sizeof who, "container \"%s\"", id);
+    return validate_stdio(who, &req->stdio, req->process.terminal, msg, sizeof msg);
 }
 
 void container_create(uint64_t gen, uint32_t sid, struct create_container_request *req)
@@ -679,11 +966,8 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
     snprintf(c->disk_dir, sizeof c->disk_dir, "%s/disk", c->dir);
     snprintf(c->rootfs_dir, sizeof c->rootfs_dir, "%s/rootfs", c->dir);
     struct process *p = &c->init;
-    p->container = c;
-    p->status_fd = -1;
-    p->start_fd = -1;
-    p->status_watch.kind = W_PROC_STATUS;
-    p->status_watch.obj = p;
+    process_init_fields(p, c);
+    p->terminal = req->process.terminal;
     c->next = g_containers;
     g_containers = c;
 
@@ -693,84 +977,162 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
         container_destroy(c);
         return;
     }
-
-    int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
-    int status_pipe[2] = { -1, -1 }, start_pipe[2] = { -1, -1 };
-    bool ok = make_pipe(status_pipe, true) == 0 && make_pipe(start_pipe, false) == 0 &&
-              (!req->stdio.stdin_id || make_pipe(in_pipe, false) == 0) &&
-              (!req->stdio.stdout_id || make_pipe(out_pipe, true) == 0) &&
-              (!req->stdio.stderr_id || make_pipe(err_pipe, true) == 0);
-    char *stack = ok ? malloc(CHILD_STACK_SIZE) : NULL;
-    if (!ok || !stack) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": pipes: %s", c->id, strerror(errno));
-        goto fail;
-    }
     struct child_ctx ctx = {
-        .req = req,
+        .proc = &req->process,
+        .create = req,
         .rootfs = c->rootfs_dir,
-        .fds = { in_pipe[0], out_pipe[1], err_pipe[1], status_pipe[1], start_pipe[0] },
+        .ns_fds = { -1, -1, -1 },
     };
-    pid_t pid = clone(child_main, stack + CHILD_STACK_SIZE,
-                      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD, &ctx);
-    int clone_errno = errno;
-    free(stack); /* the child has its own copy */
-    if (pid < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": clone: %s", c->id, strerror(clone_errno));
-        goto fail;
-    }
-    p->pid = pid;
-    p->state = PROC_CREATING;
-    /* Keep only the agent's ends. */
-    close(in_pipe[0]);
-    close(out_pipe[1]);
-    close(err_pipe[1]);
-    close(status_pipe[1]);
-    close(start_pipe[0]);
-    p->status_fd = status_pipe[0];
-    p->start_fd = start_pipe[1];
-    if (req->stdio.stdin_id)
-        p->in = stream_open(STREAM_IN, req->stdio.stdin_id, in_pipe[1], p);
-    if (req->stdio.stdout_id)
-        p->out[0] = stream_open(STREAM_OUT, req->stdio.stdout_id, out_pipe[0], p);
-    if (req->stdio.stderr_id)
-        p->out[1] = stream_open(STREAM_OUT, req->stdio.stderr_id, err_pipe[0], p);
-    if ((req->stdio.stdin_id && !p->in) || (req->stdio.stdout_id && !p->out[0]) ||
-        (req->stdio.stderr_id && !p->out[1])) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
+    if (spawn_process(gen, sid, p, &ctx, &req->stdio,
+                      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, -1) < 0) {
         container_destroy(c);
         return;
     }
-    stream_update_all();
     char nspath[64];
     struct stat st;
-    snprintf(nspath, sizeof nspath, "/proc/%d/ns/pid", (int)pid);
+    snprintf(nspath, sizeof nspath, "/proc/%d/ns/pid", (int)p->pid);
     if (stat(nspath, &st) == 0) {
         c->pidns_known = true;
         c->pidns_dev = st.st_dev;
         c->pidns_ino = st.st_ino;
     }
-    if (watch_add(p->status_fd, EPOLLIN, &p->status_watch) < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": epoll: %s", c->id, strerror(errno));
-        container_destroy(c);
+    LOG_INFO("container %s: init process %d created", c->id, (int)p->pid);
+}
+
+void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req)
+{
+    struct container *c = find_container(req->container_id);
+    if (!c) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
+                            req->container_id ? req->container_id : "");
         return;
     }
-    p->pending = PENDING_CREATE;
-    p->pending_reply.gen = gen;
-    p->pending_reply.stream_id = sid;
-    LOG_INFO("container %s: init process %d created", c->id, (int)pid);
-    return;
-fail:
-    close_pair(in_pipe);
-    close_pair(out_pipe);
-    close_pair(err_pipe);
-    close_pair(status_pipe);
-    close_pair(start_pipe);
-    container_destroy(c);
+    const char *eid = req->exec_id ? req->exec_id : "";
+    if (!valid_container_id(eid)) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT,
+                            "container \"%s\": invalid exec id \"%.200s\": want 1-128 of [A-Za-z0-9_.-]", c->id, eid);
+        return;
+    }
+    if (find_exec(c, eid)) {
+        agent_respond_error(gen, sid, RPC_ALREADY_EXISTS, "container \"%s\": exec \"%s\" already exists", c->id, eid);
+        return;
+    }
+    if (c->removing || c->init.exited || c->init.pid <= 0 || c->init.state == PROC_CREATING) {
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\" is %s: cannot exec \"%s\" in it",
+                            c->id, c->init.exited || c->removing ? "stopped" : "not created yet", eid);
+        return;
+    }
+    if (c->nexecs >= MAX_EXECS_PER_CONTAINER) {
+        agent_respond_error(gen, sid, RPC_RESOURCE_EXHAUSTED, "container \"%s\": already %d execs; remove some first",
+                            c->id, MAX_EXECS_PER_CONTAINER);
+        return;
+    }
+    char who[400], msg[600];
+    snprintf(who, sizeof who, "container \"%s\" exec \"%s\"", c->id, eid);
+    if (!req->has_process || req->process.nargs == 0 || req->process.args[0][0] == 0) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: process args must not be empty", who);
+        return;
+    }
+    if (validate_stdio(who, &req->stdio, req->process.terminal, msg, sizeof msg)) {
+        agent_respond(gen, sid, WQ_CONTROL, RPC_INVALID_ARGUMENT, msg, NULL);
+        return;
+    }
+    /* The namespaces of the container's init process: pid (for clone), ipc, uts, mount. */
+    static const char *const ns_names[4] = { "pid", "ipc", "uts", "mnt" };
+    int ns[4] = { -1, -1, -1, -1 };
+    for (int i = 0; i < 4; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)c->init.pid, ns_names[i]);
+        ns[i] = open(path, O_RDONLY | O_CLOEXEC);
+        if (ns[i] < 0) {
+            int e = errno;
+            agent_respond_error(gen, sid, e == ENOENT || e == ESRCH ? RPC_FAILED_PRECONDITION : RPC_INTERNAL,
+                                "%s: open %s: %s (is the container stopping?)", who, path, strerror(e));
+            for (int j = 0; j < i; j++)
+                close(ns[j]);
+            return;
+        }
+    }
+    struct process *p = calloc(1, sizeof *p);
+    if (!p || !(p->exec_id = strdup(eid))) {
+        free(p);
+        for (int i = 0; i < 4; i++)
+            close(ns[i]);
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", who);
+        return;
+    }
+    process_init_fields(p, c);
+    p->terminal = req->process.terminal;
+    p->next = c->execs;
+    c->execs = p;
+    c->nexecs++;
+    struct child_ctx ctx = {
+        .proc = &req->process,
+        .create = NULL,
+        .rootfs = NULL,
+        .ns_fds = { ns[1], ns[2], ns[3] },
+    };
+    int rc = spawn_process(gen, sid, p, &ctx, &req->stdio, 0, ns[0]);
+    for (int i = 0; i < 4; i++)
+        close(ns[i]);
+    if (rc < 0) {
+        exec_destroy(p);
+        return;
+    }
+    LOG_INFO("%s: process %d created", who, (int)p->pid);
+}
+
+/* Receives the pty master the child sent over its console socket. fd, or -1. */
+static int receive_pty_master(struct process *p)
+{
+    char byte;
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                          .msg_controllen = sizeof control.buf };
+    ssize_t n = recvmsg(p->console_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    close_fd_at(&p->console_fd);
+    if (n != 1 || (msg.msg_flags & MSG_CTRUNC))
+        return -1;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Terminal: the pty master becomes the stdout stream's source and the stdin stream's sink. */
+static int attach_terminal(struct process *p)
+{
+    int master = receive_pty_master(p);
+    if (master < 0)
+        return -1;
+    fcntl(master, F_SETFL, O_NONBLOCK);
+    p->pty_fd = master;
+    struct stream *targets[2] = { p->out[0], p->in };
+    for (int i = 0; i < 2; i++) {
+        if (!targets[i])
+            continue;
+        int fd = fcntl(master, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        stream_set_fd(targets[i], fd);
+    }
+    stream_update_all();
+    return 0;
 }
 
 void container_on_status(struct process *p)
 {
-    struct container *c = p->container;
     struct child_report rep;
     ssize_t n = read(p->status_fd, &rep, sizeof rep);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -778,17 +1140,22 @@ void container_on_status(struct process *p)
     if (n == (ssize_t)sizeof rep) {
         rep.message[sizeof rep.message - 1] = 0;
         if (rep.code == RPC_OK && p->pending == PENDING_CREATE) {
+            if (p->terminal && attach_terminal(p) < 0) {
+                answer_pending(p, RPC_INTERNAL, "%s: terminal: the pty master did not arrive", proc_name(p));
+                destroy_failed_process(p);
+                return;
+            }
             p->state = PROC_CREATED;
             answer_pending(p, RPC_OK, "created");
             return;
         }
         if (rep.code != RPC_OK) {
             enum proc_pending was = p->pending;
-            LOG_WARN("container %s: %s", c->id, rep.message);
-            answer_pending(p, rep.code, "container \"%s\": %s", c->id, rep.message);
+            LOG_WARN("%s: %s", proc_name(p), rep.message);
+            answer_pending(p, rep.code, "%s: %s", proc_name(p), rep.message);
             if (was == PENDING_CREATE) {
-                /* A failed Create leaves nothing: kill the child, unmount, forget. */
-                container_destroy(c);
+                /* A failed Create/Exec leaves nothing: kill the child, (unmount,) forget. */
+                destroy_failed_process(p);
                 return;
             }
             p->state = PROC_RUNNING; /* exec failed: it exits 127, Wait reports that */
@@ -801,29 +1168,27 @@ void container_on_status(struct process *p)
         p->state = PROC_RUNNING;
         answer_pending(p, RPC_OK, "started");
     } else if (p->pending == PENDING_CREATE) {
-        answer_pending(p, RPC_INTERNAL, "container \"%s\": init process died during setup", c->id);
-        container_destroy(c);
+        answer_pending(p, RPC_INTERNAL, "%s: process died during setup", proc_name(p));
+        destroy_failed_process(p);
     }
 }
 
 void container_start(uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    struct container *c;
-    struct process *p = target_process(gen, sid, t, &c);
+    struct process *p = target_process(gen, sid, t, NULL);
     if (!p)
         return;
     if (p->state != PROC_CREATED || p->exited || p->start_fd < 0) {
         static const char *const names[] = { "being created", "created", "starting", "running", "stopped" };
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\" cannot be started: it is %s",
-                            c->id, p->exited ? "stopped" : names[p->state]);
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "%s cannot be started: it is %s", proc_name(p),
+                            p->exited ? "stopped" : names[p->state]);
         return;
     }
     char go = 1;
     ssize_t w = write(p->start_fd, &go, 1);
-    close(p->start_fd);
-    p->start_fd = -1;
+    close_fd_at(&p->start_fd);
     if (w != 1) {
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\": init process is gone", c->id);
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "%s: the process is gone", proc_name(p));
         return;
     }
     p->state = PROC_STARTING;
@@ -836,12 +1201,11 @@ void container_start(uint64_t gen, uint32_t sid, const struct process_target *t)
 
 void container_wait(uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    struct container *c;
-    struct process *p = target_process(gen, sid, t, &c);
+    struct process *p = target_process(gen, sid, t, NULL);
     if (!p)
         return;
     if (!pending_push(&p->waits, gen, sid)) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", proc_name(p));
         return;
     }
     answer_waits(p);
@@ -879,21 +1243,23 @@ void container_signal(uint64_t gen, uint32_t sid, const struct process_target *t
     if (!p)
         return;
     if (t->signal == 0 || t->signal >= NSIG) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "container \"%s\": invalid signal %u", c->id, t->signal);
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: invalid signal %u", proc_name(p), t->signal);
         return;
     }
     if (p->exited || p->pid <= 0) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\": process already finished", c->id);
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "%s: process already finished", proc_name(p));
         return;
     }
     if (t->all) {
+        /* Every process of the container: its pid namespace holds the init, the execs and
+         * everything they started. */
         static pid_t pids[4096];
         size_t n = container_pids(c, pids, sizeof pids / sizeof pids[0]);
         for (size_t i = 0; i < n; i++)
             kill(pids[i], (int)t->signal);
     } else if (kill(p->pid, (int)t->signal) < 0) {
-        agent_respond_error(gen, sid, errno == ESRCH ? RPC_NOT_FOUND : RPC_INTERNAL,
-                            "container \"%s\": kill %d: %s", c->id, (int)p->pid, strerror(errno));
+        agent_respond_error(gen, sid, errno == ESRCH ? RPC_NOT_FOUND : RPC_INTERNAL, "%s: kill %d: %s", proc_name(p),
+                            (int)p->pid, strerror(errno));
         return;
     }
     agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
@@ -908,47 +1274,91 @@ void container_close_stdin(uint64_t gen, uint32_t sid, const struct process_targ
     agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
 }
 
+void container_resize_pty(uint64_t gen, uint32_t sid, const struct resize_pty_request *req)
+{
+    struct process_target t = { .container_id = req->container_id, .exec_id = req->exec_id };
+    struct process *p = target_process(gen, sid, &t, NULL);
+    if (!p)
+        return;
+    if (!p->terminal) {
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "%s has no terminal to resize", proc_name(p));
+        return;
+    }
+    if (req->width > 0xffff || req->height > 0xffff) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: terminal size %ux%u is too large (max 65535)",
+                            proc_name(p), req->width, req->height);
+        return;
+    }
+    if (p->exited || p->pty_fd < 0) {
+        /* Exited (or not set up yet): nothing to resize, as with runc. */
+        agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
+        return;
+    }
+    struct winsize ws = { .ws_row = (unsigned short)req->height, .ws_col = (unsigned short)req->width };
+    if (ioctl(p->pty_fd, TIOCSWINSZ, &ws) < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: TIOCSWINSZ: %s", proc_name(p), strerror(errno));
+        return;
+    }
+    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
+}
+
 void container_list(uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    struct container *c;
-    if (!target_process(gen, sid, t, &c))
+    struct container *c = find_container(t->container_id);
+    if (!c) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
+                            t->container_id ? t->container_id : "");
         return;
+    }
     static pid_t pids[4096];
     static uint32_t upids[4096];
+    static const char *exec_ids[4096];
     size_t n = container_pids(c, pids, sizeof pids / sizeof pids[0]);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         upids[i] = (uint32_t)pids[i];
+        exec_ids[i] = "";
+        for (struct process *e = c->execs; e; e = e->next)
+            if (!e->exited && e->pid == pids[i])
+                exec_ids[i] = e->exec_id;
+    }
     pb_writer w;
     pb_writer_init(&w);
-    agent_encode_list_response(&w, upids, NULL, n);
+    agent_encode_list_response(&w, upids, exec_ids, n);
     agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, &w);
     pb_writer_free(&w);
+}
+
+/* The process is reaped: output still stuck behind missing credit ends here, so that
+ * WaitProcess callers get the exit status rather than "removed". */
+static void flush_exited(struct process *p)
+{
+    if (!p->exited)
+        return;
+    for (int i = 0; i < 2; i++)
+        stream_force_eof(p->out[i]);
+    answer_waits(p);
 }
 
 static void finish_remove(struct container *c)
 {
     struct pending_reply *list = c->removals;
     c->removals = NULL;
-    /* The process is reaped; output still stuck behind missing credit ends here, so that
-     * WaitProcess callers get the exit status rather than "removed". */
-    for (int i = 0; i < 2; i++)
-        stream_force_eof(c->init.out[i]);
-    answer_waits(&c->init);
+    flush_exited(&c->init);
+    for (struct process *e = c->execs; e; e = e->next)
+        flush_exited(e);
     LOG_INFO("container %s removed", c->id);
     container_destroy(c);
-    while (list) {
-        struct pending_reply *r = list;
-        list = r->next;
-        agent_respond(r->gen, r->stream_id, WQ_CONTROL, RPC_OK, NULL, NULL);
-        free(r);
-    }
+    answer_list(&list, RPC_OK, NULL);
 }
 
 void container_remove(uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    struct container *c;
-    if (!target_process(gen, sid, t, &c))
+    struct container *c = find_container(t->container_id);
+    if (!c) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
+                            t->container_id ? t->container_id : "");
         return;
+    }
     if (!pending_push(&c->removals, gen, sid)) {
         agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
         return;
@@ -962,6 +1372,52 @@ void container_remove(uint64_t gen, uint32_t sid, const struct process_target *t
     kill(c->init.pid, SIGKILL);
 }
 
+static void finish_remove_process(struct process *p)
+{
+    struct pending_reply *list = p->removals;
+    p->removals = NULL;
+    flush_exited(p);
+    LOG_INFO("%s removed", proc_name(p));
+    exec_destroy(p);
+    answer_list(&list, RPC_OK, NULL);
+}
+
+void container_remove_process(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    if (!t->exec_id || !t->exec_id[0]) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT,
+                            "container \"%.200s\": RemoveProcess needs an exec id (RemoveContainer removes the init process)",
+                            t->container_id ? t->container_id : "");
+        return;
+    }
+    struct process *p = target_process(gen, sid, t, NULL);
+    if (!p)
+        return;
+    if (!pending_push(&p->removals, gen, sid)) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", proc_name(p));
+        return;
+    }
+    if (p->exited || p->pid <= 0) {
+        finish_remove_process(p);
+        return;
+    }
+    p->removing = true;
+    kill(p->pid, SIGKILL);
+}
+
+/* The process (init or exec) of any container with this pid that has not exited yet. */
+static struct process *process_by_pid(pid_t pid)
+{
+    for (struct container *c = g_containers; c; c = c->next) {
+        if (c->init.pid == pid && !c->init.exited)
+            return &c->init;
+        for (struct process *e = c->execs; e; e = e->next)
+            if (e->pid == pid && !e->exited)
+                return e;
+    }
+    return NULL;
+}
+
 void container_reap_children(void)
 {
     for (;;) {
@@ -969,23 +1425,27 @@ void container_reap_children(void)
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0)
             return;
-        struct container *c = g_containers;
-        while (c && !(c->init.pid == pid && !c->init.exited))
-            c = c->next;
-        if (!c)
-            continue; /* a failed or removed container's child, or an orphan */
-        struct process *p = &c->init;
+        struct process *p = process_by_pid(pid);
+        if (!p)
+            continue; /* a failed or removed process's child, or an orphan */
+        struct container *c = p->container;
         p->exited = true;
         p->state = PROC_EXITED;
         p->exit_status = WIFEXITED(status) ? (uint32_t)WEXITSTATUS(status)
                                            : WIFSIGNALED(status) ? 128u + (uint32_t)WTERMSIG(status) : 255u;
         p->exited_at = now_unix_nano();
-        LOG_INFO("container %s: init process %d exited with status %u", c->id, (int)pid, p->exit_status);
+        LOG_INFO("%s: process %d exited with status %u", proc_name(p), (int)pid, p->exit_status);
         stream_destroy(p->in);
         p->in = NULL;
-        if (p->start_fd >= 0) {
-            close(p->start_fd);
-            p->start_fd = -1;
+        close_fd_at(&p->start_fd);
+        close_fd_at(&p->console_fd);
+        close_fd_at(&p->pty_fd);
+        if (p->exec_id) {
+            if (p->removing)
+                finish_remove_process(p);
+            else
+                answer_waits(p);
+            continue;
         }
         if (c->removing) {
             finish_remove(c);
@@ -997,7 +1457,11 @@ void container_reap_children(void)
 
 void container_kill_all(void)
 {
-    for (struct container *c = g_containers; c; c = c->next)
+    for (struct container *c = g_containers; c; c = c->next) {
         if (!c->init.exited && c->init.pid > 0)
             kill(c->init.pid, SIGKILL);
+        for (struct process *e = c->execs; e; e = e->next)
+            if (!e->exited && e->pid > 0)
+                kill(e->pid, SIGKILL);
+    }
 }

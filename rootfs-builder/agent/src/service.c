@@ -86,7 +86,7 @@ static void handle_handshake(uint64_t gen, uint32_t sid, const uint8_t *payload,
     pb_writer w;
     pb_writer_init(&w);
     agent_encode_handshake_response(&w, AGENT_PROTOCOL_VERSION, AGENT_VERSION, u.release,
-                                    INITIAL_STREAM_CREDIT, MAX_DATA_FRAME);
+                                    INITIAL_STREAM_CREDIT, MAX_DATA_FRAME, AGENT_PROTOCOL_MINOR);
     agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, &w);
     pb_writer_free(&w);
     g_conn.handshake_done = true;
@@ -104,6 +104,28 @@ static void handle_create(uint64_t gen, uint32_t sid, const uint8_t *payload, si
     agent_create_free(&req);
 }
 
+static void handle_exec(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
+{
+    struct exec_process_request req;
+    if (agent_decode_exec(payload, len, &req) < 0) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "ExecProcess: malformed ExecProcessRequest");
+        return;
+    }
+    container_exec(gen, sid, &req);
+    agent_exec_free(&req);
+}
+
+static void handle_resize(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
+{
+    struct resize_pty_request req;
+    if (agent_decode_resize(payload, len, &req) < 0) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "ResizePty: malformed ResizePtyRequest");
+        return;
+    }
+    container_resize_pty(gen, sid, &req);
+    agent_resize_free(&req);
+}
+
 typedef void (*target_handler)(uint64_t gen, uint32_t sid, const struct process_target *t);
 
 static const struct {
@@ -113,6 +135,7 @@ static const struct {
     { "StartProcess", container_start },     { "WaitProcess", container_wait },
     { "SignalProcess", container_signal },   { "CloseStdin", container_close_stdin },
     { "ListProcesses", container_list },     { "RemoveContainer", container_remove },
+    { "RemoveProcess", container_remove_process },
 };
 
 static bool bytes_eq(const uint8_t *b, size_t n, const char *s)
@@ -147,6 +170,14 @@ static void handle_request(uint32_t sid, const uint8_t *data, size_t len)
     }
     if (bytes_eq(req.method, req.method_len, "CreateContainer")) {
         handle_create(gen, sid, req.payload, req.payload_len);
+        return;
+    }
+    if (bytes_eq(req.method, req.method_len, "ExecProcess")) {
+        handle_exec(gen, sid, req.payload, req.payload_len);
+        return;
+    }
+    if (bytes_eq(req.method, req.method_len, "ResizePty")) {
+        handle_resize(gen, sid, req.payload, req.payload_len);
         return;
     }
     if (bytes_eq(req.method, req.method_len, "Shutdown")) {

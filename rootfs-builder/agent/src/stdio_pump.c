@@ -60,6 +60,16 @@ static void close_fd(struct stream *s)
     s->fd = -1;
 }
 
+void stream_set_fd(struct stream *s, int fd)
+{
+    if (s->fd >= 0) {
+        set_interest(s, 0);
+        close(s->fd);
+    }
+    s->fd = fd;
+    s->registered_events = 0;
+}
+
 void stream_destroy(struct stream *s)
 {
     if (!s)
@@ -153,7 +163,9 @@ static void out_pump(struct stream *s)
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN) {
-            LOG_WARN("reading output stream %u: %s", s->id, strerror(errno));
+            /* A pty master reads EIO once every slave fd is closed: that is its EOF. */
+            if (errno != EIO)
+                LOG_WARN("reading output stream %u: %s", s->id, strerror(errno));
             out_finish(s);
             return;
         }

@@ -39,6 +39,9 @@ struct stream {
 /* Takes ownership of fd (non-blocking, close-on-exec), closing it on failure. NULL when out
  * of memory. */
 struct stream *stream_open(enum stream_dir dir, uint32_t id, int fd, struct process *proc);
+/* Gives a stream opened with fd -1 its fd (terminal: the pty master arrives after the
+ * stream ids were claimed); takes ownership. */
+void stream_set_fd(struct stream *s, int fd);
 /* Closes the pipe and frees the stream (no EOF frame). */
 void stream_destroy(struct stream *s);
 bool stream_id_in_use(uint32_t id);

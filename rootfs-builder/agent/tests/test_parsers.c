@@ -381,6 +381,62 @@ static void test_target_and_handshake(void)
     pb_writer_free(&w);
 }
 
+static void test_exec_and_resize(void)
+{
+    pb_writer w, proc, size, stdio;
+    pb_writer_init(&w);
+    pb_put_string_field(&w, 1, "c1");
+    pb_put_string_field(&w, 2, "e1");
+    pb_writer_init(&proc);
+    pb_put_string_field(&proc, 1, "sh");
+    pb_put_uint_field(&proc, 5, 1);
+    pb_writer_init(&size);
+    pb_put_uint_field(&size, 1, 24);
+    pb_put_uint_field(&size, 2, 80);
+    pb_put_message_field(&proc, 8, &size);
+    pb_writer_free(&size);
+    pb_put_message_field(&w, 3, &proc);
+    pb_writer_free(&proc);
+    pb_writer_init(&stdio);
+    pb_put_uint_field(&stdio, 1, 8);
+    pb_put_uint_field(&stdio, 2, 10);
+    pb_put_message_field(&w, 4, &stdio);
+    pb_writer_free(&stdio);
+    struct exec_process_request req;
+    CHECK(agent_decode_exec(w.buf, w.len, &req) == 0);
+    CHECK(strcmp(req.container_id, "c1") == 0 && strcmp(req.exec_id, "e1") == 0 && req.has_process);
+    CHECK(req.process.nargs == 1 && req.process.terminal && req.process.has_console_size);
+    CHECK(req.process.console_height == 24 && req.process.console_width == 80);
+    CHECK(req.stdio.stdin_id == 8 && req.stdio.stdout_id == 10 && req.stdio.stderr_id == 0);
+    agent_exec_free(&req);
+    int failed = 0;
+    for (size_t cut = 0; cut < w.len; cut++) {
+        uint8_t *copy = malloc(cut ? cut : 1);
+        memcpy(copy, w.buf, cut);
+        if (agent_decode_exec(copy, cut, &req) < 0)
+            failed++;
+        else
+            agent_exec_free(&req);
+        free(copy);
+    }
+    CHECK(failed > 0);
+    pb_writer_free(&w);
+
+    pb_writer_init(&w);
+    pb_put_string_field(&w, 1, "c1");
+    pb_put_uint_field(&w, 3, 132);
+    pb_put_uint_field(&w, 4, 43);
+    struct resize_pty_request rz;
+    CHECK(agent_decode_resize(w.buf, w.len, &rz) == 0 && strcmp(rz.container_id, "c1") == 0 && rz.exec_id == NULL &&
+          rz.width == 132 && rz.height == 43);
+    agent_resize_free(&rz);
+    CHECK(agent_decode_resize(w.buf, w.len - 1, &rz) < 0 && rz.container_id == NULL);
+    pb_writer_free(&w);
+    /* A wrong wire type for width is malformed, not misread. */
+    const uint8_t bad[] = { 0x1a, 0x01, 'x' };
+    CHECK(agent_decode_resize(bad, sizeof bad, &rz) < 0);
+}
+
 /* Random bytes through every decoder: they must fail or succeed, never crash or leak. */
 static void test_fuzz(void)
 {
@@ -399,6 +455,12 @@ static void test_fuzz(void)
         struct process_target t;
         if (agent_decode_target(buf, n, &t) == 0)
             agent_target_free(&t);
+        struct exec_process_request e;
+        if (agent_decode_exec(buf, n, &e) == 0)
+            agent_exec_free(&e);
+        struct resize_pty_request rz;
+        if (agent_decode_resize(buf, n, &rz) == 0)
+            agent_resize_free(&rz);
         struct handshake_request h;
         (void)agent_decode_handshake(buf, n, &h);
         struct ttrpc_request req;
@@ -483,6 +545,7 @@ int main(void)
     test_request();
     test_create();
     test_target_and_handshake();
+    test_exec_and_resize();
     test_fuzz();
     test_write_queue();
     printf("%d checks, %d failures\n", checks, failures);

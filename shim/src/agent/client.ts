@@ -9,6 +9,7 @@ import {
   AgentDefinition,
   CreateContainerRequest,
   HandshakeResponse,
+  type Process as AgentProcess,
   ProcessEntry,
   StdioStreams,
   type WaitProcessResponse,
@@ -19,11 +20,14 @@ import { MAX_STREAM_ID } from '../ttrpc/frame';
 import { type ByteSource, InboundStream, MAX_DATA_FRAME, OutboundStream, StreamMux } from './streams';
 
 export const AGENT_PROTOCOL_VERSION = 1;
+/** Minor revision with ExecProcess, ResizePty, RemoveProcess and terminals. */
+export const AGENT_PROTOCOL_MINOR_EXEC = 1;
 const HANDSHAKE_ENTROPY_BYTES = 64;
 
 export interface ProcessStdio {
   stdin?: ByteSource;
   stdout?: Writable;
+  /** Ignored for a terminal process: the pty's output is all on stdout. */
   stderr?: Writable;
   /** End stdout/stderr sinks after their EOF (default true; a sink shared by both ends once). */
   endSinks?: boolean;
@@ -121,37 +125,72 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   /**
    * Creates the container and its init process (blocked before exec). The stdio streams are
    * registered before the request goes out, so no early output is lost; stdin starts flowing
-   * once the agent knows the process.
+   * once the agent knows the process. A terminal process gets no stderr stream.
    */
   async createContainer(
     request: Omit<CreateContainerRequest, 'stdio'>,
     stdio: ProcessStdio,
     options?: CallOptions,
   ): Promise<{ pid: number; io: ProcessIo }> {
-    const key = processKey(request.containerId, '');
+    const terminal = request.process?.terminal ?? false;
+    return this.spawn(request.containerId, '', stdio, terminal, 'create', (streams) =>
+      this.rpc.call(AgentDefinition, 'createContainer', { ...request, stdio: streams }, options));
+  }
+
+  /**
+   * Prepares an exec in the container's namespaces (blocked before exec until
+   * startProcess(containerId, execId)), with its own stdio streams. A missing binary fails
+   * here (NotFound); a stopped container with FailedPrecondition.
+   */
+  async execProcess(
+    containerId: string,
+    execId: string,
+    process: AgentProcess,
+    stdio: ProcessStdio,
+    options?: CallOptions,
+  ): Promise<{ pid: number; io: ProcessIo }> {
+    if (!execId) throw new RpcError(Code.InvalidArgument, `container ${containerId}: exec needs a non-empty exec id`);
+    this.requireMinor(AGENT_PROTOCOL_MINOR_EXEC, `container ${containerId} exec ${execId}`);
+    return this.spawn(containerId, execId, stdio, process.terminal, 'exec', (streams) =>
+      this.rpc.call(AgentDefinition, 'execProcess', { containerId, execId, process, stdio: streams }, options));
+  }
+
+  /** Registers the process's streams, sends the request that creates it, and starts stdin. */
+  private async spawn(
+    containerId: string,
+    execId: string,
+    stdio: ProcessStdio,
+    terminal: boolean,
+    action: string,
+    send: (streams: StdioStreams) => Promise<{ pid: number }>,
+  ): Promise<{ pid: number; io: ProcessIo }> {
+    const key = processKey(containerId, execId);
+    const what = describe(containerId, execId, action);
     if (this.processes.has(key)) {
-      throw new RpcError(Code.AlreadyExists, `container ${request.containerId}: already created on this agent channel`);
+      throw new RpcError(Code.AlreadyExists, `${what}: already created on this agent channel`);
     }
-    if (this.rpc.closed) throw new RpcError(Code.Unavailable, `container ${request.containerId}: agent channel is closed`);
+    if (this.rpc.closed) throw new RpcError(Code.Unavailable, `${what}: agent channel is closed`);
+    // A pty has one output: the agent refuses a stderr stream for it.
+    const effective: ProcessStdio = terminal ? { ...stdio, stderr: undefined } : stdio;
     const streams: StdioStreams = {
-      stdin: stdio.stdin ? this.allocateStreamId() : 0,
-      stdout: stdio.stdout ? this.allocateStreamId() : 0,
-      stderr: stdio.stderr ? this.allocateStreamId() : 0,
+      stdin: effective.stdin ? this.allocateStreamId() : 0,
+      stdout: effective.stdout ? this.allocateStreamId() : 0,
+      stderr: effective.stderr ? this.allocateStreamId() : 0,
     };
     const entry: ProcessStreams = { outputs: [] };
-    const outputDone = this.receiveOutputs(streams, stdio, entry);
+    const outputDone = this.receiveOutputs(streams, effective, entry);
     this.processes.set(key, entry);
     let pid: number;
     try {
-      ({ pid } = await this.rpc.call(AgentDefinition, 'createContainer', { ...request, stdio: streams }, options));
+      ({ pid } = await send(streams));
     } catch (err) {
       for (const output of entry.outputs) output.detach();
       if (this.processes.get(key) === entry) this.processes.delete(key);
-      throw withContext(err, `container ${request.containerId}: create`);
+      throw withContext(err, what);
     }
     let stdinDone: Promise<void> = Promise.resolve();
-    if (stdio.stdin && !this.rpc.closed && this.processes.get(key) === entry) {
-      entry.stdin = this.mux.send(streams.stdin, stdio.stdin);
+    if (effective.stdin && !this.rpc.closed && this.processes.get(key) === entry) {
+      entry.stdin = this.mux.send(streams.stdin, effective.stdin);
       stdinDone = entry.stdin.done;
     }
     return { pid, io: { streams, outputDone, stdinDone } };
@@ -206,6 +245,30 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       await this.rpc.call(AgentDefinition, 'closeStdin', { containerId, execId }, options);
     } catch (err) {
       throw withContext(err, describe(containerId, execId, 'close stdin'));
+    }
+  }
+
+  /** Sets a terminal process's window size (TIOCSWINSZ on its pty). */
+  async resizePty(containerId: string, execId: string, width: number, height: number, options?: CallOptions): Promise<void> {
+    const what = describe(containerId, execId, `resize pty to ${width}x${height}`);
+    this.requireMinor(AGENT_PROTOCOL_MINOR_EXEC, what);
+    try {
+      await this.rpc.call(AgentDefinition, 'resizePty', { containerId, execId, width, height }, options);
+    } catch (err) {
+      throw withContext(err, what);
+    }
+  }
+
+  /** Forgets an exec in the guest (killing it if it still runs) and drops its streams here. */
+  async removeProcess(containerId: string, execId: string, options?: CallOptions): Promise<void> {
+    const what = describe(containerId, execId, 'remove');
+    this.requireMinor(AGENT_PROTOCOL_MINOR_EXEC, what);
+    try {
+      await this.rpc.call(AgentDefinition, 'removeProcess', { containerId, execId }, options);
+    } catch (err) {
+      throw withContext(err, what);
+    } finally {
+      this.forgetProcess(processKey(containerId, execId));
     }
   }
 
@@ -271,12 +334,25 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   }
 
   private forgetContainer(containerId: string): void {
-    const prefix = processKey(containerId, '');
-    for (const [key, entry] of [...this.processes]) {
-      if (key !== prefix && !key.startsWith(`${containerId}\u0000`)) continue;
-      entry.stdin?.stop(false);
-      for (const output of entry.outputs) output.detach();
-      this.processes.delete(key);
+    for (const key of [...this.processes.keys()]) {
+      if (key.startsWith(`${containerId}\u0000`)) this.forgetProcess(key);
+    }
+  }
+
+  private forgetProcess(key: string): void {
+    const entry = this.processes.get(key);
+    if (!entry) return;
+    entry.stdin?.stop(false);
+    for (const output of entry.outputs) output.detach();
+    this.processes.delete(key);
+  }
+
+  private requireMinor(minor: number, what: string): void {
+    if (this.info.protocolMinor < minor) {
+      throw new RpcError(
+        Code.Unimplemented,
+        `${what}: the guest agent speaks protocol 1.${this.info.protocolMinor}; this needs 1.${minor} (rebuild the guest initramfs)`,
+      );
     }
   }
 }

@@ -2,6 +2,7 @@
 export {
   AgentClient,
   AGENT_PROTOCOL_VERSION,
+  AGENT_PROTOCOL_MINOR_EXEC,
   type AgentConnectOptions,
   type ProcessIo,
   type ProcessStdio,

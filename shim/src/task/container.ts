@@ -1,16 +1,17 @@
 // One container in a sandbox: its guest image and writable disk in the VM's slots, its init
-// process in the guest (created by the agent, started on Start), its exit, its teardown.
-// Used by the containerd task service and by `smolvm run` alike.
+// process and its execs in the guest (created by the agent, started on Start), their exits,
+// its teardown. Used by the containerd task service and by `smolvm run` alike.
 import * as path from 'node:path';
 import { createWritableDisk, ensureImage, type RootfsSource } from '../../../rootfs-builder/image';
 import type { ProcessIo, ProcessStdio } from '../agent/client';
 import type { Paths } from '../config/paths';
-import { notFound, RpcError } from '../errdefs';
+import { alreadyExists, Code, failedPrecondition, notFound, RpcError } from '../errdefs';
 import type { Process as AgentProcess } from '../gen/smolvm/agent';
 import type { Logger } from '../log';
 import type { OciProcess, OciSpec } from '../oci/spec';
 import type { Backend, DiskSlot, VmInstance } from '../sandbox/backend';
 import { Sandbox } from '../sandbox/sandbox';
+import { GuestProcess } from './guest-process';
 import { ProcessState, type ExitInfo } from './process';
 
 /** Fixed slots every VM boots with: the image and the writable layer. */
@@ -35,6 +36,8 @@ export interface ContainerOptions {
   onVmStarted?: (vm: VmInstance, vmDir: string) => void;
   /** Called after the init process exited and all its output was delivered. */
   onExit?: (info: ExitInfo) => void;
+  /** terminal=true for the init process (containerd's request may say so when the spec does not). */
+  terminal?: boolean;
 }
 
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -46,30 +49,53 @@ function toUint64(n: number): bigint {
   return b > UINT64_MAX ? UINT64_MAX : b;
 }
 
-export function agentProcess(proc: OciProcess): AgentProcess {
+export function agentProcess(proc: OciProcess, terminal = proc.terminal ?? false): AgentProcess {
+  const size = proc.consoleSize;
   return {
     args: proc.args ?? [],
     env: proc.env ?? [],
     cwd: proc.cwd,
     user: { uid: proc.user.uid, gid: proc.user.gid, additionalGids: proc.user.additionalGids ?? [] },
-    terminal: proc.terminal ?? false,
+    terminal,
     rlimits: (proc.rlimits ?? []).map((r) => ({ type: r.type, hard: toUint64(r.hard), soft: toUint64(r.soft) })),
     noNewPrivileges: proc.noNewPrivileges ?? false,
+    consoleSize: terminal && size ? { height: clampUint16(size.height), width: clampUint16(size.width) } : undefined,
   };
 }
 
+function clampUint16(n: number): number {
+  return Number.isFinite(n) && n > 0 ? Math.min(Math.floor(n), 0xffff) : 0;
+}
+
+export interface ExecOptions {
+  process: OciProcess;
+  terminal: boolean;
+  stdio: ProcessStdio;
+  /** Called after the exec exited and all its output was delivered. */
+  onExit?: (info: ExitInfo) => void;
+}
+
 export class Container {
+  /** The init process's state (created → running → stopped). */
   readonly init: ProcessState;
-  private startInFlight: Promise<void> = Promise.resolve();
+  private readonly initProcess: GuestProcess;
+  private readonly execs = new Map<string, GuestProcess>();
+  /** Exec ids whose ExecProcess is in flight: a second exec with one of them is AlreadyExists. */
+  private readonly pendingExecs = new Set<string>();
 
   private constructor(
     readonly id: string,
     readonly sandbox: Sandbox,
     readonly guestPid: number,
-    private readonly io: ProcessIo,
+    io: ProcessIo,
+    terminal: boolean,
     private readonly opts: ContainerOptions,
   ) {
-    this.init = new ProcessState(id, '');
+    this.initProcess = new GuestProcess({
+      agent: sandbox.agent, containerId: id, execId: '', guestPid, io, terminal, log: opts.log,
+      describeLoss: () => sandbox.vm.diagnostics(), onExit: (info) => opts.onExit?.(info),
+    });
+    this.init = this.initProcess.state;
   }
 
   /** The pid containerd sees: the VMM process's. */
@@ -80,6 +106,7 @@ export class Container {
   static async create(opts: ContainerOptions): Promise<Container> {
     const { id, spec, log } = opts;
     if (!spec.process) throw new RpcError(3, `container ${id}: config.json has no process`);
+    const terminal = opts.terminal ?? spec.process.terminal ?? false;
     let vmDirSeen = '';
     const sandbox = await Sandbox.boot({
       backend: opts.backend,
@@ -107,12 +134,12 @@ export class Container {
         containerId: id,
         image: { serial: IMAGE_SLOT, fsType: 'erofs', readOnly: true },
         writable: { serial: WRITABLE_SLOT, fsType: 'ext4', readOnly: false },
-        process: agentProcess(spec.process),
+        process: agentProcess(spec.process, terminal),
         hostname: spec.hostname ?? '',
         readonlyRootfs: spec.root?.readonly ?? false,
       }, opts.stdio);
-      const container = new Container(id, sandbox, created.pid, created.io, opts);
-      container.watchExit();
+      const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
+      container.initProcess.watchExit();
       return container;
     } catch (err) {
       await sandbox.destroy();
@@ -120,46 +147,64 @@ export class Container {
     }
   }
 
-  private watchExit(): void {
-    const log = this.opts.log;
-    void (async () => {
-      let info: ExitInfo;
-      try {
-        const result = await this.sandbox.agent.waitProcess(this.id);
-        await this.io.outputDone;
-        info = { exitStatus: result.exitStatus, exitedAt: result.exitedAt };
-      } catch (err) {
-        log.warn('VM lost before the container exited; reporting 137', { error: String(err), diagnostics: this.sandbox.vm.diagnostics() });
-        info = { exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() };
-      }
-      // Never report the exit before the start it follows.
-      await this.startInFlight;
-      if (this.init.markExited(info)) {
-        log.info('container exited', { exit_status: info.exitStatus });
-        this.opts.onExit?.(info);
-      }
-    })();
+  /** The init process for "", else the exec; NotFound when there is no such exec. */
+  process(execId: string): GuestProcess {
+    if (!execId) return this.initProcess;
+    const exec = this.execs.get(execId);
+    if (!exec) throw notFound(`container ${this.id}: exec ${execId} not found`);
+    return exec;
   }
 
   /** Lets the init process exec; `afterStart` runs before any exit can be reported. */
   start(afterStart?: () => void): Promise<void> {
-    const run = (async () => {
-      await this.sandbox.agent.startProcess(this.id);
-      this.init.markRunning();
-      afterStart?.();
-    })();
-    this.startInFlight = run.catch(() => undefined);
-    return run;
+    return this.initProcess.start(afterStart);
+  }
+
+  /**
+   * Prepares an exec in the container's namespaces, blocked before exec until
+   * `process(execId).start()`. A missing binary fails here; a stopped container with
+   * FailedPrecondition.
+   */
+  async exec(execId: string, options: ExecOptions): Promise<GuestProcess> {
+    const what = `container ${this.id} exec ${execId}`;
+    if (this.execs.has(execId) || this.pendingExecs.has(execId)) throw alreadyExists(`${what}: exec id already in use`);
+    if (this.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
+    this.pendingExecs.add(execId);
+    try {
+      const created = await this.sandbox.agent.execProcess(this.id, execId, agentProcess(options.process, options.terminal), options.stdio);
+      const exec = new GuestProcess({
+        agent: this.sandbox.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
+        terminal: options.terminal, log: this.opts.log.child({ exec: execId }),
+        describeLoss: () => this.sandbox.vm.diagnostics(), onExit: options.onExit,
+      });
+      this.execs.set(execId, exec);
+      exec.watchExit();
+      return exec;
+    } finally {
+      this.pendingExecs.delete(execId);
+    }
+  }
+
+  /** Forgets a stopped (or never started) exec in the guest; the container is untouched. */
+  async removeExec(execId: string): Promise<void> {
+    const exec = this.process(execId);
+    if (exec.state.status === 'running') throw failedPrecondition(`container ${this.id} exec ${execId}: still running; kill it first`);
+    try {
+      await this.sandbox.agent.removeProcess(this.id, execId);
+    } catch (err) {
+      // The VM (or its container) is already gone: so is the exec.
+      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound))) throw err;
+    }
+    exec.state.markExited({ exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() });
+    this.execs.delete(execId);
   }
 
   async kill(signal: number, all: boolean): Promise<void> {
-    if (this.init.status === 'stopped') throw notFound(`container ${this.id}: process already finished`);
-    await this.sandbox.agent.signalProcess(this.id, '', signal, all);
+    await this.initProcess.kill(signal, all);
   }
 
   async closeStdin(): Promise<void> {
-    if (this.init.status === 'stopped') return;
-    await this.sandbox.agent.closeStdin(this.id);
+    await this.initProcess.closeStdin();
   }
 
   async guestPids(): Promise<number[]> {
@@ -171,6 +216,8 @@ export class Container {
   /** Kills whatever runs, stops the VM, frees its files. Idempotent. */
   async destroy(): Promise<void> {
     await this.sandbox.destroy();
-    this.init.markExited({ exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() });
+    const lost = { exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() };
+    this.init.markExited(lost);
+    for (const exec of this.execs.values()) exec.state.markExited(lost);
   }
 }

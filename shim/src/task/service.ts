@@ -1,16 +1,17 @@
-// containerd.task.v2.Task for smolvm: the init process of each container (execs, pause,
-// stats and the rest come with the full task API). Every container is its own microVM.
+// containerd.task.v2.Task for smolvm: the init process of each container and its execs
+// (pause, stats and the rest come with the rest of the task API). Every container is its own
+// microVM; an exec is one more process in the container's namespaces in that VM.
 import * as path from 'node:path';
 import type { RootfsSource } from '../../../rootfs-builder/image';
 import type { Paths } from '../config/paths';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
 import type { EventPublisher } from '../events/publisher';
-import { taskCreate, taskDelete, taskExit, taskStart, Topics } from '../events/topics';
+import { taskCreate, taskDelete, taskExecAdded, taskExecStarted, taskExit, taskStart, Topics } from '../events/topics';
 import { Status } from '../gen/containerd/types/task/task';
 import type {
   CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-  DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest, StartResponse,
-  StateRequest, StateResponse, WaitRequest, WaitResponse,
+  DeleteResponse, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse, ResizePtyRequest, ShutdownRequest,
+  StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
 } from '../gen/containerd/task/v2/shim';
 import type { Empty } from '../gen/google/protobuf/empty';
 import type { Logger } from '../log';
@@ -20,6 +21,8 @@ import { openHostStdio, type HostStdio } from '../stdio/fifo';
 import { StateStore, validateId, type ContainerState } from '../state/store';
 import { toTimestamp } from '../util/time';
 import { Container } from './container';
+import { parseExecProcessSpec } from './exec-spec';
+import type { GuestProcess } from './guest-process';
 import type { ProcessStatus } from './process';
 
 export const SHIM_VERSION = '0.1.0';
@@ -44,7 +47,21 @@ interface Entry {
   container: Container;
   stdio: HostStdio;
   deleted: boolean;
+  execs: Map<string, ExecEntry>;
 }
+
+interface ExecEntry {
+  execId: string;
+  request: ExecProcessRequest;
+  process: GuestProcess;
+  stdio: HostStdio;
+  /** Delete has begun: its exit is no longer published. */
+  deleted: boolean;
+}
+
+const MAX_UINT32 = 0xffff_ffff;
+/** containerd's identifier rule (as for container ids); the agent accepts a superset. */
+const EXEC_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
 
 const statusCode: Record<ProcessStatus, Status> = {
   created: Status.CREATED,
@@ -67,11 +84,21 @@ export class TaskService {
     return this.entries.size + this.creating.size;
   }
 
-  private entry(id: string, execId = ''): Entry {
+  private entry(id: string): Entry {
     const e = this.entries.get(id);
     if (!e) throw notFound(`container ${id} not found in this shim`);
-    if (execId) throw notFound(`exec ${execId} of container ${id} not found (execs come with the full task API)`);
     return e;
+  }
+
+  private execEntry(e: Entry, execId: string): ExecEntry {
+    const x = e.execs.get(execId);
+    if (!x) throw notFound(`container ${e.id}: exec ${execId} not found`);
+    return x;
+  }
+
+  /** The init process for "", else the exec. */
+  private process(e: Entry, execId: string): GuestProcess {
+    return execId ? this.execEntry(e, execId).process : e.container.process('');
   }
 
   private persist(e: { id: string; bundle: string }, status: ContainerState['status'], container: Container | null, vm?: ContainerState['vm']): void {
@@ -109,7 +136,7 @@ export class TaskService {
       const ident = { id, bundle: req.bundle };
       this.persist(ident, 'creating', null, null);
       const container = await Container.create({
-        id, spec, rootfs,
+        id, spec, rootfs, terminal: req.terminal || !!spec.process.terminal,
         stdio: { stdin: hostStdio.stdin, stdout: hostStdio.stdout, stderr: hostStdio.stderr },
         backend: this.opts.backend, paths: this.opts.paths,
         memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
@@ -127,7 +154,7 @@ export class TaskService {
           }));
         },
       });
-      const entry: Entry = { id, bundle: req.bundle, request: req, container, stdio: hostStdio, deleted: false };
+      const entry: Entry = { id, bundle: req.bundle, request: req, container, stdio: hostStdio, deleted: false, execs: new Map() };
       this.entries.set(id, entry);
       this.persist(entry, 'created', container);
       this.opts.publisher.publish(Topics.create, taskCreate({
@@ -152,7 +179,14 @@ export class TaskService {
   }
 
   async start(req: StartRequest): Promise<StartResponse> {
-    const e = this.entry(req.id, req.execId);
+    const e = this.entry(req.id);
+    if (req.execId) {
+      const x = this.execEntry(e, req.execId);
+      await x.process.start(() => {
+        this.opts.publisher.publish(Topics.execStarted, taskExecStarted({ containerId: e.id, execId: x.execId, pid: e.container.pid }));
+      });
+      return { pid: e.container.pid };
+    }
     await e.container.start(() => {
       this.persist(e, 'running', e.container);
       this.opts.publisher.publish(Topics.start, taskStart({ containerId: e.id, pid: e.container.pid }));
@@ -161,7 +195,16 @@ export class TaskService {
   }
 
   async state(req: StateRequest): Promise<StateResponse> {
-    const e = this.entry(req.id, req.execId);
+    const e = this.entry(req.id);
+    if (req.execId) {
+      const x = this.execEntry(e, req.execId);
+      const exit = x.process.state.exit;
+      return {
+        id: x.execId, bundle: e.bundle, pid: e.container.pid, status: statusCode[x.process.state.status],
+        stdin: x.request.stdin, stdout: x.request.stdout, stderr: x.request.stderr, terminal: x.process.terminal,
+        exitStatus: exit?.exitStatus ?? 0, exitedAt: exit ? toTimestamp(exit.exitedAt) : undefined, execId: x.execId,
+      };
+    }
     const exit = e.container.init.exit;
     return {
       id: e.id, bundle: e.bundle, pid: e.container.pid, status: statusCode[e.container.init.status],
@@ -171,25 +214,28 @@ export class TaskService {
   }
 
   async wait(req: WaitRequest): Promise<WaitResponse> {
-    const e = this.entry(req.id, req.execId);
-    const info = await e.container.init.exited;
+    const e = this.entry(req.id);
+    const info = await this.process(e, req.execId).state.exited;
     return { exitStatus: info.exitStatus, exitedAt: toTimestamp(info.exitedAt) };
   }
 
   async kill(req: KillRequest): Promise<Empty> {
-    const e = this.entry(req.id, req.execId);
+    const e = this.entry(req.id);
+    const target = this.process(e, req.execId);
     if (req.signal <= 0 || req.signal > 64) throw invalidArgument(`container ${req.id}: invalid signal ${req.signal}`);
-    await e.container.kill(req.signal, req.all);
+    await target.kill(req.signal, req.all);
     return {};
   }
 
   async delete(req: DeleteRequest): Promise<DeleteResponse> {
-    const e = this.entry(req.id, req.execId);
+    const e = this.entry(req.id);
+    if (req.execId) return this.deleteExec(e, req.execId);
     const status = e.container.init.status;
     if (status === 'running') throw failedPrecondition(`container ${req.id}: cannot delete a running task; kill it first`);
     e.deleted = true;
     await e.container.destroy();
     e.stdio.close();
+    this.closeExecs(e);
     this.entries.delete(e.id);
     this.store.remove(this.opts.namespace, e.id);
     const exit = e.container.init.exit!;
@@ -201,6 +247,82 @@ export class TaskService {
     return { pid, exitStatus: exit.exitStatus, exitedAt: toTimestamp(exit.exitedAt) };
   }
 
+  /** Deletes a stopped (or never started) exec: the container and its VM stay. */
+  private async deleteExec(e: Entry, execId: string): Promise<DeleteResponse> {
+    const x = this.execEntry(e, execId);
+    if (x.process.state.status === 'running') {
+      throw failedPrecondition(`container ${e.id}: cannot delete exec ${execId} while it runs; kill it first`);
+    }
+    x.deleted = true;
+    await e.container.removeExec(execId);
+    x.stdio.close();
+    e.execs.delete(execId);
+    const exit = x.process.state.exit!;
+    this.opts.log.info('exec deleted', { id: e.id, exec: execId });
+    // containerd publishes no /tasks/delete for an exec (runc's shim neither).
+    return { pid: e.container.pid, exitStatus: exit.exitStatus, exitedAt: toTimestamp(exit.exitedAt) };
+  }
+
+  private closeExecs(e: Entry): void {
+    for (const x of e.execs.values()) {
+      x.deleted = true;
+      x.stdio.close();
+    }
+    e.execs.clear();
+  }
+
+  /**
+   * Exec: a new process in the container's namespaces, blocked before exec until Start with
+   * its exec id. The spec is the JSON OCI process; stdio as for Create.
+   */
+  async exec(req: ExecProcessRequest): Promise<Empty> {
+    const e = this.entry(req.id);
+    const execId = req.execId;
+    const what = `container ${e.id} exec ${JSON.stringify(execId)}`;
+    if (!EXEC_ID.test(execId)) {
+      throw invalidArgument(`${what}: invalid exec id: must match [A-Za-z0-9][A-Za-z0-9_.-]* and be at most 76 characters`);
+    }
+    if (e.execs.has(execId)) throw alreadyExists(`${what}: exec id already exists`);
+    if (e.deleted || e.container.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
+    const spec = parseExecProcessSpec(req.spec, what);
+    const terminal = req.terminal || !!spec.terminal;
+    const stdio = openHostStdio({ stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal });
+    let x: ExecEntry | undefined;
+    try {
+      const process = await e.container.exec(execId, {
+        process: spec, terminal,
+        stdio: { stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr },
+        onExit: (info) => {
+          if (!x || x.deleted || e.deleted) return;
+          this.opts.publisher.publish(Topics.exit, taskExit({
+            containerId: e.id, id: execId, pid: e.container.pid, exitStatus: info.exitStatus, exitedAt: toTimestamp(info.exitedAt),
+          }));
+        },
+      });
+      x = { execId, request: req, process, stdio, deleted: false };
+    } catch (err) {
+      stdio.close();
+      if (err instanceof Error && !err.message.includes(`container ${e.id}`)) err.message = `${what}: ${err.message}`;
+      throw err;
+    }
+    e.execs.set(execId, x);
+    this.opts.publisher.publish(Topics.execAdded, taskExecAdded({ containerId: e.id, execId }));
+    this.opts.log.info('exec added', { id: e.id, exec: execId, guest_pid: x.process.guestPid, terminal });
+    return {};
+  }
+
+  async resizePty(req: ResizePtyRequest): Promise<Empty> {
+    const e = this.entry(req.id);
+    const target = this.process(e, req.execId);
+    const what = req.execId ? `container ${e.id} exec ${req.execId}` : `container ${e.id}`;
+    if (!target.terminal) throw failedPrecondition(`${what}: no terminal to resize (terminal=false)`);
+    for (const [name, value] of [['width', req.width], ['height', req.height]] as const) {
+      if (!Number.isInteger(value) || value < 0 || value > MAX_UINT32) throw invalidArgument(`${what}: invalid pty ${name} ${value}`);
+    }
+    await target.resizePty(req.width, req.height);
+    return {};
+  }
+
   async pids(req: PidsRequest): Promise<PidsResponse> {
     const e = this.entry(req.id);
     const pids = await e.container.guestPids();
@@ -208,11 +330,16 @@ export class TaskService {
   }
 
   async closeIO(req: CloseIORequest): Promise<Empty> {
-    const e = this.entry(req.id, req.execId);
-    if (req.stdin) {
-      e.stdio.closeStdin();
-      await e.container.closeStdin();
+    const e = this.entry(req.id);
+    if (!req.stdin) return {};
+    if (req.execId) {
+      const x = this.execEntry(e, req.execId);
+      x.stdio.closeStdin();
+      await x.process.closeStdin();
+      return {};
     }
+    e.stdio.closeStdin();
+    await e.container.closeStdin();
     return {};
   }
 
@@ -236,6 +363,7 @@ export class TaskService {
       e.deleted = true;
       await e.container.destroy().catch(() => undefined);
       e.stdio.close();
+      this.closeExecs(e);
       this.store.remove(this.opts.namespace, e.id);
     }));
     this.entries.clear();
@@ -245,8 +373,6 @@ export class TaskService {
   async pause(): Promise<Empty> { throw unimplemented('pause is not supported yet'); }
   async resume(): Promise<Empty> { throw unimplemented('resume is not supported yet'); }
   async checkpoint(): Promise<Empty> { throw unimplemented('checkpoint is not supported'); }
-  async exec(): Promise<Empty> { throw unimplemented('exec is not supported yet'); }
-  async resizePty(): Promise<Empty> { throw unimplemented('resize pty is not supported yet'); }
   async update(): Promise<Empty> { throw unimplemented('update is not supported yet'); }
   async stats(): Promise<never> { throw unimplemented('stats are not supported yet'); }
 }
