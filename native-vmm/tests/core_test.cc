@@ -31,6 +31,9 @@
 
 using namespace smolvm;
 
+// snapshot_test.cc
+void RunSnapshotTests(const std::function<void(const char*, const std::function<void()>&)>& run);
+
 namespace {
 
 int g_passed = 0, g_failed = 0;
@@ -358,6 +361,8 @@ int main() {
     CHECK(error_for(R"({"memory_mib":64,"kernel":{"path":"/dev/null"},"vsock":{"guest_cid":2,"uds_path":"/x"}})").find("guest_cid") != std::string::npos);
     CHECK(error_for(R"({"memory_mib":64,"kernel":{"path":"/dev/null"},"disks":[{"file":{"path":"/dev/null"},"serial":"123456789012345678901"}]})").find("serial: at most 20") != std::string::npos);
   });
+
+  RunSnapshotTests(Run);
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

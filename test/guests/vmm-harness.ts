@@ -25,8 +25,12 @@ export const GUEST_SOURCES = path.join(REPO_ROOT, 'test', 'guests');
 /** SMOLVM_VMM_BINARY overrides it, e.g. with the sanitizer build (native-vmm/build.sh --sanitize). */
 export const VMM_BINARY = process.env.SMOLVM_VMM_BINARY ?? path.join(REPO_ROOT, 'native-vmm', 'build', 'smolvm-vmm');
 
-/** Builds the VMM when its binary is missing or older than a source file. */
+/**
+ * Builds the VMM when its binary is missing or older than a source file. SMOLVM_VMM_SKIP_BUILD=1
+ * skips it (a binary built elsewhere, given with SMOLVM_VMM_BINARY).
+ */
 export function ensureVmmBuilt(): string {
+  if (process.env.SMOLVM_VMM_SKIP_BUILD === '1') return VMM_BINARY;
   execFileSync(path.join(REPO_ROOT, 'native-vmm', 'build.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
   return VMM_BINARY;
 }
@@ -92,6 +96,7 @@ export class VmmProcess {
   private nextId = 1;
   private waiters: Array<() => void> = [];
   private exitCode: number | null | undefined = undefined;
+  private serialEnded = false;
 
   /** Spawns smolvm-vmm with the control socket on fd 3 and a serial pipe on fd 4. */
   constructor(binary: string = VMM_BINARY) {
@@ -101,6 +106,7 @@ export class VmmProcess {
     (this.child.stderr as Readable).on('data', (chunk: Buffer) => { this.stderrText += chunk.toString('utf8'); });
     serial.on('data', (chunk: Buffer) => { this.serial += chunk.toString('latin1'); this.wake(); });
     serial.on('error', () => undefined);
+    serial.on('close', () => { this.serialEnded = true; this.wake(); });
     this.control.on('data', (chunk: Buffer) => this.onData(chunk));
     this.control.on('error', () => undefined);
     this.control.on('close', () => this.wake());
@@ -168,6 +174,11 @@ export class VmmProcess {
   /** Waits for the process to exit and returns its exit code. */
   async exited(timeoutMs = 10_000): Promise<number | null> {
     return this.waitFor('the VMM process to exit', () => this.exitCode, timeoutMs);
+  }
+
+  /** Waits until the serial pipe has closed (every byte the VMM wrote has been read). */
+  async serialClosed(timeoutMs = 10_000): Promise<void> {
+    await this.waitFor('the serial pipe to close', () => (this.serialEnded ? true : undefined), timeoutMs);
   }
 
   closeControl(): void { this.control.end(); }

@@ -1,12 +1,12 @@
 #include "control/configure.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-
 #include <cmath>
 #include <set>
 
 #include "boot/layout.h"
+#include "control/file_ref.h"
+#include "snapshot/memory_file.h"
+#include "snapshot/snapshot_file.h"
 #include "util/error.h"
 
 namespace smolvm {
@@ -16,7 +16,7 @@ constexpr uint64_t kMaxMemoryMib = 1024 * 1024;  // 1 TiB
 constexpr size_t kMaxDisks = 8;
 
 [[noreturn]] void Fail(const std::string& field, const std::string& why) {
-  throw VmmError("configure: " + field + ": " + why);
+  FailField("configure", field, why);
 }
 
 uint64_t GetInteger(const Json& object, const std::string& field, uint64_t min, uint64_t max,
@@ -46,60 +46,37 @@ bool GetBool(const Json& object, const std::string& field, bool fallback) {
   return value->as_bool();
 }
 
-enum class Access { kRead, kReadWrite, kAppend };
-
-class FdResolver {
- public:
-  FdResolver(std::vector<UniqueFd>& message_fds, int control_fd)
-      : message_fds_(message_fds), control_fd_(control_fd) {}
-
-  // Resolves a file reference; `field` names it in errors.
-  UniqueFd Resolve(const Json& reference, const std::string& field, Access access) {
-    if (!reference.is_object()) Fail(field, "must be an object {\"fd\"|\"inherited_fd\"|\"path\": ...}");
-    if (reference.as_object().size() != 1)
-      Fail(field, "must name exactly one of \"fd\", \"inherited_fd\", \"path\"");
-    if (const Json* index = reference.Find("fd")) {
-      const uint64_t i = GetInteger(reference, "fd", 0, kMaxFdsPerMessage - 1);
-      (void)index;
-      if (i >= message_fds_.size())
-        Fail(field, "fd index " + std::to_string(i) + " but the message carried " +
-                        std::to_string(message_fds_.size()) + " descriptors");
-      if (!message_fds_[i].valid()) Fail(field, "fd index " + std::to_string(i) + " used twice");
-      return Checked(std::move(message_fds_[i]), field);
-    }
-    if (reference.Find("inherited_fd")) {
-      const int fd = static_cast<int>(GetInteger(reference, "inherited_fd", 0, 65535));
-      if (fd == control_fd_) Fail(field, "inherited_fd is the control socket");
-      if (!inherited_used_.insert(fd).second) Fail(field, "inherited_fd " + std::to_string(fd) + " used twice");
-      if (::fcntl(fd, F_GETFD) < 0) Fail(field, "inherited_fd " + std::to_string(fd) + " is not open");
-      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-      return Checked(UniqueFd(fd), field);
-    }
-    if (const Json* path = reference.Find("path")) {
-      if (!path->is_string() || path->as_string().empty()) Fail(field, "path must be a non-empty string");
-      int flags = O_CLOEXEC;
-      switch (access) {
-        case Access::kRead: flags |= O_RDONLY; break;
-        case Access::kReadWrite: flags |= O_RDWR; break;
-        case Access::kAppend: flags |= O_WRONLY | O_APPEND | O_CREAT; break;
-      }
-      UniqueFd fd(::open(path->as_string().c_str(), flags, 0640));
-      if (!fd.valid()) throw SysError("configure: " + field + ": open " + path->as_string());
-      return fd;
-    }
-    Fail(field, "must name one of \"fd\", \"inherited_fd\", \"path\"");
+// Restore: reads and decodes the state file, and opens (and checks the size of) the memory file.
+MachineRestore ParseRestore(const Json& restore, FdResolver& resolver) {
+  if (!restore.is_object()) Fail("restore", "must be an object {\"state\": file, \"memory\": file}");
+  for (const auto& member : restore.as_object())
+    if (member.first != "state" && member.first != "memory") Fail("restore." + member.first, "unknown field");
+  const Json* state = restore.Find("state");
+  const Json* memory = restore.Find("memory");
+  if (state == nullptr) Fail("restore.state", "missing");
+  if (memory == nullptr) Fail("restore.memory", "missing");
+  UniqueFd state_fd = resolver.Resolve(*state, "restore.state", FileAccess::kRead);
+  MachineRestore result;
+  // MAP_PRIVATE needs only read access: the file is never written through this mapping.
+  result.memory_file = resolver.Resolve(*memory, "restore.memory", FileAccess::kRead);
+  try {
+    result.state = snapshot::DecodeMachineSnapshot(snapshot::ReadStateBytes(state_fd.get()));
+  } catch (const VmmError& error) {
+    Fail("restore.state", error.what());
   }
-
- private:
-  static UniqueFd Checked(UniqueFd fd, const std::string& field) {
-    struct stat status {};
-    if (::fstat(fd.get(), &status) != 0) Fail(field, "descriptor is not usable");
-    return fd;
+  try {
+    snapshot::CheckMemoryFile(result.memory_file.get(), result.state.layout.memory_bytes,
+                              result.state.snapshot_id);
+  } catch (const VmmError& error) {
+    Fail("restore.memory", error.what());
   }
-  std::vector<UniqueFd>& message_fds_;
-  int control_fd_;
-  std::set<int> inherited_used_;
-};
+  return result;
+}
+
+// With a snapshot, a field that describes the guest machine may be given only to be checked.
+void MustMatch(bool matches, const std::string& field, const std::string& snapshot_value) {
+  if (!matches) Fail(field, "differs from the snapshot's (" + snapshot_value + ")");
+}
 
 }  // namespace
 
@@ -108,70 +85,124 @@ ConfigureRequest ParseConfigure(const Json& config, std::vector<UniqueFd>& messa
   if (!config.is_object()) Fail("config", "must be an object");
   static const std::set<std::string> kKnown = {
       "memory_mib", "vcpus", "kernel", "initramfs", "cmdline", "serial", "disks", "vsock",
-      "rng", "boot_protocol", "exit_record_path", "on_control_close", "kvm"};
+      "rng", "boot_protocol", "exit_record_path", "on_control_close", "kvm", "restore"};
   for (const auto& member : config.as_object())
     if (kKnown.count(member.first) == 0) Fail(member.first, "unknown field");
 
-  FdResolver resolver(message_fds, control_fd);
+  FdResolver resolver(message_fds, control_fd, "configure");
   ConfigureRequest request;
   MachineConfig& machine = request.machine;
-  machine.memory_bytes = GetInteger(config, "memory_mib", 4, kMaxMemoryMib) << 20;
-  machine.vcpu_count = static_cast<uint32_t>(GetInteger(config, "vcpus", 1, kMaxVcpus, 1));
-  const Json* kernel = config.Find("kernel");
-  if (kernel == nullptr) Fail("kernel", "missing");
-  machine.kernel = resolver.Resolve(*kernel, "kernel", Access::kRead);
-  if (const Json* initramfs = config.Find("initramfs"))
-    machine.initramfs = resolver.Resolve(*initramfs, "initramfs", Access::kRead);
-  machine.cmdline = GetString(config, "cmdline", "");
+  const snapshot::MachineLayout* layout = nullptr;
+  if (const Json* restore = config.Find("restore")) {
+    for (const char* field : {"kernel", "initramfs", "cmdline", "boot_protocol"})
+      if (config.Find(field) != nullptr) Fail(field, "not allowed with \"restore\" (the snapshot holds the guest)");
+    request.restore = ParseRestore(*restore, resolver);
+    layout = &request.restore->state.layout;
+  }
+
+  if (layout != nullptr) {
+    const uint64_t snapshot_mib = layout->memory_bytes >> 20;
+    machine.memory_bytes = layout->memory_bytes;
+    if (config.Find("memory_mib") != nullptr)
+      MustMatch(GetInteger(config, "memory_mib", 4, kMaxMemoryMib) == snapshot_mib &&
+                    (layout->memory_bytes & ((1 << 20) - 1)) == 0,
+                "memory_mib", std::to_string(layout->memory_bytes) + " bytes");
+    machine.vcpu_count = layout->vcpu_count;
+    if (config.Find("vcpus") != nullptr)
+      MustMatch(GetInteger(config, "vcpus", 1, kMaxVcpus) == layout->vcpu_count, "vcpus",
+                std::to_string(layout->vcpu_count));
+  } else {
+    machine.memory_bytes = GetInteger(config, "memory_mib", 4, kMaxMemoryMib) << 20;
+    machine.vcpu_count = static_cast<uint32_t>(GetInteger(config, "vcpus", 1, kMaxVcpus, 1));
+    const Json* kernel = config.Find("kernel");
+    if (kernel == nullptr) Fail("kernel", "missing");
+    machine.kernel = resolver.Resolve(*kernel, "kernel", FileAccess::kRead);
+    if (const Json* initramfs = config.Find("initramfs"))
+      machine.initramfs = resolver.Resolve(*initramfs, "initramfs", FileAccess::kRead);
+    machine.cmdline = GetString(config, "cmdline", "");
+    const std::string protocol = GetString(config, "boot_protocol", "auto");
+    if (protocol == "auto") machine.boot_protocol = BootProtocol::kAuto;
+    else if (protocol == "pvh") machine.boot_protocol = BootProtocol::kPvh;
+    else if (protocol == "linux64") machine.boot_protocol = BootProtocol::kLinux64;
+    else Fail("boot_protocol", "must be \"auto\", \"pvh\" or \"linux64\"");
+  }
   if (const Json* serial = config.Find("serial"))
-    machine.serial_output = resolver.Resolve(*serial, "serial", Access::kAppend);
+    machine.serial_output = resolver.Resolve(*serial, "serial", FileAccess::kAppend);
   if (const Json* kvm = config.Find("kvm")) {
-    request.kvm = resolver.Resolve(*kvm, "kvm", Access::kReadWrite);
+    request.kvm = resolver.Resolve(*kvm, "kvm", FileAccess::kReadWrite);
     machine.kvm_fd = request.kvm.get();
   }
 
-  const std::string protocol = GetString(config, "boot_protocol", "auto");
-  if (protocol == "auto") machine.boot_protocol = BootProtocol::kAuto;
-  else if (protocol == "pvh") machine.boot_protocol = BootProtocol::kPvh;
-  else if (protocol == "linux64") machine.boot_protocol = BootProtocol::kLinux64;
-  else Fail("boot_protocol", "must be \"auto\", \"pvh\" or \"linux64\"");
-
-  if (const Json* disks = config.Find("disks")) {
-    if (!disks->is_array()) Fail("disks", "must be an array");
-    if (disks->as_array().size() > kMaxDisks) Fail("disks", "at most " + std::to_string(kMaxDisks) + " slots");
-    size_t index = 0;
-    for (const Json& disk : disks->as_array()) {
-      const std::string field = "disks[" + std::to_string(index++) + "]";
-      if (!disk.is_object()) Fail(field, "must be an object");
-      for (const auto& member : disk.as_object())
-        if (member.first != "file" && member.first != "read_only" && member.first != "serial")
-          Fail(field + "." + member.first, "unknown field");
-      DiskSlotConfig slot;
-      slot.read_only = GetBool(disk, "read_only", false);
-      slot.serial = GetString(disk, "serial", "");
-      if (slot.serial.size() > 20) Fail(field + ".serial", "at most 20 bytes");
-      const Json* file = disk.Find("file");
-      if (file == nullptr) Fail(field + ".file", "missing");
-      slot.file = resolver.Resolve(*file, field + ".file", slot.read_only ? Access::kRead : Access::kReadWrite);
-      machine.disks.push_back(std::move(slot));
+  // The snapshot's devices, when restoring: disk slots in order, then vsock, then rng.
+  std::vector<const snapshot::DeviceLayout*> snapshot_disks;
+  const snapshot::DeviceLayout* snapshot_vsock = nullptr;
+  bool snapshot_rng = false;
+  if (layout != nullptr) {
+    for (const snapshot::DeviceLayout& device : layout->devices) {
+      if (device.kind == snapshot::DeviceKind::kBlock) snapshot_disks.push_back(&device);
+      if (device.kind == snapshot::DeviceKind::kVsock) snapshot_vsock = &device;
+      if (device.kind == snapshot::DeviceKind::kRng) snapshot_rng = true;
     }
   }
-  if (const Json* vsock = config.Find("vsock")) {
+
+  const Json* disks = config.Find("disks");
+  if (disks != nullptr) {
+    if (!disks->is_array()) Fail("disks", "must be an array");
+    if (disks->as_array().size() > kMaxDisks) Fail("disks", "at most " + std::to_string(kMaxDisks) + " slots");
+  }
+  const size_t disk_count = disks != nullptr ? disks->as_array().size() : 0;
+  if (layout != nullptr && disk_count != snapshot_disks.size())
+    Fail("disks", "the snapshot has " + std::to_string(snapshot_disks.size()) +
+                      " disk slots; give a file for each (" + std::to_string(disk_count) + " given)");
+  for (size_t index = 0; index < disk_count; ++index) {
+    const Json& disk = disks->as_array()[index];
+    const std::string field = "disks[" + std::to_string(index) + "]";
+    if (!disk.is_object()) Fail(field, "must be an object");
+    for (const auto& member : disk.as_object())
+      if (member.first != "file" && member.first != "read_only" && member.first != "serial")
+        Fail(field + "." + member.first, "unknown field");
+    const snapshot::DeviceLayout* saved = layout != nullptr ? snapshot_disks[index] : nullptr;
+    DiskSlotConfig slot;
+    slot.read_only = GetBool(disk, "read_only", saved != nullptr && saved->read_only);
+    slot.serial = GetString(disk, "serial", saved != nullptr ? saved->serial : "");
+    if (slot.serial.size() > 20) Fail(field + ".serial", "at most 20 bytes");
+    if (saved != nullptr) {
+      MustMatch(slot.read_only == saved->read_only, field + ".read_only", saved->read_only ? "true" : "false");
+      MustMatch(slot.serial == saved->serial, field + ".serial", "\"" + saved->serial + "\"");
+    }
+    const Json* file = disk.Find("file");
+    if (file == nullptr) Fail(field + ".file", "missing");
+    slot.file = resolver.Resolve(*file, field + ".file", slot.read_only ? FileAccess::kRead : FileAccess::kReadWrite);
+    machine.disks.push_back(std::move(slot));
+  }
+
+  const Json* vsock = config.Find("vsock");
+  if (layout != nullptr && (vsock != nullptr) != (snapshot_vsock != nullptr))
+    Fail("vsock", snapshot_vsock != nullptr ? "the snapshot has a vsock device: give its new socket"
+                                            : "the snapshot has no vsock device");
+  if (vsock != nullptr) {
     if (!vsock->is_object()) Fail("vsock", "must be an object");
     VsockConfig settings;
-    settings.guest_cid = GetInteger(*vsock, "guest_cid", 3, 0xffffffffULL - 1);
+    if (snapshot_vsock != nullptr) {
+      settings.guest_cid = GetInteger(*vsock, "guest_cid", 3, 0xffffffffULL - 1, snapshot_vsock->guest_cid);
+      MustMatch(settings.guest_cid == snapshot_vsock->guest_cid, "vsock.guest_cid",
+                std::to_string(snapshot_vsock->guest_cid));
+    } else {
+      settings.guest_cid = GetInteger(*vsock, "guest_cid", 3, 0xffffffffULL - 1);
+    }
     const Json* listener = vsock->Find("listener");
     const Json* path = vsock->Find("uds_path");
     if ((listener == nullptr) == (path == nullptr))
       Fail("vsock", "needs exactly one of \"listener\" (a listening unix socket) or \"uds_path\"");
-    if (listener != nullptr) settings.listener = resolver.Resolve(*listener, "vsock.listener", Access::kReadWrite);
+    if (listener != nullptr) settings.listener = resolver.Resolve(*listener, "vsock.listener", FileAccess::kReadWrite);
     if (path != nullptr) {
       settings.uds_path = GetString(*vsock, "uds_path", "");
       if (settings.uds_path.empty()) Fail("vsock.uds_path", "must be a non-empty string");
     }
     machine.vsock = std::move(settings);
   }
-  machine.rng = GetBool(config, "rng", true);
+  machine.rng = GetBool(config, "rng", layout != nullptr ? snapshot_rng : true);
+  if (layout != nullptr) MustMatch(machine.rng == snapshot_rng, "rng", snapshot_rng ? "true" : "false");
   request.exit_record_path = GetString(config, "exit_record_path", "");
   const std::string on_close = GetString(config, "on_control_close", "stop");
   if (on_close == "stop") request.stop_on_control_close = true;

@@ -11,6 +11,8 @@
 #include <csignal>
 #include <cstring>
 
+#include "control/snapshot_request.h"
+#include "snapshot/host_identity.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -92,6 +94,7 @@ int Controller::Run() {
   Json hello = Message("hello");
   hello.Set("protocol", kControlProtocolVersion);
   hello.Set("pid", static_cast<int64_t>(::getpid()));
+  hello.Set("vmm_build", snapshot::VmmBuild());  // snapshots restore only into this build
   SendEvent(std::move(hello));
 
   for (;;) {
@@ -183,8 +186,17 @@ Json Controller::Dispatch(const std::string& type, ControlMessage& message) {
     const Json* config = message.body.Find("config");
     if (config == nullptr) throw VmmError("configure: missing \"config\"");
     ConfigureRequest request = ParseConfigure(*config, message.fds, channel_.fd());
-    machine_ = std::make_unique<Machine>(std::move(request.machine),
-                                         [this](const MachineExit& exit) { OnMachineExit(exit); });
+    auto on_exit = [this](const MachineExit& exit) { OnMachineExit(exit); };
+    const bool restoring = request.restore.has_value();
+    if (restoring) {
+      machine_ = std::make_unique<Machine>(std::move(request.machine), std::move(*request.restore), on_exit);
+      Json warnings = Json::Array();
+      for (const std::string& warning : machine_->restore_warnings()) warnings.Push(warning);
+      result.Set("restored", true);
+      result.Set("warnings", std::move(warnings));
+    } else {
+      machine_ = std::make_unique<Machine>(std::move(request.machine), on_exit);
+    }
     kvm_fd_ = std::move(request.kvm);
     exit_record_path_ = request.exit_record_path;
     stop_on_control_close_ = request.stop_on_control_close;
@@ -211,6 +223,9 @@ Json Controller::Dispatch(const std::string& type, ControlMessage& message) {
     } else {
       OnMachineExit({ExitReason::kStopped, "stopped by the controller before start"});
     }
+  } else if (type == "snapshot") {
+    require(state_ == State::kPaused);
+    result = TakeSnapshot(*machine_, message.body, message.fds, channel_.fd());
   } else if (type == "status") {
     result.Set("state", StateName(state_));
   } else {

@@ -1,6 +1,7 @@
 // The per-VM process's control session: the protocol state machine (hello, configure, start,
-// pause/resume, stop, status), events back to the controller, the exit record, and the main
-// loop that waits on the control socket, the machine's exit and termination signals.
+// pause/resume, snapshot, stop, status; configure may restore a snapshot), events back to the
+// controller, the exit record, and the main loop that waits on the control socket, the
+// machine's exit and termination signals.
 #pragma once
 
 #include <memory>

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <vector>
 
 #include "devices/bus.h"
 
@@ -22,8 +23,12 @@ class I8042 : public BusDevice {
   void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
   void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
 
+  // Snapshot: command byte, pending command and output buffer (versioned, length-checked).
+  std::vector<uint8_t> SaveState() const;
+  void RestoreState(const std::vector<uint8_t>& state);
+
  private:
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::function<void()> on_reset_;
   uint8_t command_byte_ = 0;
   uint8_t pending_command_ = 0;  // a command that takes a data byte next (0x60: write cmd byte)

@@ -4,6 +4,8 @@
 
 #include <cerrno>
 
+#include "devices/virtio/state_codec.h"
+
 namespace smolvm {
 namespace {
 
@@ -18,6 +20,8 @@ constexpr uint8_t kMcrLoop = 0x10;
 // Modem status when not in loopback: carrier detect, data set ready, clear to send.
 constexpr uint8_t kMsrConnected = 0x80 | 0x20 | 0x10;
 constexpr size_t kMaxQueuedInput = 64 * 1024;
+constexpr uint32_t kStateMagic = 0x4c524553;  // "SERL"
+constexpr uint32_t kStateVersion = 1;
 
 }  // namespace
 
@@ -50,6 +54,42 @@ void Serial::Enqueue(const std::string& bytes) {
     input_.push_back(static_cast<uint8_t>(byte));
   }
   UpdateInterrupt(was_pending);
+}
+
+std::vector<uint8_t> Serial::SaveState() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  virtio::StateWriter out;
+  out.U32(kStateMagic);
+  out.U32(kStateVersion);
+  for (uint8_t reg : {ier_, lcr_, mcr_, scr_, dll_, dlm_, fcr_}) out.U8(reg);
+  out.U8(thr_empty_interrupt_ ? 1 : 0);
+  out.Bytes(std::vector<uint8_t>(input_.begin(), input_.end()));
+  return out.Take();
+}
+
+void Serial::RestoreState(const std::vector<uint8_t>& state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  virtio::StateReader in(state, "serial");
+  in.Expect(in.U32(), kStateMagic, "magic");
+  in.Expect(in.U32(), kStateVersion, "version");
+  uint8_t regs[7];
+  for (uint8_t& reg : regs) reg = in.U8();
+  const uint8_t thr_empty = in.U8();
+  const std::vector<uint8_t> input = in.Bytes();
+  in.ExpectEnd();
+  if (thr_empty > 1) in.Fail("THRE interrupt flag is " + std::to_string(thr_empty));
+  if (input.size() > kMaxQueuedInput) in.Fail("more queued input than the device holds");
+  ier_ = regs[0] & 0x0f;
+  lcr_ = regs[1];
+  mcr_ = regs[2] & 0x1f;
+  scr_ = regs[3];
+  dll_ = regs[4];
+  dlm_ = regs[5];
+  fcr_ = regs[6];
+  thr_empty_interrupt_ = thr_empty == 1;
+  thr_rearmed_ = false;
+  input_.assign(input.begin(), input.end());
+  // No interrupt here: a pending edge is part of the restored IOAPIC/PIC state.
 }
 
 uint8_t Serial::ReadRegister(uint64_t offset) {

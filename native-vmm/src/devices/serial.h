@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "devices/bus.h"
 #include "devices/irq.h"
@@ -29,6 +30,11 @@ class Serial : public BusDevice {
   // Input for the guest (console input); raises the receive interrupt when enabled.
   void Enqueue(const std::string& bytes);
 
+  // Snapshot: the registers, the pending THRE interrupt and the queued input (versioned,
+  // length-checked). Restore into a fresh device; throws VmmError on a malformed blob.
+  std::vector<uint8_t> SaveState() const;
+  void RestoreState(const std::vector<uint8_t>& state);
+
  private:
   uint8_t ReadRegister(uint64_t offset);
   void WriteRegister(uint64_t offset, uint8_t value);
@@ -36,7 +42,7 @@ class Serial : public BusDevice {
   bool InterruptPending() const;
   void UpdateInterrupt(bool was_pending);
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::shared_ptr<IrqLine> irq_;
   int output_fd_;
   std::deque<uint8_t> input_;

@@ -40,6 +40,20 @@ static_assert(sizeof(MsrListHeader) == 4, "kvm_msr_list header is 4 bytes in C")
 static_assert(sizeof(kvm_cpuid_entry2) == 40, "kvm_cpuid_entry2 layout");
 static_assert(sizeof(kvm_msr_entry) == 16, "kvm_msr_entry layout");
 
+// The fixed-size state structs a snapshot stores byte for byte: the same sizes from C and C++
+// (checked here, so that a header change cannot silently change the snapshot format).
+static_assert(sizeof(kvm_regs) == 144, "kvm_regs layout");
+static_assert(sizeof(kvm_sregs) == 312, "kvm_sregs layout");
+static_assert(sizeof(kvm_fpu) == 416, "kvm_fpu layout");
+static_assert(sizeof(kvm_lapic_state) == 1024, "kvm_lapic_state layout");
+static_assert(sizeof(kvm_xcrs) == 392, "kvm_xcrs layout");
+static_assert(sizeof(kvm_vcpu_events) == 64, "kvm_vcpu_events layout");
+static_assert(sizeof(kvm_debugregs) == 128, "kvm_debugregs layout");
+static_assert(sizeof(kvm_mp_state) == 4, "kvm_mp_state layout");
+static_assert(sizeof(kvm_irqchip) == 520, "kvm_irqchip layout");
+static_assert(sizeof(kvm_pit_state2) == 112, "kvm_pit_state2 layout");
+static_assert(sizeof(kvm_clock_data) == 48, "kvm_clock_data layout");
+
 // The kernel's ioctl numbers (the same _IOW/_IOWR encodings, with the C sizes).
 constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
 constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, Cpuid2Header);

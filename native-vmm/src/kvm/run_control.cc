@@ -2,15 +2,18 @@
 
 namespace smolvm {
 
-bool RunControl::Checkpoint() {
+bool RunControl::Checkpoint() { return Checkpoint(false) == Step::kStop; }
+
+RunControl::Step RunControl::Checkpoint(bool operation_pending) {
   std::unique_lock<std::mutex> lock(mutex_);
+  if (pause_ && !stop_ && operation_pending) return Step::kCompleteFirst;
   if (pause_ && !stop_) {
     ++parked_;
     changed_.notify_all();
     changed_.wait(lock, [this] { return !pause_ || stop_; });
     --parked_;
   }
-  return stop_;
+  return stop_ ? Step::kStop : Step::kRun;
 }
 
 void RunControl::ThreadStarted() {

@@ -13,6 +13,11 @@ class RunControl {
  public:
   // On a vCPU thread: blocks while a pause is requested; true when the thread must leave.
   bool Checkpoint();
+  // The same, for a vCPU whose last exit (port I/O, MMIO) KVM completes only on the next
+  // KVM_RUN: with `operation_pending` it does not park but returns kCompleteFirst, so that the
+  // vCPU finishes the instruction (KVM_RUN with immediate_exit) before its state is read.
+  enum class Step { kRun, kStop, kCompleteFirst };
+  Step Checkpoint(bool operation_pending);
   // A vCPU thread entered or left its run loop for good.
   void ThreadStarted();
   void ThreadFinished();

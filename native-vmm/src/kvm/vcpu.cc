@@ -259,9 +259,28 @@ void Vcpu::HandleMmio(const Bus& mmio_bus) {
 }
 
 VcpuExit Vcpu::Run(const Bus& pio_bus, const Bus& mmio_bus, RunControl& control) {
+  // KVM finishes a port I/O or MMIO instruction (the IN's register, the RIP past an OUT) only
+  // on the next KVM_RUN: until then the registers are mid-instruction, and a snapshot taken
+  // there would replay or lose it. Before parking for a pause, complete it without running
+  // any further guest instruction (KVM_RUN with immediate_exit set returns EINTR right after).
+  bool operation_pending = false;
   for (;;) {
-    if (control.Checkpoint()) return {VcpuExitKind::kStopRequested, ""};
-    if (::ioctl(fd_.get(), KVM_RUN, 0) != 0) {
+    const RunControl::Step step = control.Checkpoint(operation_pending);
+    if (step == RunControl::Step::kStop) return {VcpuExitKind::kStopRequested, ""};
+    if (step == RunControl::Step::kCompleteFirst) {
+      __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+      const int result = ::ioctl(fd_.get(), KVM_RUN, 0);
+      const int saved_errno = errno;
+      __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
+      if (result != 0 && saved_errno != EINTR && saved_errno != EAGAIN)
+        return {VcpuExitKind::kRunFailed, std::string("vcpu ") + std::to_string(index_) +
+                                              ": KVM_RUN completing an I/O exit: " +
+                                              std::strerror(saved_errno)};
+      operation_pending = false;
+      if (result != 0) continue;
+      // Not expected with immediate_exit set, but an exit is an exit: handled below.
+    } else if (::ioctl(fd_.get(), KVM_RUN, 0) != 0) {
+      operation_pending = false;  // KVM completes a pending operation before it checks signals
       if (errno == EINTR || errno == EAGAIN) {
         // Kicked (pause/stop) or a signal: clear the request and look at the controls again.
         __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
@@ -270,13 +289,16 @@ VcpuExit Vcpu::Run(const Bus& pio_bus, const Bus& mmio_bus, RunControl& control)
       return {VcpuExitKind::kRunFailed,
               std::string("vcpu ") + std::to_string(index_) + ": KVM_RUN: " + std::strerror(errno)};
     }
+    operation_pending = false;
     switch (run_->exit_reason) {
       case KVM_EXIT_IO:
         if (!HandleIo(pio_bus))
           return {VcpuExitKind::kUnhandled, "malformed KVM_EXIT_IO data area"};
+        operation_pending = true;
         break;
       case KVM_EXIT_MMIO:
         HandleMmio(mmio_bus);
+        operation_pending = true;
         break;
       case KVM_EXIT_INTR:
         break;

@@ -20,10 +20,18 @@
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "memory/guest_memory.h"
+#include "snapshot/machine_state.h"
 #include "util/epoll_event_loop.h"
 #include "util/fd.h"
+#include "vm/loop_parking.h"
 
 namespace smolvm {
+
+class Serial;
+class I8042;
+namespace virtio {
+class MmioTransport;
+}
 
 struct DiskSlotConfig {
   UniqueFd file;
@@ -51,6 +59,15 @@ struct MachineConfig {
   int kvm_fd = -1;           // /dev/kvm handed in by a jailer, else opened here
 };
 
+// What a restore starts from: the decoded state file and the memory file it names. The
+// MachineConfig given with it supplies the host side only (kvm fd, serial output, the disks'
+// files by slot, the vsock socket); its memory size, vCPU count, device layout and command
+// line must agree with the snapshot's layout (snapshot::MachineLayout).
+struct MachineRestore {
+  snapshot::MachineSnapshot state;
+  UniqueFd memory_file;
+};
+
 enum class ExitReason {
   kGuestShutdown,   // the guest powered off
   kGuestReset,      // the guest rebooted (i8042 reset, triple fault, reset event)
@@ -75,6 +92,12 @@ class Machine {
   // whatever thread saw the guest end (a vCPU thread, usually): it must only hand the news on
   // (e.g. write an eventfd), never call back into the Machine. Throws VmmError.
   Machine(MachineConfig config, std::function<void(const MachineExit&)> on_exit);
+  // Restores a snapshot instead of booting: refuses one taken by another VMM build, on another
+  // host kind or with another host CPUID; maps the memory file MAP_PRIVATE (lazy,
+  // copy-on-write, shared with every other VM restored from it); rebuilds the devices with the
+  // layout of the snapshot over the new host files and puts back the KVM, vCPU and device
+  // state. `start` then continues the guest where it was paused. Throws VmmError.
+  Machine(MachineConfig config, MachineRestore restore, std::function<void(const MachineExit&)> on_exit);
   ~Machine();  // stops the vCPUs and the event loop
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -89,10 +112,30 @@ class Machine {
   const std::string& boot_description() const { return boot_description_; }
   const std::string& kernel_cmdline() const { return cmdline_; }
   const GuestMemory& memory() const { return *memory_; }
+  const KvmSystem& system() const { return system_; }
+  // Memory size, vCPUs, command line and the virtio devices in order (what a restore must match).
+  snapshot::MachineLayout Layout() const;
+  // What KVM refused while restoring (PVM refuses some ioctls and MSRs); empty after a boot.
+  const std::vector<std::string>& restore_warnings() const { return restore_warnings_; }
+
+  // Everything but guest memory, from a paused (or never started) machine; refusals of
+  // optional state go to `warnings`. Throws VmmError while vCPUs run.
+  snapshot::MachineSnapshot CaptureState(std::vector<std::string>& warnings) const;
+  // Holds the device event loop still (see vm/loop_parking.h) while the returned object lives;
+  // null when the loop is not running. Take it after Pause(), before CaptureState and the
+  // memory file, and drop it before Resume().
+  std::unique_ptr<EventLoopParking> ParkDeviceLoop();
 
  private:
+  // The parts a boot and a restore share: KVM, memory slots, irqchip, devices, vCPUs.
+  // `restoring` (may be null): the identity of the snapshot, checked against this host before
+  // anything else is built.
+  Machine(MachineConfig& config, std::unique_ptr<GuestMemory> memory,
+          std::function<void(const MachineExit&)> on_exit, const snapshot::HostIdentity* restoring);
+  void ApplyRestore(const MachineRestore& restore);
   void AddVirtioDevices(MachineConfig& config);
-  void AddVirtioDevice(std::shared_ptr<BusDevice> transport, uint32_t gsi, uint64_t base);
+  void AddVirtioDevice(std::shared_ptr<virtio::MmioTransport> transport,
+                       snapshot::DeviceLayout layout);
   void VcpuThreadMain(size_t index);
   void ReportExit(const MachineExit& exit);
   void KickVcpus();
@@ -114,6 +157,12 @@ class Machine {
     ~PathRemover();
   } vsock_path_to_remove_;
   std::vector<std::shared_ptr<IrqLine>> irq_lines_;
+  std::shared_ptr<Serial> serial_;
+  std::shared_ptr<I8042> i8042_;
+  std::vector<std::shared_ptr<virtio::MmioTransport>> transports_;
+  std::vector<snapshot::DeviceLayout> device_layout_;  // parallel to transports_
+  std::vector<std::string> restore_warnings_;
+  bool paused_ = false;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   RunControl control_;
   std::vector<std::thread> threads_;
