@@ -10,9 +10,13 @@ import {
   parseState,
   parseVmmEvent,
   type HostFile,
+  parseSnapshotInfo,
   type VmmConfigured,
+  type VmmDisk,
   type VmmEvent,
   type VmmMachineConfig,
+  type VmmRestoreConfig,
+  type VmmSnapshotInfo,
   type VmmState,
   type VmmTermination,
 } from './protocol';
@@ -60,6 +64,15 @@ class FdBundle {
   async close(): Promise<void> {
     await Promise.all(this.opened.splice(0).map((handle) => handle.close().catch(() => undefined)));
   }
+}
+
+async function diskFiles(bundle: FdBundle, disks: VmmDisk[]): Promise<Array<Record<string, unknown>>> {
+  const wire: Array<Record<string, unknown>> = [];
+  for (const [index, disk] of disks.entries()) {
+    const file = await bundle.add(`disks[${index}] (${disk.serial})`, disk.file, disk.readOnly ? 'read' : 'readWrite');
+    wire.push({ file, read_only: disk.readOnly, serial: disk.serial });
+  }
+  return wire;
 }
 
 export class VmmClient {
@@ -134,14 +147,7 @@ export class VmmClient {
       if (config.cmdline !== undefined) wire.cmdline = config.cmdline;
       if (config.serial !== undefined) wire.serial = await bundle.add('serial', config.serial, 'append');
       if (config.bootProtocol !== undefined) wire.boot_protocol = config.bootProtocol;
-      if (config.disks !== undefined) {
-        const disks: Array<Record<string, unknown>> = [];
-        for (const [index, disk] of config.disks.entries()) {
-          const file = await bundle.add(`disks[${index}] (${disk.serial})`, disk.file, disk.readOnly ? 'read' : 'readWrite');
-          disks.push({ file, read_only: disk.readOnly, serial: disk.serial });
-        }
-        wire.disks = disks;
-      }
+      if (config.disks !== undefined) wire.disks = await diskFiles(bundle, config.disks);
       if (config.vsock !== undefined) wire.vsock = { guest_cid: config.vsock.guestCid, uds_path: config.vsock.udsPath };
       if (config.rng !== undefined) wire.rng = config.rng;
       if (config.exitRecordPath !== undefined) wire.exit_record_path = config.exitRecordPath;
@@ -150,6 +156,35 @@ export class VmmClient {
     } finally {
       await bundle.close();
     }
+  }
+
+  /** Builds the VM from a snapshot (memory mapped MAP_PRIVATE by the VMM); then `start`. */
+  async restore(config: VmmRestoreConfig): Promise<VmmConfigured> {
+    const session = this.live();
+    const bundle = new FdBundle();
+    try {
+      const wire: Record<string, unknown> = {
+        restore: {
+          state: await bundle.add('restore.state', config.restore.state, 'read'),
+          memory: await bundle.add('restore.memory', config.restore.memory, 'read'),
+        },
+      };
+      if (config.memoryMiB !== undefined) wire.memory_mib = config.memoryMiB;
+      if (config.vcpus !== undefined) wire.vcpus = config.vcpus;
+      if (config.serial !== undefined) wire.serial = await bundle.add('serial', config.serial, 'append');
+      if (config.disks !== undefined) wire.disks = await diskFiles(bundle, config.disks);
+      if (config.vsock !== undefined) wire.vsock = { guest_cid: config.vsock.guestCid, uds_path: config.vsock.udsPath };
+      if (config.exitRecordPath !== undefined) wire.exit_record_path = config.exitRecordPath;
+      if (config.onControlClose !== undefined) wire.on_control_close = config.onControlClose;
+      return parseConfigured(await session.request('configure', { config: wire }, bundle.fds));
+    } finally {
+      await bundle.close();
+    }
+  }
+
+  /** Writes the paused VM's state and memory (paths are written atomically by the VMM). */
+  async snapshot(target: { state: string; memory: string }): Promise<VmmSnapshotInfo> {
+    return parseSnapshotInfo(await this.live().request('snapshot', { state: { path: target.state }, memory: { path: target.memory } }));
   }
 
   async start(): Promise<void> { await this.live().request('start'); }

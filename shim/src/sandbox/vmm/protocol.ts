@@ -39,6 +39,45 @@ export interface VmmMachineConfig {
   onControlClose?: 'stop' | 'continue';
 }
 
+/** Restore a snapshot instead of booting: the devices get new host files, same layout. */
+export interface VmmRestoreConfig {
+  restore: { state: HostFile; memory: HostFile };
+  /** Checked against the snapshot when given. */
+  memoryMiB?: number;
+  vcpus?: number;
+  serial?: HostFile;
+  /** One file per disk slot of the snapshot, in order. */
+  disks?: VmmDisk[];
+  vsock?: { guestCid: number; udsPath: string };
+  exitRecordPath?: string;
+  onControlClose?: 'stop' | 'continue';
+}
+
+/** What a snapshot wrote, and where it may be restored. */
+export interface VmmSnapshotInfo {
+  snapshotId: string;
+  vmmBuild: string;
+  hostKind: string;
+  cpuidHash: string;
+  stateBytes: number;
+  memoryBytes: number;
+  warnings: string[];
+}
+
+export function parseSnapshotInfo(raw: unknown): VmmSnapshotInfo {
+  const r = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const str = (k: string): string => {
+    if (typeof r[k] !== 'string') throw new Error(`smolvm-vmm snapshot reply: ${k} missing`);
+    return r[k] as string;
+  };
+  const num = (k: string): number => (typeof r[k] === 'number' ? (r[k] as number) : 0);
+  return {
+    snapshotId: str('snapshot_id'), vmmBuild: str('vmm_build'), hostKind: str('host_kind'), cpuidHash: str('cpuid_hash'),
+    stateBytes: num('state_bytes'), memoryBytes: num('memory_bytes'),
+    warnings: Array.isArray(r.warnings) ? r.warnings.filter((w): w is string => typeof w === 'string') : [],
+  };
+}
+
 export interface VmmConfigured {
   /** The entry the VMM took, e.g. "PVH 32-bit entry at 0x1000500". */
   boot: string;
