@@ -1,18 +1,17 @@
-// The long-running shim daemon: serves containerd.task.v2.Task over ttrpc on the socket that
-// `start` chose, publishes events, owns the containers (VMs) of its group.
+// The long-running shim daemon: serves the task API (v2 over ttrpc, v3 over ttrpc or gRPC) on
+// the socket that `start` chose, publishes events, owns the containers (VMs) of its group.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ShimFlags } from './bootstrap/flags';
 import { loadConfig } from './config/config';
 import { smolvmPaths } from './config/paths';
 import { EventPublisher } from './events/publisher';
-import { TaskDefinition } from './gen/containerd/task/v2/shim';
 import { Any } from './gen/google/protobuf/any';
 import { Options as RuntimeOptions } from './gen/runtimeoptions/runtimeoptions';
 import { fdLogger, openLogFifo, type Logger } from './log';
 import { selectBackend } from './sandbox/select';
 import { TaskService } from './task/service';
-import { TtrpcServer } from './ttrpc/server';
+import { TaskEndpoint } from './grpc/endpoint';
 
 const READY_FD = 3;
 
@@ -59,7 +58,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       publishBinary: flags.publishBinary,
       log,
     });
-    const server = new TtrpcServer({ logger: log });
+    // One socket for every containerd version: task v2/v3 over ttrpc, task v3 over gRPC.
+    const server = new TaskEndpoint({ logger: log });
     let exiting = false;
     const exit = async (code: number): Promise<void> => {
       if (exiting) return;
@@ -81,7 +81,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
       onShutdown: () => void exit(0),
     });
-    server.register(TaskDefinition, {
+    server.registerTask({
       create: (req) => service.create(req),
       start: (req) => service.start(req),
       state: (req) => service.state(req),

@@ -18,8 +18,9 @@ async function main(argv: string[]): Promise<number> {
   switch (flags.action) {
     case 'start': {
       const { startShim } = await import('./bootstrap/start');
-      const { address } = await startShim(flags, process.argv[1]!);
-      process.stdout.write(address);
+      // The address, JSON or a BootstrapResult: whatever this containerd version reads.
+      const { answer } = await startShim(flags, process.argv[1]!);
+      process.stdout.write(answer);
       return 0;
     }
     case 'delete': {

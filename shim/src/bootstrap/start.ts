@@ -1,11 +1,16 @@
 // `containerd-shim-smolvm-v1 start`: find or spawn the shim daemon for this container's group
-// and print its address. This path must stay light (it runs on every container start): no
-// protobuf schemas, no gRPC, no VM code. It reads only config.json's annotations.
+// and answer containerd with its address, in the form this containerd version reads (a bare
+// address, JSON, or a BootstrapResult: see negotiate.ts). This path must stay light (it runs on
+// every container start): no generated protobuf code, no gRPC, no VM code. It reads only
+// config.json's annotations; the 2.3+ bootstrap codec and the containerd version probe are
+// loaded only when the caller is one that needs them.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { removeStaleSocket, socketAnswers, socketPath, toAddress, SOCKET_DIR } from './address';
+import { fromAddress, removeStaleSocket, socketAnswers, socketPath, toAddress, SOCKET_DIR } from './address';
 import type { ShimFlags } from './flags';
+import { chooseAnswer, needsContainerdMajor, parseMaxShimVersion, parsePreferredProtocol, renderTextAnswer } from './negotiate';
+import type { BootstrapExtension, BootstrapParams } from './wire';
 
 /** Annotations that put several containers in one daemon (one VM per pod). */
 const GROUP_ANNOTATIONS = ['io.kubernetes.cri.sandbox-id', 'io.containerd.runc.v2.group'];
@@ -24,7 +29,8 @@ export function groupOf(bundle: string, id: string): string {
 }
 
 function readStdin(): Buffer {
-  // containerd writes the runtime options (an Any, maybe empty) and closes the pipe.
+  // containerd writes the runtime options (an Any, maybe empty), or from 2.3 on BootstrapParams,
+  // and closes the pipe.
   try {
     if (process.stdin.isTTY) return Buffer.alloc(0);
     return fs.readFileSync(0);
@@ -34,35 +40,81 @@ function readStdin(): Buffer {
 }
 
 export interface StartResult {
+  /** The shim's socket address (unix://…), as written to the bundle's `address` file. */
   address: string;
+  /** What `start` prints for containerd: the bare address, a JSON answer or a BootstrapResult. */
+  answer: Buffer;
 }
 
-export async function startShim(flags: ShimFlags, entry: string): Promise<StartResult> {
+/** The runtime options among the 2.3+ bootstrap extensions (what older containerd sent alone). */
+const RUNTIME_OPTIONS_TYPE = /(^|[/.])runtimeoptions\.v1\.Options$/;
+
+function runtimeOptionsOf(params: BootstrapParams): BootstrapExtension | undefined {
+  return params.extensions.find((ext) => RUNTIME_OPTIONS_TYPE.test(ext.typeUrl));
+}
+
+export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.ProcessEnv = process.env): Promise<StartResult> {
   if (!flags.id) throw new Error('start: -id is required');
   if (!flags.namespace) throw new Error('start: -namespace is required');
   const bundle = process.cwd();
-  const options = readStdin();
-  const group = groupOf(bundle, flags.id);
-  fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
-  const socket = socketPath(flags.address, flags.namespace, group);
-  const address = toAddress(socket);
+  const maxShimVersion = parseMaxShimVersion(env);
+  const preferred = parsePreferredProtocol(env);
+  const stdin = readStdin();
 
+  // containerd 2.3+ writes BootstrapParams on stdin, older ones the runtime options (maybe none).
+  const wire = stdin.length > 0 ? await import('./wire') : undefined;
+  const bootstrap = wire?.readBootstrapParams(stdin, flags.id, flags.namespace);
+  let options = stdin;
+  if (wire && bootstrap) {
+    const runtimeOptions = runtimeOptionsOf(bootstrap);
+    options = runtimeOptions ? wire.encodeAny(runtimeOptions) : Buffer.alloc(0);
+  }
+  const publishBinary = flags.publishBinary || bootstrap?.containerdBinary || '';
+  const profile = { bootstrap, maxShimVersion, preferred };
+  const containerdMajor = needsContainerdMajor(profile)
+    ? (await import('./containerd-version')).containerdMajorFromBinary(publishBinary)
+    : undefined;
+  const answer = chooseAnswer({ ...profile, containerdMajor });
+
+  const containerdAddress = flags.address || fromAddress(bootstrap?.containerdGrpcAddress ?? '');
+  const socketDir = bootstrap?.socketDir || SOCKET_DIR;
+  if (!path.isAbsolute(socketDir)) throw new Error(`start: bootstrap socket_dir ${JSON.stringify(socketDir)} is not an absolute path`);
+  const ttrpcAddress = bootstrap?.containerdTtrpcAddress || env.TTRPC_ADDRESS;
+  const debug = flags.debug || (wire !== undefined && bootstrap !== undefined && bootstrap.logLevel <= wire.LOG_LEVEL_DEBUG);
+
+  const group = groupOf(bundle, flags.id);
+  const socket = socketPath(containerdAddress, flags.namespace, group, socketDir);
+  fs.mkdirSync(socketDir, { recursive: true, mode: 0o711 });
+  const address = toAddress(socket);
+  const result = (): StartResult => ({
+    address,
+    answer: answer.format === 'protobuf'
+      ? wire!.encodeBootstrapResult({ version: answer.version, address, protocol: answer.protocol, metadata: {} })
+      : Buffer.from(renderTextAnswer(answer, address)),
+  });
+
+  // A live daemon serves every transport on its one socket: reuse it whatever it was started for.
   if (await socketAnswers(socket)) {
     fs.writeFileSync(path.join(bundle, 'address'), address);
-    return { address };
+    return result();
   }
   removeStaleSocket(socket);
 
   // The daemon gets the options through a file in the bundle, not its stdin: its stdio is
   // closed so that containerd, which reads our stdout+stderr to EOF, does not wait for it.
   if (options.length > 0) fs.writeFileSync(path.join(bundle, 'options.pb'), options, { mode: 0o600 });
-  const args = [entry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
-    '-publish-binary', flags.publishBinary, ...(flags.debug ? ['-debug'] : []), 'daemon'];
+  const args = [entry, '-namespace', flags.namespace, '-id', flags.id, '-address', containerdAddress,
+    '-publish-binary', publishBinary, ...(debug ? ['-debug'] : []), 'daemon'];
   const child = spawn(process.execPath, args, {
     cwd: bundle,
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    env: { ...process.env, SMOLVM_SHIM_SOCKET: socket, SMOLVM_SHIM_GROUP: group },
+    env: {
+      ...env,
+      SMOLVM_SHIM_SOCKET: socket,
+      SMOLVM_SHIM_GROUP: group,
+      ...(ttrpcAddress ? { TTRPC_ADDRESS: ttrpcAddress } : {}),
+    },
   });
   const ready = child.stdio[3] as NodeJS.ReadableStream;
   const message = await new Promise<string>((resolve, reject) => {
@@ -82,5 +134,5 @@ export async function startShim(flags: ShimFlags, entry: string): Promise<StartR
   }
   child.unref();
   fs.writeFileSync(path.join(bundle, 'address'), address);
-  return { address };
+  return result();
 }
