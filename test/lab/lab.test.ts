@@ -171,8 +171,11 @@ describe('KVM lab (QEMU-TCG L1 with nested SVM)', function () {
       note(`skipped: no guest kernel under ${cacheDir}/kernels (run \`smolvm kernel build\`)`);
       this.skip();
     }
-    const l2 = await runL2QemuBoot({ runs: 3, cacheDir });
-    assert.equal(l2.initMs.length, 3);
+    // Nested KVM under TCG is slow and, on a loaded machine, very slow: allow for it. Two boots
+    // (cold, then warm) prove the path; the bench (npm run bench:lab-boot) does the timing.
+    this.timeout(420_000);
+    const l2 = await runL2QemuBoot({ runs: 2, cacheDir, timeoutMs: 400_000 });
+    assert.equal(l2.initMs.length, 2);
     assert.ok(l2.guestRelease.length > 0 && l2.guestRelease !== lab.kernel.release, l2.guestRelease);
     note(`L2 ${l2.guestRelease} under QEMU -enable-kvm -M microvm in the lab, boot to init: ` +
       l2.initMs.map((ms, i) => `${ms} ms${i === 0 ? ' (cold)' : ''}`).join(', ') + `; QEMU exit after ${l2.qemuExitMs.join(', ')} ms`);
