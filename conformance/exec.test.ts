@@ -5,29 +5,11 @@ import * as assert from 'node:assert/strict';
 import { type PrivateContainerd, lines } from './harness/containerd';
 import { describeResult, sleep } from './harness/exec';
 import { describeConformance } from './harness/suite';
+import { taskStatus, waitForStatus } from './harness/tasks';
 
 /** A missing binary must fail this fast. */
 const MISSING_BINARY_BOUND_MS = 15_000;
 
-async function taskStatus(containerd: PrivateContainerd, id: string): Promise<string | undefined> {
-  const listing = await containerd.ctrChecked(['tasks', 'ls'], { timeoutMs: 15_000 });
-  for (const row of lines(listing.stdout).slice(1)) {
-    const [taskId, , status] = row.split(/\s+/);
-    if (taskId === id) return status;
-  }
-  return undefined;
-}
-
-async function waitForStatus(containerd: PrivateContainerd, id: string, status: string, boundMs: number): Promise<string | undefined> {
-  const deadline = Date.now() + boundMs;
-  let current: string | undefined;
-  while (Date.now() < deadline) {
-    current = await taskStatus(containerd, id);
-    if (current === status) return current;
-    await sleep(200);
-  }
-  return current;
-}
 
 /** PIDs from `ctr task ps ID` (header line skipped). */
 async function taskPids(containerd: PrivateContainerd, id: string): Promise<number[]> {

@@ -122,7 +122,12 @@ async function makeBlockImage(size: number, scratchParent: string): Promise<Bloc
   const scratch = await fs.promises.mkdtemp(path.join(scratchParent, '.mkdisk-'));
   try {
     const staging = path.join(scratch, 'root');
-    for (const dir of ['', 'upper', 'work']) await fs.promises.mkdir(path.join(staging, dir), { mode: 0o755 });
+    for (const dir of ['', 'upper', 'work']) {
+      // chmod too: mkdir's mode is filtered by the umask (the shim daemon runs with 077), and a
+      // 0700 /upper would hide the container's / from its non-root users.
+      await fs.promises.mkdir(path.join(staging, dir), { mode: 0o755 });
+      await fs.promises.chmod(path.join(staging, dir), 0o755);
+    }
     await fs.promises.chmod(staging, 0o755);
     const image = path.join(scratch, 'fs.img');
     await fs.promises.writeFile(image, '');

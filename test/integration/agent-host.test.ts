@@ -107,6 +107,7 @@ describe('smolvm-init in a QEMU guest (AgentClient over virtio-serial)', functio
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-agent-it-'));
     const initramfs = await ensureInitramfs({ cacheDir: work });
     const rootfs = makeBusyboxRootfs(work);
+    fs.chmodSync(rootfs, 0o755); // mkdtemp made it 0700; the container's / has the image root's mode
     execFileSync('mkfs.erofs', ['--quiet', path.join(work, 'image.erofs'), rootfs]);
     fs.writeFileSync(path.join(work, 'disk.ext4'), '');
     fs.truncateSync(path.join(work, 'disk.ext4'), 64 << 20);
@@ -388,6 +389,190 @@ describe('smolvm-init in a QEMU guest (AgentClient over virtio-serial)', functio
     assert.equal((await wait).exitStatus, 137, 'Wait still gets the exit status');
     assert.equal((await agent.listProcesses('rm')).length, 1);
     await agent.removeContainer('rm');
+  });
+
+  // --- protocol 1.2: the OCI spec applied as runc would ---
+
+  /** Creates, starts and waits for a container; returns its exit status and output. */
+  async function runContainer(req: Omit<CreateContainerRequest, 'stdio'>): Promise<{ status: number; out: string; err: string }> {
+    const stdout = new Collector();
+    const stderr = new Collector();
+    const { io } = await agent.createContainer(req, { stdout, stderr });
+    await agent.startProcess(req.containerId);
+    const result = await agent.waitProcess(req.containerId);
+    await io.outputDone;
+    await agent.removeContainer(req.containerId);
+    return { status: result.exitStatus, out: stdout.bytes.toString(), err: stderr.bytes.toString() };
+  }
+
+  const DEFAULT_CAPS = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW',
+    'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL',
+    'CAP_AUDIT_WRITE'];
+  const capSets = (names: string[]) => ({ bounding: names, effective: names, inheritable: [], permitted: names, ambient: [] });
+  const fsMount = (destination: string, type: string, flags = 0n, data = '') =>
+    ({ destination, type, source: type, flags, propagation: 0n, data, recursive: false, file: undefined, shareTag: undefined });
+  const MS_RDONLY = 1n, MS_NOSUID = 2n, MS_NODEV = 4n, MS_NOEXEC = 8n;
+  const SPEC_MOUNTS = [
+    fsMount('/proc', 'proc', MS_NOSUID | MS_NODEV | MS_NOEXEC),
+    fsMount('/dev', 'tmpfs', MS_NOSUID, 'mode=755,size=65536k'),
+    fsMount('/dev/pts', 'devpts', MS_NOSUID | MS_NOEXEC, 'newinstance,ptmxmode=0666,mode=0620,gid=5'),
+    fsMount('/dev/shm', 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, 'mode=1777,size=65536k'),
+    fsMount('/dev/mqueue', 'mqueue', MS_NOSUID | MS_NODEV | MS_NOEXEC),
+    fsMount('/sys', 'sysfs', MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC),
+    fsMount('/sys/fs/cgroup', 'cgroup2', MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC),
+  ];
+
+  it('announces protocol 1.2 (OCI security settings and mounts)', () => {
+    assert.ok(agent.info.protocolMinor >= 2);
+  });
+
+  it('runs the container process as PID 1 of its own pid namespace', async () => {
+    const r = await runContainer(request('pid1', ['sh', '-c', 'echo $$; ls /proc | grep -c "^[0-9]"']));
+    assert.equal(r.status, 0, r.err);
+    assert.equal(r.out.split('\n')[0], '1');
+  });
+
+  it('applies capabilities: a dropped CAP_CHOWN is refused, the bounding set follows the spec', async () => {
+    const script = 'touch /tmp/f; busybox chown 1 /tmp/f && echo chown-ok; grep -E "^Cap(Bnd|Eff|Prm)" /proc/self/status';
+    const without = DEFAULT_CAPS.filter((c) => c !== 'CAP_CHOWN');
+    const denied = await runContainer({ ...request('capdrop', ['sh', '-c', script]),
+      process: guestProcess(['sh', '-c', script], { capabilities: capSets(without) }) });
+    assert.doesNotMatch(denied.out, /chown-ok/);
+    assert.match(denied.err, /Operation not permitted/);
+    // 14 default capabilities without CHOWN (bit 0): 0x...a80425fa
+    assert.match(denied.out, /CapBnd:\t00000000a80425fa/);
+    const allowed = await runContainer({ ...request('capkeep', ['sh', '-c', script]),
+      process: guestProcess(['sh', '-c', script], { capabilities: capSets(DEFAULT_CAPS) }) });
+    assert.match(allowed.out, /chown-ok/);
+    assert.match(allowed.out, /CapEff:\t00000000a80425fb/);
+  });
+
+  it('gives a non-root user its ambient capabilities, groups and umask; no_new_privs', async () => {
+    const script = 'id; umask; grep -E "^(CapEff|NoNewPrivs)" /proc/self/status';
+    const r = await runContainer({ ...request('user', ['sh', '-c', script]),
+      process: guestProcess(['sh', '-c', script], {
+        user: { uid: 1234, gid: 2345, additionalGids: [5, 77] }, umask: 0o027, noNewPrivileges: true,
+        capabilities: { bounding: ['CAP_NET_BIND_SERVICE'], effective: ['CAP_NET_BIND_SERVICE'], inheritable: ['CAP_NET_BIND_SERVICE'],
+          permitted: ['CAP_NET_BIND_SERVICE'], ambient: ['CAP_NET_BIND_SERVICE'] },
+      }) });
+    assert.equal(r.status, 0, r.err);
+    assert.match(r.out, /uid=1234 gid=2345 groups=5,77/);
+    assert.match(r.out, /^0027$/m);
+    assert.match(r.out, /CapEff:\t0000000000000400/);
+    assert.match(r.out, /NoNewPrivs:\t1/);
+  });
+
+  it('applies rlimits', async () => {
+    const r = await runContainer({ ...request('rlim', ['sh', '-c', 'ulimit -n; ulimit -Hn']),
+      process: guestProcess(['sh', '-c', 'ulimit -n; ulimit -Hn'], { rlimits: [{ type: 'RLIMIT_NOFILE', soft: 123n, hard: 456n }] }) });
+    assert.equal(r.out, '123\n456\n');
+  });
+
+  it('compiles linux.seccomp into a filter: denied syscalls fail with the errno, argument rules match', async () => {
+    const script = 'busybox mkdir /tmp/d || echo mkdir-denied; touch /tmp/f; busybox chmod 640 /tmp/f && echo 640-ok; busybox chmod 777 /tmp/f || echo 777-denied';
+    const r = await runContainer({ ...request('seccomp', ['sh', '-c', script]),
+      linux: { maskedPaths: [], readonlyPaths: [], sysctls: [], seccomp: {
+        defaultAction: 'SCMP_ACT_ALLOW', defaultErrno: undefined, architectures: ['SCMP_ARCH_X86_64'], flags: [],
+        syscalls: [
+          { names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errno: undefined, args: [] },
+          { names: ['chmod'], action: 'SCMP_ACT_ERRNO', errno: 13, args: [{ index: 1, value: 0o777n, valueTwo: 0n, op: 'SCMP_CMP_EQ' }] },
+          { names: ['fchmodat'], action: 'SCMP_ACT_ERRNO', errno: 13, args: [{ index: 2, value: 0o777n, valueTwo: 0n, op: 'SCMP_CMP_EQ' }] },
+          { names: ['not_a_syscall_anywhere'], action: 'SCMP_ACT_ERRNO', errno: undefined, args: [] },
+        ] } } });
+    assert.match(r.out, /mkdir-denied/);
+    assert.match(r.err, /mkdir: can't create directory '\/tmp\/d': Operation not permitted/);
+    assert.match(r.out, /640-ok/);
+    assert.match(r.out, /777-denied/);
+    assert.match(r.err, /Permission denied/);
+  });
+
+  it('applies the filter to execs too, and a default-deny profile', async () => {
+    const seccomp = { defaultAction: 'SCMP_ACT_ERRNO', defaultErrno: 38, architectures: [], flags: [], syscalls: [
+      // Everything busybox sh, sleep and echo need, but not mkdir.
+      { names: ['read', 'write', 'close', 'fstat', 'newfstatat', 'stat', 'lstat', 'mmap', 'munmap', 'mprotect', 'brk', 'rt_sigaction',
+        'rt_sigprocmask', 'rt_sigreturn', 'ioctl', 'execve', 'exit', 'exit_group', 'wait4', 'clone', 'fork', 'vfork', 'getpid',
+        'getppid', 'getuid', 'geteuid', 'getgid', 'getegid', 'fcntl', 'dup2', 'dup3', 'open', 'openat', 'nanosleep', 'clock_nanosleep',
+        'setgroups', 'setgid', 'setuid', 'capget', 'capset', 'prctl', 'umask', 'chdir',
+        'arch_prctl', 'set_tid_address', 'set_robust_list', 'rseq', 'prlimit64', 'getrandom', 'access', 'faccessat', 'faccessat2',
+        'readlink', 'getcwd', 'chdir', 'lseek', 'pipe', 'pipe2', 'uname_not_listed', 'futex', 'sigaltstack', 'getpgrp', 'setpgid',
+        'getpgid', 'gettid', 'tgkill', 'kill', 'poll', 'ppoll', 'pselect6', 'select', 'statx', 'readv', 'writev'],
+      action: 'SCMP_ACT_ALLOW', errno: undefined, args: [] },
+    ] };
+    const stdout = new Collector();
+    const stderr = new Collector();
+    await agent.createContainer({ ...request('scx', ['sleep', '1000']), linux: { maskedPaths: [], readonlyPaths: [], sysctls: [], seccomp } }, {});
+    await agent.startProcess('scx');
+    const { io } = await agent.execProcess('scx', 'un', guestProcess(['sh', '-c', 'echo before; busybox mkdir /d || echo mkdir-failed']), { stdout, stderr });
+    await agent.startProcess('scx', 'un');
+    await agent.waitProcess('scx', 'un');
+    await io.outputDone;
+    assert.match(stdout.bytes.toString(), /before\n/);
+    assert.match(stdout.bytes.toString(), /mkdir-failed/);
+    assert.match(stderr.bytes.toString(), /Function not implemented/, 'defaultErrnoRet 38 (ENOSYS)');
+    await agent.removeContainer('scx');
+  });
+
+  it('makes the spec mounts, masked and read-only paths, sysctls and a read-only root', async () => {
+    const hosts = Buffer.from('127.0.0.1 localhost\n10.1.2.3 spec-host\n');
+    const script = [
+      'echo hosts=$(grep -c spec-host /etc/hosts)', 'echo x >> /etc/hosts || echo hosts-ro',
+      'echo cmdline=$(wc -c < /proc/cmdline)', 'echo fw=$(ls -A /sys/firmware | wc -l)', 'echo shmmax=$(cat /proc/sys/kernel/shmmax)',
+      'echo 1 > /proc/sys/kernel/shmmni || echo procsys-ro', 'touch /newfile || echo root-ro',
+      'touch /tmp/ok && echo tmp-rw', 'grep -E " /(tmp|dev/mqueue|sys/fs/cgroup) " /proc/mounts | cut -d" " -f2,3',
+      'ls /dev/null /dev/zero /dev/ptmx', 'hostname',
+    ].join('; ');
+    const r = await runContainer({ ...request('mounts', ['sh', '-c', script]),
+      hostname: 'oci-host',
+      readonlyRootfs: true,
+      mounts: { mounts: [
+        ...SPEC_MOUNTS,
+        fsMount('/tmp', 'tmpfs', MS_NOSUID | MS_NODEV, 'size=1m,mode=1777'),
+        { destination: '/etc/hosts', type: 'bind', source: '/host/hosts', flags: MS_RDONLY, propagation: 0n, data: '', recursive: true,
+          file: { content: hosts, mode: 0o644, uid: 0, gid: 0 }, shareTag: undefined },
+      ] },
+      linux: {
+        // /proc/kcore does not exist in the guest kernel: skipped, like any missing path.
+        maskedPaths: ['/proc/kcore', '/proc/cmdline', '/sys/firmware', '/proc/does-not-exist'],
+        readonlyPaths: ['/proc/sys'],
+        sysctls: [{ name: 'kernel.shmmax', value: '12345678' }],
+        seccomp: undefined,
+      } });
+    const out = r.out.split('\n');
+    const detail = `${r.out}\n${r.err}`;
+    assert.ok(out.includes('hosts=1'), detail);
+    assert.ok(out.includes('hosts-ro'), detail);
+    assert.ok(out.includes('cmdline=0'), `masked /proc/cmdline reads empty: ${detail}`);
+    assert.ok(out.includes('fw=0'), `masked /sys/firmware is an empty tmpfs: ${detail}`);
+    assert.ok(out.includes('shmmax=12345678'), detail);
+    assert.ok(out.includes('procsys-ro'));
+    assert.ok(out.includes('root-ro'));
+    assert.ok(out.includes('tmp-rw'));
+    assert.ok(out.includes('/tmp tmpfs'));
+    assert.ok(out.includes('/dev/mqueue mqueue'));
+    assert.ok(out.includes('/sys/fs/cgroup cgroup2'));
+    assert.ok(out.includes('oci-host'));
+    assert.match(r.out, /\/dev\/ptmx/);
+  });
+
+  it('refuses bad OCI settings clearly, before anything is made', async () => {
+    const cases: [Partial<Omit<CreateContainerRequest, 'stdio'>>, RegExp][] = [
+      [{ mounts: { mounts: [fsMount('/mnt', 'nfs')] } }, /mount \/mnt: type "nfs" is not supported/],
+      [{ mounts: { mounts: [{ ...fsMount('/mnt', 'bind') }] } }, /mount \/mnt: a bind mount needs/],
+      [{ mounts: { mounts: [fsMount('relative', 'tmpfs')] } }, /destination "relative" must be an absolute path/],
+      [{ linux: { maskedPaths: [], readonlyPaths: [], sysctls: [{ name: 'vm.swappiness', value: '1' }], seccomp: undefined } }, /vm.swappiness" is not in a namespace/],
+      [{ linux: { maskedPaths: [], readonlyPaths: [], sysctls: [], seccomp: { defaultAction: 'SCMP_ACT_BOGUS', defaultErrno: undefined, architectures: [], flags: [], syscalls: [] } } }, /unknown action "SCMP_ACT_BOGUS"/],
+      [{ process: guestProcess(['true'], { capabilities: { ...capSets([]), bounding: ['CAP_NOPE'] } }) }, /unknown capability "CAP_NOPE"/],
+    ];
+    for (const [extra, pattern] of cases) {
+      await assert.rejects(agent.createContainer({ ...request('bad', ['true']), ...extra }, {}), (err: unknown) => {
+        assert.equal(codeOf(err), Code.InvalidArgument, (err as Error).message);
+        assert.match((err as Error).message, pattern);
+        return true;
+      });
+    }
+    // Nothing is left behind: the id can be used again.
+    await agent.createContainer(request('bad', ['true']), {});
+    await agent.removeContainer('bad');
   });
 
   it('shuts the VM down: QEMU exits', async () => {

@@ -24,6 +24,12 @@
  * - terminal=true: the child opens the pty in the container's own devpts (after pivot_root /
  *   setns) and sends the master over a socketpair (SCM_RIGHTS) before it reports ready; the
  *   stdout stream reads the master (EIO = EOF), the stdin stream writes to it.
+ * - The OCI spec (protocol 1.2) is applied in runc's order: mounts in the new root, pivot_root,
+ *   hostname, read-only root, sysctls, read-only paths, masked paths; then bounding set,
+ *   seccomp (without no_new_privs: before the uid switch, which needs CAP_SYS_ADMIN), uid/gid
+ *   with the permitted set kept, capability sets and ambient, umask, no_new_privs, seccomp
+ *   (with no_new_privs). Execs get their own capabilities and the container's filter
+ *   (mounts.h, security.h).
  * - Requests on even stream ids: InvalidArgument on that id. Oversized frames (> 4 MiB):
  *   skipped without buffering; a request gets RESOURCE_EXHAUSTED (8); the connection stays. */
 #ifndef SMOLVM_AGENT_H
@@ -36,8 +42,9 @@
 #include "ttrpc.h"
 
 #define AGENT_PROTOCOL_VERSION 1
-/* 1: ExecProcess, ResizePty, RemoveProcess, terminals, console size. */
-#define AGENT_PROTOCOL_MINOR 1
+/* 1: ExecProcess, ResizePty, RemoveProcess, terminals, console size.
+ * 2: capabilities, umask, linux security (seccomp, masked/read-only paths, sysctls), mounts. */
+#define AGENT_PROTOCOL_MINOR 2
 #define AGENT_VERSION "0.1.0"
 #define INITIAL_STREAM_CREDIT 262144u
 #define MAX_DATA_FRAME 65536u

@@ -204,6 +204,22 @@ static int decode_console_size(pb_reader *r, struct agent_process *p)
     return rc;
 }
 
+static int decode_caps(pb_reader *r, struct agent_caps *caps)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        if (field >= 1 && field <= 5) {
+            if (wire != PB_WIRE_LEN || caps->nsets[field - 1] >= 64 ||
+                list_push_string(r, &caps->sets[field - 1], &caps->nsets[field - 1]) < 0)
+                return -1;
+        } else if (pb_skip(r, wire) < 0) {
+            return -1;
+        }
+    }
+    return rc;
+}
+
 static int decode_process(pb_reader *r, struct agent_process *p)
 {
     uint32_t field, wire;
@@ -253,10 +269,290 @@ static int decode_process(pb_reader *r, struct agent_process *p)
             if (read_sub(r, wire, &sub) < 0 || decode_console_size(&sub, p) < 0)
                 return -1;
             break;
+        case 9:
+            p->has_caps = true;
+            if (read_sub(r, wire, &sub) < 0 || decode_caps(&sub, &p->caps) < 0)
+                return -1;
+            break;
+        case 10:
+            p->has_umask = true;
+            if (read_u32(r, wire, &p->umask) < 0)
+                return -1;
+            break;
         default:
             if (pb_skip(r, wire) < 0)
                 return -1;
         }
+    }
+    return rc;
+}
+
+static int read_u64(pb_reader *r, uint32_t wire, uint64_t *out)
+{
+    return wire == PB_WIRE_VARINT ? pb_read_varint(r, out) : -1;
+}
+
+static int read_str(pb_reader *r, uint32_t wire, char **out, size_t max)
+{
+    if (wire != PB_WIRE_LEN)
+        return -1;
+    free(*out); /* a repeated scalar field: the last one wins */
+    *out = NULL;
+    return pb_read_string(r, out, max);
+}
+
+/* Grows an array of n elements of `size` bytes by one zeroed element; NULL on failure. */
+static void *grow(void **arr, size_t *n, size_t size, size_t max)
+{
+    if (*n >= max)
+        return NULL;
+    uint8_t *na = realloc(*arr, (*n + 1) * size);
+    if (!na)
+        return NULL;
+    *arr = na;
+    memset(na + *n * size, 0, size);
+    (*n)++; /* counted before decoding so a failure still frees it */
+    return na + (*n - 1) * size;
+}
+
+static int decode_host_file(pb_reader *r, struct agent_host_file *f)
+{
+    f->present = true;
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        int bad;
+        switch (field) {
+        case 1:
+            bad = wire != PB_WIRE_LEN || pb_read_len(r, &f->content, &f->len) < 0;
+            break;
+        case 2:
+            bad = read_u32(r, wire, &f->mode) < 0;
+            break;
+        case 3:
+            bad = read_u32(r, wire, &f->uid) < 0;
+            break;
+        case 4:
+            bad = read_u32(r, wire, &f->gid) < 0;
+            break;
+        default:
+            bad = pb_skip(r, wire) < 0;
+        }
+        if (bad)
+            return -1;
+    }
+    return rc;
+}
+
+static int decode_mount(pb_reader *r, struct agent_mount *m)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        pb_reader sub;
+        int bad;
+        switch (field) {
+        case 1:
+            bad = read_str(r, wire, &m->destination, 4096) < 0;
+            break;
+        case 2:
+            bad = read_str(r, wire, &m->type, 64) < 0;
+            break;
+        case 3:
+            bad = read_str(r, wire, &m->source, 4096) < 0;
+            break;
+        case 4:
+            bad = read_u64(r, wire, &m->flags) < 0;
+            break;
+        case 5:
+            bad = read_u64(r, wire, &m->propagation) < 0;
+            break;
+        case 6:
+            bad = read_str(r, wire, &m->data, 4096) < 0;
+            break;
+        case 7:
+            bad = read_bool(r, wire, &m->recursive) < 0;
+            break;
+        case 8:
+            bad = read_sub(r, wire, &sub) < 0 || decode_host_file(&sub, &m->file) < 0;
+            break;
+        case 9:
+            bad = read_str(r, wire, &m->share_tag, 64) < 0;
+            break;
+        default:
+            bad = pb_skip(r, wire) < 0;
+        }
+        if (bad)
+            return -1;
+    }
+    return rc;
+}
+
+static int decode_mounts(pb_reader *r, struct create_container_request *req)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        if (field == 1) {
+            pb_reader sub;
+            if (read_sub(r, wire, &sub) < 0)
+                return -1;
+            struct agent_mount *m = grow((void **)&req->mounts, &req->nmounts, sizeof *m, AGENT_MAX_MOUNTS);
+            if (!m || decode_mount(&sub, m) < 0)
+                return -1;
+        } else if (pb_skip(r, wire) < 0) {
+            return -1;
+        }
+    }
+    return rc;
+}
+
+static int decode_sysctl(pb_reader *r, struct agent_sysctl *s)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        int bad = field == 1   ? read_str(r, wire, &s->name, 256) < 0
+                  : field == 2 ? read_str(r, wire, &s->value, 4096) < 0
+                               : pb_skip(r, wire) < 0;
+        if (bad)
+            return -1;
+    }
+    return rc;
+}
+
+static int decode_seccomp_arg(pb_reader *r, struct agent_seccomp_arg *a)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        int bad;
+        switch (field) {
+        case 1:
+            bad = read_u32(r, wire, &a->index) < 0;
+            break;
+        case 2:
+            bad = read_u64(r, wire, &a->value) < 0;
+            break;
+        case 3:
+            bad = read_u64(r, wire, &a->value_two) < 0;
+            break;
+        case 4:
+            bad = read_str(r, wire, &a->op, 64) < 0;
+            break;
+        default:
+            bad = pb_skip(r, wire) < 0;
+        }
+        if (bad)
+            return -1;
+    }
+    return rc;
+}
+
+static int decode_seccomp_rule(pb_reader *r, struct agent_seccomp_rule *rule)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        pb_reader sub;
+        int bad;
+        switch (field) {
+        case 1:
+            bad = wire != PB_WIRE_LEN || rule->nnames >= 1024 || list_push_string(r, &rule->names, &rule->nnames) < 0;
+            break;
+        case 2:
+            bad = read_str(r, wire, &rule->action, 64) < 0;
+            break;
+        case 3:
+            rule->has_errno = true;
+            bad = read_u32(r, wire, &rule->errno_ret) < 0;
+            break;
+        case 4: {
+            struct agent_seccomp_arg *a;
+            bad = read_sub(r, wire, &sub) < 0 ||
+                  !(a = grow((void **)&rule->args, &rule->nargs, sizeof *a, AGENT_MAX_SECCOMP_ARGS)) ||
+                  decode_seccomp_arg(&sub, a) < 0;
+            break;
+        }
+        default:
+            bad = pb_skip(r, wire) < 0;
+        }
+        if (bad)
+            return -1;
+    }
+    return rc;
+}
+
+static int decode_seccomp(pb_reader *r, struct agent_seccomp *sc)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        pb_reader sub;
+        int bad;
+        switch (field) {
+        case 1:
+            bad = read_str(r, wire, &sc->default_action, 64) < 0;
+            break;
+        case 2:
+            sc->has_default_errno = true;
+            bad = read_u32(r, wire, &sc->default_errno) < 0;
+            break;
+        case 3:
+            bad = wire != PB_WIRE_LEN || sc->narchitectures >= 64 ||
+                  list_push_string(r, &sc->architectures, &sc->narchitectures) < 0;
+            break;
+        case 4:
+            bad = wire != PB_WIRE_LEN || sc->nflags >= 64 || list_push_string(r, &sc->flags, &sc->nflags) < 0;
+            break;
+        case 5: {
+            struct agent_seccomp_rule *rule;
+            bad = read_sub(r, wire, &sub) < 0 ||
+                  !(rule = grow((void **)&sc->rules, &sc->nrules, sizeof *rule, AGENT_MAX_SECCOMP_RULES)) ||
+                  decode_seccomp_rule(&sub, rule) < 0;
+            break;
+        }
+        default:
+            bad = pb_skip(r, wire) < 0;
+        }
+        if (bad)
+            return -1;
+    }
+    return rc;
+}
+
+static int decode_linux(pb_reader *r, struct agent_linux *l)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        pb_reader sub;
+        int bad;
+        switch (field) {
+        case 1:
+            bad = wire != PB_WIRE_LEN || l->nmasked >= AGENT_MAX_PATHS ||
+                  list_push_string(r, &l->masked_paths, &l->nmasked) < 0;
+            break;
+        case 2:
+            bad = wire != PB_WIRE_LEN || l->nreadonly >= AGENT_MAX_PATHS ||
+                  list_push_string(r, &l->readonly_paths, &l->nreadonly) < 0;
+            break;
+        case 3: {
+            struct agent_sysctl *sc;
+            bad = read_sub(r, wire, &sub) < 0 ||
+                  !(sc = grow((void **)&l->sysctls, &l->nsysctls, sizeof *sc, AGENT_MAX_PATHS)) ||
+                  decode_sysctl(&sub, sc) < 0;
+            break;
+        }
+        case 4:
+            l->has_seccomp = true;
+            bad = read_sub(r, wire, &sub) < 0 || decode_seccomp(&sub, &l->seccomp) < 0;
+            break;
+        default:
+            bad = pb_skip(r, wire) < 0;
+        }
+        if (bad)
+            return -1;
     }
     return rc;
 }
@@ -314,6 +610,16 @@ int agent_decode_create(const uint8_t *data, size_t len, struct create_container
             if (read_bool(&r, wire, &out->readonly_rootfs) < 0)
                 goto bad;
             break;
+        case 8:
+            out->has_linux = true;
+            if (read_sub(&r, wire, &sub) < 0 || decode_linux(&sub, &out->linux_sec) < 0)
+                goto bad;
+            break;
+        case 9:
+            out->has_mounts = true;
+            if (read_sub(&r, wire, &sub) < 0 || decode_mounts(&sub, out) < 0)
+                goto bad;
+            break;
         default:
             if (pb_skip(&r, wire) < 0)
                 goto bad;
@@ -334,6 +640,8 @@ static void disk_slot_free(struct disk_slot *s)
 
 static void process_free(struct agent_process *p)
 {
+    for (int i = 0; i < 5; i++)
+        list_free(p->caps.sets[i], p->caps.nsets[i]);
     list_free(p->args, p->nargs);
     list_free(p->env, p->nenv);
     free(p->cwd);
@@ -344,8 +652,48 @@ static void process_free(struct agent_process *p)
     memset(p, 0, sizeof *p);
 }
 
+void agent_seccomp_free(struct agent_seccomp *sc)
+{
+    free(sc->default_action);
+    list_free(sc->architectures, sc->narchitectures);
+    list_free(sc->flags, sc->nflags);
+    for (size_t i = 0; i < sc->nrules; i++) {
+        struct agent_seccomp_rule *rule = &sc->rules[i];
+        list_free(rule->names, rule->nnames);
+        free(rule->action);
+        for (size_t j = 0; j < rule->nargs; j++)
+            free(rule->args[j].op);
+        free(rule->args);
+    }
+    free(sc->rules);
+    memset(sc, 0, sizeof *sc);
+}
+
+static void linux_free(struct agent_linux *l)
+{
+    list_free(l->masked_paths, l->nmasked);
+    list_free(l->readonly_paths, l->nreadonly);
+    for (size_t i = 0; i < l->nsysctls; i++) {
+        free(l->sysctls[i].name);
+        free(l->sysctls[i].value);
+    }
+    free(l->sysctls);
+    agent_seccomp_free(&l->seccomp);
+    memset(l, 0, sizeof *l);
+}
+
 void agent_create_free(struct create_container_request *req)
 {
+    linux_free(&req->linux_sec);
+    for (size_t i = 0; i < req->nmounts; i++) {
+        struct agent_mount *m = &req->mounts[i];
+        free(m->destination);
+        free(m->type);
+        free(m->source);
+        free(m->data);
+        free(m->share_tag);
+    }
+    free(req->mounts);
     free(req->container_id);
     disk_slot_free(&req->image);
     disk_slot_free(&req->writable);

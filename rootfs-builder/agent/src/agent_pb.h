@@ -33,6 +33,13 @@ struct agent_rlimit {
     uint64_t soft;
 };
 
+/* Capability sets as names (protocol 1.2); mapped to numbers by security.c. */
+struct agent_caps {
+    char **sets[5]; /* bounding, effective, inheritable, permitted, ambient; NULL-terminated */
+    size_t nsets[5];
+};
+enum { CAPSET_BOUNDING, CAPSET_EFFECTIVE, CAPSET_INHERITABLE, CAPSET_PERMITTED, CAPSET_AMBIENT };
+
 struct agent_process {
     char **args; /* NULL-terminated */
     size_t nargs;
@@ -50,6 +57,81 @@ struct agent_process {
     bool has_console_size;
     uint32_t console_height;
     uint32_t console_width;
+    bool has_caps;
+    struct agent_caps caps;
+    bool has_umask;
+    uint32_t umask;
+};
+
+#define AGENT_MAX_MOUNTS 256
+#define AGENT_MAX_PATHS 1024      /* masked / read-only paths, sysctls */
+#define AGENT_MAX_SECCOMP_RULES 4096
+#define AGENT_MAX_SECCOMP_ARGS 6
+
+struct agent_host_file {
+    bool present;
+    const uint8_t *content; /* points into the request payload (valid during the request) */
+    size_t len;
+    uint32_t mode;
+    uint32_t uid;
+    uint32_t gid;
+};
+
+struct agent_mount {
+    char *destination;
+    char *type;
+    char *source;
+    uint64_t flags;
+    uint64_t propagation;
+    char *data;
+    bool recursive;
+    struct agent_host_file file;
+    char *share_tag; /* NULL: not a 9p share */
+};
+
+struct agent_sysctl {
+    char *name;
+    char *value;
+};
+
+struct agent_seccomp_arg {
+    uint32_t index;
+    uint64_t value;
+    uint64_t value_two;
+    char *op;
+};
+
+struct agent_seccomp_rule {
+    char **names; /* NULL-terminated */
+    size_t nnames;
+    char *action;
+    bool has_errno;
+    uint32_t errno_ret;
+    struct agent_seccomp_arg *args;
+    size_t nargs;
+};
+
+struct agent_seccomp {
+    char *default_action;
+    bool has_default_errno;
+    uint32_t default_errno;
+    char **architectures;
+    size_t narchitectures;
+    char **flags;
+    size_t nflags;
+    struct agent_seccomp_rule *rules;
+    size_t nrules;
+};
+
+struct agent_linux {
+    char **masked_paths;
+    size_t nmasked;
+    char **readonly_paths;
+    size_t nreadonly;
+    struct agent_sysctl *sysctls;
+    size_t nsysctls;
+    bool has_seccomp;
+    struct agent_seccomp seccomp;
 };
 
 struct stdio_streams {
@@ -67,6 +149,11 @@ struct create_container_request {
     struct stdio_streams stdio;
     char *hostname;
     bool readonly_rootfs;
+    bool has_linux;
+    struct agent_linux linux_sec;
+    bool has_mounts;
+    struct agent_mount *mounts;
+    size_t nmounts;
 };
 
 struct exec_process_request {
@@ -97,6 +184,7 @@ struct process_target {
 int agent_decode_handshake(const uint8_t *data, size_t len, struct handshake_request *out);
 int agent_decode_create(const uint8_t *data, size_t len, struct create_container_request *out);
 void agent_create_free(struct create_container_request *req);
+void agent_seccomp_free(struct agent_seccomp *sc);
 int agent_decode_exec(const uint8_t *data, size_t len, struct exec_process_request *out);
 void agent_exec_free(struct exec_process_request *req);
 int agent_decode_resize(const uint8_t *data, size_t len, struct resize_pty_request *out);

@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mounts.h"
+#include "security.h"
 #include "stdio_pump.h"
 
 #define CONTAINER_ROOT "/run/smolvm/c"
@@ -41,6 +43,8 @@ struct container {
     char image_dir[300];
     char disk_dir[300];
     char rootfs_dir[300];
+    char files_dir[300]; /* copies of the host files bind-mounted into the container */
+    struct seccomp_program seccomp; /* linux.seccomp, for the init process and every exec */
     unsigned mounted;
     struct process init;
     struct process *execs;
@@ -225,6 +229,15 @@ static void container_unmount(struct container *c)
     if (c->mounted & M_IMAGE)
         umount2(c->image_dir, MNT_DETACH);
     c->mounted = 0;
+    DIR *files = opendir(c->files_dir);
+    if (files) {
+        struct dirent *e;
+        while ((e = readdir(files)) != NULL)
+            if (e->d_name[0] != '.')
+                unlinkat(dirfd(files), e->d_name, 0);
+        closedir(files);
+        rmdir(c->files_dir);
+    }
     rmdir(c->rootfs_dir);
     rmdir(c->disk_dir);
     rmdir(c->image_dir);
@@ -290,10 +303,22 @@ static int container_mount(struct container *c, const struct create_container_re
             return -1;
         }
     }
+    if (!req->writable.read_only) {
+        /* The overlay's root takes the upper dir's mode and owner: give it the image root's
+         * (as runc's root is the image's own root dir), whatever made the disk. */
+        struct stat img_root;
+        if (stat(c->image_dir, &img_root) < 0 || chown(upper, img_root.st_uid, img_root.st_gid) < 0 ||
+            chmod(upper, img_root.st_mode & 07777) < 0) {
+            snprintf(err, errcap, "give the writable layer the image root's mode and owner: %s", strerror(errno));
+            return -1;
+        }
+    }
     char opts[1024];
     /* The ids allowed in paths exclude ',' and ':', the overlay option separators. */
     snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", c->image_dir, upper, work);
-    unsigned long flags = (req->readonly_rootfs || req->writable.read_only) ? MS_RDONLY : 0;
+    /* root.readonly is applied in the container after its mounts (their mount points may
+     * have to be made first), as runc does. */
+    unsigned long flags = req->writable.read_only ? MS_RDONLY : 0;
     if (mount("overlay", c->rootfs_dir, "overlay", flags, opts) < 0) {
         snprintf(err, errcap, "mount overlay (%s): %s", opts, strerror(errno));
         return -1;
@@ -309,6 +334,9 @@ struct child_ctx {
     /* Init process: the container's root to pivot into, and the request (hostname). */
     const struct create_container_request *create;
     const char *rootfs;
+    const char *files_dir;
+    /* The container's seccomp filter (insns NULL: none). */
+    const struct seccomp_program *seccomp;
     /* Exec: the container's mount, uts and ipc namespaces to join (the pid namespace was
      * chosen at clone); -1 otherwise. */
     int ns_fds[3];
@@ -333,38 +361,6 @@ static __attribute__((noreturn, format(printf, 2, 3))) void child_fail(int code,
         (void)w;
     }
     _exit(127);
-}
-
-static void child_mount(const char *src, const char *target, const char *fs, unsigned long flags,
-                        const char *data)
-{
-    if (mkdir(target, 0755) < 0 && errno != EEXIST)
-        child_fail(RPC_INTERNAL, "mkdir /%s in the rootfs: %s", target, strerror(errno));
-    if (mount(src, target, fs, flags, data) < 0)
-        child_fail(RPC_INTERNAL, "mount %s on /%s: %s", fs, target, strerror(errno));
-}
-
-static void child_setup_dev(void)
-{
-    child_mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
-    static const struct { const char *name; unsigned major, minor; } nodes[] = {
-        { "dev/null", 1, 3 }, { "dev/zero", 1, 5 }, { "dev/full", 1, 7 },
-        { "dev/random", 1, 8 }, { "dev/urandom", 1, 9 }, { "dev/tty", 5, 0 },
-    };
-    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
-        if (mknod(nodes[i].name, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0)
-            child_fail(RPC_INTERNAL, "mknod /%s: %s", nodes[i].name, strerror(errno));
-        chmod(nodes[i].name, 0666); /* umask-proof */
-    }
-    child_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
-    child_mount("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
-    static const char *const links[][2] = {
-        { "pts/ptmx", "dev/ptmx" }, { "/proc/self/fd", "dev/fd" }, { "/proc/self/fd/0", "dev/stdin" },
-        { "/proc/self/fd/1", "dev/stdout" }, { "/proc/self/fd/2", "dev/stderr" },
-    };
-    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
-        if (symlink(links[i][0], links[i][1]) < 0)
-            child_fail(RPC_INTERNAL, "symlink /%s: %s", links[i][1], strerror(errno));
 }
 
 static int rlimit_resource(const char *name)
@@ -484,16 +480,18 @@ static void child_setup_terminal(const struct agent_process *proc)
     close(5);
 }
 
-/* Init process only: mounts /proc, /dev, /sys in the container's root and pivots into it. */
+/* Init process only: makes the spec's mounts in the container's root, pivots into it, then
+ * hostname, sysctls, read-only and masked paths, read-only root. */
 static void child_enter_new_root(const struct child_ctx *ctx)
 {
+    char err[450];
+    int code;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         child_fail(RPC_INTERNAL, "make mounts private: %s", strerror(errno));
     if (chdir(ctx->rootfs) < 0)
         child_fail(RPC_INTERNAL, "chdir %s: %s", ctx->rootfs, strerror(errno));
-    child_mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    child_setup_dev();
-    child_mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    if ((code = mounts_apply(ctx->create, ctx->files_dir, err, sizeof err)) != RPC_OK)
+        child_fail(code, "%s", err);
     if (syscall(SYS_pivot_root, ".", ".") < 0)
         child_fail(RPC_INTERNAL, "pivot_root: %s", strerror(errno));
     if (umount2(".", MNT_DETACH) < 0)
@@ -503,6 +501,8 @@ static void child_enter_new_root(const struct child_ctx *ctx)
     const char *hostname = ctx->create->hostname;
     if (hostname && hostname[0] && sethostname(hostname, strlen(hostname)) < 0)
         child_fail(RPC_INVALID_ARGUMENT, "sethostname \"%s\": %s", hostname, strerror(errno));
+    if ((code = mounts_finish(ctx->create, err, sizeof err)) != RPC_OK)
+        child_fail(code, "%s", err);
 }
 
 static int child_main(void *arg)
@@ -575,6 +575,22 @@ static int child_main(void *arg)
     if (proc->terminal)
         child_setup_terminal(proc);
 
+    /* runc's order: bounding set (needs CAP_SETPCAP), seccomp without no_new_privs (needs
+     * CAP_SYS_ADMIN), the uid switch keeping the permitted set, then the capability sets,
+     * no_new_privs, and a seccomp filter under no_new_privs as late as possible. */
+    struct cap_masks caps;
+    int rc;
+    if (proc->has_caps) {
+        char err[300];
+        if (caps_resolve(&proc->caps, &caps, err, sizeof err) < 0)
+            child_fail(RPC_INVALID_ARGUMENT, "%s", err);
+        if ((rc = caps_apply_bounding(&caps)) < 0)
+            child_fail(RPC_INTERNAL, "capabilities: drop from the bounding set: %s", strerror(-rc));
+    }
+    if (!proc->no_new_privileges && (rc = seccomp_install(ctx->seccomp)) < 0)
+        child_fail(RPC_INTERNAL, "linux.seccomp: install the filter: %s", strerror(-rc));
+    if (proc->has_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        child_fail(RPC_INTERNAL, "capabilities: keep them across setuid: %s", strerror(errno));
     gid_t gids[AGENT_MAX_LIST];
     for (size_t i = 0; i < proc->ngids; i++)
         gids[i] = proc->gids[i];
@@ -584,10 +600,20 @@ static int child_main(void *arg)
         child_fail(RPC_INVALID_ARGUMENT, "setgid %u: %s", proc->gid, strerror(errno));
     if (setuid(proc->uid) < 0)
         child_fail(RPC_INVALID_ARGUMENT, "setuid %u: %s", proc->uid, strerror(errno));
+    if (proc->has_caps) {
+        if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+            child_fail(RPC_INTERNAL, "capabilities: PR_SET_KEEPCAPS: %s", strerror(errno));
+        if ((rc = caps_apply_sets(&caps)) < 0)
+            child_fail(RPC_INVALID_ARGUMENT, "capabilities: set effective/permitted/inheritable/ambient: %s",
+                       strerror(-rc));
+    }
     if (chdir(cwd) < 0)
         child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\") as uid %u: %s", cwd, proc->uid, strerror(errno));
+    umask(proc->has_umask ? (mode_t)(proc->umask & 0777) : 022);
     if (proc->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         child_fail(RPC_INTERNAL, "no_new_privs: %s", strerror(errno));
+    if (proc->no_new_privileges && (rc = seccomp_install(ctx->seccomp)) < 0)
+        child_fail(RPC_INTERNAL, "linux.seccomp: install the filter: %s", strerror(-rc));
 
     struct child_report ready;
     memset(&ready, 0, sizeof ready);
@@ -749,6 +775,7 @@ static void container_destroy(struct container *c)
     while (c->execs)
         exec_destroy(c->execs);
     container_unmount(c);
+    seccomp_program_free(&c->seccomp);
     for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
@@ -763,6 +790,16 @@ static void container_destroy(struct container *c)
 /* A process whose creation failed: an exec goes alone, an init process takes its container. */
 static void destroy_failed_process(struct process *p)
 {
+    /* The child reported its failure and is exiting (or is blocked before exec): kill and reap
+     * it here, so that nothing of it — not even a zombie in ListProcesses — outlives the
+     * answer, which the event loop sends only after this returns. */
+    if (p->pid > 0 && !p->exited) {
+        kill(p->pid, SIGKILL);
+        int status;
+        while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        p->exited = true;
+    }
     if (p->exec_id)
         exec_destroy(p);
     else
@@ -942,8 +979,19 @@ static const char *validate_create(const struct create_container_request *req, i
         snprintf(msg, sizeof msg, "container \"%s\": process args must not be empty", id);
         return msg;
     }
-    char who[200];
+    char who[200], err[450];
     snprintf(who, sizeof who, "container \"%s\"", id);
+    int rc = mounts_validate(req, err, sizeof err);
+    if (rc != RPC_OK) {
+        *code = rc;
+        snprintf(msg, sizeof msg, "%s: %s", who, err);
+        return msg;
+    }
+    struct cap_masks caps;
+    if (req->process.has_caps && caps_resolve(&req->process.caps, &caps, err, sizeof err) < 0) {
+        snprintf(msg, sizeof msg, "%s: %s", who, err);
+        return msg;
+    }
     return validate_stdio(who, &req->stdio, req->process.terminal, msg, sizeof msg);
 }
 
@@ -965,6 +1013,7 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
     snprintf(c->image_dir, sizeof c->image_dir, "%s/image", c->dir);
     snprintf(c->disk_dir, sizeof c->disk_dir, "%s/disk", c->dir);
     snprintf(c->rootfs_dir, sizeof c->rootfs_dir, "%s/rootfs", c->dir);
+    snprintf(c->files_dir, sizeof c->files_dir, "%s/files", c->dir);
     struct process *p = &c->init;
     process_init_fields(p, c);
     p->terminal = req->process.terminal;
@@ -972,7 +1021,14 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
     g_containers = c;
 
     char err[600];
-    if (container_mount(c, req, &code, err, sizeof err) < 0) {
+    if (req->has_linux && req->linux_sec.has_seccomp &&
+        seccomp_compile(&req->linux_sec.seccomp, &c->seccomp, err, sizeof err) < 0) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "container \"%s\": %s", c->id, err);
+        container_destroy(c);
+        return;
+    }
+    if (container_mount(c, req, &code, err, sizeof err) < 0 ||
+        (code = mounts_write_files(req, c->files_dir, err, sizeof err)) != RPC_OK) {
         agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
         container_destroy(c);
         return;
@@ -981,6 +1037,8 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
         .proc = &req->process,
         .create = req,
         .rootfs = c->rootfs_dir,
+        .files_dir = c->files_dir,
+        .seccomp = &c->seccomp,
         .ns_fds = { -1, -1, -1 },
     };
     if (spawn_process(gen, sid, p, &ctx, &req->stdio,
@@ -1037,6 +1095,12 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
         agent_respond(gen, sid, WQ_CONTROL, RPC_INVALID_ARGUMENT, msg, NULL);
         return;
     }
+    struct cap_masks caps;
+    char cap_err[300];
+    if (req->process.has_caps && caps_resolve(&req->process.caps, &caps, cap_err, sizeof cap_err) < 0) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: %s", who, cap_err);
+        return;
+    }
     /* The namespaces of the container's init process: pid (for clone), ipc, uts, mount. */
     static const char *const ns_names[4] = { "pid", "ipc", "uts", "mnt" };
     int ns[4] = { -1, -1, -1, -1 };
@@ -1070,6 +1134,8 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
         .proc = &req->process,
         .create = NULL,
         .rootfs = NULL,
+        .files_dir = NULL,
+        .seccomp = &c->seccomp,
         .ns_fds = { ns[1], ns[2], ns[3] },
     };
     int rc = spawn_process(gen, sid, p, &ctx, &req->stdio, 0, ns[0]);

@@ -8,8 +8,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
 #include "agent_pb.h"
 #include "pb.h"
+#include "security.h"
 #include "ttrpc.h"
 
 static int failures;
@@ -355,6 +360,227 @@ static void test_create(void)
     pb_writer_free(&w);
 }
 
+/* A CreateContainerRequest with the protocol 1.2 fields: capabilities, umask, linux, mounts. */
+static void build_create_oci(pb_writer *w)
+{
+    pb_writer slot, proc, caps, lin, sc, rule, arg, mounts, mount, file, sysctl;
+    pb_writer_init(w);
+    pb_put_string_field(w, 1, "oci");
+    pb_writer_init(&slot);
+    pb_put_string_field(&slot, 1, "slot0");
+    pb_put_message_field(w, 2, &slot);
+    pb_writer_free(&slot);
+    pb_writer_init(&proc);
+    pb_put_string_field(&proc, 1, "true");
+    pb_writer_init(&caps);
+    pb_put_string_field(&caps, 1, "CAP_CHOWN");
+    pb_put_string_field(&caps, 1, "CAP_KILL");
+    pb_put_string_field(&caps, 5, "CAP_KILL");
+    pb_put_message_field(&proc, 9, &caps);
+    pb_writer_free(&caps);
+    pb_put_tag(&proc, 10, PB_WIRE_VARINT); /* umask 0: present even though zero */
+    pb_put_varint(&proc, 0);
+    pb_put_message_field(w, 4, &proc);
+    pb_writer_free(&proc);
+
+    pb_writer_init(&lin);
+    pb_put_string_field(&lin, 1, "/proc/kcore");
+    pb_put_string_field(&lin, 2, "/proc/sys");
+    pb_writer_init(&sysctl);
+    pb_put_string_field(&sysctl, 1, "net.ipv4.ip_forward");
+    pb_put_string_field(&sysctl, 2, "1");
+    pb_put_message_field(&lin, 3, &sysctl);
+    pb_writer_free(&sysctl);
+    pb_writer_init(&sc);
+    pb_put_string_field(&sc, 1, "SCMP_ACT_ERRNO");
+    pb_put_uint_field(&sc, 2, 38);
+    pb_put_string_field(&sc, 3, "SCMP_ARCH_X86_64");
+    pb_writer_init(&rule);
+    pb_put_string_field(&rule, 1, "read");
+    pb_put_string_field(&rule, 2, "SCMP_ACT_ALLOW");
+    pb_writer_init(&arg);
+    pb_put_uint_field(&arg, 1, 2);
+    pb_put_uint_field(&arg, 2, UINT64_MAX);
+    pb_put_string_field(&arg, 4, "SCMP_CMP_LE");
+    pb_put_message_field(&rule, 4, &arg);
+    pb_writer_free(&arg);
+    pb_put_message_field(&sc, 5, &rule);
+    pb_writer_free(&rule);
+    pb_put_message_field(&lin, 4, &sc);
+    pb_writer_free(&sc);
+    pb_put_message_field(w, 8, &lin);
+    pb_writer_free(&lin);
+
+    pb_writer_init(&mounts);
+    pb_writer_init(&mount);
+    pb_put_string_field(&mount, 1, "/etc/hosts");
+    pb_put_string_field(&mount, 2, "bind");
+    pb_put_uint_field(&mount, 4, 1);
+    pb_writer_init(&file);
+    pb_put_bytes_field(&file, 1, "127.0.0.1 x\n", 12);
+    pb_put_uint_field(&file, 2, 0644);
+    pb_put_message_field(&mount, 8, &file);
+    pb_writer_free(&file);
+    pb_put_message_field(&mounts, 1, &mount);
+    pb_writer_free(&mount);
+    pb_writer_init(&mount);
+    pb_put_string_field(&mount, 1, "/data");
+    pb_put_string_field(&mount, 2, "bind");
+    pb_put_string_field(&mount, 9, "smolvm9p0");
+    pb_put_message_field(&mounts, 1, &mount);
+    pb_writer_free(&mount);
+    pb_put_message_field(w, 9, &mounts);
+    pb_writer_free(&mounts);
+}
+
+static void test_create_oci(void)
+{
+    pb_writer w;
+    build_create_oci(&w);
+    struct create_container_request req;
+    CHECK(agent_decode_create(w.buf, w.len, &req) == 0);
+    CHECK(req.process.has_caps && req.process.caps.nsets[CAPSET_BOUNDING] == 2 &&
+          strcmp(req.process.caps.sets[CAPSET_AMBIENT][0], "CAP_KILL") == 0 && req.process.caps.nsets[CAPSET_EFFECTIVE] == 0);
+    CHECK(req.process.has_umask && req.process.umask == 0);
+    CHECK(req.has_linux && req.linux_sec.nmasked == 1 && req.linux_sec.nreadonly == 1 && req.linux_sec.nsysctls == 1);
+    CHECK(strcmp(req.linux_sec.sysctls[0].name, "net.ipv4.ip_forward") == 0 && strcmp(req.linux_sec.sysctls[0].value, "1") == 0);
+    CHECK(req.linux_sec.has_seccomp && req.linux_sec.seccomp.has_default_errno && req.linux_sec.seccomp.default_errno == 38);
+    CHECK(req.linux_sec.seccomp.nrules == 1 && req.linux_sec.seccomp.rules[0].nargs == 1 &&
+          req.linux_sec.seccomp.rules[0].args[0].value == UINT64_MAX && req.linux_sec.seccomp.rules[0].args[0].index == 2);
+    CHECK(req.has_mounts && req.nmounts == 2 && req.mounts[0].file.present && req.mounts[0].file.len == 12 &&
+          req.mounts[0].flags == 1 && req.mounts[0].file.mode == 0644 && !req.mounts[0].share_tag);
+    CHECK(!req.mounts[1].file.present && strcmp(req.mounts[1].share_tag, "smolvm9p0") == 0);
+    struct seccomp_program prog;
+    char err[300];
+    CHECK(seccomp_compile(&req.linux_sec.seccomp, &prog, err, sizeof err) == 0 && prog.len > 6);
+    seccomp_program_free(&prog);
+    struct cap_masks masks;
+    CHECK(caps_resolve(&req.process.caps, &masks, err, sizeof err) == 0 && masks.sets[CAPSET_BOUNDING] == ((1ull << 0) | (1ull << 5)));
+    agent_create_free(&req);
+
+    int failed = 0;
+    for (size_t cut = 0; cut < w.len; cut++) {
+        uint8_t *copy = malloc(cut ? cut : 1);
+        memcpy(copy, w.buf, cut);
+        if (agent_decode_create(copy, cut, &req) < 0)
+            failed++;
+        else
+            agent_create_free(&req);
+        free(copy);
+    }
+    CHECK(failed > 0);
+    for (size_t i = 0; i < w.len; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            uint8_t *copy = malloc(w.len);
+            memcpy(copy, w.buf, w.len);
+            copy[i] ^= (uint8_t)(1 << bit);
+            if (agent_decode_create(copy, w.len, &req) == 0)
+                agent_create_free(&req);
+            free(copy);
+        }
+    }
+    pb_writer_free(&w);
+}
+
+/* Runs `calls` syscalls in a child under the filter; returns each one's errno (0: success) in out. */
+static int run_filtered(const struct seccomp_program *prog, const uint64_t (*args)[2], size_t n, int *out)
+{
+    int pipefd[2];
+    if (pipe(pipefd) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || seccomp_install(prog) < 0)
+            _exit(2);
+        int results[64];
+        for (size_t i = 0; i < n; i++) {
+            long rc = syscall(SYS_getpriority, (long)args[i][0], (long)args[i][1]);
+            results[i] = rc < 0 ? errno : 0;
+        }
+        ssize_t wr = write(pipefd[1], results, n * sizeof results[0]);
+        _exit(wr == (ssize_t)(n * sizeof results[0]) ? 0 : 3);
+    }
+    close(pipefd[1]);
+    ssize_t got = read(pipefd[0], out, n * sizeof *out);
+    close(pipefd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return got == (ssize_t)(n * sizeof *out) && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* The compiled filter against the kernel: every comparison operator across the 32-bit halves. */
+static void test_seccomp(void)
+{
+    static const char *const ops[] = { "SCMP_CMP_EQ", "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE",
+                                       "SCMP_CMP_GT", "SCMP_CMP_GE", "SCMP_CMP_MASKED_EQ" };
+    const uint64_t v = 0x100000005ull;
+    static const uint64_t probes[] = { 0, 5, 0x100000004ull, 0x100000005ull, 0x100000006ull, 0x200000000ull,
+                                       0xffffffffull, 0x0500000005ull, UINT64_MAX };
+    const size_t nprobes = sizeof probes / sizeof probes[0];
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+        char *names[] = { "getpriority", "no_such_syscall", NULL };
+        struct agent_seccomp_arg arg = { .index = 1, .value = o == 6 ? 0xff000000ffull : v, .value_two = 0x0500000005ull,
+                                         .op = (char *)ops[o] };
+        struct agent_seccomp_rule rule = { .names = names, .nnames = 2, .action = "SCMP_ACT_ERRNO", .has_errno = true,
+                                           .errno_ret = 77, .args = &arg, .nargs = 1 };
+        char *arches[] = { "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", NULL };
+        struct agent_seccomp sc = { .default_action = "SCMP_ACT_ALLOW", .architectures = arches, .narchitectures = 2,
+                                    .rules = &rule, .nrules = 1 };
+        struct seccomp_program prog;
+        char err[300];
+        CHECK(seccomp_compile(&sc, &prog, err, sizeof err) == 0);
+        uint64_t calls[16][2];
+        for (size_t i = 0; i < nprobes; i++) {
+            calls[i][0] = 0; /* PRIO_PROCESS */
+            calls[i][1] = probes[i];
+        }
+        int got[16];
+        CHECK(run_filtered(&prog, (const uint64_t(*)[2])calls, nprobes, got) == 0);
+        for (size_t i = 0; i < nprobes; i++) {
+            uint64_t a = probes[i];
+            bool match = o == 0 ? a == v : o == 1 ? a != v : o == 2 ? a < v : o == 3 ? a <= v : o == 4 ? a > v
+                       : o == 5 ? a >= v : (a & 0xff000000ffull) == 0x0500000005ull;
+            if ((got[i] == 77) != match) {
+                fprintf(stderr, "seccomp %s: arg 0x%llx: errno %d, want match=%d\n", ops[o], (unsigned long long)a, got[i],
+                        match);
+                CHECK(0);
+            }
+        }
+        seccomp_program_free(&prog);
+    }
+
+    /* Two conditions on one index: OR (runc); on different indexes: AND. */
+    char *names[] = { "getpriority", NULL };
+    struct agent_seccomp_arg same[2] = { { .index = 1, .value = 1, .op = "SCMP_CMP_EQ" }, { .index = 1, .value = 2, .op = "SCMP_CMP_EQ" } };
+    struct agent_seccomp_arg diff[2] = { { .index = 0, .value = 0, .op = "SCMP_CMP_EQ" }, { .index = 1, .value = 3, .op = "SCMP_CMP_EQ" } };
+    struct agent_seccomp_rule rules[2] = {
+        { .names = names, .nnames = 1, .action = "SCMP_ACT_ERRNO", .has_errno = true, .errno_ret = 71, .args = same, .nargs = 2 },
+        { .names = names, .nnames = 1, .action = "SCMP_ACT_ERRNO", .has_errno = true, .errno_ret = 72, .args = diff, .nargs = 2 },
+    };
+    struct agent_seccomp sc = { .default_action = "SCMP_ACT_ALLOW", .rules = rules, .nrules = 2 };
+    struct seccomp_program prog;
+    char err[300];
+    CHECK(seccomp_compile(&sc, &prog, err, sizeof err) == 0);
+    const uint64_t calls[5][2] = { { 0, 1 }, { 0, 2 }, { 0, 3 }, { 1, 3 }, { 0, 4 } };
+    int got[5];
+    CHECK(run_filtered(&prog, calls, 5, got) == 0);
+    CHECK(got[0] == 71 && got[1] == 71 && got[2] == 72 && got[3] != 72 && got[3] != 71 && got[4] != 71 && got[4] != 72);
+    seccomp_program_free(&prog);
+
+    /* Bad input: clear errors. */
+    struct agent_seccomp bad = { .default_action = "SCMP_ACT_NOPE" };
+    CHECK(seccomp_compile(&bad, &prog, err, sizeof err) < 0 && strstr(err, "SCMP_ACT_NOPE"));
+    struct agent_seccomp notify = { .default_action = "SCMP_ACT_NOTIFY" };
+    CHECK(seccomp_compile(&notify, &prog, err, sizeof err) < 0 && strstr(err, "NOTIFY"));
+    struct agent_seccomp_arg badarg = { .index = 6, .op = "SCMP_CMP_EQ" };
+    struct agent_seccomp_rule badrule = { .names = names, .nnames = 1, .action = "SCMP_ACT_ALLOW", .args = &badarg, .nargs = 1 };
+    struct agent_seccomp badidx = { .default_action = "SCMP_ACT_ALLOW", .rules = &badrule, .nrules = 1 };
+    CHECK(seccomp_compile(&badidx, &prog, err, sizeof err) < 0 && strstr(err, "index 6"));
+    CHECK(syscall_from_name("read") == 0 && syscall_from_name("openat2") == 437 && syscall_from_name("nope") < 0);
+    CHECK(cap_from_name("CAP_CHOWN") == 0 && cap_from_name("CAP_CHECKPOINT_RESTORE") == 40 && cap_from_name("CAP_X") < 0);
+}
+
 static void test_target_and_handshake(void)
 {
     pb_writer w;
@@ -448,7 +674,7 @@ static void test_fuzz(void)
             buf[i] = (uint8_t)rand();
         /* Bias toward valid tags so nested decoders are reached. */
         if (n > 2 && iter % 2)
-            buf[0] = (uint8_t)((1 + rand() % 7) << 3 | 2);
+            buf[0] = (uint8_t)((1 + rand() % 9) << 3 | 2);
         struct create_container_request c;
         if (agent_decode_create(buf, n, &c) == 0)
             agent_create_free(&c);
@@ -544,6 +770,8 @@ int main(void)
     test_reader();
     test_request();
     test_create();
+    test_create_oci();
+    test_seccomp();
     test_target_and_handshake();
     test_exec_and_resize();
     test_fuzz();

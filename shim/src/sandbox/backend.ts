@@ -16,6 +16,13 @@ export interface DiskSlot {
   readOnly: boolean;
 }
 
+/** A host directory exported to the guest (virtio-9p), found there by its mount tag. */
+export interface DirShare {
+  tag: string;
+  hostPath: string;
+  readOnly: boolean;
+}
+
 export interface VmConfig {
   /** Short id, used in process names and paths. */
   vmId: string;
@@ -27,6 +34,8 @@ export interface VmConfig {
   memoryMiB: number;
   vcpus: number;
   slots: DiskSlot[];
+  /** Host directories for bind mounts; only backends with `supportsDirShares`. */
+  shares?: DirShare[];
 }
 
 export interface VmExit {
@@ -49,12 +58,18 @@ export interface VmInstance {
   diagnostics(): string;
   /** Kills the VMM and waits for it to be gone. Idempotent. */
   kill(): Promise<void>;
+  /** Stops every vCPU: nothing in the guest makes progress until `resume`. */
+  pause(): Promise<void>;
+  /** Lets a paused VM run again. */
+  resume(): Promise<void>;
 }
 
 export interface Backend {
   readonly name: BackendName;
   /** Kernel arguments this backend needs, the same for every VM it boots. */
   readonly kernelArgs: string;
+  /** Whether VmConfig.shares (host directories over virtio-9p) can be served. */
+  readonly supportsDirShares: boolean;
   boot(config: VmConfig, log: Logger): Promise<VmInstance>;
 }
 

@@ -6,10 +6,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient } from '../agent/client';
 import type { Paths } from '../config/paths';
-import { RpcError } from '../errdefs';
+import { invalidArgument, RpcError } from '../errdefs';
 import type { Logger } from '../log';
 import { removeQuietly } from '../util/fsutil';
-import type { Backend, DiskSlot, VmInstance } from './backend';
+import type { Backend, DirShare, DiskSlot, VmConfig, VmInstance } from './backend';
 import { guestArtifacts } from './guest';
 
 export interface SandboxOptions {
@@ -24,7 +24,12 @@ export interface SandboxOptions {
   onVmStarted?: (vm: VmInstance) => void;
   /** Time for the guest to boot and answer the handshake. */
   bootTimeoutMs?: number;
+  /** Host directories to export over virtio-9p (fixed at boot, like the disk slots). Only
+   *  the tcg backend has a 9p device: elsewhere they are refused, naming the mount. */
+  sharedDirs?: (DirShare & { destination: string })[];
 }
+
+/** Backends that export host directories to the guest (QEMU's virtio-9p-device). */
 
 export class Sandbox {
   private destroyed: Promise<void> | null = null;
@@ -43,6 +48,10 @@ export class Sandbox {
   }
 
   static async boot(opts: SandboxOptions): Promise<Sandbox> {
+    const shares = opts.sharedDirs ?? [];
+    if (shares.length > 0 && !opts.backend.supportsDirShares) {
+      throw invalidArgument(`mount ${shares[0]!.destination}: bind mounts of host directories (here ${shares[0]!.hostPath}) need virtio-9p, which the ${opts.backend.name} backend does not have yet; use the tcg backend`);
+    }
     const vmId = randomBytes(6).toString('hex');
     const dir = Sandbox.vmDir(opts.paths, vmId);
     const log = opts.log.child({ vm: vmId });
@@ -51,11 +60,13 @@ export class Sandbox {
     try {
       const [guest, slots] = await Promise.all([guestArtifacts(opts.paths.cacheDir), opts.prepareSlots(dir)]);
       const started = Date.now();
-      vm = await opts.backend.boot({
+      const config: VmConfig = {
         vmId, dir,
         kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: `${guest.cmdline} ${opts.backend.kernelArgs}`.trim(),
         memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, slots,
-      }, log);
+        shares: shares.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
+      };
+      vm = await opts.backend.boot(config, log);
       opts.onVmStarted?.(vm);
       const bootTimeout = opts.bootTimeoutMs ?? 60_000;
       const channel = await vm.connectAgent(bootTimeout);

@@ -6,8 +6,10 @@ import { createWritableDisk, ensureImage, type RootfsSource } from '../../../roo
 import type { ProcessIo, ProcessStdio } from '../agent/client';
 import type { Paths } from '../config/paths';
 import { alreadyExists, Code, failedPrecondition, notFound, RpcError } from '../errdefs';
+import { AGENT_PROTOCOL_MINOR_OCI } from '../oci/protocol';
 import type { Process as AgentProcess } from '../gen/smolvm/agent';
 import type { Logger } from '../log';
+import { guestCapabilities, guestContainerConfig } from '../oci/guest-config';
 import type { OciProcess, OciSpec } from '../oci/spec';
 import type { Backend, DiskSlot, VmInstance } from '../sandbox/backend';
 import { Sandbox } from '../sandbox/sandbox';
@@ -49,8 +51,13 @@ function toUint64(n: number): bigint {
   return b > UINT64_MAX ? UINT64_MAX : b;
 }
 
-export function agentProcess(proc: OciProcess, terminal = proc.terminal ?? false): AgentProcess {
+/** The OCI process for the agent; `where` names it in errors (bad capability names). */
+export function agentProcess(proc: OciProcess, terminal = proc.terminal ?? false, where = 'process'): AgentProcess {
   const size = proc.consoleSize;
+  const umask = proc.user.umask;
+  if (umask !== undefined && !(Number.isInteger(umask) && umask >= 0 && umask <= 0o777)) {
+    throw new RpcError(Code.InvalidArgument, `${where}: process.user.umask must be 0-0777`);
+  }
   return {
     args: proc.args ?? [],
     env: proc.env ?? [],
@@ -60,6 +67,8 @@ export function agentProcess(proc: OciProcess, terminal = proc.terminal ?? false
     rlimits: (proc.rlimits ?? []).map((r) => ({ type: r.type, hard: toUint64(r.hard), soft: toUint64(r.soft) })),
     noNewPrivileges: proc.noNewPrivileges ?? false,
     consoleSize: terminal && size ? { height: clampUint16(size.height), width: clampUint16(size.width) } : undefined,
+    capabilities: guestCapabilities(proc, where),
+    umask,
   };
 }
 
@@ -107,8 +116,12 @@ export class Container {
     const { id, spec, log } = opts;
     if (!spec.process) throw new RpcError(3, `container ${id}: config.json has no process`);
     const terminal = opts.terminal ?? spec.process.terminal ?? false;
+    // Everything the guest will apply is checked (and host files read) before a VM exists.
+    const guestConfig = guestContainerConfig(spec, id);
+    const initSpec = agentProcess(spec.process, terminal, `container ${id}`);
     let vmDirSeen = '';
     const sandbox = await Sandbox.boot({
+      sharedDirs: guestConfig.shares,
       backend: opts.backend,
       paths: opts.paths,
       memoryMiB: opts.memoryMiB,
@@ -130,13 +143,19 @@ export class Container {
       onVmStarted: (vm) => opts.onVmStarted?.(vm, vmDirSeen),
     });
     try {
+      if (sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
+        // An older agent would ignore the security settings and mounts: refuse instead.
+        throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
+      }
       const created = await sandbox.agent.createContainer({
         containerId: id,
         image: { serial: IMAGE_SLOT, fsType: 'erofs', readOnly: true },
         writable: { serial: WRITABLE_SLOT, fsType: 'ext4', readOnly: false },
-        process: agentProcess(spec.process, terminal),
+        process: initSpec,
         hostname: spec.hostname ?? '',
         readonlyRootfs: spec.root?.readonly ?? false,
+        linux: guestConfig.linux,
+        mounts: guestConfig.mounts,
       }, opts.stdio);
       const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
       container.initProcess.watchExit();
@@ -171,7 +190,7 @@ export class Container {
     if (this.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
     this.pendingExecs.add(execId);
     try {
-      const created = await this.sandbox.agent.execProcess(this.id, execId, agentProcess(options.process, options.terminal), options.stdio);
+      const created = await this.sandbox.agent.execProcess(this.id, execId, agentProcess(options.process, options.terminal, what), options.stdio);
       const exec = new GuestProcess({
         agent: this.sandbox.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
         terminal: options.terminal, log: this.opts.log.child({ exec: execId }),

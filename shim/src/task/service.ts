@@ -6,18 +6,18 @@ import type { RootfsSource } from '../../../rootfs-builder/image';
 import type { Paths } from '../config/paths';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
 import type { EventPublisher } from '../events/publisher';
-import { taskCreate, taskDelete, taskExecAdded, taskExecStarted, taskExit, taskStart, Topics } from '../events/topics';
+import { taskCreate, taskDelete, taskExecAdded, taskExecStarted, taskExit, taskPaused, taskResumed, taskStart, Topics } from '../events/topics';
 import { Status } from '../gen/containerd/types/task/task';
 import type {
   CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-  DeleteResponse, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse, ResizePtyRequest, ShutdownRequest,
+  DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
   StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
 } from '../gen/containerd/task/v2/shim';
 import type { Empty } from '../gen/google/protobuf/empty';
 import type { Logger } from '../log';
 import { loadBundleSpec } from '../oci/spec';
 import type { Backend } from '../sandbox/backend';
-import { openHostStdio, type HostStdio } from '../stdio/fifo';
+import { openHostStdio, type HostStdio } from '../stdio/host-stdio';
 import { StateStore, validateId, type ContainerState } from '../state/store';
 import { toTimestamp } from '../util/time';
 import { Container } from './container';
@@ -69,12 +69,25 @@ const statusCode: Record<ProcessStatus, Status> = {
   stopped: Status.STOPPED,
 };
 
+const SIGKILL = 9;
+
+/** A container whose whole VM is paused (or being paused): no process in it makes progress. */
+interface PauseRecord {
+  state: 'pausing' | 'paused';
+  /** Signals sent while paused wait for Resume, as for a frozen cgroup: delivered in order. */
+  pendingSignals: Array<{ execId: string; signal: number; all: boolean }>;
+}
+
 export class TaskService {
   private readonly entries = new Map<string, Entry>();
   /** Ids whose Create is in progress: a second Create for one of them is AlreadyExists. */
   private readonly creating = new Set<string>();
   private readonly store: StateStore;
   private shuttingDown = false;
+  /** Containers whose VM is paused, by id (Pause/Resume; see pause()). */
+  private readonly pauses = new Map<string, PauseRecord>();
+  /** Pause, Resume and a kill that resumes run one at a time per container. */
+  private readonly pauseQueues = new Map<string, Promise<unknown>>();
 
   constructor(private readonly opts: TaskServiceOptions) {
     this.store = new StateStore(opts.paths.stateDir);
@@ -131,7 +144,10 @@ export class TaskService {
       const rootfs: RootfsSource = req.rootfs.length > 0
         ? { kind: 'mounts', mounts: req.rootfs }
         : { kind: 'dir', path: path.resolve(req.bundle, spec.root?.path ?? 'rootfs') };
-      stdio = openHostStdio({ stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal || !!spec.process.terminal });
+      stdio = await openHostStdio(
+        { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal || !!spec.process.terminal },
+        { containerId: id, namespace: this.opts.namespace },
+      );
       const hostStdio = stdio;
       const ident = { id, bundle: req.bundle };
       this.persist(ident, 'creating', null, null);
@@ -166,6 +182,7 @@ export class TaskService {
       return { pid: container.pid };
     } catch (err) {
       stdio?.close();
+      await stdio?.closed;
       this.store.remove(this.opts.namespace, id);
       log.error('create failed', { error: (err as Error).message });
       // Every error names the container (errdefs codes are kept).
@@ -200,14 +217,14 @@ export class TaskService {
       const x = this.execEntry(e, req.execId);
       const exit = x.process.state.exit;
       return {
-        id: x.execId, bundle: e.bundle, pid: e.container.pid, status: statusCode[x.process.state.status],
+        id: x.execId, bundle: e.bundle, pid: e.container.pid, status: this.statusOf(e, x.process.state.status),
         stdin: x.request.stdin, stdout: x.request.stdout, stderr: x.request.stderr, terminal: x.process.terminal,
         exitStatus: exit?.exitStatus ?? 0, exitedAt: exit ? toTimestamp(exit.exitedAt) : undefined, execId: x.execId,
       };
     }
     const exit = e.container.init.exit;
     return {
-      id: e.id, bundle: e.bundle, pid: e.container.pid, status: statusCode[e.container.init.status],
+      id: e.id, bundle: e.bundle, pid: e.container.pid, status: this.statusOf(e, e.container.init.status),
       stdin: e.request.stdin, stdout: e.request.stdout, stderr: e.request.stderr, terminal: e.request.terminal,
       exitStatus: exit?.exitStatus ?? 0, exitedAt: exit ? toTimestamp(exit.exitedAt) : undefined, execId: req.execId,
     };
@@ -223,6 +240,7 @@ export class TaskService {
     const e = this.entry(req.id);
     const target = this.process(e, req.execId);
     if (req.signal <= 0 || req.signal > 64) throw invalidArgument(`container ${req.id}: invalid signal ${req.signal}`);
+    if (this.pauses.has(e.id)) return this.killPaused(e, req, target);
     await target.kill(req.signal, req.all);
     return {};
   }
@@ -231,11 +249,16 @@ export class TaskService {
     const e = this.entry(req.id);
     if (req.execId) return this.deleteExec(e, req.execId);
     const status = e.container.init.status;
+    if (status === 'running' && this.pauses.has(e.id)) throw failedPrecondition(`container ${req.id}: cannot delete a paused task; kill or resume it first`);
     if (status === 'running') throw failedPrecondition(`container ${req.id}: cannot delete a running task; kill it first`);
     e.deleted = true;
+    this.pauses.delete(e.id);
     await e.container.destroy();
+    const execStdio = [...e.execs.values()].map((x) => x.stdio);
     e.stdio.close();
     this.closeExecs(e);
+    // A binary:// logger is gone before Delete answers (nothing is left behind).
+    await Promise.all([e.stdio.closed, ...execStdio.map((s) => s.closed)]);
     this.entries.delete(e.id);
     this.store.remove(this.opts.namespace, e.id);
     const exit = e.container.init.exit!;
@@ -256,6 +279,7 @@ export class TaskService {
     x.deleted = true;
     await e.container.removeExec(execId);
     x.stdio.close();
+    await x.stdio.closed;
     e.execs.delete(execId);
     const exit = x.process.state.exit!;
     this.opts.log.info('exec deleted', { id: e.id, exec: execId });
@@ -284,9 +308,14 @@ export class TaskService {
     }
     if (e.execs.has(execId)) throw alreadyExists(`${what}: exec id already exists`);
     if (e.deleted || e.container.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
+    if (this.pauses.has(e.id)) throw failedPrecondition(`${what}: container is paused; resume it first`);
     const spec = parseExecProcessSpec(req.spec, what);
     const terminal = req.terminal || !!spec.terminal;
-    const stdio = openHostStdio({ stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal });
+    const stdio = await openHostStdio(
+      { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal },
+      // A binary:// logger of an exec sees the exec id as CONTAINER_ID, as with runc's shim.
+      { containerId: execId, namespace: this.opts.namespace },
+    );
     let x: ExecEntry | undefined;
     try {
       const process = await e.container.exec(execId, {
@@ -302,6 +331,7 @@ export class TaskService {
       x = { execId, request: req, process, stdio, deleted: false };
     } catch (err) {
       stdio.close();
+      await stdio.closed;
       if (err instanceof Error && !err.message.includes(`container ${e.id}`)) err.message = `${what}: ${err.message}`;
       throw err;
     }
@@ -325,6 +355,8 @@ export class TaskService {
 
   async pids(req: PidsRequest): Promise<PidsResponse> {
     const e = this.entry(req.id);
+    // The guest agent is frozen with the VM: it cannot list its processes.
+    if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot list the processes of a paused task; resume it first`);
     const pids = await e.container.guestPids();
     return { processes: pids.map((pid) => ({ pid, info: undefined })) };
   }
@@ -361,17 +393,118 @@ export class TaskService {
     this.shuttingDown = true;
     await Promise.all([...this.entries.values()].map(async (e) => {
       e.deleted = true;
+      this.pauses.delete(e.id);
       await e.container.destroy().catch(() => undefined);
+      const execStdio = [...e.execs.values()].map((x) => x.stdio);
       e.stdio.close();
       this.closeExecs(e);
+      await Promise.all([e.stdio.closed, ...execStdio.map((s) => s.closed)]);
       this.store.remove(this.opts.namespace, e.id);
     }));
     this.entries.clear();
   }
 
+  /** RUNNING becomes PAUSING/PAUSED while the VM is paused; an exit (STOPPED) always wins. */
+  private statusOf(e: Entry, status: ProcessStatus): Status {
+    const paused = status === 'running' ? this.pauses.get(e.id) : undefined;
+    if (paused) return paused.state === 'paused' ? Status.PAUSED : Status.PAUSING;
+    return statusCode[status];
+  }
+
+  private serializePause<T>(id: string, work: () => Promise<T>): Promise<T> {
+    const run = (this.pauseQueues.get(id) ?? Promise.resolve()).then(work);
+    const tail = run.catch(() => undefined);
+    this.pauseQueues.set(id, tail);
+    void tail.then(() => { if (this.pauseQueues.get(id) === tail) this.pauseQueues.delete(id); });
+    return run;
+  }
+
+  /**
+   * Pause stops the whole VM (QMP `stop` on tcg, the VMM's pause on kvm): every process of the
+   * container stops making progress, and so does the guest agent. Pausing a paused task is
+   * refused, as by runc.
+   */
+  async pause(req: PauseRequest): Promise<Empty> {
+    const e = this.entry(req.id);
+    return this.serializePause(e.id, async () => {
+      const status = e.container.init.status;
+      if (e.deleted || status !== 'running') throw failedPrecondition(`container ${e.id}: cannot pause a ${status} task`);
+      if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot pause a paused task`);
+      const record: PauseRecord = { state: 'pausing', pendingSignals: [] };
+      this.pauses.set(e.id, record);
+      try {
+        await e.container.sandbox.vm.pause();
+      } catch (err) {
+        this.pauses.delete(e.id);
+        throw new Error(`container ${e.id}: pause failed: ${(err as Error).message}`);
+      }
+      record.state = 'paused';
+      this.opts.publisher.publish(Topics.paused, taskPaused({ containerId: e.id }));
+      this.opts.log.info('container paused', { id: e.id });
+      return {};
+    });
+  }
+
+  /** Resume lets the VM run again, then delivers the signals sent while it was paused. */
+  async resume(req: ResumeRequest): Promise<Empty> {
+    const e = this.entry(req.id);
+    return this.serializePause(e.id, async () => {
+      const record = this.pauses.get(e.id);
+      if (!record) throw failedPrecondition(`container ${e.id}: cannot resume a task that is not paused (it is ${e.container.init.status})`);
+      await this.resumeVm(e, record);
+      this.opts.publisher.publish(Topics.resumed, taskResumed({ containerId: e.id }));
+      this.opts.log.info('container resumed', { id: e.id });
+      return {};
+    });
+  }
+
+  private async resumeVm(e: Entry, record: PauseRecord): Promise<void> {
+    try {
+      await e.container.sandbox.vm.resume();
+    } catch (err) {
+      throw new Error(`container ${e.id}: resume failed: ${(err as Error).message}`);
+    }
+    this.pauses.delete(e.id);
+    for (const pending of record.pendingSignals.splice(0)) {
+      try {
+        await this.process(e, pending.execId).kill(pending.signal, pending.all);
+      } catch (err) {
+        this.opts.log.warn('signal sent while paused not delivered', { id: e.id, exec: pending.execId, signal: pending.signal, error: (err as Error).message });
+      }
+    }
+  }
+
+  /**
+   * Kill of a paused task, as runc's with a frozen cgroup: SIGKILL to the container (its init,
+   * or `all`) takes effect at once, so the VM runs again to let the guest carry it out (the
+   * container then stops: no /tasks/resumed); any other signal waits for Resume.
+   */
+  private async killPaused(e: Entry, req: KillRequest, target: GuestProcess): Promise<Empty> {
+    const what = req.execId ? `container ${e.id} exec ${req.execId}` : `container ${e.id}`;
+    if (target.state.status === 'stopped') throw notFound(`${what}: process already finished`);
+    if (req.signal === SIGKILL && !req.execId) {
+      await this.serializePause(e.id, async () => {
+        const record = this.pauses.get(e.id);
+        if (record) {
+          record.pendingSignals.length = 0;
+          await this.resumeVm(e, record);
+          this.opts.log.info('paused container resumed to deliver SIGKILL', { id: e.id });
+        }
+      });
+      await target.kill(req.signal, req.all);
+      return {};
+    }
+    const record = this.pauses.get(e.id);
+    if (!record) {
+      await target.kill(req.signal, req.all);
+      return {};
+    }
+    record.pendingSignals.push({ execId: req.execId, signal: req.signal, all: req.all });
+    this.opts.log.info('signal held until resume (task paused)', { id: e.id, exec: req.execId, signal: req.signal });
+    return {};
+  }
+
   // The rest of the task API arrives with issue 4; until then a clear Unimplemented.
-  async pause(): Promise<Empty> { throw unimplemented('pause is not supported yet'); }
-  async resume(): Promise<Empty> { throw unimplemented('resume is not supported yet'); }
   async checkpoint(): Promise<Empty> { throw unimplemented('checkpoint is not supported'); }
   async update(): Promise<Empty> { throw unimplemented('update is not supported yet'); }
   async stats(): Promise<never> { throw unimplemented('stats are not supported yet'); }

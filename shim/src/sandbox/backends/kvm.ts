@@ -139,6 +139,15 @@ class KvmVm implements VmInstance {
     return parts.join('\n');
   }
 
+  /** The VMM parks its vCPU threads; the guest makes no progress until resume. */
+  async pause(): Promise<void> {
+    await this.client.pause();
+  }
+
+  async resume(): Promise<void> {
+    await this.client.resume();
+  }
+
   kill(): Promise<void> {
     if (!this.killing) {
       this.killing = (async () => {
@@ -168,6 +177,8 @@ export class KvmBackend implements Backend {
    * must not probe its AUX port, mux or PnP, which costs ~2 s of timeouts (as Firecracker).
    */
   readonly kernelArgs = 'i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd';
+  /** No virtio-9p device in smolvm-vmm yet. */
+  readonly supportsDirShares = false;
 
   constructor(private readonly binary?: string) {}
 

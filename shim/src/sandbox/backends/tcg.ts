@@ -9,11 +9,40 @@ import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
-import { tailFile, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { tailFile, type DirShare, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { QmpChannel } from './qmp';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 /** The virtserialport name the agent looks for under /sys/class/virtio-ports/. */
 export const AGENT_PORT_NAME = 'smolvm.agent';
+/** QEMU's monitor (QMP) socket in the VM's directory: pause (`stop`) and resume (`cont`). */
+export const QMP_SOCKET_NAME = 'qmp.sock';
+
+/** virtio-mmio transports of `-M microvm,acpi=off` (measured on QEMU 7.2: a 9th device fails). */
+export const MICROVM_VIRTIO_TRANSPORTS = 8;
+/** virtio-rng and virtio-serial (the agent channel). */
+const FIXED_VIRTIO_DEVICES = 2;
+
+/** A host directory exported to the guest by a virtio-9p-device with this mount tag. */
+export type NinePShare = DirShare;
+
+/** QEMU option values escape a comma by doubling it. */
+function qemuOptionValue(value: string): string {
+  return value.replace(/,/g, ',,');
+}
+
+/** -fsdev/-device pairs: passthrough keeps the host's owners and modes (QEMU runs as root),
+ *  multidevs=remap keeps inode numbers unique when the directory spans several filesystems. */
+export function ninePArgs(shares: readonly NinePShare[]): string[] {
+  return shares.flatMap((share, i) => {
+    if (!/^[A-Za-z0-9._-]{1,31}$/.test(share.tag)) throw new Error(`9p share ${JSON.stringify(share.tag)}: invalid mount tag`);
+    const id = `share${i}`;
+    return [
+      '-fsdev', `local,id=${id},path=${qemuOptionValue(share.hostPath)},security_model=passthrough,multidevs=remap${share.readOnly ? ',readonly=on' : ''}`,
+      '-device', `virtio-9p-device,fsdev=${id},mount_tag=${share.tag}`,
+    ];
+  });
+}
 
 export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: string): string[] {
   const args = [
@@ -39,11 +68,19 @@ export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: stri
       '-device', `virtio-blk-device,drive=${drive},serial=${slot.serial}`,
     );
   });
+  // microvm (acpi=off) has 8 virtio-mmio transports: disks, shares, rng and serial share them.
+  const shares = config.shares ?? [];
+  const devices = config.slots.length + shares.length + FIXED_VIRTIO_DEVICES;
+  if (shares.length > 0 && devices > MICROVM_VIRTIO_TRANSPORTS) {
+    throw new Error(`tcg: ${shares.length} host directories to share need ${devices} virtio devices, but QEMU's microvm has ${MICROVM_VIRTIO_TRANSPORTS}: at most ${Math.max(0, MICROVM_VIRTIO_TRANSPORTS - FIXED_VIRTIO_DEVICES - config.slots.length)} per VM`);
+  }
+  args.push(...ninePArgs(shares));
   args.push(
     '-device', 'virtio-rng-device',
     '-device', 'virtio-serial-device,max_ports=2',
     '-chardev', `socket,id=agent,path=${agentSocket},server=on,wait=off`,
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    '-qmp', `unix:${path.join(config.dir, QMP_SOCKET_NAME)},server=on,wait=off`,
   );
   return args;
 }
@@ -51,6 +88,7 @@ export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: stri
 class TcgVm implements VmInstance {
   readonly backend = 'tcg' as const;
   private killed = false;
+  private readonly qmp: QmpChannel;
 
   constructor(
     readonly identity: ProcessIdentity,
@@ -58,7 +96,17 @@ class TcgVm implements VmInstance {
     readonly consoleLog: string,
     readonly exited: Promise<VmExit>,
     private readonly qemuLog: string,
-  ) {}
+  ) {
+    this.qmp = new QmpChannel(sockets.qmp!);
+  }
+
+  async pause(): Promise<void> {
+    await this.qmp.stop();
+  }
+
+  async resume(): Promise<void> {
+    await this.qmp.cont();
+  }
 
   async connectAgent(timeoutMs: number): Promise<Duplex> {
     const deadline = Date.now() + timeoutMs;
@@ -110,6 +158,7 @@ export class TcgBackend implements Backend {
   readonly name = 'tcg' as const;
   /** Under TCG the LAPIC timer check always fails after 100-250 ms of trying: skip it. */
   readonly kernelArgs = 'no_timer_check noapictimer';
+  readonly supportsDirShares = true;
 
   constructor(private readonly qemuBinary = QEMU_BINARY) {}
 
@@ -119,6 +168,11 @@ export class TcgBackend implements Backend {
     const qemuLog = path.join(config.dir, 'qemu.log');
     for (const slot of config.slots) {
       if (!fs.existsSync(slot.path)) throw new Error(`disk slot ${slot.serial}: ${slot.path} does not exist`);
+    }
+    for (const share of config.shares ?? []) {
+      if (!fs.statSync(share.hostPath, { throwIfNoEntry: false })?.isDirectory()) {
+        throw new Error(`9p share ${share.tag}: ${share.hostPath} is not a directory`);
+      }
     }
     const out = fs.openSync(qemuLog, 'a', 0o600);
     const args = qemuArgs(config, agentSocket, consoleLog);
@@ -140,6 +194,7 @@ export class TcgBackend implements Backend {
       const exit = await exited;
       throw new Error(`qemu exited at once (code ${exit.code}, signal ${exit.signal}): ${tailFile(qemuLog, 10)}`);
     }
-    return new TcgVm({ pid: spawned, startTime }, { agent: agentSocket }, consoleLog, exited, qemuLog);
+    const sockets = { agent: agentSocket, qmp: path.join(config.dir, QMP_SOCKET_NAME) };
+    return new TcgVm({ pid: spawned, startTime }, sockets, consoleLog, exited, qemuLog);
   }
 }
