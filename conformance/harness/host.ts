@@ -114,11 +114,10 @@ export function fifosUnder(dir: string, nameFilter: (name: string) => boolean = 
   return found;
 }
 
-/** Paths at or below `dir` whose base name contains any of `needles`. */
-export function pathsNamed(dir: string, needles: readonly string[]): string[] {
-  const found: string[] = [];
+/** Visits every entry below `dir` (depth-first, at most `maxDepth` levels); unreadable dirs are skipped. */
+export function walkTree(dir: string, maxDepth: number, visit: (full: string, entry: fs.Dirent) => void): void {
   const walk = (current: string, depth: number): void => {
-    if (depth > 12) return;
+    if (depth > maxDepth) return;
     let entries: fs.Dirent[];
     try {
       entries = fs.readdirSync(current, { withFileTypes: true });
@@ -127,10 +126,18 @@ export function pathsNamed(dir: string, needles: readonly string[]): string[] {
     }
     for (const entry of entries) {
       const full = path.join(current, entry.name);
-      if (needles.some((needle) => entry.name.includes(needle))) found.push(full);
+      visit(full, entry);
       if (entry.isDirectory()) walk(full, depth + 1);
     }
   };
   walk(dir, 0);
+}
+
+/** Paths at or below `dir` whose base name contains any of `needles`. */
+export function pathsNamed(dir: string, needles: readonly string[]): string[] {
+  const found: string[] = [];
+  walkTree(dir, 12, (full, entry) => {
+    if (needles.some((needle) => entry.name.includes(needle))) found.push(full);
+  });
   return found;
 }

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { PrivateContainerd, tailOfFile } from './containerd';
 import { RunResult } from './exec';
 import { OciImage, busyboxImage, importImage } from './image';
+import { walkTree } from './host';
 import { waitForNoLeaks } from './leaks';
 
 export const SMOLVM_RUNTIME = 'io.containerd.smolvm.v1';
@@ -146,27 +147,14 @@ export class ConformanceEnv {
 /** Log-like files under the runtime's root (shim logs, VM consoles), newest first. */
 function runtimeLogFiles(dir: string): string[] {
   const found: Array<{ file: string; mtime: number }> = [];
-  const walk = (current: string, depth: number): void => {
-    if (depth > 8) return;
-    let entries: fs.Dirent[];
+  walkTree(dir, 8, (full, entry) => {
+    if (!entry.isFile() || !/(\.log$|^log$|console|serial)/.test(entry.name)) return;
     try {
-      entries = fs.readdirSync(current, { withFileTypes: true });
+      found.push({ file: full, mtime: fs.statSync(full).mtimeMs });
     } catch {
-      return;
+      // removed meanwhile
     }
-    for (const entry of entries) {
-      const full = path.join(current, entry.name);
-      if (entry.isDirectory()) walk(full, depth + 1);
-      else if (entry.isFile() && /(\.log$|^log$|console|serial)/.test(entry.name)) {
-        try {
-          found.push({ file: full, mtime: fs.statSync(full).mtimeMs });
-        } catch {
-          // removed meanwhile
-        }
-      }
-    }
-  };
-  walk(dir, 0);
+  });
   return found.sort((a, b) => b.mtime - a.mtime).map((entry) => entry.file);
 }
 
