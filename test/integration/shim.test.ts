@@ -12,6 +12,7 @@ import { EventsDefinition, type Envelope } from '../../shim/src/gen/containerd/s
 import { DeleteResponse, TaskDefinition } from '../../shim/src/gen/containerd/task/v2/shim';
 import { Status } from '../../shim/src/gen/containerd/types/task/task';
 import { nullLogger } from '../../shim/src/log';
+import { parseCgroupMounts } from '../../shim/src/sandbox/host-cgroup';
 import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
 import { TtrpcClient } from '../../shim/src/ttrpc/client';
 import { TtrpcServer } from '../../shim/src/ttrpc/server';
@@ -364,6 +365,11 @@ describe('shim binary with a real guest (tcg)', function () {
   it('delete tears the VM down from disk state after the daemon was killed', async () => {
     const id = 'c2';
     const { bundle, fifos } = makeBundle(id, ['sleep', '1000']);
+    // The VMM goes into the spec's host cgroup; delete must remove it from the state file too.
+    const cgroupParent = `smolvm-shimtest-${process.pid}`;
+    const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ...spec, linux: { cgroupsPath: `/${cgroupParent}/${id}` } }));
+    const cgroupDirs = parseCgroupMounts(fs.readFileSync('/proc/self/mountinfo', 'utf8')).map((m) => path.join(m.mountPoint, cgroupParent));
     const address = startShim(id, bundle);
     const client = await TtrpcClient.connect(fromAddress(address));
     const created = await client.call(TaskDefinition, 'create', {
@@ -374,6 +380,7 @@ describe('shim binary with a real guest (tcg)', function () {
     const connect = await client.call(TaskDefinition, 'connect', { id });
     client.close();
     const vmm = { pid: created.pid, startTime: processStartTime(created.pid)! };
+    assert.match(fs.readFileSync(`/proc/${created.pid}/cgroup`, 'utf8'), new RegExp(`/${cgroupParent}/${id}$`, 'm'), 'the VMM is in the spec cgroup');
     process.kill(connect.shimPid, 'SIGKILL');
     const r = spawnSync(shimBin, ['-namespace', 'test', '-address', containerdAddress(), '-publish-binary', '/bin/false', '-id', id, '-bundle', bundle, 'delete'],
       { cwd: bundle, env, timeout: 15_000 });
@@ -383,6 +390,7 @@ describe('shim binary with a real guest (tcg)', function () {
     assert.equal(resp.pid, created.pid);
     assert.ok((resp.exitedAt?.seconds ?? 0) > 0);
     assert.equal(isSameProcessAlive(vmm), false, 'VMM killed by delete');
+    assert.deepEqual(cgroupDirs.filter((d) => fs.existsSync(d)), [], 'host cgroups removed by delete');
     assert.deepEqual(vmDirs(), []);
     assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'tasks', 'test')), []);
   });

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { smolvmPaths } from '../config/paths';
 import { DeleteResponse } from '../gen/containerd/task/v2/shim';
+import { removeCgroupPlacement } from '../sandbox/host-cgroup';
 import { StateStore } from '../state/store';
 import { removeQuietly } from '../util/fsutil';
 import { killIdentified, waitGone } from '../util/proc';
@@ -28,6 +29,9 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
         throw new Error(`delete ${flags.id}: VMM process ${identity.pid} did not exit after SIGKILL`);
       }
     }
+    // The VMM is gone: its host cgroup directories (only those smolvm made) are empty now.
+    const cgroupDirs = (state.vm.hostCgroupDirs ?? []).filter((d) => path.resolve(d).startsWith('/sys/fs/cgroup/'));
+    if (cgroupDirs.length > 0) await removeCgroupPlacement({ relativePath: '', created: cgroupDirs });
     // Only ever remove a directory under our own state dir.
     const vmsRoot = path.join(smolvmPaths().stateDir, 'vms') + path.sep;
     if (state.vm.dir && path.resolve(state.vm.dir).startsWith(vmsRoot)) removeQuietly(state.vm.dir);

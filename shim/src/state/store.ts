@@ -18,6 +18,8 @@ export interface VmRecord {
   dir: string;
   sockets: Record<string, string>;
   disks: Record<string, string>;
+  /** Host cgroup directories smolvm created for the VMM (linux.cgroupsPath), parents first. */
+  hostCgroupDirs?: string[];
 }
 
 export interface ContainerState {

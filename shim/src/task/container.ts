@@ -13,6 +13,7 @@ import { guestCapabilities, guestContainerConfig } from '../oci/guest-config';
 import type { OciProcess, OciSpec } from '../oci/spec';
 import type { Backend, DiskSlot, VmInstance } from '../sandbox/backend';
 import { Sandbox } from '../sandbox/sandbox';
+import { placeInCgroup, removeCgroupPlacement, resolveCgroupsPath, type CgroupPlacement } from '../sandbox/host-cgroup';
 import { GuestProcess } from './guest-process';
 import { ProcessState, type ExitInfo } from './process';
 
@@ -35,7 +36,9 @@ export interface ContainerOptions {
   writableDiskBytes: number;
   log: Logger;
   /** Called as soon as the VMM process exists, before it is ready: record it on disk. */
-  onVmStarted?: (vm: VmInstance, vmDir: string) => void;
+  /** Called as soon as the VMM exists (already in its host cgroup): record it on disk. The
+   *  cgroup directories smolvm created are passed so that `delete` can remove them too. */
+  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[]) => void;
   /** Called after the init process exited and all its output was delivered. */
   onExit?: (info: ExitInfo) => void;
   /** terminal=true for the init process (containerd's request may say so when the spec does not). */
@@ -91,6 +94,8 @@ export class Container {
   private readonly execs = new Map<string, GuestProcess>();
   /** Exec ids whose ExecProcess is in flight: a second exec with one of them is AlreadyExists. */
   private readonly pendingExecs = new Set<string>();
+  /** The host cgroup directories made for the VMM (spec linux.cgroupsPath), removed on destroy. */
+  private hostCgroup: CgroupPlacement | null = null;
 
   private constructor(
     readonly id: string,
@@ -119,6 +124,8 @@ export class Container {
     // Everything the guest will apply is checked (and host files read) before a VM exists.
     const guestConfig = guestContainerConfig(spec, id);
     const initSpec = agentProcess(spec.process, terminal, `container ${id}`);
+    const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
+    let hostCgroup: CgroupPlacement | null = null;
     let vmDirSeen = '';
     const sandbox = await Sandbox.boot({
       sharedDirs: guestConfig.shares,
@@ -140,7 +147,19 @@ export class Container {
           { serial: WRITABLE_SLOT, path: writable, readOnly: false },
         ];
       },
-      onVmStarted: (vm) => opts.onVmStarted?.(vm, vmDirSeen),
+      onVmStarted: (vm) => {
+        // Before the guest runs anything, so the host accounts and limits the whole VM. A
+        // failure here throws out of boot, which kills the VM.
+        if (cgroupPath) {
+          // Recorded before placing: a partial placement is undone once the VM is dead.
+          hostCgroup = { relativePath: cgroupPath, created: [] };
+          placeInCgroup(vm.identity.pid, cgroupPath, undefined, hostCgroup);
+        }
+        opts.onVmStarted?.(vm, vmDirSeen, hostCgroup?.created ?? []);
+      },
+    }).catch(async (err: unknown) => {
+      if (hostCgroup) await removeCgroupPlacement(hostCgroup);
+      throw err;
     });
     try {
       if (sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
@@ -158,10 +177,12 @@ export class Container {
         mounts: guestConfig.mounts,
       }, opts.stdio);
       const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
+      container.hostCgroup = hostCgroup;
       container.initProcess.watchExit();
       return container;
     } catch (err) {
       await sandbox.destroy();
+      if (hostCgroup) await removeCgroupPlacement(hostCgroup);
       throw err;
     }
   }
@@ -235,6 +256,11 @@ export class Container {
   /** Kills whatever runs, stops the VM, frees its files. Idempotent. */
   async destroy(): Promise<void> {
     await this.sandbox.destroy();
+    // After the VMM is gone: only an empty cgroup can be removed.
+    if (this.hostCgroup) {
+      const left = await removeCgroupPlacement(this.hostCgroup);
+      if (left.length > 0) this.opts.log.warn('host cgroup left behind (not empty)', { dirs: left.join(' ') });
+    }
     const lost = { exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() };
     this.init.markExited(lost);
     for (const exec of this.execs.values()) exec.state.markExited(lost);

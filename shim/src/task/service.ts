@@ -157,9 +157,9 @@ export class TaskService {
         backend: this.opts.backend, paths: this.opts.paths,
         memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
         log,
-        onVmStarted: (vm, vmDir) => this.persist(ident, 'creating', null, {
+        onVmStarted: (vm, vmDir, hostCgroupDirs) => this.persist(ident, 'creating', null, {
           backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir,
-          sockets: vm.sockets, disks: {},
+          sockets: vm.sockets, disks: {}, hostCgroupDirs,
         }),
         onExit: (info) => {
           const e = this.entries.get(id);
