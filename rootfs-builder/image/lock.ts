@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { unavailable } from '../../shim/src/errdefs';
+import { liveProcessStartTime } from '../../shim/src/util/proc';
 
 export interface LockOwner {
   readonly bootId: string;
@@ -47,24 +48,9 @@ async function readBootId(): Promise<string> {
   }
 }
 
-/** Field 22 (starttime, in clock ticks since boot) of /proc/PID/stat; undefined if gone. */
-async function processStartTime(pid: number): Promise<string | undefined> {
-  let stat: string;
-  try {
-    stat = await fs.promises.readFile(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
-  const afterComm = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // afterComm[0] is field 3 (state); field 22 is at index 19. A zombie is as good as gone.
-  if (afterComm[0] === 'Z' || afterComm[0] === 'X') return undefined;
-  return afterComm[19];
-}
-
 async function self(): Promise<LockOwner> {
   if (!cachedSelf) {
-    const startTime = await processStartTime(process.pid);
+    const startTime = liveProcessStartTime(process.pid);
     cachedSelf = { bootId: await readBootId(), pid: process.pid, startTime: startTime ?? 'unknown' };
   }
   return cachedSelf;
@@ -83,8 +69,7 @@ function decodeOwner(text: string): LockOwner | undefined {
 /** Whether the process that wrote `owner` is still running (same boot, same pid incarnation). */
 export async function ownerAlive(owner: LockOwner): Promise<boolean> {
   if (owner.bootId !== (await readBootId())) return false;
-  const start = await processStartTime(owner.pid);
-  return start !== undefined && start === owner.startTime;
+  return liveProcessStartTime(owner.pid) === owner.startTime;
 }
 
 /** Creates `lockPath` holding our owner record, atomically. False when it already exists. */

@@ -2,17 +2,20 @@
 // /proc/<pid>/stat names one process for good, so a recycled pid is never signalled.
 import * as fs from 'node:fs';
 
-/** Field 22 (starttime, clock ticks since boot) of /proc/<pid>/stat, or null if gone. */
-export function processStartTime(pid: number): string | null {
+/** Fields 3.. of /proc/<pid>/stat (rest[0] = field 3, state), or null if the process is gone. */
+function statFields(pid: number): string[] | null {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm (field 2) may hold spaces and parentheses: parse after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // rest[0] is field 3 (state); starttime is field 22 → rest[19].
-    return rest[19] ?? null;
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return null;
   }
+}
+
+/** Field 22 (starttime, clock ticks since boot) of /proc/<pid>/stat, or null if gone. */
+export function processStartTime(pid: number): string | null {
+  return statFields(pid)?.[19] ?? null;
 }
 
 export interface ProcessIdentity {
@@ -20,18 +23,15 @@ export interface ProcessIdentity {
   startTime: string;
 }
 
-export function isSameProcessAlive(id: ProcessIdentity): boolean {
-  const state = processState(id.pid);
-  return state !== null && state !== 'Z' && processStartTime(id.pid) === id.startTime;
+/** The start time of the process while it lives (a zombie or a dead one counts as gone), else null. */
+export function liveProcessStartTime(pid: number): string | null {
+  const fields = statFields(pid);
+  if (!fields || fields[0] === 'Z' || fields[0] === 'X') return null;
+  return fields[19] ?? null;
 }
 
-function processState(pid: number): string | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? null;
-  } catch {
-    return null;
-  }
+export function isSameProcessAlive(id: ProcessIdentity): boolean {
+  return liveProcessStartTime(id.pid) === id.startTime;
 }
 
 /** SIGKILLs the process if it is still the one identified; true if a signal was sent. */
