@@ -5,7 +5,9 @@
 // Prints every exit it sees and "kvm-probe: OK" when they are exactly the expected ones;
 // exit status 0 on success, 1 when KVM misbehaves, 2 when KVM is unusable (named reason).
 // Built static with musl-gcc by lab/tools.ts; run inside the KVM lab (or anywhere with KVM).
+// A KVM_RUN that never returns is reported (SIGALRM interrupts it) instead of hanging the lab.
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdint.h>
@@ -20,6 +22,9 @@
 #define PROBE_PORT 0x10u
 #define MMIO_ADDR 0x5000u
 #define MAX_EXITS 32
+#define RUN_LIMIT_SECONDS 30u
+
+static void on_alarm(int sig) { (void)sig; }
 
 static const uint8_t guest_code[] = {
     0xba, 0x10, 0x00, /* mov dx, 0x10 */
@@ -78,10 +83,26 @@ int main(void) {
   struct kvm_regs regs = {.rip = CODE_ADDR, .rflags = 0x2};
   if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) return die(2, "KVM_SET_REGS");
 
+  // No SA_RESTART: the alarm makes a stuck KVM_RUN return EINTR.
+  struct sigaction alarm_action = {.sa_handler = on_alarm};
+  sigemptyset(&alarm_action.sa_mask);
+  if (sigaction(SIGALRM, &alarm_action, NULL) < 0) return die(2, "sigaction SIGALRM");
+  alarm(RUN_LIMIT_SECONDS);
+
   size_t io_seen = 0;
   int mmio_seen = 0;
   for (int exits = 0; exits < MAX_EXITS; exits++) {
-    if (ioctl(vcpu, KVM_RUN, 0) < 0) return die(1, "KVM_RUN");
+    fflush(stdout);
+    if (ioctl(vcpu, KVM_RUN, 0) < 0) {
+      if (errno == EINTR) {
+        struct kvm_regs at = {0};
+        ioctl(vcpu, KVM_GET_REGS, &at);
+        fprintf(stderr, "kvm-probe: KVM_RUN did not return within %u s (after %d exits, rip 0x%llx)\n",
+                RUN_LIMIT_SECONDS, exits, (unsigned long long)at.rip);
+        return 1;
+      }
+      return die(1, "KVM_RUN");
+    }
     switch (run->exit_reason) {
     case KVM_EXIT_IO: {
       if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 1 || run->io.count != 1 ||

@@ -244,8 +244,16 @@ export async function runInLab(command: string[], opts: LabRunOptions): Promise<
     const status = readIfThere(path.join(ioDir, 'status'));
     const consoleHint = `\n--- L1 console (end) ---\n${tail(consoleText)}`;
     if (outcome.timedOut) {
+      // Say how far it got: L1 boot, the command itself, or the power-off after it.
+      const stage = status !== undefined ? 'the command had finished'
+        : outcome.readyMs !== undefined ? `the L1 VM was up after ${outcome.readyMs} ms; the command did not finish`
+          : 'the L1 VM never reached the command';
+      const partial = ['stdout', 'stderr'].map((name) => {
+        const text = readIfThere(path.join(ioDir, name))?.trim();
+        return text ? `\n--- command ${name} so far ---\n${tail(text)}` : '';
+      }).join('');
       throw new Error(`lab: timed out after ${opts.timeoutMs} ms running ${JSON.stringify(command)}; QEMU killed` +
-        `${status === undefined ? '' : ' (the command had finished)'}${consoleHint}`);
+        ` (${stage})${partial}${consoleHint}`);
     }
     if (status === undefined) {
       const labError = readIfThere(path.join(ioDir, 'lab-error'))?.trim();
