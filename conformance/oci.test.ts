@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { makeBusyboxRootfs } from '../test/helpers/rootfs';
-import { describeResult } from './harness/exec';
+import { describeResult, sleep } from './harness/exec';
+import { mountsUnder } from './harness/host';
 import { describeConformance, type ConformanceEnv } from './harness/suite';
 
 /** containerd's default capability set (oci.populateDefaultUnixSpec). */
@@ -97,6 +98,37 @@ describeConformance('OCI spec in the container (ctr run)', (test) => {
     assert.deepEqual(r.stdout.toString().split('\n'), ['from the host file', 'from the host directory', 'file-ro', 'dir-rw', '']);
     assert.equal(fs.readFileSync(path.join(dir, 'out.txt'), 'utf8'), 'from-container\n');
     assert.equal(fs.readFileSync(file, 'utf8'), 'from the host file\n');
+  });
+
+  test('--mount of 10 host directories (more than a VM has virtio transports): rw, ro, rbind; host files survive', 120_000, async (env) => {
+    const count = 10;
+    const dirs = Array.from({ length: count }, (_, i) => {
+      const dir = fs.mkdtempSync(path.join(workDir(), `many-${i}-`));
+      fs.writeFileSync(path.join(dir, 'in.txt'), `dir ${i}\n`);
+      return dir;
+    });
+    // Even: read-write; odd: read-only. Half of each kind non-recursive (bind), half rbind.
+    const rw = (i: number): boolean => i % 2 === 0;
+    const flags = dirs.flatMap((dir, i) => ['--mount', `type=bind,src=${dir},dst=/m${i},options=${i < count / 2 ? 'bind' : 'rbind'}:${rw(i) ? 'rw' : 'ro'}`]);
+    const script = dirs.map((_, i) => rw(i)
+      ? `cat /m${i}/in.txt; echo c${i} > /m${i}/out.txt && echo rw${i}`
+      : `cat /m${i}/in.txt; echo x > /m${i}/out.txt 2>/dev/null || echo ro${i}`).join('; ');
+    const r = await env.run(env.newId('manydirs'), ['sh', '-c', script], { ctrFlags: flags, timeoutMs: 90_000 });
+    assert.equal(r.exitCode, 0, describeResult(r));
+    const expected = dirs.flatMap((_, i) => [`dir ${i}`, rw(i) ? `rw${i}` : `ro${i}`]);
+    assert.deepEqual(r.stdout.toString().split('\n'), [...expected, ''], describeResult(r));
+    dirs.forEach((dir, i) => {
+      assert.equal(fs.readFileSync(path.join(dir, 'in.txt'), 'utf8'), `dir ${i}\n`, `host file of ${dir}`);
+      if (rw(i)) assert.equal(fs.readFileSync(path.join(dir, 'out.txt'), 'utf8'), `c${i}\n`);
+      else assert.ok(!fs.existsSync(path.join(dir, 'out.txt')), `a read-only mount was written: ${dir}`);
+    });
+    if (env.vm) {
+      // `ctr run --rm` has returned: the shim's bind mounts into the VM's share must be gone
+      // (the suite's leak check looks again, with a bound).
+      const deadline = Date.now() + 15_000;
+      while (mountsUnder(env.containerd.smolvmRoot).length > 0 && Date.now() < deadline) await sleep(200);
+      assert.deepEqual(mountsUnder(env.containerd.smolvmRoot), [], 'host bind mounts left behind');
+    }
   });
 
   test('--seccomp: the default profile runs a normal container; a custom profile denies with EPERM', 120_000, async (env) => {

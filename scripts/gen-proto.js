@@ -40,8 +40,9 @@ const common = [
   'unrecognizedEnum=false',
 ];
 // 64-bit fields: containerd's (timestamps, timeouts) fit in a JS number; the agent API carries
-// full-range uint64s (RLIM_INFINITY, nanosecond clocks), so its code uses bigint.
-const BIGINT_PROTOS = new Set(['smolvm/agent.proto']);
+// full-range uint64s (RLIM_INFINITY, nanosecond clocks), so its code uses bigint; so do the
+// cgroup metrics (an unlimited memory.max is reported as 2^64-1).
+const BIGINT_PROTOS = new Set(['smolvm/agent.proto', 'containerd/cgroups/v2/metrics.proto']);
 function generate(files, forceLong) {
   if (files.length === 0) return;
   execFileSync('protoc', [

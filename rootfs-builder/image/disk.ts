@@ -200,6 +200,41 @@ function checkArguments(diskPath: string, sizeBytes: number): void {
   }
 }
 
+async function writeTemplate(handle: fs.promises.FileHandle, sizeBytes: number, template: BlockImage): Promise<void> {
+  await handle.truncate(sizeBytes);
+  for (const extent of template.extents) {
+    let written = 0;
+    while (written < extent.data.length) {
+      const { bytesWritten } = await handle.write(extent.data, written, extent.data.length - written, extent.offset + written);
+      written += bytesWritten;
+    }
+  }
+}
+
+/**
+ * Makes the existing file at diskPath a fresh writable disk of sizeBytes, in place: same inode,
+ * old contents gone (truncated to 0 first, so the rest stays sparse). For a disk slot a running
+ * VMM holds open (a pod's slot given to a new container): the VMM sees the new bytes through
+ * the descriptor it has. The file must exist; nothing else may be using its contents.
+ */
+export async function rewriteWritableDisk(diskPath: string, sizeBytes: number, opts: WritableDiskOptions = {}): Promise<void> {
+  checkArguments(diskPath, sizeBytes);
+  const template = await templateFor(sizeBytes, opts.cacheDir ?? smolvmPaths().cacheDir);
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(diskPath, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    throw invalidArgument(`writable disk ${diskPath}: cannot open the existing file (${(err as Error).message})`);
+  }
+  try {
+    if (!(await handle.stat()).isFile()) throw invalidArgument(`writable disk ${diskPath} is not a regular file`);
+    await handle.truncate(0);
+    await writeTemplate(handle, sizeBytes, template);
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * A sparse ext4 file of sizeBytes with empty /upper and /work dirs (overlay upper + work).
  * The file appears complete or not at all; an existing file is AlreadyExists, never replaced.
@@ -222,14 +257,7 @@ export async function createWritableDisk(diskPath: string, sizeBytes: number, op
   try {
     const handle = await fs.promises.open(temp, 'wx', 0o600);
     try {
-      await handle.truncate(sizeBytes);
-      for (const extent of template.extents) {
-        let written = 0;
-        while (written < extent.data.length) {
-          const { bytesWritten } = await handle.write(extent.data, written, extent.data.length - written, extent.offset + written);
-          written += bytesWritten;
-        }
-      }
+      await writeTemplate(handle, sizeBytes, template);
     } finally {
       await handle.close();
     }

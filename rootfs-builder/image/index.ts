@@ -5,4 +5,4 @@ export { resolveSource } from './source';
 export type { GuestImage, EnsureImageOptions } from './ensure';
 export { ensureImage } from './ensure';
 export type { WritableDiskOptions } from './disk';
-export { createWritableDisk, MIN_DISK_BYTES, MAX_DISK_BYTES } from './disk';
+export { createWritableDisk, rewriteWritableDisk, MIN_DISK_BYTES, MAX_DISK_BYTES } from './disk';

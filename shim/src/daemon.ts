@@ -61,12 +61,21 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     // One socket for every containerd version: task v2/v3 over ttrpc, task v3 over gRPC.
     const server = new TaskEndpoint({ logger: log });
     let exiting = false;
+    /** The socket file this daemon listens on (dev:ino), so that it never unlinks a successor's. */
+    let listening: { dev: number; ino: number } | null = null;
+    const unlinkOwnSocket = (): void => {
+      const st = fs.statSync(socket, { throwIfNoEntry: false });
+      if (listening && st && st.dev === listening.dev && st.ino === listening.ino) fs.rmSync(socket, { force: true });
+      listening = null;
+    };
     const exit = async (code: number): Promise<void> => {
       if (exiting) return;
       exiting = true;
+      // First of all: a `start` for another container of this group must no longer find this
+      // daemon (it spawns a new one instead of handing containerd a daemon that is leaving).
+      unlinkOwnSocket();
       await publisher.close().catch(() => undefined);
       await server.close({ timeoutMs: 2000 }).catch(() => undefined);
-      fs.rmSync(socket, { force: true });
       log.info('shim daemon exiting');
       process.exit(code);
     };
@@ -79,6 +88,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       memoryMiB: config.memoryMiB,
       vcpus: config.vcpus,
       writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
+      podMaxContainers: config.podMaxContainers,
       onShutdown: () => void exit(0),
     });
     server.registerTask({
@@ -97,18 +107,21 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       checkpoint: () => service.checkpoint(),
       exec: (req) => service.exec(req),
       resizePty: (req) => service.resizePty(req),
-      update: () => service.update(),
-      stats: () => service.stats(),
+      update: (req) => service.update(req),
+      stats: (req) => service.stats(req),
     });
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
       process.on(sig, () => {
         log.info(`${sig}: tearing down every VM of this shim`);
+        unlinkOwnSocket();
         void service.destroyAll().finally(() => exit(0));
       });
     }
     // containerd does not read our stdio, and a write to a closed pipe must not kill us.
     process.on('SIGPIPE', () => undefined);
     await server.listen(socket);
+    const bound = fs.statSync(socket);
+    listening = { dev: bound.dev, ino: bound.ino };
     log.info('shim daemon serving', { socket, backend: backend.name });
     signalReady('ok');
   } catch (err) {

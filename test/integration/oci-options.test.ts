@@ -6,10 +6,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, codeOf } from '../../shim/src/errdefs';
 import {
-  guestCapabilities, guestContainerConfig, guestMounts, guestSeccomp, guestSysctls, MAX_SHARED_DIRS, MS, parseMountOptions,
+  guestCapabilities, guestContainerConfig, guestMounts, guestSeccomp, guestSysctls, MAX_HOST_DIRECTORIES, MS, parseMountOptions,
+  withShareSubpaths,
 } from '../../shim/src/oci/guest-config';
 import type { OciSpec } from '../../shim/src/oci/spec';
-import { ninePArgs } from '../../shim/src/sandbox/backends/tcg';
+import { ninePShareArgs, qemuArgs } from '../../shim/src/sandbox/backends/tcg';
 
 const invalid = (pattern: RegExp) => (err: unknown): boolean => {
   assert.equal(codeOf(err), Code.InvalidArgument, (err as Error).message);
@@ -33,7 +34,7 @@ describe('OCI spec → guest agent (mount options, capabilities, seccomp, sysctl
     assert.throws(() => parseMountOptions(['tmpcopyup'], 'mount /x'), invalid(/mount \/x: option "tmpcopyup" is not supported/));
   });
 
-  it('maps fs mounts, copies host files in, and turns host directories into 9p shares', () => {
+  it('maps fs mounts, copies host files in, and sends host directories through the VM\'s 9p share', () => {
     const file = path.join(work, 'resolv.conf');
     fs.writeFileSync(file, 'nameserver 10.0.0.1\n', { mode: 0o640 });
     const dir = path.join(work, 'dir');
@@ -48,8 +49,15 @@ describe('OCI spec → guest agent (mount options, capabilities, seccomp, sysctl
     assert.equal(mounts[1]!.file!.content.toString(), 'nameserver 10.0.0.1\n');
     assert.equal(mounts[1]!.file!.mode, 0o640);
     assert.equal(mounts[1]!.flags, MS.RDONLY);
-    assert.equal(mounts[2]!.shareTag, 'smolvm9p0');
-    assert.deepEqual(shares, [{ tag: 'smolvm9p0', hostPath: dir, readOnly: false, destination: '/data' }]);
+    assert.equal(mounts[2]!.shareTag, undefined);
+    assert.equal(mounts[2]!.shareSubpath, undefined, 'known once the host has bind-mounted it');
+    assert.deepEqual(shares, [{ hostPath: dir, readOnly: false, recursive: true, destination: '/data', mountIndex: 2 }]);
+    const filled = withShareSubpaths({ mounts }, shares, ['7'])!;
+    assert.equal(filled.mounts[2]!.shareSubpath, '7');
+    assert.equal(mounts[2]!.shareSubpath, undefined, 'the input is not changed');
+    assert.throws(() => withShareSubpaths({ mounts }, shares, []), /1 host directories but 0 share subpaths/);
+    const ro = guestMounts([{ destination: '/ro', type: 'bind', source: dir, options: ['bind', 'ro'] }], 'c1');
+    assert.deepEqual(ro.shares, [{ hostPath: dir, readOnly: true, recursive: false, destination: '/ro', mountIndex: 0 }]);
   });
 
   it("gives CRI's /dev/shm bind of a host directory a guest tmpfs instead of a 9p share", () => {
@@ -74,8 +82,9 @@ describe('OCI spec → guest agent (mount options, capabilities, seccomp, sysctl
     fs.writeFileSync(big, Buffer.alloc((1 << 20) + 1));
     assert.throws(() => guestMounts([{ destination: '/big', type: 'bind', source: big, options: ['bind'] }], 'c1'),
       invalid(/is 1048577 bytes; .* at most 1048576 bytes/));
-    const many = Array.from({ length: MAX_SHARED_DIRS + 1 }, (_, i) => ({ destination: `/d${i}`, type: 'bind', source: work, options: ['rbind'] }));
-    assert.throws(() => guestMounts(many, 'c1'), invalid(/at most 4 host directories/));
+    const many = Array.from({ length: MAX_HOST_DIRECTORIES + 1 }, (_, i) => ({ destination: `/d${i}`, type: 'bind', source: work, options: ['rbind'] }));
+    assert.throws(() => guestMounts(many, 'c1'), invalid(/at most 64 host directories/));
+    assert.equal(guestMounts(many.slice(0, 12), 'c1').shares.length, 12, 'more than virtio-mmio has transports');
   });
 
   it('checks capability names', () => {
@@ -116,11 +125,16 @@ describe('OCI spec → guest agent (mount options, capabilities, seccomp, sysctl
     assert.throws(() => guestContainerConfig({ ociVersion: '1', linux: { readonlyPaths: ['proc/sys'] } }, 'c1'), invalid(/not an absolute path/));
   });
 
-  it('gives QEMU one virtio-9p-device per share, commas escaped, read-only when asked', () => {
-    assert.deepEqual(ninePArgs([{ tag: 'smolvm9p0', hostPath: '/a,b', readOnly: true }]), [
-      '-fsdev', 'local,id=share0,path=/a,,b,security_model=passthrough,multidevs=remap,readonly=on',
-      '-device', 'virtio-9p-device,fsdev=share0,mount_tag=smolvm9p0',
+  it('gives every tcg VM exactly one virtio-9p-device: <vmDir>/shares, commas escaped', () => {
+    assert.deepEqual(ninePShareArgs('/a,b/shares'), [
+      '-fsdev', 'local,id=share,path=/a,,b/shares,security_model=passthrough,multidevs=remap',
+      '-device', 'virtio-9p-device,fsdev=share,mount_tag=smolvm',
     ]);
-    assert.throws(() => ninePArgs([{ tag: 'bad tag', hostPath: '/a', readOnly: false }]), /invalid mount tag/);
+    const args = qemuArgs({
+      vmId: 'v', dir: '/vm', kernel: '/k', initramfs: '/i', cmdline: '', memoryMiB: 128, vcpus: 1,
+      slots: [{ serial: 'slot0', path: '/vm/a', readOnly: true }, { serial: 'slot1', path: '/vm/b', readOnly: false }],
+    }, '/vm/agent.sock', '/vm/console.log');
+    assert.equal(args.filter((a) => a.startsWith('virtio-9p-device')).length, 1);
+    assert.ok(args.includes('local,id=share,path=/vm/shares,security_model=passthrough,multidevs=remap'));
   });
 });

@@ -148,7 +148,7 @@ class FakeAgent {
         // The contract: every output stream's EOF goes out before this answer.
         await Promise.all(proc.outbound.map((o) => o.done));
         this.events.push(`wait answered ${key}`);
-        return { exitStatus: status, exitedAtUnixNano: BigInt(Date.UTC(2024, 0, 2, 3, 4, 5, 678)) * 1_000_000n };
+        return { exitStatus: status, exitedAtUnixNano: BigInt(Date.UTC(2024, 0, 2, 3, 4, 5, 678)) * 1_000_000n, oomKill: 0n };
       },
       signalProcess: async (req) => {
         this.events.push(`signal ${req.signal} ${req.all}`);
@@ -583,7 +583,7 @@ describe('agent client', function () {
 
   it('carries exited_at nanoseconds beyond 2^53 exactly (bigint codec)', () => {
     const ns = BigInt(Date.UTC(2030, 5, 6, 7, 8, 9, 123)) * 1_000_000n + 456n;
-    const bytes = WaitProcessResponse.encode({ exitStatus: 130, exitedAtUnixNano: ns }).finish();
+    const bytes = WaitProcessResponse.encode({ exitStatus: 130, exitedAtUnixNano: ns, oomKill: 0n }).finish();
     const decoded = WaitProcessResponse.decode(bytes);
     assert.equal(decoded.exitStatus, 130);
     assert.equal(decoded.exitedAtUnixNano, ns);

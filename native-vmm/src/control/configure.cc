@@ -13,7 +13,9 @@ namespace smolvm {
 namespace {
 
 constexpr uint64_t kMaxMemoryMib = 1024 * 1024;  // 1 TiB
-constexpr size_t kMaxDisks = 8;
+// 16 disks + vsock + rng = 18 devices: within the 19 GSIs (5..23) of the IOAPIC. A pod VM
+// holds up to 8 containers, two slots each.
+constexpr size_t kMaxDisks = 16;
 
 [[noreturn]] void Fail(const std::string& field, const std::string& why) {
   FailField("configure", field, why);

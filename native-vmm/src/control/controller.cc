@@ -226,6 +226,18 @@ Json Controller::Dispatch(const std::string& type, ControlMessage& message) {
   } else if (type == "snapshot") {
     require(state_ == State::kPaused);
     result = TakeSnapshot(*machine_, message.body, message.fds, channel_.fd());
+  } else if (type == "refresh_disk") {
+    // A disk slot's file was rewritten in place (same inode, maybe another size): a pod's slot
+    // given to a new container, or a template's slot filled after a restore.
+    require(state_ == State::kConfigured || state_ == State::kRunning || state_ == State::kPaused);
+    for (const auto& member : message.body.as_object()) {
+      if (member.first != "v" && member.first != "id" && member.first != "type" && member.first != "serial")
+        throw VmmError("refresh_disk: unknown field \"" + member.first + "\"");
+    }
+    const Json* serial = message.body.Find("serial");
+    if (serial == nullptr || !serial->is_string()) throw VmmError("refresh_disk: missing string \"serial\"");
+    const uint64_t bytes = machine_->RefreshDisk(serial->as_string());
+    result.Set("capacity_bytes", static_cast<int64_t>(bytes));
   } else if (type == "status") {
     result.Set("state", StateName(state_));
   } else {

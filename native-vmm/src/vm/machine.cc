@@ -209,6 +209,14 @@ void Machine::ApplyRestore(const MachineRestore& restore) {
   for (const std::string& warning : restore_warnings_) LogWarning("restore: " + warning);
 }
 
+uint64_t Machine::RefreshDisk(const std::string& serial) {
+  for (const auto& transport : transports_) {
+    auto* block = dynamic_cast<virtio::VirtioBlock*>(&transport->device());
+    if (block != nullptr && block->serial() == serial) return block->RefreshCapacity() * virtio::kSectorSize;
+  }
+  throw VmmError("no disk slot with serial '" + serial + "'");
+}
+
 snapshot::MachineLayout Machine::Layout() const {
   snapshot::MachineLayout layout;
   layout.memory_bytes = memory_->size();

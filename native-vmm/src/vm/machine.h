@@ -125,6 +125,10 @@ class Machine {
   // null when the loop is not running. Take it after Pause(), before CaptureState and the
   // memory file, and drop it before Resume().
   std::unique_ptr<EventLoopParking> ParkDeviceLoop();
+  // The file behind the disk slot with this serial was rewritten in place: take its new size
+  // and tell the guest (virtio-blk config change). Returns the capacity in bytes. Throws
+  // VmmError for an unknown serial or a file that cannot be sized.
+  uint64_t RefreshDisk(const std::string& serial);
 
  private:
   // The parts a boot and a restore share: KVM, memory slots, irqchip, devices, vCPUs.

@@ -210,6 +210,30 @@ TEST(blk_swap_backing_file_raises_config_change) {
   CHECK_EQ(rig.h.ReadConfig64(0), 32u);
 }
 
+TEST(blk_refresh_capacity_rereads_the_same_file) {
+  // A pod's slot: the host rewrites the file the device already holds, then refresh_disk.
+  BlockRig rig(0);
+  rig.h.Init();
+  CHECK_EQ(rig.h.ReadConfig64(0), 0u);
+  const uint32_t generation = rig.h.Read32(mmio::kConfigGeneration);
+  std::vector<uint8_t> contents(40 * 512 + 100, 0x5a);  // a trailing partial sector
+  CHECK(pwrite(rig.disk_fd, contents.data(), contents.size(), 0) == static_cast<ssize_t>(contents.size()));
+  CHECK_EQ(rig.device->RefreshCapacity(), 40u);
+  CHECK_EQ(rig.h.ReadConfig64(0), 40u);
+  CHECK(rig.h.Read32(mmio::kInterruptStatus) & kInterruptConfigChange);
+  CHECK(rig.h.Read32(mmio::kConfigGeneration) != generation);
+  GuestAddress data = rig.h.Alloc(512);
+  auto r = rig.Request(kBlockRequestIn, 39, data, 512, true);
+  CHECK_EQ(r.first, kBlockStatusOk);
+  CHECK_EQ(rig.h.Peek(data, 1)[0], 0x5a);
+  // Shrunk again: what lay past the new end is out of bounds.
+  CHECK(ftruncate(rig.disk_fd, 8 * 512) == 0);
+  CHECK_EQ(rig.device->RefreshCapacity(), 8u);
+  CHECK_EQ(rig.h.ReadConfig64(0), 8u);
+  r = rig.Request(kBlockRequestIn, 20, data, 512, true);
+  CHECK_EQ(r.first, kBlockStatusIoErr);
+}
+
 TEST(blk_factory_rejects_bad_input) {
   auto throws = [](auto&& fn) {
     try {

@@ -43,8 +43,10 @@
 
 #define AGENT_PROTOCOL_VERSION 1
 /* 1: ExecProcess, ResizePty, RemoveProcess, terminals, console size.
- * 2: capabilities, umask, linux security (seccomp, masked/read-only paths, sysctls), mounts. */
-#define AGENT_PROTOCOL_MINOR 2
+ * 2: capabilities, umask, linux security (seccomp, masked/read-only paths, sysctls), mounts.
+ * 3: per-container cgroups: resources at create, UpdateContainer, StatsContainer, WatchOom,
+ *    WaitProcessResponse.oom_kill. */
+#define AGENT_PROTOCOL_MINOR 3
 #define AGENT_VERSION "0.1.0"
 #define INITIAL_STREAM_CREDIT 262144u
 #define MAX_DATA_FRAME 65536u
@@ -65,6 +67,7 @@ enum watch_kind {
     W_SHUTDOWN_TIMER,
     W_STREAM,
     W_PROC_STATUS,
+    W_CGROUP_EVENTS, /* inotify on the containers' memory.events (WatchOom) */
     W_DEAD, /* its object was destroyed while events for it may still be in the batch */
 };
 

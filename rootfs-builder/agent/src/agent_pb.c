@@ -106,6 +106,10 @@ static int decode_disk_slot(pb_reader *r, struct disk_slot *out)
             if (read_bool(r, wire, &out->read_only) < 0)
                 return -1;
             break;
+        case 4:
+            if (wire != PB_WIRE_VARINT || pb_read_varint(r, &out->size_bytes) < 0)
+                return -1;
+            break;
         default:
             if (pb_skip(r, wire) < 0)
                 return -1;
@@ -379,6 +383,9 @@ static int decode_mount(pb_reader *r, struct agent_mount *m)
         case 9:
             bad = read_str(r, wire, &m->share_tag, 64) < 0;
             break;
+        case 10:
+            bad = read_str(r, wire, &m->share_subpath, 255) < 0;
+            break;
         default:
             bad = pb_skip(r, wire) < 0;
         }
@@ -573,6 +580,62 @@ static int decode_stdio(pb_reader *r, struct stdio_streams *s)
     return rc;
 }
 
+/* LinuxResources (protocol 1.3): int64 fields arrive as two's-complement varints. */
+static int decode_resources(pb_reader *r, struct agent_resources *res)
+{
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
+        uint64_t v = 0;
+        int bad = 0;
+        switch (field) {
+        case 1:
+        case 2:
+        case 3:
+        case 5:
+        case 9:
+            bad = read_u64(r, wire, &v) < 0;
+            if (field == 1)
+                res->has_memory_limit = true, res->memory_limit = (int64_t)v;
+            else if (field == 2)
+                res->has_memory_reservation = true, res->memory_reservation = (int64_t)v;
+            else if (field == 3)
+                res->has_memory_swap = true, res->memory_swap = (int64_t)v;
+            else if (field == 5)
+                res->has_cpu_quota = true, res->cpu_quota = (int64_t)v;
+            else
+                res->has_pids_limit = true, res->pids_limit = (int64_t)v;
+            break;
+        case 4:
+            res->has_cpu_shares = true;
+            bad = read_u64(r, wire, &res->cpu_shares) < 0;
+            break;
+        case 6:
+            res->has_cpu_period = true;
+            bad = read_u64(r, wire, &res->cpu_period) < 0;
+            break;
+        case 7:
+            bad = read_str(r, wire, &res->cpuset_cpus, 256) < 0;
+            break;
+        case 8:
+            bad = read_str(r, wire, &res->cpuset_mems, 256) < 0;
+            break;
+        default:
+            bad = pb_skip(r, wire) < 0;
+        }
+        if (bad)
+            return -1;
+    }
+    return rc;
+}
+
+void agent_resources_free(struct agent_resources *r)
+{
+    free(r->cpuset_cpus);
+    free(r->cpuset_mems);
+    memset(r, 0, sizeof *r);
+}
+
 int agent_decode_create(const uint8_t *data, size_t len, struct create_container_request *out)
 {
     memset(out, 0, sizeof *out);
@@ -618,6 +681,11 @@ int agent_decode_create(const uint8_t *data, size_t len, struct create_container
         case 9:
             out->has_mounts = true;
             if (read_sub(&r, wire, &sub) < 0 || decode_mounts(&sub, out) < 0)
+                goto bad;
+            break;
+        case 10:
+            out->has_resources = true;
+            if (read_sub(&r, wire, &sub) < 0 || decode_resources(&sub, &out->resources) < 0)
                 goto bad;
             break;
         default:
@@ -685,6 +753,7 @@ static void linux_free(struct agent_linux *l)
 void agent_create_free(struct create_container_request *req)
 {
     linux_free(&req->linux_sec);
+    agent_resources_free(&req->resources);
     for (size_t i = 0; i < req->nmounts; i++) {
         struct agent_mount *m = &req->mounts[i];
         free(m->destination);
@@ -692,6 +761,7 @@ void agent_create_free(struct create_container_request *req)
         free(m->source);
         free(m->data);
         free(m->share_tag);
+        free(m->share_subpath);
     }
     free(req->mounts);
     free(req->container_id);
@@ -834,6 +904,101 @@ void agent_target_free(struct process_target *t)
     memset(t, 0, sizeof *t);
 }
 
+int agent_decode_update(const uint8_t *data, size_t len, struct update_container_request *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        pb_reader sub;
+        int bad;
+        switch (field) {
+        case 1:
+            bad = read_str(&r, wire, &out->container_id, 1024) < 0;
+            break;
+        case 2:
+            bad = read_sub(&r, wire, &sub) < 0 || decode_resources(&sub, &out->resources) < 0;
+            break;
+        default:
+            bad = pb_skip(&r, wire) < 0;
+        }
+        if (bad) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc < 0) {
+        agent_update_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void agent_update_free(struct update_container_request *req)
+{
+    free(req->container_id);
+    agent_resources_free(&req->resources);
+    memset(req, 0, sizeof *req);
+}
+
+int agent_decode_watch_oom(const uint8_t *data, size_t len, struct watch_oom_request *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        int bad = field == 1   ? read_str(&r, wire, &out->container_id, 1024) < 0
+                  : field == 2 ? read_u64(&r, wire, &out->seen) < 0
+                               : pb_skip(&r, wire) < 0;
+        if (bad) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc < 0) {
+        agent_watch_oom_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void agent_watch_oom_free(struct watch_oom_request *req)
+{
+    free(req->container_id);
+    memset(req, 0, sizeof *req);
+}
+
+int agent_decode_reseed(const uint8_t *data, size_t len, struct reseed_request *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_reader r = pb_reader_make(data, len);
+    uint32_t field, wire;
+    int rc;
+    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
+        int bad = field == 1   ? (wire != PB_WIRE_LEN || pb_read_len(&r, &out->entropy, &out->entropy_len) < 0)
+                  : field == 2 ? read_u64(&r, wire, &out->host_time_unix_nano) < 0
+                  : field == 3 ? read_str(&r, wire, &out->hostname, 1024) < 0
+                               : pb_skip(&r, wire) < 0;
+        if (bad) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc < 0) {
+        agent_reseed_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void agent_reseed_free(struct reseed_request *req)
+{
+    free(req->hostname);
+    memset(req, 0, sizeof *req);
+}
+
 void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
                                      const char *agent_version, const char *kernel_release,
                                      uint32_t initial_credit, uint32_t max_data_frame,
@@ -852,10 +1017,63 @@ void agent_encode_pid_response(pb_writer *w, uint32_t pid)
     pb_put_uint_field(w, 1, pid);
 }
 
-void agent_encode_wait_response(pb_writer *w, uint32_t exit_status, uint64_t exited_at_unix_nano)
+void agent_encode_wait_response(pb_writer *w, uint32_t exit_status, uint64_t exited_at_unix_nano,
+                                uint64_t oom_kill)
 {
     pb_put_uint_field(w, 1, exit_status);
     pb_put_uint_field(w, 2, exited_at_unix_nano);
+    pb_put_uint_field(w, 3, oom_kill);
+}
+
+static void put_counters(pb_writer *w, uint32_t field, const struct cgroup_counter *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pb_writer entry;
+        pb_writer_init(&entry);
+        pb_put_string_field(&entry, 1, c[i].name);
+        pb_put_uint_field(&entry, 2, c[i].value);
+        pb_put_message_field(w, field, &entry);
+        pb_writer_free(&entry);
+    }
+}
+
+void agent_encode_stats_response(pb_writer *w, const struct container_stats *st)
+{
+    put_counters(w, 1, st->cpu_stat, st->ncpu_stat);
+    put_counters(w, 2, st->memory_stat, st->nmemory_stat);
+    put_counters(w, 3, st->memory_events, st->nmemory_events);
+    pb_put_uint_field(w, 4, st->memory_current);
+    pb_put_uint_field(w, 5, st->memory_max);
+    pb_put_uint_field(w, 6, st->memory_swap_current);
+    pb_put_uint_field(w, 7, st->memory_swap_max);
+    pb_put_uint_field(w, 8, st->pids_current);
+    pb_put_uint_field(w, 9, st->pids_max);
+    for (size_t i = 0; i < st->nio; i++) {
+        const struct io_device_stat *d = &st->io[i];
+        pb_writer entry;
+        pb_writer_init(&entry);
+        pb_put_uint_field(&entry, 1, d->major);
+        pb_put_uint_field(&entry, 2, d->minor);
+        pb_put_uint_field(&entry, 3, d->rbytes);
+        pb_put_uint_field(&entry, 4, d->wbytes);
+        pb_put_uint_field(&entry, 5, d->rios);
+        pb_put_uint_field(&entry, 6, d->wios);
+        pb_put_message_field(w, 10, &entry);
+        pb_writer_free(&entry);
+    }
+    pb_put_uint_field(w, 11, st->memory_peak);
+}
+
+void agent_encode_watch_oom_response(pb_writer *w, uint64_t oom_kill, bool removed)
+{
+    pb_put_uint_field(w, 1, oom_kill);
+    pb_put_uint_field(w, 2, removed ? 1 : 0);
+}
+
+void agent_encode_reseed_response(pb_writer *w, bool crng_reseeded, uint32_t hwrng_bytes)
+{
+    pb_put_uint_field(w, 1, crng_reseeded ? 1 : 0);
+    pb_put_uint_field(w, 2, hwrng_bytes);
 }
 
 void agent_encode_list_response(pb_writer *w, const uint32_t *pids, const char *const *exec_ids,

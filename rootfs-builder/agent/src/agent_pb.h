@@ -25,6 +25,7 @@ struct disk_slot {
     char *serial;
     char *fs_type;
     bool read_only;
+    uint64_t size_bytes; /* 0: not given (mount at once) */
 };
 
 struct agent_rlimit {
@@ -87,6 +88,7 @@ struct agent_mount {
     bool recursive;
     struct agent_host_file file;
     char *share_tag; /* NULL: not a 9p share */
+    char *share_subpath; /* NULL: not in the VM's one 9p share; else relative to its root */
 };
 
 struct agent_sysctl {
@@ -140,6 +142,58 @@ struct stdio_streams {
     uint32_t stderr_id;
 };
 
+/* linux.resources (protocol 1.3), in the spec's units; has_* false = not set. */
+struct agent_resources {
+    bool has_memory_limit, has_memory_reservation, has_memory_swap;
+    int64_t memory_limit, memory_reservation, memory_swap;
+    bool has_cpu_shares, has_cpu_quota, has_cpu_period;
+    uint64_t cpu_shares;
+    int64_t cpu_quota;
+    uint64_t cpu_period;
+    char *cpuset_cpus; /* NULL: not set */
+    char *cpuset_mems;
+    bool has_pids_limit;
+    int64_t pids_limit;
+};
+
+struct update_container_request {
+    char *container_id;
+    struct agent_resources resources;
+};
+
+struct watch_oom_request {
+    char *container_id;
+    uint64_t seen;
+};
+
+/* One "name value" counter of a flat-keyed cgroup file. */
+struct cgroup_counter {
+    char name[48];
+    uint64_t value;
+};
+
+struct io_device_stat {
+    uint32_t major, minor;
+    uint64_t rbytes, wbytes, rios, wios;
+};
+
+#define STATS_MAX_COUNTERS 96
+#define STATS_MAX_IO_DEVICES 32
+
+/* StatsContainerResponse; limits of "max" are UINT64_MAX. */
+struct container_stats {
+    struct cgroup_counter cpu_stat[16];
+    size_t ncpu_stat;
+    struct cgroup_counter memory_stat[STATS_MAX_COUNTERS];
+    size_t nmemory_stat;
+    struct cgroup_counter memory_events[16];
+    size_t nmemory_events;
+    uint64_t memory_current, memory_max, memory_swap_current, memory_swap_max, memory_peak;
+    uint64_t pids_current, pids_max;
+    struct io_device_stat io[STATS_MAX_IO_DEVICES];
+    size_t nio;
+};
+
 struct create_container_request {
     char *container_id;
     struct disk_slot image;
@@ -154,6 +208,8 @@ struct create_container_request {
     bool has_mounts;
     struct agent_mount *mounts;
     size_t nmounts;
+    bool has_resources;
+    struct agent_resources resources;
 };
 
 struct exec_process_request {
@@ -181,7 +237,17 @@ struct process_target {
     bool all;
 };
 
+/* ReseedRequest (clone safety after a template restore, see reseed.h). */
+struct reseed_request {
+    const uint8_t *entropy; /* points into the request payload */
+    size_t entropy_len;
+    uint64_t host_time_unix_nano;
+    char *hostname; /* NULL when absent */
+};
+
 int agent_decode_handshake(const uint8_t *data, size_t len, struct handshake_request *out);
+int agent_decode_reseed(const uint8_t *data, size_t len, struct reseed_request *out);
+void agent_reseed_free(struct reseed_request *req);
 int agent_decode_create(const uint8_t *data, size_t len, struct create_container_request *out);
 void agent_create_free(struct create_container_request *req);
 void agent_seccomp_free(struct agent_seccomp *sc);
@@ -191,6 +257,11 @@ int agent_decode_resize(const uint8_t *data, size_t len, struct resize_pty_reque
 void agent_resize_free(struct resize_pty_request *req);
 int agent_decode_target(const uint8_t *data, size_t len, struct process_target *out);
 void agent_target_free(struct process_target *t);
+int agent_decode_update(const uint8_t *data, size_t len, struct update_container_request *out);
+void agent_update_free(struct update_container_request *req);
+void agent_resources_free(struct agent_resources *r);
+int agent_decode_watch_oom(const uint8_t *data, size_t len, struct watch_oom_request *out);
+void agent_watch_oom_free(struct watch_oom_request *req);
 
 void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
                                      const char *agent_version, const char *kernel_release,
@@ -198,7 +269,11 @@ void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
                                      uint32_t protocol_minor);
 /* CreateContainerResponse and StartProcessResponse: { uint32 pid = 1 } */
 void agent_encode_pid_response(pb_writer *w, uint32_t pid);
-void agent_encode_wait_response(pb_writer *w, uint32_t exit_status, uint64_t exited_at_unix_nano);
+void agent_encode_wait_response(pb_writer *w, uint32_t exit_status, uint64_t exited_at_unix_nano,
+                                uint64_t oom_kill);
+void agent_encode_stats_response(pb_writer *w, const struct container_stats *st);
+void agent_encode_watch_oom_response(pb_writer *w, uint64_t oom_kill, bool removed);
+void agent_encode_reseed_response(pb_writer *w, bool crng_reseeded, uint32_t hwrng_bytes);
 /* ListProcessesResponse; exec_ids may be NULL (all ""). */
 void agent_encode_list_response(pb_writer *w, const uint32_t *pids, const char *const *exec_ids,
                                 size_t n);

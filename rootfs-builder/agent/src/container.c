@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgroups.h"
 #include "log.h"
 #include "mounts.h"
 #include "security.h"
@@ -54,9 +55,27 @@ struct container {
     ino_t pidns_ino;
     bool removing;
     struct pending_reply *removals;
+    /* Its cgroup (protocol 1.3); has_cgroup false when the guest has no cgroup2. */
+    bool has_cgroup;
+    char cgroup_dir[300];
+    struct agent_resources resources; /* as applied so far (Update merges into it) */
+    int oom_wd;                       /* inotify watch of memory.events, or -1 */
+    struct oom_waiter *oom_waiters;   /* WatchOom callers */
+};
+
+/* A WatchOom caller: answered once oom_kill > seen, or when the container goes. */
+struct oom_waiter {
+    struct oom_waiter *next;
+    uint64_t gen;
+    uint32_t stream_id;
+    uint64_t seen;
 };
 
 static struct container *g_containers;
+
+/* Cgroups of removed containers whose processes were still exiting: removed later. */
+#define MAX_STALE_CGROUPS 64
+static char *g_stale_cgroups[MAX_STALE_CGROUPS];
 
 /* What the child reports on its status pipe: written once, atomically (< PIPE_BUF). */
 struct child_report {
@@ -188,7 +207,8 @@ static int find_slot_device(const char *serial, char *dev, size_t cap)
     return rc;
 }
 
-/* Drops cached blocks of the device: after a snapshot restore the slot may hold a new file. */
+/* Drops cached blocks of the device: after a snapshot restore, or in a pod's reused slot, the
+ * slot may hold a new file. */
 static void flush_block_device(const char *dev)
 {
     int fd = open(dev, O_RDONLY | O_CLOEXEC);
@@ -197,6 +217,73 @@ static void flush_block_device(const char *dev)
     if (ioctl(fd, BLKFLSBUF, 0) < 0)
         LOG_WARN("BLKFLSBUF %s: %s", dev, strerror(errno));
     close(fd);
+}
+
+#define SLOT_RESIZE_WAIT_MS 5000
+
+/* Capacity of /dev/<name> in 512-byte sectors (/sys/block/<name>/size), or -1. */
+static int read_sectors(const char *dev, uint64_t *sectors)
+{
+    const char *name = strrchr(dev, '/');
+    name = name ? name + 1 : dev;
+    char path[128], value[32];
+    snprintf(path, sizeof path, "/sys/block/%.32s/size", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, value, sizeof value - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    value[n] = 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(value, &end, 10);
+    if (errno != 0 || end == value)
+        return -1;
+    *sectors = v;
+    return 0;
+}
+
+/* A pod's slot the host has just refilled: the new size reaches the guest through virtio-blk's
+ * config-change interrupt, which the kernel handles in a work item. Wait (bounded) until the
+ * device's capacity is the size the host announced, so that the mount sees the whole new file,
+ * never the placeholder's or the previous container's size. size_bytes 0: nothing to wait for. */
+static int wait_slot_capacity(const char *dev, const struct disk_slot *slot, int *code, char *err, size_t errcap)
+{
+    if (slot->size_bytes == 0)
+        return 0;
+    if (slot->size_bytes % 512 != 0) {
+        *code = RPC_INVALID_ARGUMENT;
+        snprintf(err, errcap, "disk slot %s: size_bytes %llu is not a whole number of 512-byte sectors", slot->serial,
+                 (unsigned long long)slot->size_bytes);
+        return -1;
+    }
+    const uint64_t want = slot->size_bytes / 512;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    uint64_t have = 0;
+    for (;;) {
+        bool known = read_sectors(dev, &have) == 0;
+        if (known && have == want)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (waited_ms >= SLOT_RESIZE_WAIT_MS) {
+            *code = RPC_FAILED_PRECONDITION;
+            if (known)
+                snprintf(err, errcap,
+                         "disk slot %s (%s): the device holds %llu bytes, the host announced %llu; the size change "
+                         "did not reach the guest within %d ms",
+                         slot->serial, dev, (unsigned long long)have * 512, (unsigned long long)slot->size_bytes,
+                         SLOT_RESIZE_WAIT_MS);
+            else
+                snprintf(err, errcap, "disk slot %s (%s): cannot read its capacity from /sys/block", slot->serial, dev);
+            return -1;
+        }
+        struct timespec pause = { 0, 1000000 }; /* 1 ms */
+        nanosleep(&pause, NULL);
+    }
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -264,6 +351,9 @@ static int container_mount(struct container *c, const struct create_container_re
             return -1;
         }
     }
+    if (wait_slot_capacity(image_dev, &req->image, code, err, errcap) < 0 ||
+        (req->writable.present && wait_slot_capacity(disk_dev, &req->writable, code, err, errcap) < 0))
+        return -1;
     *code = RPC_INTERNAL;
     if (mkdir_p(c->image_dir, 0700) < 0 || mkdir_p(c->disk_dir, 0700) < 0 || mkdir_p(c->rootfs_dir, 0755) < 0) {
         snprintf(err, errcap, "mkdir under %s: %s", c->dir, strerror(errno));
@@ -327,6 +417,102 @@ static int container_mount(struct container *c, const struct create_container_re
     return 0;
 }
 
+/* ---------------------------------------------------------------- cgroups */
+
+/* Retries the removal of cgroups whose processes were still exiting. */
+static void retry_stale_cgroups(void)
+{
+    for (size_t i = 0; i < MAX_STALE_CGROUPS; i++) {
+        if (g_stale_cgroups[i] && cgroup_destroy(g_stale_cgroups[i]) == 0) {
+            free(g_stale_cgroups[i]);
+            g_stale_cgroups[i] = NULL;
+        }
+    }
+}
+
+static void answer_oom_waiters(struct container *c, uint64_t count, bool removed)
+{
+    struct oom_waiter **pp = &c->oom_waiters;
+    while (*pp) {
+        struct oom_waiter *w = *pp;
+        if (!removed && count <= w->seen && w->gen == g_conn.gen) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        if (w->gen == g_conn.gen) { /* else: asked on a connection that is gone */
+            pb_writer out;
+            pb_writer_init(&out);
+            agent_encode_watch_oom_response(&out, count, removed);
+            agent_respond(w->gen, w->stream_id, WQ_CONTROL, RPC_OK, NULL, &out);
+            pb_writer_free(&out);
+        }
+        free(w);
+    }
+}
+
+/* The container goes: WatchOom callers learn it, its cgroup is killed and removed (later, if
+ * its processes are still exiting). */
+static void container_release_cgroup(struct container *c)
+{
+    answer_oom_waiters(c, c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0, true);
+    agent_resources_free(&c->resources);
+    if (!c->has_cgroup)
+        return;
+    cgroup_unwatch_events(c->oom_wd);
+    c->oom_wd = -1;
+    c->has_cgroup = false;
+    if (cgroup_destroy(c->cgroup_dir) == 0)
+        return;
+    for (size_t i = 0; i < MAX_STALE_CGROUPS; i++) {
+        if (!g_stale_cgroups[i]) {
+            g_stale_cgroups[i] = strdup(c->cgroup_dir);
+            return;
+        }
+    }
+    LOG_WARN("cgroup %s stays: too many removals pending", c->cgroup_dir);
+}
+
+/* Makes the container's cgroup and applies the spec's resources. RPC code, err filled in. */
+static int container_setup_cgroup(struct container *c, const struct create_container_request *req, char *err,
+                                  size_t errcap)
+{
+    c->oom_wd = -1;
+    bool wants_limits = req->has_resources;
+    if (!cgroups_available()) {
+        if (!wants_limits)
+            return RPC_OK;
+        snprintf(err, errcap, "linux.resources: the guest has no cgroup v2 to apply them in");
+        return RPC_FAILED_PRECONDITION;
+    }
+    struct cgroup_plan plan = { 0 };
+    int code;
+    if (wants_limits && (code = cgroup_plan_resources(&req->resources, NULL, &plan, err, errcap)) != RPC_OK)
+        return code;
+    retry_stale_cgroups();
+    if ((code = cgroup_create(c->id, c->cgroup_dir, sizeof c->cgroup_dir, err, errcap)) != RPC_OK)
+        return code;
+    c->has_cgroup = true;
+    if ((code = cgroup_apply(c->cgroup_dir, &plan, err, errcap)) != RPC_OK)
+        return code;
+    if (wants_limits && cgroup_resources_merge(&c->resources, &req->resources) < 0) {
+        snprintf(err, errcap, "out of memory");
+        return RPC_INTERNAL;
+    }
+    c->oom_wd = cgroup_watch_events(c->cgroup_dir);
+    return RPC_OK;
+}
+
+/* The container's cgroup.procs, opened for the child to join; -1 without cgroups. */
+static int open_cgroup_procs(const struct container *c)
+{
+    if (!c->has_cgroup)
+        return -1;
+    char path[400];
+    snprintf(path, sizeof path, "%s/cgroup.procs", c->cgroup_dir);
+    return open(path, O_WRONLY | O_CLOEXEC);
+}
+
 /* ---------------------------------------------------------------- the child */
 
 struct child_ctx {
@@ -343,6 +529,10 @@ struct child_ctx {
     /* stdin, stdout, stderr (-1: /dev/null), status writer, start reader, console socket
      * (terminal only, else -1). */
     int fds[6];
+    /* The container's cgroup.procs (written by the child to join it) and, for an exec, the
+     * init's cgroup namespace; -1 when the guest has no cgroups. */
+    int cgroup_procs_fd;
+    int cgroupns_fd;
 };
 
 static int child_status_fd = -1;
@@ -492,6 +682,8 @@ static void child_enter_new_root(const struct child_ctx *ctx)
         child_fail(RPC_INTERNAL, "chdir %s: %s", ctx->rootfs, strerror(errno));
     if ((code = mounts_apply(ctx->create, ctx->files_dir, err, sizeof err)) != RPC_OK)
         child_fail(code, "%s", err);
+    if (ctx->cgroup_procs_fd >= 0 && (code = cgroup_mount_in_root(ctx->create, err, sizeof err)) != RPC_OK)
+        child_fail(code, "%s", err);
     if (syscall(SYS_pivot_root, ".", ".") < 0)
         child_fail(RPC_INTERNAL, "pivot_root: %s", strerror(errno));
     if (umount2(".", MNT_DETACH) < 0)
@@ -511,6 +703,23 @@ static int child_main(void *arg)
     const struct agent_process *proc = ctx->proc;
     int fds[6];
     child_status_fd = ctx->fds[3];
+
+    /* Into the container's cgroup before anything else (so all it allocates is charged
+     * there), then into a cgroup namespace rooted at it: the container's own (init), or the
+     * init's (exec). */
+    if (ctx->cgroup_procs_fd >= 0) {
+        ssize_t w;
+        do
+            w = write(ctx->cgroup_procs_fd, "0", 1);
+        while (w < 0 && errno == EINTR);
+        if (w != 1)
+            child_fail(errno == EAGAIN ? RPC_RESOURCE_EXHAUSTED : RPC_INTERNAL, "join the container's cgroup: %s%s",
+                       strerror(errno), errno == EAGAIN ? " (pids.max reached)" : "");
+        if (ctx->create && unshare(CLONE_NEWCGROUP) < 0)
+            child_fail(RPC_INTERNAL, "new cgroup namespace: %s", strerror(errno));
+        if (!ctx->create && ctx->cgroupns_fd >= 0 && setns(ctx->cgroupns_fd, CLONE_NEWCGROUP) < 0)
+            child_fail(RPC_INTERNAL, "join the container's cgroup namespace: %s", strerror(errno));
+    }
 
     /* An exec joins the container: ipc and uts first, the mount namespace last (it also moves
      * root and cwd to the container's root). The pid namespace was set for clone(). */
@@ -684,7 +893,7 @@ static void answer_waits(struct process *p)
         return;
     pb_writer w;
     pb_writer_init(&w);
-    agent_encode_wait_response(&w, p->exit_status, p->exited_at);
+    agent_encode_wait_response(&w, p->exit_status, p->exited_at, p->oom_kill);
     while (p->waits) {
         struct pending_reply *r = p->waits;
         p->waits = r->next;
@@ -775,6 +984,7 @@ static void container_destroy(struct container *c)
     while (c->execs)
         exec_destroy(c->execs);
     container_unmount(c);
+    container_release_cgroup(c);
     seccomp_program_free(&c->seccomp);
     for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
@@ -1021,15 +1231,31 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
     g_containers = c;
 
     char err[600];
+    c->oom_wd = -1;
     if (req->has_linux && req->linux_sec.has_seccomp &&
         seccomp_compile(&req->linux_sec.seccomp, &c->seccomp, err, sizeof err) < 0) {
         agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "container \"%s\": %s", c->id, err);
         container_destroy(c);
         return;
     }
-    if (container_mount(c, req, &code, err, sizeof err) < 0 ||
-        (code = mounts_write_files(req, c->files_dir, err, sizeof err)) != RPC_OK) {
+    if ((code = container_setup_cgroup(c, req, err, sizeof err)) != RPC_OK) {
         agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
+        container_destroy(c);
+        return;
+    }
+    int cgroup_procs = open_cgroup_procs(c);
+    if (c->has_cgroup && cgroup_procs < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": open %s/cgroup.procs: %s", c->id, c->cgroup_dir,
+                            strerror(errno));
+        container_destroy(c);
+        return;
+    }
+    if (container_mount(c, req, &code, err, sizeof err) < 0 ||
+        (code = mounts_write_files(req, c->files_dir, err, sizeof err)) != RPC_OK ||
+        (code = mounts_prepare_share(req, err, sizeof err)) != RPC_OK) {
+        agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
+        if (cgroup_procs >= 0)
+            close(cgroup_procs);
         container_destroy(c);
         return;
     }
@@ -1040,9 +1266,14 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
         .files_dir = c->files_dir,
         .seccomp = &c->seccomp,
         .ns_fds = { -1, -1, -1 },
+        .cgroup_procs_fd = cgroup_procs,
+        .cgroupns_fd = -1,
     };
-    if (spawn_process(gen, sid, p, &ctx, &req->stdio,
-                      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, -1) < 0) {
+    int spawned = spawn_process(gen, sid, p, &ctx, &req->stdio,
+                                CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, -1);
+    if (cgroup_procs >= 0)
+        close(cgroup_procs);
+    if (spawned < 0) {
         container_destroy(c);
         return;
     }
@@ -1130,6 +1361,11 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
     p->next = c->execs;
     c->execs = p;
     c->nexecs++;
+    /* Its cgroup and cgroup namespace: those of the container (none without cgroups). */
+    int cgroup_procs = open_cgroup_procs(c);
+    char cgns_path[64];
+    snprintf(cgns_path, sizeof cgns_path, "/proc/%d/ns/cgroup", (int)c->init.pid);
+    int cgroupns = cgroup_procs >= 0 ? open(cgns_path, O_RDONLY | O_CLOEXEC) : -1;
     struct child_ctx ctx = {
         .proc = &req->process,
         .create = NULL,
@@ -1137,10 +1373,18 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
         .files_dir = NULL,
         .seccomp = &c->seccomp,
         .ns_fds = { ns[1], ns[2], ns[3] },
+        .cgroup_procs_fd = cgroup_procs,
+        .cgroupns_fd = cgroupns,
     };
-    int rc = spawn_process(gen, sid, p, &ctx, &req->stdio, 0, ns[0]);
+    int rc = c->has_cgroup && (cgroup_procs < 0 || cgroupns < 0) ? -2 : spawn_process(gen, sid, p, &ctx, &req->stdio, 0, ns[0]);
+    if (rc == -2)
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: open the container's cgroup: %s", who, strerror(errno));
     for (int i = 0; i < 4; i++)
         close(ns[i]);
+    if (cgroup_procs >= 0)
+        close(cgroup_procs);
+    if (cgroupns >= 0)
+        close(cgroupns);
     if (rc < 0) {
         exec_destroy(p);
         return;
@@ -1489,8 +1733,10 @@ void container_reap_children(void)
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
-        if (pid <= 0)
+        if (pid <= 0) {
+            retry_stale_cgroups();
             return;
+        }
         struct process *p = process_by_pid(pid);
         if (!p)
             continue; /* a failed or removed process's child, or an orphan */
@@ -1500,6 +1746,7 @@ void container_reap_children(void)
         p->exit_status = WIFEXITED(status) ? (uint32_t)WEXITSTATUS(status)
                                            : WIFSIGNALED(status) ? 128u + (uint32_t)WTERMSIG(status) : 255u;
         p->exited_at = now_unix_nano();
+        p->oom_kill = c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0;
         LOG_INFO("%s: process %d exited with status %u", proc_name(p), (int)pid, p->exit_status);
         stream_destroy(p->in);
         p->in = NULL;
@@ -1530,4 +1777,93 @@ void container_kill_all(void)
             if (!e->exited && e->pid > 0)
                 kill(e->pid, SIGKILL);
     }
+}
+
+/* ---------------------------------------------------------------- cgroup RPCs */
+
+/* The container a cgroup RPC names, with a cgroup; answers the error and returns NULL else. */
+static struct container *cgroup_target(uint64_t gen, uint32_t sid, const char *id, const char *what)
+{
+    struct container *c = find_container(id);
+    if (!c) {
+        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found", id ? id : "");
+        return NULL;
+    }
+    if (!c->has_cgroup) {
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\": %s: the guest has no cgroup v2", c->id,
+                            what);
+        return NULL;
+    }
+    return c;
+}
+
+void container_update(uint64_t gen, uint32_t sid, struct update_container_request *req)
+{
+    struct container *c = cgroup_target(gen, sid, req->container_id, "update resources");
+    if (!c)
+        return;
+    if (c->removing || c->init.exited) {
+        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\" is stopped: cannot update its resources",
+                            c->id);
+        return;
+    }
+    struct cgroup_plan plan;
+    char err[600];
+    int code = cgroup_plan_resources(&req->resources, &c->resources, &plan, err, sizeof err);
+    if (code == RPC_OK)
+        code = cgroup_apply(c->cgroup_dir, &plan, err, sizeof err);
+    if (code != RPC_OK) {
+        agent_respond_error(gen, sid, code, "container \"%s\": update: %s", c->id, err);
+        return;
+    }
+    if (cgroup_resources_merge(&c->resources, &req->resources) < 0)
+        LOG_WARN("container %s: out of memory remembering its resources", c->id);
+    LOG_INFO("container %s: %zu cgroup value(s) updated", c->id, plan.n);
+    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
+}
+
+void container_stats(uint64_t gen, uint32_t sid, const struct process_target *t)
+{
+    struct container *c = cgroup_target(gen, sid, t->container_id, "stats");
+    if (!c)
+        return;
+    static struct container_stats st;
+    if (cgroup_read_stats(c->cgroup_dir, &st) < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": read cgroup %s: %s", c->id, c->cgroup_dir,
+                            strerror(errno));
+        return;
+    }
+    pb_writer w;
+    pb_writer_init(&w);
+    agent_encode_stats_response(&w, &st);
+    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, &w);
+    pb_writer_free(&w);
+}
+
+void container_watch_oom(uint64_t gen, uint32_t sid, const struct watch_oom_request *req)
+{
+    struct container *c = cgroup_target(gen, sid, req->container_id, "watch OOM kills");
+    if (!c)
+        return;
+    struct oom_waiter *w = calloc(1, sizeof *w);
+    if (!w) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
+        return;
+    }
+    w->gen = gen;
+    w->stream_id = sid;
+    w->seen = req->seen;
+    w->next = c->oom_waiters;
+    c->oom_waiters = w;
+    /* Already past `seen`: answered at once (and waiters of a gone connection are dropped). */
+    answer_oom_waiters(c, cgroup_read_oom_kill(c->cgroup_dir), false);
+}
+
+void container_on_cgroup_events(void)
+{
+    if (!cgroups_events_drain())
+        return;
+    for (struct container *c = g_containers; c; c = c->next)
+        if (c->has_cgroup && c->oom_waiters)
+            answer_oom_waiters(c, cgroup_read_oom_kill(c->cgroup_dir), false);
 }

@@ -46,6 +46,7 @@ struct process {
     struct stream *in;
     uint32_t exit_status;
     uint64_t exited_at;
+    uint64_t oom_kill; /* the container's memory.events oom_kill count when it was reaped */
     struct pending_reply *waits;
     bool removing;                 /* execs: RemoveProcess killed it, forget it on reap */
     struct pending_reply *removals; /* execs: RemoveProcess callers */
@@ -61,6 +62,12 @@ void container_resize_pty(uint64_t gen, uint32_t sid, const struct resize_pty_re
 void container_list(uint64_t gen, uint32_t sid, const struct process_target *t);
 void container_remove(uint64_t gen, uint32_t sid, const struct process_target *t);
 void container_remove_process(uint64_t gen, uint32_t sid, const struct process_target *t);
+/* Protocol 1.3: the container's cgroup (cgroups.h). */
+void container_update(uint64_t gen, uint32_t sid, struct update_container_request *req);
+void container_stats(uint64_t gen, uint32_t sid, const struct process_target *t);
+void container_watch_oom(uint64_t gen, uint32_t sid, const struct watch_oom_request *req);
+/* The inotify fd of memory.events files is readable: answers WatchOom callers. */
+void container_on_cgroup_events(void);
 
 /* SIGCHLD: reaps every exited child. */
 void container_reap_children(void);

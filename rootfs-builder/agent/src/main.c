@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "cgroups.h"
 #include "channel.h"
 #include "container.h"
 #include "log.h"
@@ -61,6 +62,7 @@ static struct watch w_vsock_listen = { W_VSOCK_LISTEN, NULL };
 static struct watch w_uevent = { W_UEVENT, NULL };
 static struct watch w_reconnect = { W_RECONNECT_TIMER, NULL };
 static struct watch w_shutdown = { W_SHUTDOWN_TIMER, NULL };
+static struct watch w_cgroup_events = { W_CGROUP_EVENTS, NULL };
 
 static void **g_graveyard;
 static size_t g_graveyard_len, g_graveyard_cap;
@@ -458,6 +460,7 @@ static void mount_system(void)
     mount_or_log("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777");
     mount_or_log("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
     mount_or_log("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    cgroups_init();
     if (mkdir("/run/smolvm", 0700) < 0 || mkdir("/run/smolvm/c", 0700) < 0)
         LOG_ERR("mkdir /run/smolvm/c: %s", strerror(errno));
 }
@@ -508,6 +511,8 @@ int main(int argc, char **argv)
         watch_add(g_reconnect_timer_fd, EPOLLIN, &w_reconnect);
     if (g_shutdown_timer_fd >= 0)
         watch_add(g_shutdown_timer_fd, EPOLLIN, &w_shutdown);
+    if (cgroups_events_fd() >= 0)
+        watch_add(cgroups_events_fd(), EPOLLIN, &w_cgroup_events);
 
     /* Listen for uevents before looking, so a port announced in between is not missed. */
     g_uevent_fd = channel_uevent_open();
@@ -560,6 +565,9 @@ int main(int argc, char **argv)
                 break;
             case W_PROC_STATUS:
                 container_on_status(w->obj);
+                break;
+            case W_CGROUP_EVENTS:
+                container_on_cgroup_events();
                 break;
             case W_DEAD:
                 break;

@@ -29,6 +29,11 @@
 /* 9p transport options: msize as large as the virtio ring allows comfortably. */
 #define NINEP_OPTIONS "trans=virtio,version=9p2000.L,msize=262144"
 #define MAX_HOST_FILE (16u << 20)
+/* The VM's one 9p share (the host bind-mounts each host directory into it) and where the
+ * agent mounts it: in PID 1's namespace only, so a container sees just its own subdirectory. */
+#define SHARE_TAG "smolvm"
+#define SHARES_DIR "/run/smolvm/shares"
+#define MAX_SUBPATH 255
 
 static const char *const fs_types[] = { "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup2" };
 
@@ -48,6 +53,28 @@ static bool valid_tag(const char *tag)
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)tag[i]) && tag[i] != '.' && tag[i] != '_' && tag[i] != '-')
             return false;
+    return true;
+}
+
+/* A share subpath: relative, '/'-separated components of [A-Za-z0-9._-], none empty, "." or
+ * "..", at most MAX_SUBPATH bytes (the decoder already refused NUL bytes). */
+static bool valid_share_subpath(const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0 || n > MAX_SUBPATH || p[0] == '/' || p[n - 1] == '/')
+        return false;
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && p[i] != '/') {
+            if (!isalnum((unsigned char)p[i]) && p[i] != '.' && p[i] != '_' && p[i] != '-')
+                return false;
+            continue;
+        }
+        size_t len = i - start;
+        if (len == 0 || (len == 1 && p[start] == '.') || (len == 2 && p[start] == '.' && p[start + 1] == '.'))
+            return false;
+        start = i + 1;
+    }
     return true;
 }
 
@@ -88,14 +115,23 @@ int mounts_validate(const struct create_container_request *req, char *err, size_
             return RPC_INVALID_ARGUMENT;
         }
         if (strcmp(type, "bind") == 0) {
-            bool has_share = m->share_tag != NULL;
-            if (m->file.present == has_share) {
-                snprintf(err, errcap, "mount %.200s: a bind mount needs either the host file's content or a 9p share",
+            int sources = (m->file.present ? 1 : 0) + (m->share_tag ? 1 : 0) + (m->share_subpath ? 1 : 0);
+            if (sources != 1) {
+                snprintf(err, errcap,
+                         "mount %.200s: a bind mount needs exactly one source: the host file's content, a 9p share "
+                         "tag or a subpath of the VM's share",
                          dest);
                 return RPC_INVALID_ARGUMENT;
             }
-            if (has_share && !valid_tag(m->share_tag)) {
+            if (m->share_tag && !valid_tag(m->share_tag)) {
                 snprintf(err, errcap, "mount %.200s: invalid 9p share tag \"%.64s\"", dest, m->share_tag);
+                return RPC_INVALID_ARGUMENT;
+            }
+            if (m->share_subpath && !valid_share_subpath(m->share_subpath)) {
+                snprintf(err, errcap,
+                         "mount %.200s: invalid share subpath \"%.255s\" (want a relative path of [A-Za-z0-9._-] "
+                         "components, no \".\" or \"..\", at most %d bytes)",
+                         dest, m->share_subpath, MAX_SUBPATH);
                 return RPC_INVALID_ARGUMENT;
             }
             if (m->file.present && m->file.len > MAX_HOST_FILE) {
@@ -104,7 +140,7 @@ int mounts_validate(const struct create_container_request *req, char *err, size_
                 return RPC_INVALID_ARGUMENT;
             }
         } else if (is_fs_type(type)) {
-            if (m->file.present || m->share_tag) {
+            if (m->file.present || m->share_tag || m->share_subpath) {
                 snprintf(err, errcap, "mount %.200s: a %s mount takes no host source", dest, type);
                 return RPC_INVALID_ARGUMENT;
             }
@@ -196,6 +232,30 @@ int mounts_write_files(const struct create_container_request *req, const char *f
         }
         close(fd);
     }
+    return RPC_OK;
+}
+
+static bool g_share_mounted;
+
+int mounts_prepare_share(const struct create_container_request *req, char *err, size_t errcap)
+{
+    bool wanted = false;
+    for (size_t i = 0; i < req->nmounts; i++)
+        wanted |= req->mounts[i].share_subpath != NULL;
+    if (!wanted || g_share_mounted)
+        return RPC_OK;
+    /* Not at boot: QEMU refuses to save (template) a VM whose 9p share is attached. */
+    if (mkdir(SHARES_DIR, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errcap, "mkdir %s: %s", SHARES_DIR, strerror(errno));
+        return RPC_INTERNAL;
+    }
+    if (mount(SHARE_TAG, SHARES_DIR, "9p", 0, NINEP_OPTIONS) < 0) {
+        int e = errno;
+        snprintf(err, errcap, "mount the VM's 9p share \"%s\" at %s: %s%s", SHARE_TAG, SHARES_DIR, strerror(e),
+                 e == ENOENT ? " (this VM has no 9p share device: its backend cannot serve host directories)" : "");
+        return RPC_INTERNAL;
+    }
+    g_share_mounted = true;
     return RPC_OK;
 }
 
@@ -374,6 +434,24 @@ static int spec_mount(int rootfd, const struct agent_mount *m, size_t index, con
         if (m->file.present) {
             snprintf(src, sizeof src, "%s/%zu", files_dir, index);
             fd = mount_at(rootfd, dest, true, src, NULL, MS_BIND | (m->recursive ? MS_REC : 0), NULL, err, errcap);
+        } else if (m->share_subpath) {
+            /* A host directory the host bind-mounted into the VM's share: resolved beneath the
+             * share's root without following any symlink, then bind-mounted from that fd. */
+            int share = open(SHARES_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                                    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+            int dir = share < 0 ? -1 : (int)syscall(SYS_openat2, share, m->share_subpath, &how, sizeof how);
+            int e = errno;
+            if (share >= 0)
+                close(share);
+            if (dir < 0) {
+                snprintf(err, errcap, "mount %.200s: the VM's share has no directory \"%.255s\": %s", dest,
+                         m->share_subpath, strerror(e));
+                return RPC_INTERNAL;
+            }
+            fd_path(dir, src, sizeof src);
+            fd = mount_at(rootfd, dest, false, src, NULL, MS_BIND | (m->recursive ? MS_REC : 0), NULL, err, errcap);
+            close(dir);
         } else {
             /* A host directory: the 9p device exporting it (read-only is enforced by the VMM
              * too). Mounted directly, with the flags. */

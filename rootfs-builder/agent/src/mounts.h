@@ -18,6 +18,10 @@ int mounts_validate(const struct create_container_request *req, char *err, size_
 /* Agent side: writes the content of every host-file bind into files_dir/<mount index>. */
 int mounts_write_files(const struct create_container_request *req, const char *files_dir, char *err,
                        size_t errcap);
+/* Agent side, before the container's process is cloned: mounts the VM's 9p share once at
+ * /run/smolvm/shares when a mount names a share_subpath (not at boot: a VM with an attached 9p
+ * share cannot be saved as a template). */
+int mounts_prepare_share(const struct create_container_request *req, char *err, size_t errcap);
 /* Child, in the container's mount namespace, cwd = the root (before pivot_root). */
 int mounts_apply(const struct create_container_request *req, const char *files_dir, char *err, size_t errcap);
 /* Child, after pivot_root: sysctls, read-only paths, masked paths, read-only root. */

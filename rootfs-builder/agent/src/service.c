@@ -13,47 +13,11 @@
 #include "agent_pb.h"
 #include "container.h"
 #include "log.h"
+#include "reseed.h"
 #include "stdio_pump.h"
-
-/* From <linux/random.h>, which clashes with musl's ioctl macros. */
-#ifndef RNDADDENTROPY
-#define RNDADDENTROPY _IOW('R', 0x03, int[2])
-#endif
-#ifndef RNDRESEEDCRNG
-#define RNDRESEEDCRNG _IO('R', 0x07)
-#endif
-struct rand_pool_info {
-    int entropy_count;
-    int buf_size;
-    uint32_t buf[];
-};
 
 #define SERVICE_NAME "smolvm.agent.v1.Agent"
 #define MAX_ENTROPY_BYTES 65536
-
-static void mix_entropy(const uint8_t *data, size_t len)
-{
-    if (len == 0)
-        return;
-    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
-    if (fd < 0) {
-        LOG_WARN("open /dev/urandom: %s", strerror(errno));
-        return;
-    }
-    struct rand_pool_info *info = malloc(sizeof *info + len);
-    if (info) {
-        info->entropy_count = (int)(len * 8);
-        info->buf_size = (int)len;
-        memcpy(info->buf, data, len);
-        if (ioctl(fd, RNDADDENTROPY, info) < 0)
-            LOG_WARN("RNDADDENTROPY: %s", strerror(errno));
-        free(info);
-    }
-    /* Restored snapshots share RNG state: force the CRNG to reseed from the new entropy. */
-    if (ioctl(fd, RNDRESEEDCRNG) < 0)
-        LOG_WARN("RNDRESEEDCRNG: %s", strerror(errno));
-    close(fd);
-}
 
 static void handle_handshake(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
 {
@@ -79,7 +43,8 @@ static void handle_handshake(uint64_t gen, uint32_t sid, const uint8_t *payload,
         if (clock_settime(CLOCK_REALTIME, &ts) < 0)
             LOG_WARN("clock_settime: %s", strerror(errno));
     }
-    mix_entropy(req.entropy, req.entropy_len);
+    if (req.entropy_len > 0)
+        rng_mix_and_reseed(req.entropy, req.entropy_len);
     struct utsname u;
     if (uname(&u) < 0)
         strcpy(u.release, "unknown");
@@ -115,6 +80,28 @@ static void handle_exec(uint64_t gen, uint32_t sid, const uint8_t *payload, size
     agent_exec_free(&req);
 }
 
+static void handle_update(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
+{
+    struct update_container_request req;
+    if (agent_decode_update(payload, len, &req) < 0) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "UpdateContainer: malformed UpdateContainerRequest");
+        return;
+    }
+    container_update(gen, sid, &req);
+    agent_update_free(&req);
+}
+
+static void handle_watch_oom(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
+{
+    struct watch_oom_request req;
+    if (agent_decode_watch_oom(payload, len, &req) < 0) {
+        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "WatchOom: malformed WatchOomRequest");
+        return;
+    }
+    container_watch_oom(gen, sid, &req);
+    agent_watch_oom_free(&req);
+}
+
 static void handle_resize(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
 {
     struct resize_pty_request req;
@@ -135,7 +122,7 @@ static const struct {
     { "StartProcess", container_start },     { "WaitProcess", container_wait },
     { "SignalProcess", container_signal },   { "CloseStdin", container_close_stdin },
     { "ListProcesses", container_list },     { "RemoveContainer", container_remove },
-    { "RemoveProcess", container_remove_process },
+    { "RemoveProcess", container_remove_process },   { "StatsContainer", container_stats },
 };
 
 static bool bytes_eq(const uint8_t *b, size_t n, const char *s)
@@ -178,6 +165,18 @@ static void handle_request(uint32_t sid, const uint8_t *data, size_t len)
     }
     if (bytes_eq(req.method, req.method_len, "ResizePty")) {
         handle_resize(gen, sid, req.payload, req.payload_len);
+        return;
+    }
+    if (bytes_eq(req.method, req.method_len, "UpdateContainer")) {
+        handle_update(gen, sid, req.payload, req.payload_len);
+        return;
+    }
+    if (bytes_eq(req.method, req.method_len, "WatchOom")) {
+        handle_watch_oom(gen, sid, req.payload, req.payload_len);
+        return;
+    }
+    if (bytes_eq(req.method, req.method_len, "Reseed")) {
+        reseed_handle(gen, sid, req.payload, req.payload_len);
         return;
     }
     if (bytes_eq(req.method, req.method_len, "Shutdown")) {

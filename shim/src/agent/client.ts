@@ -9,10 +9,15 @@ import {
   AgentDefinition,
   CreateContainerRequest,
   HandshakeResponse,
+  type LinuxResources as AgentLinuxResources,
   type Process as AgentProcess,
   ProcessEntry,
+  type StatsContainerResponse,
   StdioStreams,
+  type ReseedRequest,
+  type ReseedResponse,
   type WaitProcessResponse,
+  type WatchOomResponse,
 } from '../gen/smolvm/agent';
 import { type Logger, stderrLogger } from '../log';
 import { TtrpcClient, type CallOptions } from '../ttrpc/client';
@@ -22,6 +27,8 @@ import { type ByteSource, InboundStream, MAX_DATA_FRAME, OutboundStream, StreamM
 export const AGENT_PROTOCOL_VERSION = 1;
 /** Minor revision with ExecProcess, ResizePty, RemoveProcess and terminals. */
 export const AGENT_PROTOCOL_MINOR_EXEC = 1;
+/** Minor revision with per-container cgroups: resources, Update, Stats, WatchOom, oom_kill. */
+export const AGENT_PROTOCOL_MINOR_CGROUPS = 3;
 const HANDSHAKE_ENTROPY_BYTES = 64;
 
 export interface ProcessStdio {
@@ -54,6 +61,8 @@ export interface WaitResult {
   /** Exit code, or 128 + signal when a signal killed the process. */
   readonly exitStatus: number;
   readonly exitedAt: Date;
+  /** The container's OOM-kill count when the process was reaped (0 from an older agent). */
+  readonly oomKill: bigint;
 }
 
 interface ProcessStreams {
@@ -220,6 +229,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const result: WaitResult = {
       exitStatus: answer.exitStatus,
       exitedAt: new Date(Number(answer.exitedAtUnixNano / 1_000_000n)),
+      oomKill: answer.oomKill,
     };
     // Nothing reads stdin any more: stop pumping it (no EOF needed, the stream is gone).
     this.processes.get(processKey(containerId, execId))?.stdin?.stop(false);
@@ -289,6 +299,55 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       throw withContext(err, `container ${containerId}: remove`);
     } finally {
       this.forgetContainer(containerId);
+    }
+  }
+
+  /**
+   * Clone safety for a VM restored from a template: fresh entropy into the guest RNG and a
+   * forced CRNG reseed, the wall clock, the hostname. Must be the first call after the
+   * handshake. Resolves with what the guest did (the caller checks `crngReseeded`).
+   */
+  async reseed(request: ReseedRequest, options?: CallOptions): Promise<ReseedResponse> {
+    try {
+      return await this.rpc.call(AgentDefinition, 'reseed', request, options);
+    } catch (err) {
+      throw withContext(err, 'agent reseed after restore');
+    }
+  }
+
+  /** Applies resources to the container's guest cgroup; unset fields keep their values. */
+  async updateContainer(containerId: string, resources: AgentLinuxResources, options?: CallOptions): Promise<void> {
+    const what = `container ${containerId}: update resources`;
+    this.requireMinor(AGENT_PROTOCOL_MINOR_CGROUPS, what);
+    try {
+      await this.rpc.call(AgentDefinition, 'updateContainer', { containerId, resources }, options);
+    } catch (err) {
+      throw withContext(err, what);
+    }
+  }
+
+  /** The counters of the container's guest cgroup. */
+  async statsContainer(containerId: string, options?: CallOptions): Promise<StatsContainerResponse> {
+    const what = `container ${containerId}: stats`;
+    this.requireMinor(AGENT_PROTOCOL_MINOR_CGROUPS, what);
+    try {
+      return await this.rpc.call(AgentDefinition, 'statsContainer', { containerId }, options);
+    } catch (err) {
+      throw withContext(err, what);
+    }
+  }
+
+  /**
+   * Long poll: resolves once the container's OOM-kill count exceeds `seen`, or with
+   * removed=true when the container goes away; rejects when the channel closes.
+   */
+  async watchOom(containerId: string, seen: bigint, options?: CallOptions): Promise<WatchOomResponse> {
+    const what = `container ${containerId}: watch OOM kills`;
+    this.requireMinor(AGENT_PROTOCOL_MINOR_CGROUPS, what);
+    try {
+      return await this.rpc.call(AgentDefinition, 'watchOom', { containerId, seen }, options);
+    } catch (err) {
+      throw withContext(err, what);
     }
   }
 

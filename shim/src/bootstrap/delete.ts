@@ -1,18 +1,42 @@
 // `containerd-shim-smolvm-v1 delete`: containerd runs this when the shim daemon is gone (or a
 // start failed). It must tear the container's VM down from the state on disk alone — the VMM
-// is identified by pid + start time, never a reused pid — and answer a DeleteResponse.
+// is identified by pid + start time, never a reused pid — stop the daemon's binary:// loggers
+// the same way, and answer a DeleteResponse.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { smolvmPaths } from '../config/paths';
 import { DeleteResponse } from '../gen/containerd/task/v2/shim';
 import { removeCgroupPlacement } from '../sandbox/host-cgroup';
-import { StateStore } from '../state/store';
+import { detachAll } from '../sandbox/host-mounts';
+import { StateStore, type LoggerRecord } from '../state/store';
 import { removeQuietly } from '../util/fsutil';
 import { killIdentified, waitGone } from '../util/proc';
 import { timestampNow } from '../util/time';
 import type { ShimFlags } from './flags';
 
 export const EXIT_STATUS_KILLED = 137;
+
+/** containerd gives `delete` about 5 s in all (cleanupTimeout): the loggers get a share of it. */
+const LOGGER_DRAIN_GRACE_MS = 500;
+const LOGGER_TERM_GRACE_MS = 1_000;
+const LOGGER_KILL_WAIT_MS = 1_000;
+
+/** Stops the recorded logger processes that still run (identified by pid + start time). */
+async function stopLoggers(loggers: readonly LoggerRecord[], id: string): Promise<void> {
+  const running = loggers.filter((l) => Number.isInteger(l.pid) && l.pid > 0 && typeof l.startTime === 'string');
+  await Promise.all(running.map(async (logger) => {
+    const identity = { pid: logger.pid, startTime: logger.startTime };
+    // It saw EOF when the daemon died: a moment to write out what it holds and exit by itself.
+    if (await waitGone(identity, LOGGER_DRAIN_GRACE_MS)) return;
+    if (!killIdentified(identity, 'SIGTERM')) return; // gone already (or its pid was reused)
+    if (await waitGone(identity, LOGGER_TERM_GRACE_MS)) return;
+    killIdentified(identity, 'SIGKILL');
+    if (!(await waitGone(identity, LOGGER_KILL_WAIT_MS))) {
+      const what = logger.execId ? `exec ${logger.execId}'s` : 'the';
+      process.stderr.write(`delete ${id}: ${what} logging binary (pid ${logger.pid}) did not exit after SIGKILL\n`);
+    }
+  }));
+}
 
 export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
   if (!flags.id) throw new Error('delete: -id is required');
@@ -32,10 +56,23 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
     // The VMM is gone: its host cgroup directories (only those smolvm made) are empty now.
     const cgroupDirs = (state.vm.hostCgroupDirs ?? []).filter((d) => path.resolve(d).startsWith('/sys/fs/cgroup/'));
     if (cgroupDirs.length > 0) await removeCgroupPlacement({ relativePath: '', created: cgroupDirs });
-    // Only ever remove a directory under our own state dir.
+    // Only ever unmount or remove under our own state dir.
     const vmsRoot = path.join(smolvmPaths().stateDir, 'vms') + path.sep;
-    if (state.vm.dir && path.resolve(state.vm.dir).startsWith(vmsRoot)) removeQuietly(state.vm.dir);
+    const vmDir = state.vm.dir && path.resolve(state.vm.dir).startsWith(vmsRoot) ? path.resolve(state.vm.dir) : null;
+    // Host directories bind-mounted into the VM's 9p share: this container's (recorded) and,
+    // the VM being gone, every other one under its directory (a pod's other containers').
+    const recorded = (state.hostMounts ?? []).filter((p) => typeof p === 'string' && path.resolve(p).startsWith(vmsRoot));
+    const failed = await detachAll(recorded, vmDir ?? undefined);
+    for (const problem of failed) process.stderr.write(`delete ${flags.id}: ${problem}\n`);
+    // removeQuietly never descends into a mount: a bind mount still there keeps its files.
+    if (vmDir) {
+      const left = removeQuietly(vmDir);
+      if (left.length > 0) process.stderr.write(`delete ${flags.id}: left in place (mounted?): ${left.join(' ')}\n`);
+    }
   }
+  // binary:// loggers the dead daemon spawned: most see EOF on fd 3/4 and exit by themselves;
+  // one that does not is stopped as the daemon would have (SIGTERM, then SIGKILL).
+  await stopLoggers(state?.loggers ?? [], flags.id);
   store.remove(namespace, flags.id);
   fs.rmSync(path.join(bundle, 'options.pb'), { force: true });
   return Buffer.from(DeleteResponse.encode({ pid, exitStatus: EXIT_STATUS_KILLED, exitedAt: timestampNow() }).finish());

@@ -10,7 +10,11 @@ export interface SmolvmConfig {
   memoryMiB: number;
   vcpus: number;
   writableDiskMiB: number;
+  /** Containers one pod VM can hold (disk slot pairs it boots with; capped by the backend). */
+  podMaxContainers: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** Start VMs from template snapshots (built in the background) instead of cold boots. */
+  templates: boolean;
 }
 
 export const DEFAULT_CONFIG: SmolvmConfig = {
@@ -18,7 +22,9 @@ export const DEFAULT_CONFIG: SmolvmConfig = {
   memoryMiB: 256,
   vcpus: 1,
   writableDiskMiB: 1024,
+  podMaxContainers: 8,
   logLevel: 'info',
+  templates: true,
 };
 
 export const DEFAULT_CONFIG_PATH = '/etc/smolvm/config.toml';
@@ -34,7 +40,7 @@ const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Numb
 
 export function parseConfig(text: string, file: string): SmolvmConfig {
   const t = parseToml(text, file);
-  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'log_level']);
+  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'pod_max_containers', 'log_level', 'templates']);
   for (const k of Object.keys(t)) if (!known.has(k)) throw new Error(`${file}: unknown key ${k}`);
   const cfg = { ...DEFAULT_CONFIG };
   const backend = pick(t, 'backend', file, (v): v is BackendChoice => v === 'auto' || v === 'kvm' || v === 'tcg', '"auto", "kvm" or "tcg"');
@@ -42,8 +48,10 @@ export function parseConfig(text: string, file: string): SmolvmConfig {
   cfg.memoryMiB = pick(t, 'memory_mib', file, isPositiveInt, 'a positive integer') ?? cfg.memoryMiB;
   cfg.vcpus = pick(t, 'vcpus', file, isPositiveInt, 'a positive integer') ?? cfg.vcpus;
   cfg.writableDiskMiB = pick(t, 'writable_disk_mib', file, isPositiveInt, 'a positive integer') ?? cfg.writableDiskMiB;
+  cfg.podMaxContainers = pick(t, 'pod_max_containers', file, isPositiveInt, 'a positive integer') ?? cfg.podMaxContainers;
   const level = pick(t, 'log_level', file, (v): v is SmolvmConfig['logLevel'] => ['debug', 'info', 'warn', 'error'].includes(v as string), 'debug, info, warn or error');
   if (level) cfg.logLevel = level;
+  cfg.templates = pick(t, 'templates', file, (v): v is boolean => typeof v === 'boolean', 'true or false') ?? cfg.templates;
   return cfg;
 }
 

@@ -1,9 +1,10 @@
 // The OCI spec turned into what the guest agent applies (proto/smolvm/agent.proto, protocol
 // 1.2): capability sets, umask, linux.* security settings, and `mounts` with their options
 // split into mount(2) flags. Host-side facts are resolved here, before any VM boots: a bind
-// of a host FILE carries its content; a bind of a host DIRECTORY becomes a virtio-9p share
-// the backend must export. Everything the guest cannot serve is an InvalidArgument naming the
-// mount or field, never a silent skip.
+// of a host FILE carries its content; a bind of a host DIRECTORY goes through the VM's one
+// virtio-9p share (sandbox/host-mounts.ts binds it into the share on the host; its subpath
+// there is filled in by withShareSubpaths). Everything the guest cannot serve is an
+// InvalidArgument naming the mount or field, never a silent skip.
 import * as fs from 'node:fs';
 import { invalidArgument } from '../errdefs';
 import type {
@@ -15,16 +16,19 @@ import type { OciMount, OciProcess, OciSpec } from './spec';
 export const MAX_HOST_FILE_BYTES = 1 << 20;
 /** All host files of one container: they travel in the Create request (one 4 MiB frame). */
 export const MAX_HOST_FILES_TOTAL_BYTES = 3 << 20;
-/** virtio-9p devices per VM: each takes a virtio-mmio transport (microvm has few). */
-export const MAX_SHARED_DIRS = 4;
+/** Host directories one container may bind-mount (through the VM's one 9p share). */
+export const MAX_HOST_DIRECTORIES = 64;
 
-/** A host directory the VM exports over virtio-9p under `tag`. */
+/** A host directory bind-mounted into the container through the VM's 9p share. */
 export interface HostDirectoryShare {
-  tag: string;
   hostPath: string;
   readOnly: boolean;
+  /** rbind: the host directory's submounts come along. */
+  recursive: boolean;
   /** The mount's destination in the container, for error messages. */
   destination: string;
+  /** Index of its entry in the guest mounts (which gets the share subpath). */
+  mountIndex: number;
 }
 
 export interface GuestContainerConfig {
@@ -120,7 +124,7 @@ export function guestMounts(mounts: readonly OciMount[], containerId: string): {
     const isBind = type === 'bind' || type === 'rbind' || ((type === '' || type === 'none') && opts.bind) || (opts.bind && !(type in GUEST_FILESYSTEMS));
     const base: AgentMount = {
       destination: m.destination, type: '', source: m.source ?? '', flags: opts.flags, propagation: opts.propagation,
-      data: opts.data, recursive: opts.recursive || type === 'rbind', file: undefined, shareTag: undefined,
+      data: opts.data, recursive: opts.recursive || type === 'rbind', file: undefined, shareTag: undefined, shareSubpath: undefined,
     };
     if (!isBind) {
       const guestType = GUEST_FILESYSTEMS[type];
@@ -161,17 +165,36 @@ export function guestMounts(mounts: readonly OciMount[], containerId: string): {
       return;
     }
     if (st.isDirectory()) {
-      if (shares.length >= MAX_SHARED_DIRS) {
-        throw invalidArgument(`${where}: at most ${MAX_SHARED_DIRS} host directories can be bind-mounted into one VM`);
+      if (shares.length >= MAX_HOST_DIRECTORIES) {
+        throw invalidArgument(`${where}: at most ${MAX_HOST_DIRECTORIES} host directories can be bind-mounted into one container`);
       }
-      const tag = `smolvm9p${shares.length}`;
-      shares.push({ tag, hostPath: source, readOnly: (opts.flags & MS.RDONLY) !== 0n, destination: m.destination });
-      out.push({ ...base, type: 'bind', shareTag: tag });
+      shares.push({
+        hostPath: source, readOnly: (opts.flags & MS.RDONLY) !== 0n, recursive: base.recursive,
+        destination: m.destination, mountIndex: out.length,
+      });
+      // The subpath in the VM's share is known once the host has bind-mounted it there.
+      out.push({ ...base, type: 'bind' });
       return;
     }
     throw invalidArgument(`${where}: bind source ${source} is ${describeFileType(st)}; only host files and directories can be bind-mounted into a VM`);
   });
   return { mounts: out, shares };
+}
+
+/**
+ * The guest mounts with each host directory's subpath in the VM's 9p share (`subpaths[i]` for
+ * `shares[i]`, as HostShares.add returned them).
+ */
+export function withShareSubpaths(mounts: Mounts | undefined, shares: readonly HostDirectoryShare[], subpaths: readonly string[]): Mounts | undefined {
+  if (shares.length === 0) return mounts;
+  if (!mounts || subpaths.length !== shares.length) throw new Error(`${shares.length} host directories but ${subpaths.length} share subpaths`);
+  const out = mounts.mounts.map((m) => ({ ...m }));
+  shares.forEach((share, i) => {
+    const m = out[share.mountIndex];
+    if (!m || m.destination !== share.destination) throw new Error(`host directory for ${share.destination}: no guest mount at index ${share.mountIndex}`);
+    m.shareSubpath = subpaths[i];
+  });
+  return { mounts: out };
 }
 
 const CAPABILITY_NAMES = new Set([

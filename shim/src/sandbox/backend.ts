@@ -16,13 +16,6 @@ export interface DiskSlot {
   readOnly: boolean;
 }
 
-/** A host directory exported to the guest (virtio-9p), found there by its mount tag. */
-export interface DirShare {
-  tag: string;
-  hostPath: string;
-  readOnly: boolean;
-}
-
 export interface VmConfig {
   /** Short id, used in process names and paths. */
   vmId: string;
@@ -34,8 +27,11 @@ export interface VmConfig {
   memoryMiB: number;
   vcpus: number;
   slots: DiskSlot[];
-  /** Host directories for bind mounts; only backends with `supportsDirShares`. */
-  shares?: DirShare[];
+  /** Start from this saved VM state (a template, see sandbox/template; files the backend keeps
+   *  next to it, e.g. kvm's memory.bin, come along) instead of booting:
+   *  same kernel, memory, vcpus and slot layout as the VM that saved it, other files behind
+   *  the slots. Only backends with `restoresState`; the guest runs once the state is loaded. */
+  incomingState?: string;
 }
 
 export interface VmExit {
@@ -62,15 +58,103 @@ export interface VmInstance {
   pause(): Promise<void>;
   /** Lets a paused VM run again. */
   resume(): Promise<void>;
+  /**
+   * The file behind disk slot `serial` was rewritten in place (same inode: the VMM holds it
+   * open), maybe with another size: the VMM takes the new size and raises virtio-blk's
+   * config-change interrupt, on which the guest re-reads the capacity (asynchronously: the
+   * agent waits for the size it is told before mounting). A pod's slot given to a container
+   * joining it; a template's slot after a restore.
+   */
+  refreshSlot(serial: string): Promise<void>;
+  /**
+   * Stops the VM and writes its whole state to `stateFile` (a backend may put more files next
+   * to it, e.g. kvm's memory.bin): a template. The VM stays stopped. Backends whose VMs save
+   * themselves this way; the tcg template saves through QMP instead (sandbox/template/tcg.ts).
+   */
+  saveState?(stateFile: string): Promise<void>;
 }
 
 export interface Backend {
   readonly name: BackendName;
   /** Kernel arguments this backend needs, the same for every VM it boots. */
   readonly kernelArgs: string;
-  /** Whether VmConfig.shares (host directories over virtio-9p) can be served. */
+  /** Whether every VM exports `<dir>/shares` over virtio-9p (tag "smolvm"): host directories
+   *  are bind-mounted into it for containers (sandbox/host-mounts.ts). */
   readonly supportsDirShares: boolean;
+  /** Most disk slots one VM can have (virtio-mmio transports left for disks). */
+  readonly maxDiskSlots: number;
+  /** Whether VmConfig.incomingState (a restore from a template's saved state) works. */
+  readonly restoresState?: boolean;
   boot(config: VmConfig, log: Logger): Promise<VmInstance>;
+}
+
+/** The VMM program of each backend, for log lines about its process. */
+export const VMM_PROGRAM: Record<BackendName, string> = { tcg: 'qemu-system-x86_64', kvm: 'smolvm-vmm' };
+
+/** How much of the guest console is searched for a panic (the panic is among its last lines). */
+const CONSOLE_SCAN_BYTES = 64 * 1024;
+
+/**
+ * The guest kernel's own panic line ("Kernel panic - not syncing: <reason>") from console
+ * output, without the printk timestamp, or null when the guest did not panic.
+ */
+export function kernelPanicLine(consoleText: string): string | null {
+  const match = /Kernel panic - not syncing:[^\r\n]*/.exec(consoleText);
+  return match ? match[0].trim() : null;
+}
+
+/** The end of a file (at most `maxBytes`), or "" when it cannot be read. */
+function fileTail(file: string, maxBytes: number): string {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, 'r');
+    const size = fs.fstatSync(fd).size;
+    const length = Math.min(size, maxBytes);
+    const buffer = Buffer.alloc(length);
+    fs.readSync(fd, buffer, 0, length, size - length);
+    return buffer.toString('utf8');
+  } catch {
+    return '';
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** One line on how a VMM process ended (or that it still runs). */
+export function describeVmmEnd(backend: BackendName, pid: number, exit: VmExit | null): string {
+  const vmm = `the VMM (${VMM_PROGRAM[backend]}, pid ${pid})`;
+  if (exit === null) return `${vmm} still runs, but the guest agent's channel closed`;
+  if (exit.signal) return `${vmm} was killed by ${exit.signal}`;
+  return `${vmm} exited with code ${exit.code}`;
+}
+
+/**
+ * Why a VM went away under its processes, as one line for the log: a guest kernel panic (the
+ * kernel's panic line from the console; with panic=-1 and QEMU's -no-reboot the VMM then
+ * exits), else the VMM's end (e.g. killed by SIGKILL from outside). Waits up to `waitMs` for
+ * the VMM's exit status, since the agent channel may close a moment before the VMM is reaped.
+ */
+export async function describeVmLoss(vm: VmInstance, waitMs = 2_000): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const exit = await Promise.race([
+    vm.exited,
+    new Promise<null>((resolve) => { timer = setTimeout(() => resolve(null), waitMs); }),
+  ]).finally(() => clearTimeout(timer));
+  const end = describeVmmEnd(vm.backend, vm.identity.pid, exit);
+  const panic = kernelPanicLine(fileTail(vm.consoleLog, CONSOLE_SCAN_BYTES));
+  return panic ? `the guest kernel panicked: "${panic}"; ${end}` : end;
+}
+
+export interface VmLossReport {
+  /** One line: why the VM is gone (see describeVmLoss). */
+  reason: string;
+  /** The VMM's and the guest console's last words (VmInstance.diagnostics()). */
+  diagnostics: string;
+}
+
+export async function vmLossReport(vm: VmInstance): Promise<VmLossReport> {
+  const reason = await describeVmLoss(vm);
+  return { reason, diagnostics: vm.diagnostics() };
 }
 
 /** The last lines of a log file, for error messages (a guest panic names itself there). */

@@ -6,11 +6,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient } from '../agent/client';
 import type { Paths } from '../config/paths';
-import { invalidArgument, RpcError } from '../errdefs';
+import { RpcError } from '../errdefs';
 import type { Logger } from '../log';
 import { removeQuietly } from '../util/fsutil';
-import type { Backend, DirShare, DiskSlot, VmConfig, VmInstance } from './backend';
+import type { Backend, DiskSlot, VmConfig, VmInstance } from './backend';
 import { guestArtifacts } from './guest';
+import { HostShares, sharesDirOf } from './host-mounts';
+import { startVm } from './template/start';
 
 export interface SandboxOptions {
   backend: Backend;
@@ -24,15 +26,15 @@ export interface SandboxOptions {
   onVmStarted?: (vm: VmInstance) => void;
   /** Time for the guest to boot and answer the handshake. */
   bootTimeoutMs?: number;
-  /** Host directories to export over virtio-9p (fixed at boot, like the disk slots). Only
-   *  the tcg backend has a 9p device: elsewhere they are refused, naming the mount. */
-  sharedDirs?: (DirShare & { destination: string })[];
+  /** Restore from a template snapshot when one is valid (default true; config `templates`). */
+  templates?: boolean;
 }
-
-/** Backends that export host directories to the guest (QEMU's virtio-9p-device). */
 
 export class Sandbox {
   private destroyed: Promise<void> | null = null;
+  /** The VM's one 9p share (`<dir>/shares`), null when the backend has none: host
+   *  directories are bind-mounted into it for the containers (host-mounts.ts). */
+  readonly shares: HostShares | null;
 
   private constructor(
     readonly vmId: string,
@@ -41,42 +43,39 @@ export class Sandbox {
     readonly agent: AgentClient,
     readonly slots: DiskSlot[],
     private readonly log: Logger,
-  ) {}
+    backend: Backend,
+  ) {
+    this.shares = backend.supportsDirShares ? new HostShares(sharesDirOf(dir), log) : null;
+  }
 
   static vmDir(paths: Paths, vmId: string): string {
     return path.join(paths.stateDir, 'vms', vmId);
   }
 
   static async boot(opts: SandboxOptions): Promise<Sandbox> {
-    const shares = opts.sharedDirs ?? [];
-    if (shares.length > 0 && !opts.backend.supportsDirShares) {
-      throw invalidArgument(`mount ${shares[0]!.destination}: bind mounts of host directories (here ${shares[0]!.hostPath}) need virtio-9p, which the ${opts.backend.name} backend does not have yet; use the tcg backend`);
-    }
     const vmId = randomBytes(6).toString('hex');
     const dir = Sandbox.vmDir(opts.paths, vmId);
     const log = opts.log.child({ vm: vmId });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    let vm: VmInstance | null = null;
+    // Set by onVmStarted (inside startVm): the VM to kill should anything fail after it.
+    let vm = null as VmInstance | null;
     try {
       const [guest, slots] = await Promise.all([guestArtifacts(opts.paths.cacheDir), opts.prepareSlots(dir)]);
-      const started = Date.now();
       const config: VmConfig = {
         vmId, dir,
         kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: `${guest.cmdline} ${opts.backend.kernelArgs}`.trim(),
         memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, slots,
-        shares: shares.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
       };
-      vm = await opts.backend.boot(config, log);
-      opts.onVmStarted?.(vm);
-      const bootTimeout = opts.bootTimeoutMs ?? 60_000;
-      const channel = await vm.connectAgent(bootTimeout);
-      const vmExited = vm.exited.then((exit) => {
-        throw new Error(`VM exited during boot (code ${exit.code}, signal ${exit.signal}): ${vm!.diagnostics()}`);
+      // Restored from a template when a valid one exists, else cold-booted (template/start.ts).
+      const { vm: ready, agent } = await startVm({
+        backend: opts.backend, config, paths: opts.paths, log, templates: opts.templates,
+        bootTimeoutMs: opts.bootTimeoutMs ?? 60_000,
+        onVmStarted: (started) => {
+          vm = started;
+          opts.onVmStarted?.(started);
+        },
       });
-      const agent = await Promise.race([AgentClient.connect(channel, { timeoutMs: bootTimeout }), vmExited]);
-      vmExited.catch(() => undefined);
-      log.info('vm ready', { backend: vm.backend, pid: vm.identity.pid, ms: Date.now() - started, kernel: agent.info.kernelRelease });
-      return new Sandbox(vmId, dir, vm, agent, slots, log);
+      return new Sandbox(vmId, dir, ready, agent, slots, log, opts.backend);
     } catch (err) {
       const detail = vm ? vm.diagnostics() : '';
       if (vm) await vm.kill();
@@ -94,7 +93,10 @@ export class Sandbox {
       this.destroyed = (async () => {
         this.agent.close();
         await this.vm.kill();
-        removeQuietly(this.dir);
+        // Host bind mounts first: the removal below never descends into a mount anyway.
+        await this.shares?.releaseAll();
+        const left = removeQuietly(this.dir);
+        if (left.length > 0) this.log.warn('vm directory not fully removed (mounts left?)', { left: left.join(' ') });
         this.log.debug('vm destroyed');
       })();
     }

@@ -22,6 +22,14 @@ export interface VmRecord {
   hostCgroupDirs?: string[];
 }
 
+/** A binary:// logger process of the container's init ("") or of one exec. */
+export interface LoggerRecord {
+  execId: string;
+  pid: number;
+  /** /proc start time: `delete` signals the pid only while it is still this process. */
+  startTime: string;
+}
+
 export interface ContainerState {
   version: number;
   id: string;
@@ -32,6 +40,11 @@ export interface ContainerState {
   vm: VmRecord | null;
   exitStatus?: number;
   exitedAt?: string;
+  /** Logger processes the daemon spawned: `delete` stops them when the daemon died. */
+  loggers?: LoggerRecord[];
+  /** Host mount points of this container's host directories (bind mounts into the VM's 9p
+   *  share, `<vm.dir>/shares/<n>`), recorded before they are made: `delete` detaches them. */
+  hostMounts?: string[];
 }
 
 export class StateStore {

@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { invalidArgument } from '../errdefs';
+import { processStartTime } from '../util/proc';
 
 export interface BinaryLoggerOptions {
   path: string;
@@ -25,6 +26,9 @@ export interface BinaryLoggerOptions {
 
 export interface BinaryLogger {
   readonly pid: number;
+  /** /proc start time of `pid`: recorded in the state file so that `delete` can stop the
+   *  logger after the daemon died, and never signal a reused pid. */
+  readonly startTime: string;
   readonly stdout: Writable;
   readonly stderr: Writable;
   /** Closes its inputs and waits until the logger is gone (SIGTERM, then SIGKILL). Idempotent. */
@@ -108,5 +112,11 @@ export async function startBinaryLogger(opts: BinaryLoggerOptions): Promise<Bina
     throw invalidArgument(`${what} ${outcome.reason}`);
   }
   ready.destroy();
-  return { pid: child.pid!, stdout, stderr, close };
+  const pid = child.pid!;
+  const startTime = processStartTime(pid);
+  if (startTime === null) {
+    await close();
+    throw invalidArgument(`${what} exited right after it signalled ready`);
+  }
+  return { pid, startTime, stdout, stderr, close };
 }

@@ -10,6 +10,7 @@ import { startBinaryLogger, type BinaryLogger } from './binary';
 import { openOutputFifo, openStdinFifo } from './fifo';
 import { openLogFile, type LogFile } from './file';
 import { parseStdioUri } from './uri';
+import type { ProcessIdentity } from '../util/proc';
 
 export interface StdioPaths {
   stdin: string;
@@ -37,6 +38,8 @@ export interface HostStdio {
   readonly closed: Promise<void>;
   /** Stops reading stdin (CloseIO): the guest then sees EOF. */
   closeStdin(): void;
+  /** The binary:// logger process, if any (recorded in the state file for `delete`). */
+  readonly logger?: ProcessIdentity;
 }
 
 export async function openHostStdio(paths: StdioPaths, context: StdioContext): Promise<HostStdio> {
@@ -56,7 +59,7 @@ export async function openHostStdio(paths: StdioPaths, context: StdioContext): P
   };
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => { resolveClosed = resolve; });
-  const result: HostStdio = {
+  const result: { -readonly [K in keyof HostStdio]: HostStdio[K] } = {
     close(): void {
       void release().then(resolveClosed);
     },
@@ -87,6 +90,7 @@ export async function openHostStdio(paths: StdioPaths, context: StdioContext): P
           readyTimeoutMs: context.loggerReadyTimeoutMs,
         });
         result.stdout = logger.stdout;
+        result.logger = { pid: logger.pid, startTime: logger.startTime };
         if (!paths.terminal) result.stderr = logger.stderr;
         break;
       case 'fifo':

@@ -3,18 +3,23 @@
 // its teardown. Used by the containerd task service and by `smolvm run` alike.
 import * as path from 'node:path';
 import { createWritableDisk, ensureImage, type RootfsSource } from '../../../rootfs-builder/image';
-import type { ProcessIo, ProcessStdio } from '../agent/client';
+import { AGENT_PROTOCOL_MINOR_CGROUPS, type ProcessIo, type ProcessStdio } from '../agent/client';
 import type { Paths } from '../config/paths';
 import { alreadyExists, Code, failedPrecondition, notFound, RpcError } from '../errdefs';
 import { AGENT_PROTOCOL_MINOR_OCI } from '../oci/protocol';
-import type { Process as AgentProcess } from '../gen/smolvm/agent';
+import type { Process as AgentProcess, LinuxResources as AgentLinuxResources, Mounts as AgentMounts, StatsContainerResponse } from '../gen/smolvm/agent';
 import type { Logger } from '../log';
-import { guestCapabilities, guestContainerConfig } from '../oci/guest-config';
+import { guestCapabilities, guestContainerConfig, withShareSubpaths } from '../oci/guest-config';
+import { guestResources } from '../oci/resources';
 import type { OciProcess, OciSpec } from '../oci/spec';
-import type { Backend, DiskSlot, VmInstance } from '../sandbox/backend';
+import { vmLossReport, type Backend, type DiskSlot, type VmInstance } from '../sandbox/backend';
+import { assertDirSharesSupported } from '../sandbox/host-mounts';
 import { Sandbox } from '../sandbox/sandbox';
 import { placeInCgroup, removeCgroupPlacement, resolveCgroupsPath, type CgroupPlacement } from '../sandbox/host-cgroup';
+import type { PodRegistry } from '../sandbox/pod-registry';
 import { GuestProcess } from './guest-process';
+import { maxLimitForVm, vmMemoryMiB } from './memory-sizing';
+import { joinPod, type PodMembership } from './pod-member';
 import { ProcessState, type ExitInfo } from './process';
 
 /** Fixed slots every VM boots with: the image and the writable layer. */
@@ -43,6 +48,14 @@ export interface ContainerOptions {
   onExit?: (info: ExitInfo) => void;
   /** terminal=true for the init process (containerd's request may say so when the spec does not). */
   terminal?: boolean;
+  /** Called when the container's guest cgroup saw a new OOM kill: before the TaskExit of a
+   *  process it killed (TaskOOM, then TaskExit), or on its own when it killed a child. */
+  onOom?: () => void;
+  /** Run in this pod's shared VM (io.kubernetes.cri.sandbox-id) instead of a VM of its own. */
+  pod?: { registry: PodRegistry; sandboxId: string; maxContainers: number };
+  /** Called with every host mount point of this container's host directories (bind mounts
+   *  into the VM's 9p share) before they are made: record them on disk for `delete`. */
+  onHostMounts?: (points: string[]) => void;
 }
 
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -75,6 +88,26 @@ export function agentProcess(proc: OciProcess, terminal = proc.terminal ?? false
   };
 }
 
+/** The spec's linux.resources for CreateContainer; refused when the agent cannot apply them. */
+function createResources(sandbox: Sandbox, opts: ContainerOptions): AgentLinuxResources | undefined {
+  const { resources } = guestResources(opts.spec.linux?.resources, `container ${opts.id}`);
+  if (resources && sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_CGROUPS) {
+    throw new RpcError(Code.FailedPrecondition, `container ${opts.id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; linux.resources need 1.${AGENT_PROTOCOL_MINOR_CGROUPS} (rebuild the guest initramfs)`);
+  }
+  return resources;
+}
+
+/**
+ * Bind-mounts the container's host directories into its VM's 9p share (host-mounts.ts) and
+ * returns the guest mounts naming their subpaths there.
+ */
+async function shareHostDirectories(sandbox: Sandbox, opts: ContainerOptions, guestConfig: ReturnType<typeof guestContainerConfig>): Promise<AgentMounts | undefined> {
+  if (guestConfig.shares.length === 0) return guestConfig.mounts;
+  if (!sandbox.shares) throw new RpcError(Code.InvalidArgument, `container ${opts.id}: mount ${guestConfig.shares[0]!.destination}: this VM has no 9p share for host directories`);
+  const subpaths = await sandbox.shares.add(opts.id, guestConfig.shares, opts.onHostMounts);
+  return withShareSubpaths(guestConfig.mounts, guestConfig.shares, subpaths);
+}
+
 function clampUint16(n: number): number {
   return Number.isFinite(n) && n > 0 ? Math.min(Math.floor(n), 0xffff) : 0;
 }
@@ -96,6 +129,11 @@ export class Container {
   private readonly pendingExecs = new Set<string>();
   /** The host cgroup directories made for the VMM (spec linux.cgroupsPath), removed on destroy. */
   private hostCgroup: CgroupPlacement | null = null;
+  /** Set when the container runs in a pod's shared VM: leaving it, not a VM teardown. */
+  private podMembership: PodMembership | null = null;
+  private leaving: Promise<void> | null = null;
+  /** OOM kills of the guest cgroup already reported (TaskOOM published once per kill). */
+  private oomSeen = 0n;
 
   private constructor(
     readonly id: string,
@@ -107,9 +145,11 @@ export class Container {
   ) {
     this.initProcess = new GuestProcess({
       agent: sandbox.agent, containerId: id, execId: '', guestPid, io, terminal, log: opts.log,
-      describeLoss: () => sandbox.vm.diagnostics(), onExit: (info) => opts.onExit?.(info),
+      describeLoss: () => vmLossReport(sandbox.vm), onExit: (info) => opts.onExit?.(info),
+      onOomCount: (count) => this.noteOomCount(count),
     });
     this.init = this.initProcess.state;
+    this.watchOom();
   }
 
   /** The pid containerd sees: the VMM process's. */
@@ -118,6 +158,11 @@ export class Container {
   }
 
   static async create(opts: ContainerOptions): Promise<Container> {
+    // linux.resources are checked before a VM exists; memory.limit sizes the VM (the guest
+    // cgroup enforces the limit itself).
+    const limits = guestResources(opts.spec.linux?.resources, `container ${opts.id}`);
+    if (limits.notApplied.length > 0) opts.log.warn('linux.resources not applied in the guest', { sections: limits.notApplied.join(',') });
+    opts = { ...opts, memoryMiB: vmMemoryMiB(opts.memoryMiB, limits.memoryLimitBytes, `container ${opts.id}`) };
     const { id, spec, log } = opts;
     if (!spec.process) throw new RpcError(3, `container ${id}: config.json has no process`);
     const terminal = opts.terminal ?? spec.process.terminal ?? false;
@@ -125,10 +170,11 @@ export class Container {
     const guestConfig = guestContainerConfig(spec, id);
     const initSpec = agentProcess(spec.process, terminal, `container ${id}`);
     const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
+    assertDirSharesSupported(opts.backend, guestConfig.shares, id);
     let hostCgroup: CgroupPlacement | null = null;
     let vmDirSeen = '';
+    if (opts.pod) return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath);
     const sandbox = await Sandbox.boot({
-      sharedDirs: guestConfig.shares,
       backend: opts.backend,
       paths: opts.paths,
       memoryMiB: opts.memoryMiB,
@@ -166,6 +212,8 @@ export class Container {
         // An older agent would ignore the security settings and mounts: refuse instead.
         throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
       }
+      // Host directories: bind-mounted into the VM's share (undone by sandbox.destroy).
+      const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
       const created = await sandbox.agent.createContainer({
         containerId: id,
         image: { serial: IMAGE_SLOT, fsType: 'erofs', readOnly: true },
@@ -174,7 +222,8 @@ export class Container {
         hostname: spec.hostname ?? '',
         readonlyRootfs: spec.root?.readonly ?? false,
         linux: guestConfig.linux,
-        mounts: guestConfig.mounts,
+        mounts,
+        resources: createResources(sandbox, opts),
       }, opts.stdio);
       const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
       container.hostCgroup = hostCgroup;
@@ -185,6 +234,57 @@ export class Container {
       if (hostCgroup) await removeCgroupPlacement(hostCgroup);
       throw err;
     }
+  }
+
+  /** A container of a pod: it joins the pod's VM (booting it when it is the first). */
+  private static async createInPod(
+    opts: ContainerOptions, pod: NonNullable<ContainerOptions['pod']>, terminal: boolean,
+    initSpec: AgentProcess, guestConfig: ReturnType<typeof guestContainerConfig>, cgroupPath: string | null,
+  ): Promise<Container> {
+    const { id, spec, log } = opts;
+    const membership = await joinPod({
+      registry: pod.registry, sandboxId: pod.sandboxId, containerId: id, rootfs: opts.rootfs,
+      writableDiskBytes: opts.writableDiskBytes, backend: opts.backend, paths: opts.paths,
+      memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, maxContainers: pod.maxContainers, cgroupPath, log,
+      onVmStarted: opts.onVmStarted,
+    });
+    const sandbox = membership.sandbox;
+    try {
+      if (sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
+        throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
+      }
+      // The pod's share exists from the VM's boot: this container's directories join it.
+      const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
+      const created = await sandbox.agent.createContainer({
+        containerId: id,
+        image: { serial: membership.image.serial, fsType: 'erofs', readOnly: true, sizeBytes: BigInt(membership.image.sizeBytes) },
+        writable: { serial: membership.writable.serial, fsType: 'ext4', readOnly: false, sizeBytes: BigInt(membership.writable.sizeBytes) },
+        process: initSpec,
+        hostname: spec.hostname ?? '',
+        readonlyRootfs: spec.root?.readonly ?? false,
+        linux: guestConfig.linux,
+        mounts,
+        resources: createResources(sandbox, opts),
+      }, opts.stdio);
+      const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
+      container.podMembership = membership;
+      container.initProcess.watchExit();
+      return container;
+    } catch (err) {
+      await membership.leave();
+      await sandbox.shares?.release(id);
+      throw err;
+    }
+  }
+
+  /** The pod this container runs in (its sandbox id), or null for a VM of its own. */
+  get podId(): string | null {
+    return this.podMembership?.sandboxId ?? null;
+  }
+
+  /** True while other containers run in the same VM (a pod with more than this one). */
+  get sharesVm(): boolean {
+    return this.podMembership !== null && this.podMembership.pod.memberCount > 1;
   }
 
   /** The init process for "", else the exec; NotFound when there is no such exec. */
@@ -215,7 +315,8 @@ export class Container {
       const exec = new GuestProcess({
         agent: this.sandbox.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
         terminal: options.terminal, log: this.opts.log.child({ exec: execId }),
-        describeLoss: () => this.sandbox.vm.diagnostics(), onExit: options.onExit,
+        describeLoss: () => vmLossReport(this.sandbox.vm), onExit: options.onExit,
+        onOomCount: (count) => this.noteOomCount(count),
       });
       this.execs.set(execId, exec);
       exec.watchExit();
@@ -248,14 +349,84 @@ export class Container {
   }
 
   async guestPids(): Promise<number[]> {
+    return (await this.guestProcesses()).map((p) => p.pid);
+  }
+
+  /** The container's processes in the guest, each with its exec id ("" for the init's). */
+  async guestProcesses(): Promise<Array<{ pid: number; execId: string }>> {
     if (this.init.status === 'stopped') return [];
     const procs = await this.sandbox.agent.listProcesses(this.id);
-    return procs.map((p) => p.pid);
+    return procs.map((p) => ({ pid: p.pid, execId: p.execId }));
+  }
+
+  /**
+   * Update: applies cpu/memory/pids limits to the guest cgroup (fields not set keep their
+   * values). The VM's memory is fixed at boot: a memory limit beyond what it can hold is
+   * refused rather than silently capped.
+   */
+  async update(rawResources: unknown): Promise<void> {
+    const what = `container ${this.id}`;
+    const { resources, memoryLimitBytes, notApplied } = guestResources(rawResources, what);
+    if (this.init.status === 'stopped') throw failedPrecondition(`${what}: cannot update the resources of a stopped task`);
+    const max = maxLimitForVm(this.opts.memoryMiB);
+    if (memoryLimitBytes !== undefined && memoryLimitBytes > max) {
+      throw failedPrecondition(`${what}: memory limit ${memoryLimitBytes} bytes does not fit the VM (${this.opts.memoryMiB} MiB, fixed when the task was created; at most ${max} bytes can be enforced)`);
+    }
+    if (notApplied.length > 0) this.opts.log.warn('linux.resources not applied in the guest', { sections: notApplied.join(',') });
+    if (!resources) return;
+    await this.sandbox.agent.updateContainer(this.id, resources);
+  }
+
+  /** The guest cgroup's counters (Stats). */
+  async stats(): Promise<StatsContainerResponse> {
+    return this.sandbox.agent.statsContainer(this.id);
+  }
+
+  /** A new OOM-kill count from the guest: reports each increase once. */
+  private noteOomCount(count: bigint): void {
+    if (count <= this.oomSeen) return;
+    this.oomSeen = count;
+    this.opts.log.warn('OOM kill in the container\'s cgroup', { oom_kill: count.toString() });
+    this.opts.onOom?.();
+  }
+
+  /** Long-polls the agent for OOM kills that end no process we wait for (a child's). */
+  private watchOom(): void {
+    const agent = this.sandbox.agent;
+    if (agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_CGROUPS) return;
+    void (async () => {
+      while (!agent.closed && !this.leaving) {
+        const seen = this.oomSeen;
+        let answer;
+        try {
+          answer = await agent.watchOom(this.id, seen);
+        } catch (err) {
+          // The channel closed (VM gone), or this agent has no cgroups: nothing to watch.
+          if (!agent.closed) this.opts.log.info('OOM watch stopped', { error: (err as Error).message });
+          return;
+        }
+        if (answer.removed) return;
+        if (answer.oomKill <= seen) {
+          this.opts.log.warn('OOM watch: the agent answered without a new kill; stopping', { oom_kill: answer.oomKill.toString() });
+          return;
+        }
+        this.noteOomCount(answer.oomKill);
+      }
+    })();
   }
 
   /** Kills whatever runs, stops the VM, frees its files. Idempotent. */
   async destroy(): Promise<void> {
-    await this.sandbox.destroy();
+    if (this.podMembership) {
+      // In a pod's VM: only this container goes (the agent kills what is left of it and
+      // unmounts it); the VM ends with the pod's last container.
+      this.leaving ??= this.podMembership.leave();
+      await this.leaving;
+      // The guest no longer uses them: this container's host bind mounts go.
+      await this.sandbox.shares?.release(this.id);
+    } else {
+      await this.sandbox.destroy();
+    }
     // After the VMM is gone: only an empty cgroup can be removed.
     if (this.hostCgroup) {
       const left = await removeCgroupPlacement(this.hostCgroup);

@@ -4,6 +4,7 @@
 import type { AgentClient, ProcessIo } from '../agent/client';
 import { notFound } from '../errdefs';
 import type { Logger } from '../log';
+import type { VmLossReport } from '../sandbox/backend';
 import { ProcessState, type ExitInfo } from './process';
 
 /** Exit status reported when the VM is gone before the process reported its own. */
@@ -19,10 +20,13 @@ export interface GuestProcessOptions {
   io: ProcessIo;
   terminal: boolean;
   log: Logger;
-  /** Details for the log when the VM goes away under the process. */
-  describeLoss: () => string;
+  /** Why the VM went away under the process (a kernel panic, the VMM killed...), for the log. */
+  describeLoss: () => Promise<VmLossReport>;
   /** Called once, after the process exited and all its output was delivered. */
   onExit?: (info: ExitInfo) => void;
+  /** Called right before onExit with the container's OOM-kill count at the exit (when > 0),
+   *  so that TaskOOM can go out before TaskExit. */
+  onOomCount?: (count: bigint) => void;
 }
 
 export class GuestProcess {
@@ -55,18 +59,27 @@ export class GuestProcess {
     const { agent, containerId, execId, io, log } = this.opts;
     void (async () => {
       let info: ExitInfo;
+      let oomKill = 0n;
       try {
         const result = await agent.waitProcess(containerId, execId);
         await io.outputDone;
         info = { exitStatus: result.exitStatus, exitedAt: result.exitedAt };
+        oomKill = result.oomKill;
       } catch (err) {
-        log.warn(`${this.name}: gone before it reported an exit; reporting ${EXIT_STATUS_LOST}`, {
-          error: String(err), diagnostics: this.opts.describeLoss(),
+        // Taken now: the VM is gone, this is when the process ended.
+        const exitedAt = new Date();
+        const loss = await this.opts.describeLoss().catch((e: unknown) => ({ reason: `cause unknown (${String(e)})`, diagnostics: '' }));
+        // Torn down by smolvm itself (Delete, shutdown): the exit is already recorded.
+        if (this.state.status === 'stopped') return;
+        // The init process's line carries the console tail; an exec's names the cause only.
+        log.warn(`${this.name}: the VM is gone before the process reported an exit: ${loss.reason}; reporting exit status ${EXIT_STATUS_LOST}`, {
+          error: String(err), ...(execId ? {} : { diagnostics: loss.diagnostics }),
         });
-        info = { exitStatus: EXIT_STATUS_LOST, exitedAt: new Date() };
+        info = { exitStatus: EXIT_STATUS_LOST, exitedAt };
       }
       // Never report the exit before the start it follows.
       await this.startInFlight;
+      if (oomKill > 0n && this.state.status !== 'stopped') this.opts.onOomCount?.(oomKill);
       if (this.state.markExited(info)) {
         log.info(`${this.name} exited`, { exit_status: info.exitStatus });
         this.opts.onExit?.(info);

@@ -1,27 +1,33 @@
 // containerd.task.v2.Task for smolvm: the init process of each container and its execs
 // (pause, stats and the rest come with the rest of the task API). Every container is its own
 // microVM; an exec is one more process in the container's namespaces in that VM.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RootfsSource } from '../../../rootfs-builder/image';
 import type { Paths } from '../config/paths';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
 import type { EventPublisher } from '../events/publisher';
-import { taskCreate, taskDelete, taskExecAdded, taskExecStarted, taskExit, taskPaused, taskResumed, taskStart, Topics } from '../events/topics';
+import { taskCreate, taskDelete, taskExecAdded, taskExecStarted, taskExit, taskOOM, taskPaused, taskResumed, taskStart, Topics } from '../events/topics';
 import { Status } from '../gen/containerd/types/task/task';
 import type {
   CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
   DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
-  StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
+  StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
 } from '../gen/containerd/task/v2/shim';
 import type { Empty } from '../gen/google/protobuf/empty';
+import type { Any } from '../gen/google/protobuf/any';
+import { ProcessDetails } from '../gen/containerd/runc/options/oci';
 import type { Logger } from '../log';
+import { parseUpdateResources } from '../oci/resources';
 import { loadBundleSpec } from '../oci/spec';
 import type { Backend } from '../sandbox/backend';
 import { openHostStdio, type HostStdio } from '../stdio/host-stdio';
-import { StateStore, validateId, type ContainerState } from '../state/store';
+import { StateStore, validateId, type ContainerState, type LoggerRecord } from '../state/store';
 import { toTimestamp } from '../util/time';
+import { PodRegistry } from '../sandbox/pod-registry';
 import { Container } from './container';
 import { parseExecProcessSpec } from './exec-spec';
+import { packCgroupMetrics, toCgroupMetrics } from './metrics';
 import type { GuestProcess } from './guest-process';
 import type { ProcessStatus } from './process';
 
@@ -38,6 +44,8 @@ export interface TaskServiceOptions {
   writableDiskBytes: number;
   /** Called when Shutdown finds no container left: the daemon exits. */
   onShutdown: () => void;
+  /** Containers one pod VM holds (config pod_max_containers; capped by the backend). */
+  podMaxContainers?: number;
 }
 
 interface Entry {
@@ -57,6 +65,30 @@ interface ExecEntry {
   stdio: HostStdio;
   /** Delete has begun: its exit is no longer published. */
   deleted: boolean;
+}
+
+/** What persist() records of a container: its binary:// loggers come from its stdio and execs. */
+interface PersistedIdent {
+  id: string;
+  bundle: string;
+  stdio?: HostStdio;
+  execs?: Map<string, ExecEntry>;
+}
+
+/** The logger processes to record, so that `delete` can stop them if this daemon dies. */
+function loggerRecords(e: PersistedIdent): LoggerRecord[] {
+  const records: LoggerRecord[] = [];
+  if (e.stdio?.logger) records.push({ execId: '', ...e.stdio.logger });
+  for (const x of e.execs?.values() ?? []) if (x.stdio.logger) records.push({ execId: x.execId, ...x.stdio.logger });
+  return records;
+}
+
+/** typeurl's name for runc's ProcessDetails (bare message name, as containerd's typeurl writes it). */
+const PROCESS_DETAILS_TYPE_URL = 'containerd.runc.v1.ProcessDetails';
+
+/** PidsResponse info for an exec's process, in runc's shim's type (ctr decodes it by name). */
+function processDetails(execId: string): Any {
+  return { typeUrl: PROCESS_DETAILS_TYPE_URL, value: Buffer.from(ProcessDetails.encode({ execId }).finish()) };
 }
 
 const MAX_UINT32 = 0xffff_ffff;
@@ -88,9 +120,24 @@ export class TaskService {
   private readonly pauses = new Map<string, PauseRecord>();
   /** Pause, Resume and a kill that resumes run one at a time per container. */
   private readonly pauseQueues = new Map<string, Promise<unknown>>();
+  /** Pod VMs by sandbox id: the containers of a pod share one. */
+  private readonly pods = new PodRegistry();
 
   constructor(private readonly opts: TaskServiceOptions) {
     this.store = new StateStore(opts.paths.stateDir);
+  }
+
+  /** The pod (sandbox id) a container joins, or undefined for a VM of its own. Refused while
+   *  the pod's VM is paused: its agent could not take the container. */
+  private podFor(id: string, annotations: Record<string, string> | undefined): { registry: PodRegistry; sandboxId: string; maxContainers: number } | undefined {
+    const sandboxId = PodRegistry.sandboxIdOf(annotations);
+    if (!sandboxId) return undefined;
+    for (const pausedId of this.pauses.keys()) {
+      if (this.entries.get(pausedId)?.container.podId === sandboxId) {
+        throw failedPrecondition(`container ${id}: pod ${sandboxId} is paused (container ${pausedId}); resume it first`);
+      }
+    }
+    return { registry: this.pods, sandboxId, maxContainers: this.opts.podMaxContainers ?? 8 };
   }
 
   get containerCount(): number {
@@ -114,14 +161,24 @@ export class TaskService {
     return execId ? this.execEntry(e, execId).process : e.container.process('');
   }
 
-  private persist(e: { id: string; bundle: string }, status: ContainerState['status'], container: Container | null, vm?: ContainerState['vm']): void {
+  private persist(e: PersistedIdent, status: ContainerState['status'], container: Container | null, vm?: ContainerState['vm'], hostMounts?: string[]): void {
     const previous = this.store.read(this.opts.namespace, e.id);
     const exit = container?.init.exit;
+    const loggers = loggerRecords(e);
+    const mounts = hostMounts ?? previous?.hostMounts ?? [];
     this.store.write({
       version: 1, id: e.id, namespace: this.opts.namespace, bundle: e.bundle, status, shimPid: process.pid,
       vm: vm ?? previous?.vm ?? null,
       ...(exit ? { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() } : {}),
+      ...(loggers.length > 0 ? { loggers } : {}),
+      ...(mounts.length > 0 ? { hostMounts: mounts } : {}),
     });
+  }
+
+  /** Rewrites the state file with the current set of logger processes (an exec's came or went). */
+  private persistLoggers(e: Entry): void {
+    // A deleted container's state file is gone for good: never write it again.
+    if (!e.deleted && this.entries.get(e.id) === e) this.persist(e, e.container.init.status, e.container);
   }
 
   async create(req: CreateTaskRequest): Promise<CreateTaskResponse> {
@@ -144,23 +201,28 @@ export class TaskService {
       const rootfs: RootfsSource = req.rootfs.length > 0
         ? { kind: 'mounts', mounts: req.rootfs }
         : { kind: 'dir', path: path.resolve(req.bundle, spec.root?.path ?? 'rootfs') };
+      if (rootfs.kind === 'dir' && !fs.statSync(rootfs.path, { throwIfNoEntry: false })?.isDirectory()) {
+        // Checked before anything is started: name the field the path came from.
+        throw invalidArgument(`container ${id}: no rootfs: containerd passed no rootfs mounts and config.json root.path ${JSON.stringify(spec.root?.path ?? 'rootfs')} (${rootfs.path}) is not a directory`);
+      }
       stdio = await openHostStdio(
         { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal || !!spec.process.terminal },
         { containerId: id, namespace: this.opts.namespace },
       );
       const hostStdio = stdio;
-      const ident = { id, bundle: req.bundle };
+      const ident: PersistedIdent = { id, bundle: req.bundle, stdio: hostStdio };
       this.persist(ident, 'creating', null, null);
       const container = await Container.create({
         id, spec, rootfs, terminal: req.terminal || !!spec.process.terminal,
         stdio: { stdin: hostStdio.stdin, stdout: hostStdio.stdout, stderr: hostStdio.stderr },
         backend: this.opts.backend, paths: this.opts.paths,
         memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
-        log,
+        log, pod: this.podFor(id, spec.annotations),
         onVmStarted: (vm, vmDir, hostCgroupDirs) => this.persist(ident, 'creating', null, {
           backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir,
           sockets: vm.sockets, disks: {}, hostCgroupDirs,
         }),
+        onHostMounts: (points) => this.persist(ident, 'creating', null, undefined, points),
         onExit: (info) => {
           const e = this.entries.get(id);
           if (!e || e.deleted) return;
@@ -168,6 +230,12 @@ export class TaskService {
           this.opts.publisher.publish(Topics.exit, taskExit({
             containerId: id, id, pid: e.container.pid, exitStatus: info.exitStatus, exitedAt: toTimestamp(info.exitedAt),
           }));
+        },
+        // Runs before the TaskExit of a process the OOM killer ended (see GuestProcess).
+        onOom: () => {
+          const e = this.entries.get(id);
+          if (!e || e.deleted) return;
+          this.opts.publisher.publish(Topics.oom, taskOOM({ containerId: id }));
         },
       });
       const entry: Entry = { id, bundle: req.bundle, request: req, container, stdio: hostStdio, deleted: false, execs: new Map() };
@@ -281,6 +349,7 @@ export class TaskService {
     x.stdio.close();
     await x.stdio.closed;
     e.execs.delete(execId);
+    if (x.stdio.logger) this.persistLoggers(e);
     const exit = x.process.state.exit!;
     this.opts.log.info('exec deleted', { id: e.id, exec: execId });
     // containerd publishes no /tasks/delete for an exec (runc's shim neither).
@@ -336,6 +405,7 @@ export class TaskService {
       throw err;
     }
     e.execs.set(execId, x);
+    if (stdio.logger) this.persistLoggers(e);
     this.opts.publisher.publish(Topics.execAdded, taskExecAdded({ containerId: e.id, execId }));
     this.opts.log.info('exec added', { id: e.id, exec: execId, guest_pid: x.process.guestPid, terminal });
     return {};
@@ -357,8 +427,9 @@ export class TaskService {
     const e = this.entry(req.id);
     // The guest agent is frozen with the VM: it cannot list its processes.
     if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot list the processes of a paused task; resume it first`);
-    const pids = await e.container.guestPids();
-    return { processes: pids.map((pid) => ({ pid, info: undefined })) };
+    const processes = await e.container.guestProcesses();
+    // As runc's shim: an exec's process carries ProcessDetails{exec_id} (`ctr task ps` INFO).
+    return { processes: processes.map(({ pid, execId }) => ({ pid, info: execId ? processDetails(execId) : undefined })) };
   }
 
   async closeIO(req: CloseIORequest): Promise<Empty> {
@@ -430,6 +501,10 @@ export class TaskService {
       const status = e.container.init.status;
       if (e.deleted || status !== 'running') throw failedPrecondition(`container ${e.id}: cannot pause a ${status} task`);
       if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot pause a paused task`);
+      if (e.container.sharesVm) {
+        // Pause stops the whole VM, which would freeze the pod's other containers too.
+        throw failedPrecondition(`container ${e.id}: cannot pause one container of pod ${e.container.podId} while others run in its VM (freezing a single container is not supported yet)`);
+      }
       const record: PauseRecord = { state: 'pausing', pendingSignals: [] };
       this.pauses.set(e.id, record);
       try {
@@ -506,6 +581,26 @@ export class TaskService {
 
   // The rest of the task API arrives with issue 4; until then a clear Unimplemented.
   async checkpoint(): Promise<Empty> { throw unimplemented('checkpoint is not supported'); }
-  async update(): Promise<Empty> { throw unimplemented('update is not supported yet'); }
-  async stats(): Promise<never> { throw unimplemented('stats are not supported yet'); }
+
+  /**
+   * Update: the JSON LinuxResources (cpu, memory, pids) applied to the container's guest
+   * cgroup, as `runc update` does. Bad values are InvalidArgument naming the field.
+   */
+  async update(req: UpdateTaskRequest): Promise<Empty> {
+    const e = this.entry(req.id);
+    const raw = parseUpdateResources(req.resources, `container ${e.id}`);
+    // The agent is frozen with the VM: it cannot apply anything.
+    if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot update the resources of a paused task; resume it first`);
+    await e.container.update(raw);
+    this.opts.log.info('container resources updated', { id: e.id });
+    return {};
+  }
+
+  /** Stats: the guest cgroup's counters as io.containerd.cgroups.v2.Metrics. */
+  async stats(req: StatsRequest): Promise<StatsResponse> {
+    const e = this.entry(req.id);
+    if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot read the metrics of a paused task; resume it first`);
+    const stats = await e.container.stats();
+    return { stats: packCgroupMetrics(toCgroupMetrics(stats)) };
+  }
 }

@@ -19,10 +19,119 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o60
   }
 }
 
-export function removeQuietly(p: string): void {
+/**
+ * Removes `p` (a file, or a directory with everything in it), best effort, and never across
+ * a mount: see removeTree. A bind mount of a host directory left under a VM's directory keeps
+ * its files. Returns what was left in place.
+ */
+export function removeQuietly(p: string): string[] {
   try {
-    fs.rmSync(p, { recursive: true, force: true });
+    return removeTree(p);
   } catch {
     // best effort: callers log what matters
+    return [p];
   }
+}
+
+/** "\040" and friends: how /proc/self/mountinfo escapes space, tab, newline and backslash. */
+export function unescapeMountPath(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+/** Every mount point of this mount namespace (field 5 of /proc/self/mountinfo). Throws when
+ *  mountinfo cannot be read: callers must not guess. */
+export function mountPoints(): Set<string> {
+  const info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  const points = new Set<string>();
+  for (const line of info.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field) points.add(unescapeMountPath(field));
+  }
+  return points;
+}
+
+/** Mount points at or below `dir`, deepest first. */
+export function mountPointsUnder(dir: string, points: Set<string> = mountPoints()): string[] {
+  const root = path.resolve(dir);
+  return [...points].filter((p) => p === root || p.startsWith(root === '/' ? '/' : `${root}/`)).sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Recursive removal that cannot cross into another filesystem or mount: a directory that is a
+ * mount point (per /proc/self/mountinfo: a bind mount of a directory of the same filesystem
+ * has the same st_dev) or that is on another device (st_dev differs from `target`'s) is never
+ * descended into, and stays, with its parents. Symlinks are removed, never followed. Unlike
+ * fs.rmSync({ recursive }), a host directory bind-mounted somewhere below keeps its files.
+ * Returns the paths left in place (empty when everything went).
+ */
+export function removeTree(target: string): string[] {
+  const root = path.resolve(target);
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(root);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const mounts = mountPoints();
+  const left: string[] = [];
+  if (!st.isDirectory()) {
+    if (mounts.has(root)) return [root]; // a bind-mounted file: unmount it first
+    fs.rmSync(root, { force: true });
+    return [];
+  }
+  if (mounts.has(root)) return [root];
+  const device = st.dev;
+  /** Empties and removes `dir` (known: same device, not a mount point); false if anything stays. */
+  const removeDir = (dir: string): boolean => {
+    let clean = true;
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      left.push(dir);
+      return false;
+    }
+    for (const name of names) {
+      const full = path.join(dir, name);
+      let entry: fs.Stats;
+      try {
+        entry = fs.lstatSync(full);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        left.push(full);
+        clean = false;
+        continue;
+      }
+      if (mounts.has(full) || entry.dev !== device) {
+        left.push(full);
+        clean = false;
+        continue;
+      }
+      if (entry.isDirectory()) {
+        if (!removeDir(full)) clean = false;
+        continue;
+      }
+      try {
+        fs.unlinkSync(full);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+          left.push(full);
+          clean = false;
+        }
+      }
+    }
+    if (!clean) return false;
+    try {
+      fs.rmdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      left.push(dir);
+      return false;
+    }
+    return true;
+  };
+  removeDir(root);
+  return left;
 }

@@ -94,6 +94,21 @@ void VirtioBlock::SwapBackingFile(UniqueFd disk) {
   if (interrupt) interrupt->SignalConfigChange();
 }
 
+uint64_t VirtioBlock::RefreshCapacity() {
+  std::shared_ptr<Interrupt> interrupt;
+  uint64_t capacity = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    capacity = CapacitySectors(disk_.get());
+    capacity_sectors_ = capacity;
+    interrupt = interrupt_;
+  }
+  // Always raised, even for an unchanged size: the driver re-reading is harmless, and the
+  // guest drops its cached blocks before mounting anyway.
+  if (interrupt) interrupt->SignalConfigChange();
+  return capacity;
+}
+
 void VirtioBlock::OnActivateLocked() {
   if (!queues_[0].ready()) throw VmmError("virtio-blk: request queue 0 is not ready");
 }

@@ -43,6 +43,11 @@ class VirtioBlock : public QueueDeviceBase {
   // driver its capacity may have changed. Throws VmmError for an unusable fd (the old one
   // stays in place).
   void SwapBackingFile(UniqueFd disk);
+  // The same file was rewritten in place (a pod's slot given to a new container): re-reads
+  // its size through the fd the device holds and raises the config-change interrupt, so the
+  // driver re-reads the capacity. Returns the new capacity in sectors. Throws VmmError when
+  // the file cannot be sized (the old capacity stays).
+  uint64_t RefreshCapacity();
   uint64_t capacity_sectors() const;
   const std::string& serial() const { return serial_; }
   bool read_only() const { return read_only_; }

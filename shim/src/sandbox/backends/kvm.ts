@@ -148,6 +148,19 @@ class KvmVm implements VmInstance {
     await this.client.resume();
   }
 
+  /** Pauses the VM and snapshots it: state to `stateFile`, guest memory to memory.bin next to
+   *  it (restores map it MAP_PRIVATE: lazily loaded, copy-on-write, shared by every clone). */
+  async saveState(stateFile: string): Promise<void> {
+    await this.client.pause();
+    await this.client.snapshot({ state: stateFile, memory: kvmMemoryFileOf(stateFile) });
+  }
+
+  /** `refresh_disk`: the VMM re-reads the size through the fd it holds and raises the
+   *  virtio-blk config-change interrupt (native-vmm/src/control/protocol.md). */
+  async refreshSlot(serial: string): Promise<void> {
+    await this.client.refreshDisk(serial);
+  }
+
   kill(): Promise<void> {
     if (!this.killing) {
       this.killing = (async () => {
@@ -169,6 +182,11 @@ class KvmVm implements VmInstance {
   }
 }
 
+/** Where a kvm template keeps guest memory: next to its state file. */
+export function kvmMemoryFileOf(stateFile: string): string {
+  return path.join(path.dirname(stateFile), 'memory.bin');
+}
+
 export class KvmBackend implements Backend {
   readonly name = 'kvm' as const;
   /** Our VMM gives the guest an in-kernel LAPIC, IOAPIC and PIT: nothing to work around. */
@@ -179,6 +197,10 @@ export class KvmBackend implements Backend {
   readonly kernelArgs = 'i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd';
   /** No virtio-9p device in smolvm-vmm yet. */
   readonly supportsDirShares = false;
+  /** smolvm-vmm's `disks` limit (native-vmm/src/control/configure.cc). */
+  readonly maxDiskSlots = 16;
+  /** VmConfig.incomingState: smolvm-vmm's `restore` (state + memory.bin next to it). */
+  readonly restoresState = true;
 
   constructor(private readonly binary?: string) {}
 
@@ -210,14 +232,24 @@ export class KvmBackend implements Backend {
     try {
       // The VMM is our unreaped child until `terminated`: /proc/<pid>/stat is there.
       if (startTime === null) throw new Error(`smolvm-vmm (pid ${client.pid}) vanished right after its hello`);
-      const configured = await client.configure({
+      const disks = config.slots.map((slot) => ({ file: slot.path, readOnly: slot.readOnly, serial: slot.serial }));
+      // A template restore: same machine, the container's files behind the same slots.
+      const configured = config.incomingState ? await client.restore({
+        restore: { state: config.incomingState, memory: kvmMemoryFileOf(config.incomingState) },
+        memoryMiB: config.memoryMiB,
+        vcpus: config.vcpus,
+        serial: consoleLog,
+        disks,
+        vsock: { guestCid: GUEST_CID, udsPath: vsockSocket },
+        exitRecordPath: exitRecord,
+      }) : await client.configure({
         memoryMiB: config.memoryMiB,
         vcpus: config.vcpus,
         kernel: config.kernel,
         initramfs: config.initramfs,
         cmdline: config.cmdline,
         serial: consoleLog,
-        disks: config.slots.map((slot) => ({ file: slot.path, readOnly: slot.readOnly, serial: slot.serial })),
+        disks,
         vsock: { guestCid: GUEST_CID, udsPath: vsockSocket },
         exitRecordPath: exitRecord,
       });

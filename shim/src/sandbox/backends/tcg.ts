@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
-import { tailFile, type DirShare, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { SHARE_MOUNT_TAG, sharesDirOf } from '../host-mounts';
 import { QmpChannel } from './qmp';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -20,28 +21,48 @@ export const QMP_SOCKET_NAME = 'qmp.sock';
 
 /** virtio-mmio transports of `-M microvm,acpi=off` (measured on QEMU 7.2: a 9th device fails). */
 export const MICROVM_VIRTIO_TRANSPORTS = 8;
-/** virtio-rng and virtio-serial (the agent channel). */
-const FIXED_VIRTIO_DEVICES = 2;
+/** virtio-rng, virtio-serial (the agent channel) and the one virtio-9p share. */
+const FIXED_VIRTIO_DEVICES = 3;
 
-/** A host directory exported to the guest by a virtio-9p-device with this mount tag. */
-export type NinePShare = DirShare;
+/** The fd on which a restoring QEMU reads VmConfig.incomingState. */
+const INCOMING_STATE_FD = 3;
+
+/** Disk slots one VM can have: the transports left besides rng, the agent's serial and 9p. */
+export const TCG_MAX_DISK_SLOTS = MICROVM_VIRTIO_TRANSPORTS - FIXED_VIRTIO_DEVICES;
+
+/**
+ * The two block nodes behind disk slot `index` (QEMU -blockdev / blockdev-reopen options): the
+ * host file and the raw format over it. Named (slotN-file, slotN) so that a slot can be resized
+ * over QMP; no host cache bypass and no flushes (cache=unsafe: a disk lives only as long as
+ * its VM). blockdev-reopen resets every option it is not given, so boot and reopen share this.
+ */
+export function slotNodes(slot: DiskSlot, index: number, readOnly: boolean): { file: BlockNodeOptions; format: BlockNodeOptions } {
+  const cache = { direct: false, 'no-flush': true };
+  return {
+    file: { driver: 'file', 'node-name': `slot${index}-file`, filename: slot.path, 'read-only': readOnly, cache },
+    format: { driver: 'raw', 'node-name': `slot${index}`, file: `slot${index}-file`, 'read-only': readOnly, cache },
+  };
+}
+
+export type BlockNodeOptions = Record<string, unknown> & { 'node-name': string };
 
 /** QEMU option values escape a comma by doubling it. */
 function qemuOptionValue(value: string): string {
   return value.replace(/,/g, ',,');
 }
 
-/** -fsdev/-device pairs: passthrough keeps the host's owners and modes (QEMU runs as root),
- *  multidevs=remap keeps inode numbers unique when the directory spans several filesystems. */
-export function ninePArgs(shares: readonly NinePShare[]): string[] {
-  return shares.flatMap((share, i) => {
-    if (!/^[A-Za-z0-9._-]{1,31}$/.test(share.tag)) throw new Error(`9p share ${JSON.stringify(share.tag)}: invalid mount tag`);
-    const id = `share${i}`;
-    return [
-      '-fsdev', `local,id=${id},path=${qemuOptionValue(share.hostPath)},security_model=passthrough,multidevs=remap${share.readOnly ? ',readonly=on' : ''}`,
-      '-device', `virtio-9p-device,fsdev=${id},mount_tag=${share.tag}`,
-    ];
-  });
+/**
+ * The VM's one virtio-9p share: `<vmDir>/shares`, empty at boot; the shim bind-mounts host
+ * directories into it later (host-mounts.ts), the agent mounts it on first use (a mounted 9p
+ * share would block saving the VM as a template). passthrough keeps the host's owners and
+ * modes (QEMU runs as root); multidevs=remap keeps inode numbers unique across the bind
+ * mounts, which are other filesystems.
+ */
+export function ninePShareArgs(sharesDir: string): string[] {
+  return [
+    '-fsdev', `local,id=share,path=${qemuOptionValue(sharesDir)},security_model=passthrough,multidevs=remap`,
+    '-device', `virtio-9p-device,fsdev=share,mount_tag=${SHARE_MOUNT_TAG}`,
+  ];
 }
 
 export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: string): string[] {
@@ -62,26 +83,31 @@ export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: stri
     '-serial', 'chardev:console',
   ];
   config.slots.forEach((slot, i) => {
-    const drive = `slot${i}`;
+    const nodes = slotNodes(slot, i, slot.readOnly);
     args.push(
-      '-drive', `id=${drive},file=${slot.path},format=raw,if=none,cache=unsafe,${slot.readOnly ? 'readonly=on' : 'readonly=off'}`,
-      '-device', `virtio-blk-device,drive=${drive},serial=${slot.serial}`,
+      '-blockdev', JSON.stringify(nodes.file),
+      '-blockdev', JSON.stringify(nodes.format),
+      '-device', `virtio-blk-device,drive=${nodes.format['node-name']},serial=${slot.serial}`,
     );
   });
-  // microvm (acpi=off) has 8 virtio-mmio transports: disks, shares, rng and serial share them.
-  const shares = config.shares ?? [];
-  const devices = config.slots.length + shares.length + FIXED_VIRTIO_DEVICES;
-  if (shares.length > 0 && devices > MICROVM_VIRTIO_TRANSPORTS) {
-    throw new Error(`tcg: ${shares.length} host directories to share need ${devices} virtio devices, but QEMU's microvm has ${MICROVM_VIRTIO_TRANSPORTS}: at most ${Math.max(0, MICROVM_VIRTIO_TRANSPORTS - FIXED_VIRTIO_DEVICES - config.slots.length)} per VM`);
+  // microvm (acpi=off) has 8 virtio-mmio transports: disks, the 9p share, rng and serial.
+  const devices = config.slots.length + FIXED_VIRTIO_DEVICES;
+  if (devices > MICROVM_VIRTIO_TRANSPORTS) {
+    throw new Error(`tcg: ${config.slots.length} disk slots need ${devices} virtio devices, but QEMU's microvm has ${MICROVM_VIRTIO_TRANSPORTS}: at most ${TCG_MAX_DISK_SLOTS} disk slots per VM`);
   }
-  args.push(...ninePArgs(shares));
+  args.push(...ninePShareArgs(sharesDirOf(config.dir)));
   args.push(
     '-device', 'virtio-rng-device',
     '-device', 'virtio-serial-device,max_ports=2',
     '-chardev', `socket,id=agent,path=${agentSocket},server=on,wait=off`,
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
     '-qmp', `unix:${path.join(config.dir, QMP_SOCKET_NAME)},server=on,wait=off`,
+    // A saved state (template) then carries no run state: a VM loading it starts running by
+    // itself as soon as the load completes, with no QMP `cont` round trip.
+    '-global', 'migration.store-global-state=off',
   );
+  // The template's saved state, read by QEMU from an inherited fd (no `sh -c cat` to spawn).
+  if (config.incomingState) args.push('-incoming', `fd:${INCOMING_STATE_FD}`);
   return args;
 }
 
@@ -96,8 +122,38 @@ class TcgVm implements VmInstance {
     readonly consoleLog: string,
     readonly exited: Promise<VmExit>,
     private readonly qemuLog: string,
+    private readonly slots: readonly DiskSlot[] = [],
   ) {
     this.qmp = new QmpChannel(sockets.qmp!);
+  }
+
+  /**
+   * block_resize to the file's new size: QEMU re-reads it and virtio-blk raises its
+   * config-change interrupt. QEMU refuses to resize a read-only node, so a read-only slot is
+   * reopened writable for the resize only; its device stays read-only for the guest (it took
+   * no write permission at realize, and VIRTIO_BLK_F_RO was negotiated at boot).
+   */
+  async refreshSlot(serial: string): Promise<void> {
+    const index = this.slots.findIndex((s) => s.serial === serial);
+    const slot = this.slots[index];
+    if (!slot) throw new Error(`tcg: no disk slot with serial ${JSON.stringify(serial)}`);
+    const size = (await fs.promises.stat(slot.path)).size;
+    if (size % 512 !== 0) throw new Error(`tcg: disk slot ${serial}: ${slot.path} is ${size} bytes, not a whole number of 512-byte sectors`);
+    const nodeName = `slot${index}`;
+    if (!slot.readOnly) {
+      await this.qmp.execute('block_resize', { 'node-name': nodeName, size });
+      return;
+    }
+    const reopen = (readOnly: boolean): Promise<unknown> => {
+      const nodes = slotNodes(slot, index, readOnly);
+      return this.qmp.execute('blockdev-reopen', { options: [nodes.format, nodes.file] });
+    };
+    await reopen(false);
+    try {
+      await this.qmp.execute('block_resize', { 'node-name': nodeName, size });
+    } finally {
+      await reopen(true);
+    }
   }
 
   async pause(): Promise<void> {
@@ -159,6 +215,8 @@ export class TcgBackend implements Backend {
   /** Under TCG the LAPIC timer check always fails after 100-250 ms of trying: skip it. */
   readonly kernelArgs = 'no_timer_check noapictimer';
   readonly supportsDirShares = true;
+  readonly maxDiskSlots = TCG_MAX_DISK_SLOTS;
+  readonly restoresState = true;
 
   constructor(private readonly qemuBinary = QEMU_BINARY) {}
 
@@ -169,16 +227,18 @@ export class TcgBackend implements Backend {
     for (const slot of config.slots) {
       if (!fs.existsSync(slot.path)) throw new Error(`disk slot ${slot.serial}: ${slot.path} does not exist`);
     }
-    for (const share of config.shares ?? []) {
-      if (!fs.statSync(share.hostPath, { throwIfNoEntry: false })?.isDirectory()) {
-        throw new Error(`9p share ${share.tag}: ${share.hostPath} is not a directory`);
-      }
-    }
+    // The 9p share's directory: empty at boot (templates are built with it too).
+    fs.mkdirSync(sharesDirOf(config.dir), { recursive: true, mode: 0o700 });
+    // Opened before QEMU exists, so a missing state file is a clear error, not a QEMU exit.
+    const state = config.incomingState ? fs.openSync(config.incomingState, 'r') : null;
     const out = fs.openSync(qemuLog, 'a', 0o600);
     const args = qemuArgs(config, agentSocket, consoleLog);
     log.debug('booting tcg vm', { vm: config.vmId, qemu: this.qemuBinary });
-    const child = spawn(this.qemuBinary, args, { stdio: ['ignore', out, out], detached: false });
+    const stdio: ('ignore' | number)[] = ['ignore', out, out];
+    if (state !== null) stdio[INCOMING_STATE_FD] = state;
+    const child = spawn(this.qemuBinary, args, { stdio, detached: false });
     fs.closeSync(out);
+    if (state !== null) fs.closeSync(state);
     const spawned = await new Promise<number>((resolve, reject) => {
       child.once('spawn', () => resolve(child.pid!));
       child.once('error', (err) => reject(new Error(
@@ -195,6 +255,6 @@ export class TcgBackend implements Backend {
       throw new Error(`qemu exited at once (code ${exit.code}, signal ${exit.signal}): ${tailFile(qemuLog, 10)}`);
     }
     const sockets = { agent: agentSocket, qmp: path.join(config.dir, QMP_SOCKET_NAME) };
-    return new TcgVm({ pid: spawned, startTime }, sockets, consoleLog, exited, qemuLog);
+    return new TcgVm({ pid: spawned, startTime }, sockets, consoleLog, exited, qemuLog, config.slots);
   }
 }

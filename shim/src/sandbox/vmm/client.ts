@@ -194,6 +194,19 @@ export class VmmClient {
   async stop(): Promise<void> { await this.live().request('stop'); }
   async status(): Promise<VmmState> { return parseState(await this.live().request('status')); }
 
+  /**
+   * The file behind disk slot `serial` was rewritten in place: the VMM takes its new size and
+   * raises virtio-blk's config-change interrupt. Resolves with the new capacity in bytes.
+   */
+  async refreshDisk(serial: string): Promise<number> {
+    const reply = await this.live().request('refresh_disk', { serial }) as { capacity_bytes?: unknown } | null;
+    const bytes = reply?.capacity_bytes;
+    if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new Error(`smolvm-vmm refresh_disk ${serial}: unexpected reply ${JSON.stringify(reply).slice(0, 200)}`);
+    }
+    return bytes;
+  }
+
   /** Signals the VMM through its pidfd; false when it has already exited. */
   signal(signal: NodeJS.Signals | number): boolean {
     const number = typeof signal === 'number' ? signal : os.constants.signals[signal];

@@ -1,0 +1,283 @@
+// A Kubernetes pod is one VM, through real ctr: containers whose spec carries the same
+// `io.kubernetes.cri.sandbox-id` annotation (as CRI sets it; here `ctr run --annotation`) are
+// served by one shim daemon and run in one VM: one VMM process, the same task pid, the same
+// guest kernel (boot id); each has its own rootfs, output and exit code; killing one leaves the
+// others running; pausing one of several is refused; deleting them all leaves nothing. Two
+// pods get two VMs. The shim daemon killed with -9 under a pod: containerd runs `delete` for
+// each container, which tears the pod's VM down from the state files alone.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { lines, type PrivateContainerd } from './harness/containerd';
+import { describeResult, sleep } from './harness/exec';
+import { findProcessesByCmdline, mountsUnder } from './harness/host';
+import { describeConformance, type ConformanceEnv } from './harness/suite';
+import { taskStatus, waitForStatus } from './harness/tasks';
+
+const SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
+const BOOT_ID = 'cat /proc/sys/kernel/random/boot_id';
+
+/** Task pid per task id, as `ctr tasks ls` shows them. */
+async function taskPids(containerd: PrivateContainerd): Promise<Map<string, number>> {
+  const listing = await containerd.ctrChecked(['tasks', 'ls'], { timeoutMs: 15_000 });
+  const pids = new Map<string, number>();
+  for (const row of lines(listing.stdout).slice(1)) {
+    const [taskId, pid] = row.split(/\s+/);
+    if (taskId && pid) pids.set(taskId, Number(pid));
+  }
+  return pids;
+}
+
+/** QEMU processes of this containerd's smolvm root (one per VM). */
+function vmmProcesses(containerd: PrivateContainerd): number[] {
+  return findProcessesByCmdline([containerd.smolvmRoot])
+    .filter((p) => /qemu-system|smolvm-vmm/.test(p.cmdline.split(/\s/)[0] ?? ''))
+    .map((p) => p.pid);
+}
+
+async function waitForFileMatch(file: string, pattern: RegExp, boundMs: number): Promise<string> {
+  const deadline = Date.now() + boundMs;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    if (pattern.test(text)) return text;
+    await sleep(100);
+  }
+  return text;
+}
+
+/** `ctr run -d` of a container in pod `pod`, its output appended to `log`. */
+async function runInPod(env: ConformanceEnv, pod: string, id: string, script: string, log: string): Promise<void> {
+  const started = await env.run(id, ['sh', '-c', script], {
+    keep: true, timeoutMs: 90_000,
+    ctrFlags: ['-d', '--annotation', `${SANDBOX_ID}=${pod}`, '--log-uri', `file://${log}`],
+  });
+  assert.equal(started.exitCode, 0, describeResult(started));
+  assert.equal(await waitForStatus(env.containerd, id, 'RUNNING', 30_000), 'RUNNING');
+}
+
+async function killAndRemove(containerd: PrivateContainerd, id: string): Promise<void> {
+  if ((await taskStatus(containerd, id)) === 'RUNNING') {
+    await containerd.ctr(['tasks', 'kill', '-s', 'SIGKILL', id], { timeoutMs: 30_000 });
+    await waitForStatus(containerd, id, 'STOPPED', 30_000);
+  }
+  const rm = await containerd.ctr(['tasks', 'rm', id], { timeoutMs: 60_000 });
+  assert.equal(rm.exitCode, 0, describeResult(rm));
+  const crm = await containerd.ctr(['containers', 'rm', id], { timeoutMs: 60_000 });
+  assert.equal(crm.exitCode, 0, describeResult(crm));
+}
+
+describeConformance('a pod is one VM', (test) => {
+  let logDir = '';
+  beforeEach(() => { logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-pod-')); });
+  afterEach(() => { fs.rmSync(logDir, { recursive: true, force: true }); });
+
+  // A tcg pod VM holds 2 containers at a time (microvm's 8 virtio transports: rng, the agent's
+  // serial, the 9p share and 5 disk slots): app2 takes the pair app1 left.
+  test('sandbox + two apps share one VMM, each with its own rootfs, output and exit code', 300_000, async (env) => {
+    if (!env.vm) return;
+    const { containerd } = env;
+    const pod = env.newId('pod');
+    const sandbox = env.newId('sandbox');
+    const app1 = env.newId('app1');
+    const app2 = env.newId('app2');
+    const sandboxLog = path.join(logDir, 'sandbox.log');
+    const app1Log = path.join(logDir, 'app1.log');
+
+    // The sandbox (pause) container boots the pod's VM; app1 joins it and keeps running.
+    await runInPod(env, pod, sandbox, `${BOOT_ID}; echo sandbox > /owner; exec sleep 100000`, sandboxLog);
+    await runInPod(env, pod, app1, `${BOOT_ID}; cat /owner 2>/dev/null || echo no-owner; echo app1 > /owner; cat /owner; exec sleep 100000`, app1Log);
+    const app1Out = await waitForFileMatch(app1Log, /^app1$/m, 30_000);
+    assert.match(app1Out, /^no-owner$/m, `app1 sees another container's rootfs:\n${app1Out}`);
+
+    // One VMM, one task pid, one guest kernel.
+    const pids = await taskPids(containerd);
+    assert.ok(pids.get(sandbox)! > 0, `no pid for ${sandbox}`);
+    assert.equal(pids.get(app1), pids.get(sandbox), 'app1 has another task pid than the sandbox');
+    assert.deepEqual(vmmProcesses(containerd), [pids.get(sandbox)], 'the pod must run in exactly one VMM process, the task pid');
+    const bootIds = [await waitForFileMatch(sandboxLog, /^[0-9a-f-]{36}$/m, 10_000), app1Out]
+      .map((text) => /^([0-9a-f-]{36})$/m.exec(text)?.[1]);
+    assert.ok(bootIds[0], `no boot id in the sandbox's output`);
+    assert.deepEqual(bootIds, [bootIds[0], bootIds[0]], 'the containers run on different guest kernels');
+
+    // Pausing one container would freeze the whole pod: refused while others run.
+    const pause = await containerd.ctr(['tasks', 'pause', app1], { timeoutMs: 30_000 });
+    assert.notEqual(pause.exitCode, 0, describeResult(pause));
+    assert.match(pause.stderr.toString(), /cannot pause one container of pod/, describeResult(pause));
+    assert.equal(await taskStatus(containerd, app1), 'RUNNING');
+
+    // app1 is killed: the sandbox runs on.
+    await containerd.ctrChecked(['tasks', 'kill', '-s', 'SIGKILL', app1], { timeoutMs: 30_000 });
+    assert.equal(await waitForStatus(containerd, app1, 'STOPPED', 30_000), 'STOPPED');
+    assert.equal(await taskStatus(containerd, sandbox), 'RUNNING', 'killing app1 stopped the sandbox');
+    const exec = await containerd.ctr(['tasks', 'exec', '--exec-id', 'check', sandbox, 'sh', '-c', 'cat /owner'], { timeoutMs: 60_000 });
+    assert.equal(exec.exitCode, 0, describeResult(exec));
+    assert.equal(exec.stdout.toString().trim(), 'sandbox');
+    await killAndRemove(containerd, app1);
+    assert.equal(await taskStatus(containerd, sandbox), 'RUNNING', 'removing app1 stopped the sandbox');
+    assert.deepEqual(vmmProcesses(containerd), [pids.get(sandbox)], 'the pod VM must outlive its app containers');
+
+    // app2 in the foreground: its own output and exit code, through the same VM in the pair app1
+    // left (a freed slot pair, refilled).
+    const app2Run = await env.run(app2, ['sh', '-c', `${BOOT_ID}; cat /owner 2>/dev/null || echo no-owner; echo app2-out; echo app2-err >&2; exit 7`], {
+      keep: true, timeoutMs: 90_000, ctrFlags: ['--annotation', `${SANDBOX_ID}=${pod}`],
+    });
+    assert.equal(app2Run.exitCode, 7, describeResult(app2Run));
+    const app2Out = app2Run.stdout.toString();
+    assert.match(app2Out, /^no-owner$/m, describeResult(app2Run));
+    assert.match(app2Out, /^app2-out$/m);
+    assert.match(app2Run.stderr.toString(), /app2-err/);
+    assert.doesNotMatch(app2Out, /sandbox|app1/, 'another container\'s output leaked into app2\'s');
+    assert.match(app2Out, new RegExp(`^${bootIds[0]}$`, 'm'), 'app2 did not join the pod VM');
+    await containerd.ctrChecked(['containers', 'rm', app2], { timeoutMs: 60_000 });
+    const sandboxOut = fs.readFileSync(sandboxLog, 'utf8');
+    assert.doesNotMatch(sandboxOut, /app1|app2/, `app output in the sandbox's log:\n${sandboxOut}`);
+
+    // A new container joins the same VM after others left (a freed slot pair, refilled).
+    const app3 = env.newId('app3');
+    const app3Run = await env.run(app3, ['sh', '-c', `${BOOT_ID}; cat /owner 2>/dev/null || echo no-owner`], {
+      timeoutMs: 90_000, ctrFlags: ['--annotation', `${SANDBOX_ID}=${pod}`],
+    });
+    assert.equal(app3Run.exitCode, 0, describeResult(app3Run));
+    assert.match(app3Run.stdout.toString(), new RegExp(`^${bootIds[0]}$`, 'm'), 'app3 did not join the pod VM');
+    assert.match(app3Run.stdout.toString(), /^no-owner$/m, 'app3 got a used writable layer');
+
+    // The last container out ends the VM (the suite's leak check: no qemu, file, mount, FIFO).
+    await killAndRemove(containerd, sandbox);
+    const deadline = Date.now() + 15_000;
+    while (vmmProcesses(containerd).length > 0 && Date.now() < deadline) await sleep(100);
+    assert.deepEqual(vmmProcesses(containerd), [], 'the pod VM outlived its last container');
+  });
+
+  test('an app joining the running pod VM gets host directories (rw: written through; ro: refused); delete leaves none mounted', 300_000, async (env) => {
+    if (!env.vm) return;
+    const { containerd } = env;
+    const pod = env.newId('podvol');
+    const sandbox = env.newId('sandbox');
+    const app = env.newId('app');
+    // As kubelet's emptyDir (rw) and configMap/secret/token volumes (ro).
+    const emptyDir = fs.mkdtempSync(path.join(logDir, 'emptydir-'));
+    const configMap = fs.mkdtempSync(path.join(logDir, 'configmap-'));
+    fs.writeFileSync(path.join(emptyDir, 'seed'), 'from the host\n');
+    fs.writeFileSync(path.join(configMap, 'key'), 'value\n');
+    await runInPod(env, pod, sandbox, `${BOOT_ID}; exec sleep 100000`, path.join(logDir, 'sandbox.log'));
+    const bootId = /^([0-9a-f-]{36})$/m.exec(await waitForFileMatch(path.join(logDir, 'sandbox.log'), /^[0-9a-f-]{36}$/m, 10_000))?.[1];
+    assert.ok(bootId, 'no boot id from the sandbox');
+    const vmm = vmmProcesses(containerd);
+
+    const script = [
+      BOOT_ID, 'cat /vol/seed /config/key', 'echo from-the-pod > /vol/written && echo vol-rw',
+      'echo x > /config/new 2>/dev/null || echo config-ro', 'grep -qE " /config [^ ]+ ro[, ]" /proc/mounts && echo config-mounted-ro',
+    ].join('; ');
+    const run = await env.run(app, ['sh', '-c', script], {
+      timeoutMs: 90_000, ctrFlags: ['--annotation', `${SANDBOX_ID}=${pod}`,
+        '--mount', `type=bind,src=${emptyDir},dst=/vol,options=rbind:rw`,
+        '--mount', `type=bind,src=${configMap},dst=/config,options=rbind:ro`],
+    });
+    assert.equal(run.exitCode, 0, describeResult(run));
+    assert.deepEqual(run.stdout.toString().split('\n'),
+      [bootId, 'from the host', 'value', 'vol-rw', 'config-ro', 'config-mounted-ro', ''], describeResult(run));
+    assert.deepEqual(vmmProcesses(containerd), vmm, 'the app ran in the pod VM, which outlives it');
+    assert.equal(fs.readFileSync(path.join(emptyDir, 'written'), 'utf8'), 'from-the-pod\n');
+    assert.ok(!fs.existsSync(path.join(configMap, 'new')), 'a read-only volume was written');
+    // The app is gone (ctr run --rm): its host bind mounts into the running pod VM's share too.
+    const vmDirs = path.join(containerd.smolvmRoot, 'run', 'vms');
+    let left = mountsUnder(vmDirs);
+    for (const deadline = Date.now() + 15_000; left.length > 0 && Date.now() < deadline; left = mountsUnder(vmDirs)) await sleep(200);
+    assert.deepEqual(left, [], 'the app\'s host bind mounts outlived it');
+
+    await killAndRemove(containerd, sandbox);
+    assert.equal(fs.readFileSync(path.join(emptyDir, 'seed'), 'utf8'), 'from the host\n');
+    assert.equal(fs.readFileSync(path.join(configMap, 'key'), 'utf8'), 'value\n');
+  });
+
+  test('shim daemon killed -9 while a pod app has host directories: delete unmounts them, host files stay', 240_000, async (env) => {
+    if (!env.vm) return;
+    const { containerd } = env;
+    const pod = env.newId('podkill');
+    const first = env.newId('first');
+    const second = env.newId('second');
+    const hostDir = fs.mkdtempSync(path.join(logDir, 'vol-'));
+    fs.writeFileSync(path.join(hostDir, 'precious'), 'keep\n');
+    await runInPod(env, pod, first, 'exec sleep 100000', path.join(logDir, 'first.log'));
+    const started = await env.run(second, ['sh', '-c', 'exec sleep 100000'], {
+      keep: true, timeoutMs: 90_000,
+      ctrFlags: ['-d', '--annotation', `${SANDBOX_ID}=${pod}`, '--log-uri', `file://${path.join(logDir, 'second.log')}`,
+        '--mount', `type=bind,src=${hostDir},dst=/vol,options=rbind:rw`],
+    });
+    assert.equal(started.exitCode, 0, describeResult(started));
+    assert.equal(await waitForStatus(containerd, second, 'RUNNING', 30_000), 'RUNNING');
+    const stateFile = path.join(containerd.smolvmRoot, 'run', 'tasks', containerd.namespace, `${second}.json`);
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { shimPid: number; hostMounts?: string[] };
+    assert.equal(state.hostMounts?.length, 1, `the state file records the host mount: ${JSON.stringify(state)}`);
+    assert.deepEqual(mountsUnder(path.join(containerd.smolvmRoot, 'run', 'vms')), state.hostMounts);
+
+    process.kill(state.shimPid, 'SIGKILL');
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      const pids = await taskPids(containerd);
+      if (!pids.has(first) && !pids.has(second) && vmmProcesses(containerd).length === 0) break;
+      await sleep(200);
+    }
+    assert.deepEqual(vmmProcesses(containerd), [], 'the pod VM survived its shim');
+    assert.deepEqual(mountsUnder(containerd.smolvmRoot), [], 'delete left host bind mounts behind');
+    assert.equal(fs.readFileSync(path.join(hostDir, 'precious'), 'utf8'), 'keep\n');
+    for (const id of [first, second]) {
+      const left = await taskStatus(containerd, id);
+      if (left) await containerd.ctr(['tasks', 'rm', '-f', id], { timeoutMs: 30_000 });
+      await containerd.ctrChecked(['containers', 'rm', id], { timeoutMs: 30_000 });
+    }
+  });
+
+  test('two pods get two VMs', 240_000, async (env) => {
+    if (!env.vm) return;
+    const { containerd } = env;
+    const podA = env.newId('poda');
+    const podB = env.newId('podb');
+    const a = env.newId('a');
+    const b = env.newId('b');
+    await runInPod(env, podA, a, `${BOOT_ID}; exec sleep 100000`, path.join(logDir, 'a.log'));
+    await runInPod(env, podB, b, `${BOOT_ID}; exec sleep 100000`, path.join(logDir, 'b.log'));
+    const pids = await taskPids(containerd);
+    assert.notEqual(pids.get(a), pids.get(b), 'two pods share a VM');
+    assert.deepEqual(vmmProcesses(containerd).sort(), [pids.get(a), pids.get(b)].sort());
+    const bootA = (await waitForFileMatch(path.join(logDir, 'a.log'), /[0-9a-f-]{36}/, 10_000)).trim();
+    const bootB = (await waitForFileMatch(path.join(logDir, 'b.log'), /[0-9a-f-]{36}/, 10_000)).trim();
+    assert.notEqual(bootA, bootB);
+    await killAndRemove(containerd, a);
+    await killAndRemove(containerd, b);
+  });
+
+  test('shim daemon killed -9 under a pod: delete tears the pod VM down from disk state', 240_000, async (env) => {
+    if (!env.vm) return;
+    const { containerd } = env;
+    const pod = env.newId('pod');
+    const first = env.newId('first');
+    const second = env.newId('second');
+    await runInPod(env, pod, first, 'exec sleep 100000', path.join(logDir, 'first.log'));
+    await runInPod(env, pod, second, 'exec sleep 100000', path.join(logDir, 'second.log'));
+    const stateFile = (id: string): string => path.join(containerd.smolvmRoot, 'run', 'tasks', containerd.namespace, `${id}.json`);
+    const states = [first, second].map((id) => JSON.parse(fs.readFileSync(stateFile(id), 'utf8')) as { shimPid: number; vm: { pid: number } });
+    assert.equal(states[0]!.shimPid, states[1]!.shimPid, 'one shim daemon per pod');
+    assert.equal(states[0]!.vm.pid, states[1]!.vm.pid, 'both state files record the pod VM');
+    const vmm = states[0]!.vm.pid;
+    assert.deepEqual(vmmProcesses(containerd), [vmm]);
+
+    process.kill(states[0]!.shimPid, 'SIGKILL');
+    // containerd sees the connection drop and runs `containerd-shim-smolvm-v1 delete` per task.
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      const pids = await taskPids(containerd);
+      if (!pids.has(first) && !pids.has(second) && vmmProcesses(containerd).length === 0) break;
+      await sleep(200);
+    }
+    assert.deepEqual(vmmProcesses(containerd), [], 'the pod VM survived its shim');
+    for (const id of [first, second]) {
+      assert.ok(!fs.existsSync(stateFile(id)), `state file of ${id} left behind`);
+      const left = await taskStatus(containerd, id);
+      if (left) await containerd.ctr(['tasks', 'rm', '-f', id], { timeoutMs: 30_000 });
+      await containerd.ctrChecked(['containers', 'rm', id], { timeoutMs: 30_000 });
+    }
+  });
+});

@@ -1,0 +1,107 @@
+// A container's place in its pod's VM: join (booting the VM when the pod has none), get a
+// slot pair filled with the container's image and a fresh writable disk, and leave again
+// (the agent removes the container, the pair is freed, the last member ends the VM). The pod's
+// VMM goes into the host cgroup of the container that booted it.
+import { ensureImage, type RootfsSource } from '../../../rootfs-builder/image';
+import type { Paths } from '../config/paths';
+import { Code, RpcError } from '../errdefs';
+import type { Logger } from '../log';
+import type { Backend, VmInstance } from '../sandbox/backend';
+import { placeInCgroup, removeCgroupPlacement, type CgroupPlacement } from '../sandbox/host-cgroup';
+import { PodVm, type FilledSlot } from '../sandbox/pod';
+import type { PodRegistry } from '../sandbox/pod-registry';
+import type { Sandbox } from '../sandbox/sandbox';
+
+export interface PodJoinOptions {
+  registry: PodRegistry;
+  sandboxId: string;
+  containerId: string;
+  rootfs: RootfsSource;
+  writableDiskBytes: number;
+  backend: Backend;
+  paths: Paths;
+  memoryMiB: number;
+  vcpus: number;
+  maxContainers: number;
+  /** This container's linux.cgroupsPath, resolved: used if it is the one that boots the VM. */
+  cgroupPath: string | null;
+  log: Logger;
+  /** The VM exists (booted now or before): record it on disk with its host cgroup dirs. */
+  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[]) => void;
+}
+
+export interface PodMembership {
+  readonly sandboxId: string;
+  readonly pod: PodVm;
+  readonly sandbox: Sandbox;
+  readonly image: FilledSlot;
+  readonly writable: FilledSlot;
+  /** Removes the container from the guest (if the VM still runs) and gives its slots back. */
+  leave(): Promise<void>;
+}
+
+function bootPod(opts: PodJoinOptions, hostCgroupDirs: string[]): Promise<PodVm> {
+  let placement: CgroupPlacement | null = null;
+  return PodVm.boot({
+    sandboxId: opts.sandboxId, backend: opts.backend, paths: opts.paths, memoryMiB: opts.memoryMiB,
+    vcpus: opts.vcpus, maxContainers: opts.maxContainers, log: opts.log,
+    onVmStarted: (vm, vmDir) => {
+      if (opts.cgroupPath) {
+        // Before the guest runs: the host accounts and limits the whole pod VM.
+        placement = { relativePath: opts.cgroupPath, created: hostCgroupDirs };
+        placeInCgroup(vm.identity.pid, opts.cgroupPath, undefined, placement);
+      }
+      // Recorded at once: a daemon killed during the boot must not leak the VM.
+      opts.onVmStarted?.(vm, vmDir, hostCgroupDirs);
+    },
+    onDestroyed: async () => {
+      if (!placement) return;
+      const left = await removeCgroupPlacement(placement);
+      if (left.length > 0) opts.log.warn('host cgroup left behind (not empty)', { dirs: left.join(' ') });
+    },
+  }).catch(async (err: unknown) => {
+    if (placement) await removeCgroupPlacement(placement);
+    throw err;
+  });
+}
+
+/** Pod VMs' host cgroup directories, by VM (the booting container's cgroupsPath). */
+const podCgroupDirs = new WeakMap<PodVm, string[]>();
+
+export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
+  const { registry, sandboxId, containerId: id, log } = opts;
+  // The image is built (or found) while the pod's VM boots.
+  const image = ensureImage(opts.rootfs, { cacheDir: opts.paths.cacheDir, log: (m: string) => log.info(m) });
+  image.catch(() => undefined);
+  const dirs: string[] = [];
+  const pod = await registry.join(sandboxId, id, async () => {
+    const booted = await bootPod(opts, dirs);
+    podCgroupDirs.set(booted, dirs);
+    return booted;
+  });
+  const sandbox = pod.sandbox;
+  const leave = async (): Promise<void> => {
+    if (pod.alive) {
+      try {
+        await sandbox.agent.removeContainer(id);
+      } catch (err) {
+        // The VM (or the container in it) is already gone: nothing left to remove.
+        if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound))) {
+          log.warn('removing the container from the pod VM failed', { error: String(err) });
+        }
+      }
+    }
+    await registry.leave(sandboxId, id);
+  };
+  try {
+    opts.onVmStarted?.(sandbox.vm, sandbox.dir, podCgroupDirs.get(pod) ?? []);
+    const built = await image;
+    log.info(built.built ? 'guest image built' : 'guest image cache hit', { image: built.key, pod: sandboxId });
+    const slots = await pod.fill(id, { imagePath: built.path, writableDiskBytes: opts.writableDiskBytes, cacheDir: opts.paths.cacheDir });
+    log.info('joined pod vm', { pod: sandboxId, image_slot: slots.image.serial, writable_slot: slots.writable.serial, members: pod.memberCount });
+    return { sandboxId, pod, sandbox, image: slots.image, writable: slots.writable, leave };
+  } catch (err) {
+    await registry.leave(sandboxId, id);
+    throw err;
+  }
+}
