@@ -1,8 +1,8 @@
 // A Kubernetes pod is one VM, through real ctr: containers whose spec carries the same
 // `io.kubernetes.cri.sandbox-id` annotation (as CRI sets it; here `ctr run --annotation`) are
 // served by one shim daemon and run in one VM: one VMM process, the same task pid, the same
-// guest kernel (boot id); each has its own rootfs, output and exit code; killing one leaves the
-// others running; pausing one of several is refused; deleting them all leaves nothing. Two
+// guest kernel (boot id); a sandbox and three apps at once, each with its own rootfs, output and
+// exit code; one leaving and another joining leaves the others running; pausing one of several is refused; deleting them all leaves nothing. Two
 // pods get two VMs. The shim daemon killed with -9 under a pod: containerd runs `delete` for
 // each container, which tears the pod's VM down from the state files alone.
 import * as assert from 'node:assert/strict';
@@ -73,75 +73,105 @@ describeConformance('a pod is one VM', (test) => {
   beforeEach(() => { logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-pod-')); });
   afterEach(() => { fs.rmSync(logDir, { recursive: true, force: true }); });
 
-  // A tcg pod VM holds 2 containers at a time (microvm's 8 virtio transports: rng, the agent's
-  // serial, the 9p share and 5 disk slots): app2 takes the pair app1 left.
-  test('sandbox + two apps share one VMM, each with its own rootfs, output and exit code', 300_000, async (env) => {
+  // A pod VM takes its containers' disks as they come (tcg: virtio-scsi hotplug; kvm: slot
+  // pairs): the sandbox and three apps run at once, one app leaves and another joins while
+  // the rest run on.
+  test('sandbox + three apps run at once in one VMM, each with its own rootfs, output and exit code; one leaves, another joins', 420_000, async (env) => {
     if (!env.vm) return;
     const { containerd } = env;
     const pod = env.newId('pod');
     const sandbox = env.newId('sandbox');
-    const app1 = env.newId('app1');
-    const app2 = env.newId('app2');
+    const apps = [1, 2, 3].map((n) => ({ n, id: env.newId(`app${n}`), log: path.join(logDir, `app${n}.log`), code: 10 + n }));
     const sandboxLog = path.join(logDir, 'sandbox.log');
-    const app1Log = path.join(logDir, 'app1.log');
 
-    // The sandbox (pause) container boots the pod's VM; app1 joins it and keeps running.
+    // The sandbox (pause) container boots the pod's VM; the apps join it and keep running.
+    // Each app's init traps SIGTERM and exits with a code of its own.
     await runInPod(env, pod, sandbox, `${BOOT_ID}; echo sandbox > /owner; exec sleep 100000`, sandboxLog);
-    await runInPod(env, pod, app1, `${BOOT_ID}; cat /owner 2>/dev/null || echo no-owner; echo app1 > /owner; cat /owner; exec sleep 100000`, app1Log);
-    const app1Out = await waitForFileMatch(app1Log, /^app1$/m, 30_000);
-    assert.match(app1Out, /^no-owner$/m, `app1 sees another container's rootfs:\n${app1Out}`);
+    const outputs: string[] = [];
+    for (const app of apps) {
+      await runInPod(env, pod, app.id, [
+        BOOT_ID, 'cat /owner 2>/dev/null || echo no-owner', `echo app${app.n} > /owner`, `trap 'exit ${app.code}' TERM`,
+        'echo ready', 'while :; do sleep 0.2; done',
+      ].join('; '), app.log);
+      const out = await waitForFileMatch(app.log, /^ready$/m, 60_000);
+      assert.match(out, /^ready$/m, `app${app.n} did not start:\n${out}`);
+      assert.match(out, /^no-owner$/m, `app${app.n} sees another container's rootfs:\n${out}`);
+      outputs.push(out);
+    }
 
-    // One VMM, one task pid, one guest kernel.
+    // One VMM, one task pid, one guest kernel for all four.
     const pids = await taskPids(containerd);
-    assert.ok(pids.get(sandbox)! > 0, `no pid for ${sandbox}`);
-    assert.equal(pids.get(app1), pids.get(sandbox), 'app1 has another task pid than the sandbox');
-    assert.deepEqual(vmmProcesses(containerd), [pids.get(sandbox)], 'the pod must run in exactly one VMM process, the task pid');
-    const bootIds = [await waitForFileMatch(sandboxLog, /^[0-9a-f-]{36}$/m, 10_000), app1Out]
+    const vmmPid = pids.get(sandbox)!;
+    assert.ok(vmmPid > 0, `no pid for ${sandbox}`);
+    for (const app of apps) assert.equal(pids.get(app.id), vmmPid, `app${app.n} has another task pid than the sandbox`);
+    assert.deepEqual(vmmProcesses(containerd), [vmmPid], 'the pod must run in exactly one VMM process, the task pid');
+    const bootIds = [await waitForFileMatch(sandboxLog, /^[0-9a-f-]{36}$/m, 10_000), ...outputs]
       .map((text) => /^([0-9a-f-]{36})$/m.exec(text)?.[1]);
-    assert.ok(bootIds[0], `no boot id in the sandbox's output`);
-    assert.deepEqual(bootIds, [bootIds[0], bootIds[0]], 'the containers run on different guest kernels');
+    assert.ok(bootIds[0], 'no boot id in the sandbox\'s output');
+    assert.deepEqual(bootIds, bootIds.map(() => bootIds[0]), 'the containers run on different guest kernels');
+
+    // While all run, each sees its own rootfs.
+    const owner = async (id: string): Promise<string> => {
+      const exec = await containerd.ctr(['tasks', 'exec', '--exec-id', `owner-${id}`, id, 'cat', '/owner'], { timeoutMs: 60_000 });
+      assert.equal(exec.exitCode, 0, describeResult(exec));
+      return exec.stdout.toString().trim();
+    };
+    assert.equal(await owner(sandbox), 'sandbox');
+    for (const app of apps) assert.equal(await owner(app.id), `app${app.n}`);
+    // Hot-added disks (tcg): one writable file per container in the pod VM's dir, removed with
+    // the container (slot pairs, kvm: fixed files).
+    const vmDir = path.join(containerd.smolvmRoot, 'run', 'vms');
+    const disksLeft = (): string[] => fs.readdirSync(vmDir, { recursive: true }).map(String).filter((f) => /-rw\.ext4$/.test(f));
+    const hotplug = disksLeft().length > 0;
+    if (hotplug) assert.equal(disksLeft().length, 4, `one writable disk per container: ${disksLeft().join(' ')}`);
 
     // Pausing one container would freeze the whole pod: refused while others run.
-    const pause = await containerd.ctr(['tasks', 'pause', app1], { timeoutMs: 30_000 });
+    const pause = await containerd.ctr(['tasks', 'pause', apps[0]!.id], { timeoutMs: 30_000 });
     assert.notEqual(pause.exitCode, 0, describeResult(pause));
     assert.match(pause.stderr.toString(), /cannot pause one container of pod/, describeResult(pause));
-    assert.equal(await taskStatus(containerd, app1), 'RUNNING');
+    assert.equal(await taskStatus(containerd, apps[0]!.id), 'RUNNING');
 
-    // app1 is killed: the sandbox runs on.
-    await containerd.ctrChecked(['tasks', 'kill', '-s', 'SIGKILL', app1], { timeoutMs: 30_000 });
-    assert.equal(await waitForStatus(containerd, app1, 'STOPPED', 30_000), 'STOPPED');
-    assert.equal(await taskStatus(containerd, sandbox), 'RUNNING', 'killing app1 stopped the sandbox');
-    const exec = await containerd.ctr(['tasks', 'exec', '--exec-id', 'check', sandbox, 'sh', '-c', 'cat /owner'], { timeoutMs: 60_000 });
-    assert.equal(exec.exitCode, 0, describeResult(exec));
-    assert.equal(exec.stdout.toString().trim(), 'sandbox');
-    await killAndRemove(containerd, app1);
-    assert.equal(await taskStatus(containerd, sandbox), 'RUNNING', 'removing app1 stopped the sandbox');
-    assert.deepEqual(vmmProcesses(containerd), [pids.get(sandbox)], 'the pod VM must outlive its app containers');
+    // app2 leaves with its own exit code; the others run on in the same VM.
+    const stop = async (app: typeof apps[number]): Promise<void> => {
+      await containerd.ctrChecked(['tasks', 'kill', '-s', 'SIGTERM', app.id], { timeoutMs: 30_000 });
+      assert.equal(await waitForStatus(containerd, app.id, 'STOPPED', 30_000), 'STOPPED');
+      // ctr 1.6's `tasks rm` reports the task's exit code as a warning.
+      const rm = await containerd.ctr(['tasks', 'rm', app.id], { timeoutMs: 60_000 });
+      assert.equal(rm.exitCode, 0, describeResult(rm));
+      assert.match(rm.stderr.toString(), new RegExp(`exit with non-zero exit code ${app.code}\\b`), describeResult(rm));
+      await containerd.ctrChecked(['containers', 'rm', app.id], { timeoutMs: 60_000 });
+    };
+    await stop(apps[1]!);
+    for (const id of [sandbox, apps[0]!.id, apps[2]!.id]) assert.equal(await taskStatus(containerd, id), 'RUNNING', `removing app2 stopped ${id}`);
+    assert.deepEqual(vmmProcesses(containerd), [vmmPid], 'the pod VM must outlive its app containers');
+    if (hotplug) assert.equal(disksLeft().length, 3, `app2's writable disk outlived it: ${disksLeft().join(' ')}`);
 
-    // app2 in the foreground: its own output and exit code, through the same VM in the pair app1
-    // left (a freed slot pair, refilled).
-    const app2Run = await env.run(app2, ['sh', '-c', `${BOOT_ID}; cat /owner 2>/dev/null || echo no-owner; echo app2-out; echo app2-err >&2; exit 7`], {
+    // app4 joins while the sandbox, app1 and app3 run: its own output and exit code, the same VM.
+    const app4 = env.newId('app4');
+    const app4Run = await env.run(app4, ['sh', '-c', `${BOOT_ID}; cat /owner 2>/dev/null || echo no-owner; echo app4-out; echo app4-err >&2; exit 7`], {
       keep: true, timeoutMs: 90_000, ctrFlags: ['--annotation', `${SANDBOX_ID}=${pod}`],
     });
-    assert.equal(app2Run.exitCode, 7, describeResult(app2Run));
-    const app2Out = app2Run.stdout.toString();
-    assert.match(app2Out, /^no-owner$/m, describeResult(app2Run));
-    assert.match(app2Out, /^app2-out$/m);
-    assert.match(app2Run.stderr.toString(), /app2-err/);
-    assert.doesNotMatch(app2Out, /sandbox|app1/, 'another container\'s output leaked into app2\'s');
-    assert.match(app2Out, new RegExp(`^${bootIds[0]}$`, 'm'), 'app2 did not join the pod VM');
-    await containerd.ctrChecked(['containers', 'rm', app2], { timeoutMs: 60_000 });
-    const sandboxOut = fs.readFileSync(sandboxLog, 'utf8');
-    assert.doesNotMatch(sandboxOut, /app1|app2/, `app output in the sandbox's log:\n${sandboxOut}`);
+    assert.equal(app4Run.exitCode, 7, describeResult(app4Run));
+    const app4Out = app4Run.stdout.toString();
+    assert.match(app4Out, /^no-owner$/m, describeResult(app4Run));
+    assert.match(app4Out, /^app4-out$/m);
+    assert.match(app4Run.stderr.toString(), /app4-err/);
+    assert.doesNotMatch(app4Out, /sandbox|app[123]/, 'another container\'s output leaked into app4\'s');
+    assert.match(app4Out, new RegExp(`^${bootIds[0]}$`, 'm'), 'app4 did not join the pod VM');
+    await containerd.ctrChecked(['containers', 'rm', app4], { timeoutMs: 60_000 });
+    assert.equal(await owner(apps[0]!.id), 'app1');
+    assert.equal(await owner(apps[2]!.id), 'app3');
 
-    // A new container joins the same VM after others left (a freed slot pair, refilled).
-    const app3 = env.newId('app3');
-    const app3Run = await env.run(app3, ['sh', '-c', `${BOOT_ID}; cat /owner 2>/dev/null || echo no-owner`], {
-      timeoutMs: 90_000, ctrFlags: ['--annotation', `${SANDBOX_ID}=${pod}`],
-    });
-    assert.equal(app3Run.exitCode, 0, describeResult(app3Run));
-    assert.match(app3Run.stdout.toString(), new RegExp(`^${bootIds[0]}$`, 'm'), 'app3 did not join the pod VM');
-    assert.match(app3Run.stdout.toString(), /^no-owner$/m, 'app3 got a used writable layer');
+    await stop(apps[0]!);
+    await stop(apps[2]!);
+    assert.equal(await owner(sandbox), 'sandbox');
+    const sandboxOut = fs.readFileSync(sandboxLog, 'utf8');
+    assert.doesNotMatch(sandboxOut, /app[1-4]/, `app output in the sandbox's log:\n${sandboxOut}`);
+    for (const app of apps) {
+      const out = fs.readFileSync(app.log, 'utf8');
+      assert.doesNotMatch(out, /sandbox|app4/, `another container's output in app${app.n}'s log:\n${out}`);
+    }
+    if (hotplug) assert.equal(disksLeft().length, 1, `writable disks of gone apps left: ${disksLeft().join(' ')}`);
 
     // The last container out ends the VM (the suite's leak check: no qemu, file, mount, FIFO).
     await killAndRemove(containerd, sandbox);

@@ -89,6 +89,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       vcpus: config.vcpus,
       writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
       podMaxContainers: config.podMaxContainers,
+      templates: config.templates,
       onShutdown: () => void exit(0),
     });
     server.registerTask({

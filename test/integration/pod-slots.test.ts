@@ -1,8 +1,11 @@
 // A pod's VM on the tcg backend, through the shim's own Container and PodRegistry (no
-// containerd): containers join one VM, each in a slot pair whose placeholder files were
-// rewritten in place and resized over QMP (block_resize; a read-only slot reopened writable for
-// the resize only); a freed pair is refilled for the next container with other contents and
-// another size; a full pod is refused; the last container to leave ends the VM.
+// containerd): the VM boots with a virtio-scsi controller and no disk; each joining container's
+// disks are hot-added over QMP (blockdev-add + device_add scsi-hd): its erofs image from the
+// cache read-only as it is (no copy), a fresh sparse ext4 file in the VM dir. A leaving
+// container's disks are hot-removed (device_del, DEVICE_DELETED, blockdev-del) and its file
+// deleted; the next container gets another image of another size; pod_max_containers refuses
+// one too many; the last container to leave ends the VM. Then: a pod VM restored from its own
+// template (saved with the controller and no disk) still takes hot-added disks.
 import * as assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -13,8 +16,13 @@ import { smolvmPaths } from '../../shim/src/config/paths';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import { nullLogger } from '../../shim/src/log';
 import type { OciSpec } from '../../shim/src/oci/spec';
-import { TcgBackend } from '../../shim/src/sandbox/backends/tcg';
+import type { VmConfig } from '../../shim/src/sandbox/backend';
+import { QMP_SOCKET_NAME, TcgBackend } from '../../shim/src/sandbox/backends/tcg';
+import { qmpExecute } from '../../shim/src/sandbox/backends/qmp';
+import { guestArtifacts } from '../../shim/src/sandbox/guest';
 import { PodRegistry } from '../../shim/src/sandbox/pod-registry';
+import { startVm, shapeOf, templateInputs, TemplateStore, type StartedVm } from '../../shim/src/sandbox/template';
+import { createWritableDisk, ensureImage } from '../../rootfs-builder/image';
 import { Container } from '../../shim/src/task/container';
 import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
@@ -37,7 +45,17 @@ function spec(): OciSpec {
   } as OciSpec;
 }
 
-describe('pod VM disk slots (tcg)', function () {
+/** The block nodes QEMU holds open, by node name → file (the hot-added disks). */
+async function blockNodes(vmDir: string): Promise<Map<string, string>> {
+  const nodes = await qmpExecute(path.join(vmDir, QMP_SOCKET_NAME), 'query-named-block-nodes');
+  const map = new Map<string, string>();
+  for (const n of nodes as Array<{ 'node-name': string; file: string }>) map.set(n['node-name'], n.file);
+  return map;
+}
+
+const podDisks = (vmDir: string): string[] => fs.readdirSync(vmDir).filter((f) => f.endsWith('.ext4') || f.endsWith('.disk'));
+
+describe('pod VM disks by hotplug (tcg)', function () {
   this.timeout(300_000);
   let work = '';
   let paths = smolvmPaths();
@@ -109,7 +127,18 @@ describe('pod VM disk slots (tcg)', function () {
     assert.ok(a.container.sharesVm && b.container.sharesVm);
   });
 
-  it('refuses a container beyond the pod\'s slot pairs, naming the limit', async () => {
+  it('hot-added the image from the cache as it is and a writable file in the VM dir per container', async () => {
+    const vmDir = running[0]!.sandbox.dir;
+    const nodes = await blockNodes(vmDir);
+    const files = [...nodes.values()];
+    assert.equal(nodes.size, 8, `two nodes per disk, two disks per container: ${JSON.stringify([...nodes])}`);
+    const images = fs.readdirSync(path.join(paths.cacheDir, 'images'), { recursive: true }).map(String).filter((f) => f.endsWith('.erofs'));
+    assert.ok(images.length >= 2, `images in the cache: ${images.join(' ')}`);
+    for (const f of files.filter((f) => f.endsWith('.erofs'))) assert.ok(f.startsWith(path.join(paths.cacheDir, 'images')), `image not used from the cache: ${f}`);
+    assert.deepEqual(podDisks(vmDir).sort(), ['pod0-rw.ext4', 'pod1-rw.ext4']);
+  });
+
+  it('refuses a container beyond pod_max_containers, naming the limit', async () => {
     await assert.rejects(run('ctr-d', 'a'), (err: unknown) => {
       assert.ok(err instanceof RpcError && err.code === Code.ResourceExhausted, String(err));
       assert.match((err as Error).message, /pod pod-1 is full: its VM holds 2 containers/);
@@ -118,18 +147,22 @@ describe('pod VM disk slots (tcg)', function () {
     assert.equal(registry.membersOf('pod-1'), 2);
   });
 
-  it('refills a freed pair with another image of another size and a fresh writable disk', async () => {
+  it('hot-removes a leaving container\'s disks; another image of another size joins', async () => {
     const [a] = running;
     const pid = a!.pid;
+    const vmDir = a!.sandbox.dir;
     const vmm = { pid, startTime: processStartTime(pid)! };
     await remove(a!);
     assert.ok(isSameProcessAlive(vmm), 'the VM outlives one container');
+    assert.equal((await blockNodes(vmDir)).size, 4, 'the leaving container\'s block nodes are gone');
+    assert.deepEqual(podDisks(vmDir), ['pod1-rw.ext4'], 'the leaving container\'s writable disk is gone');
     const c = await run('ctr-c', 'c');
     assert.equal(c.exit, 0, c.out);
     assert.equal(c.container.pid, pid, 'joined the same VM');
     assert.match(c.out, /^image c$/m);
     assert.match(c.out, /fresh writable layer/);
     assert.ok(c.out.includes(payloadSha.c!), `payload read back whole: ${c.out}`);
+    assert.equal((await blockNodes(vmDir)).size, 8);
   });
 
   it('ends the VM with the pod\'s last container and leaves nothing behind', async () => {
@@ -139,5 +172,111 @@ describe('pod VM disk slots (tcg)', function () {
     assert.equal(registry.size, 0);
     assert.ok(!isSameProcessAlive(vmm), 'qemu gone');
     assert.ok(!fs.existsSync(vmDir), 'VM directory removed');
+  });
+});
+
+describe('pod VM from a template (tcg): hotplug after a restore', function () {
+  this.timeout(300_000);
+  const backend = new TcgBackend();
+  let work = '';
+  let paths = smolvmPaths();
+  const started: StartedVm[] = [];
+
+  before(() => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-podtpl-'));
+    paths = smolvmPaths({ ...process.env, SMOLVM_ROOT: path.join(work, 'root') });
+  });
+
+  after(async () => {
+    for (const vm of started) {
+      vm.agent.close();
+      await vm.vm.kill();
+    }
+    const store = new TemplateStore(paths.cacheDir);
+    const deadline = Date.now() + 60_000;
+    // A template build still in flight is waited for: nothing outlives the suite.
+    for (const key of keys) while ((await store.buildInProgress(key)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+  const keys: string[] = [];
+
+  async function podConfig(): Promise<VmConfig> {
+    const guest = await guestArtifacts(paths.cacheDir);
+    const vmId = randomBytes(6).toString('hex');
+    const dir = path.join(paths.stateDir, 'vms', vmId);
+    fs.mkdirSync(dir, { recursive: true });
+    return {
+      vmId, dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
+      cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB: 256, vcpus: 1, slots: [], diskHotplug: true,
+    };
+  }
+
+  it('has its own template key, restores from it and takes hot-added disks', async () => {
+    const store = new TemplateStore(paths.cacheDir);
+    const config = await podConfig();
+    const key = (await templateInputs(backend, shapeOf(config), store.memoDir)).key;
+    keys.push(key);
+    const plain = (await templateInputs(backend, shapeOf({ ...config, diskHotplug: false }), store.memoDir)).key;
+    assert.notEqual(key, plain, 'a pod VM (scsi controller) is its own template');
+    const first = await startVm({ backend, config, paths, log: nullLogger, bootTimeoutMs: 90_000 });
+    started.push(first);
+    assert.equal(first.restoredFrom, null);
+    const deadline = Date.now() + 180_000;
+    while (store.lookup(key).kind !== 'found') {
+      assert.ok(Date.now() < deadline, 'pod template not built in time');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    while (await store.buildInProgress(key)) await new Promise((r) => setTimeout(r, 50));
+
+    const restoredConfig = await podConfig();
+    const vm = await startVm({ backend, config: restoredConfig, paths, log: nullLogger, bootTimeoutMs: 90_000 });
+    started.push(vm);
+    assert.equal(vm.restoredFrom, key);
+    const rootfs = makeBusyboxRootfs(work);
+    fs.writeFileSync(path.join(rootfs, 'marker'), 'restored pod\n');
+    const image = await ensureImage({ kind: 'dir', path: rootfs }, { cacheDir: paths.cacheDir });
+    const writable = path.join(restoredConfig.dir, 'w0-rw.ext4');
+    await createWritableDisk(writable, 64 * 1024 * 1024, { cacheDir: paths.cacheDir });
+    await vm.vm.attachDisk!({ serial: 'w0-img', path: image.path, readOnly: true });
+    await vm.vm.attachDisk!({ serial: 'w0-rw', path: writable, readOnly: false });
+    // Bad input: a clear error naming the serial, nothing attached.
+    await assert.rejects(vm.vm.attachDisk!({ serial: 'w0-img', path: image.path, readOnly: true }), /"w0-img": the VM already has a disk/);
+    await assert.rejects(vm.vm.attachDisk!({ serial: 'w1-img', path: path.join(work, 'nope'), readOnly: true }), /"w1-img".*no such file/);
+    assert.equal((await blockNodes(restoredConfig.dir)).size, 4);
+
+    const stdout = new PassThrough();
+    let out = '';
+    stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const created = await vm.agent.createContainer({
+      containerId: 'c1',
+      image: { serial: 'w0-img', fsType: 'erofs', readOnly: true, sizeBytes: undefined },
+      writable: { serial: 'w0-rw', fsType: 'ext4', readOnly: false, sizeBytes: undefined },
+      process: {
+        args: ['sh', '-c', 'cat /marker; echo x > /w && cat /w'], env: ['PATH=/bin'], cwd: '/',
+        user: { uid: 0, gid: 0, additionalGids: [] }, terminal: false, rlimits: [], noNewPrivileges: false, consoleSize: undefined,
+      },
+      hostname: 'pod', readonlyRootfs: false,
+    }, { stdout, stderr: new PassThrough() });
+    await vm.agent.startProcess('c1');
+    const exit = await vm.agent.waitProcess('c1');
+    await created.io.outputDone;
+    assert.equal(exit.exitStatus, 0, out);
+    assert.equal(out, 'restored pod\nx\n');
+    await vm.agent.removeContainer('c1');
+    await vm.vm.detachDisk!('w0-img');
+    await vm.vm.detachDisk!('w0-rw');
+    await vm.vm.detachDisk!('w0-rw');
+    assert.equal((await blockNodes(restoredConfig.dir)).size, 0, 'QEMU holds no disk after the detach');
+    // A disk never attached is unknown to the agent: a clear error naming its serial.
+    await assert.rejects(vm.agent.createContainer({
+      containerId: 'c2',
+      image: { serial: 'w9-img', fsType: 'erofs', readOnly: true, sizeBytes: undefined },
+      writable: undefined,
+      process: {
+        args: ['true'], env: [], cwd: '/', user: { uid: 0, gid: 0, additionalGids: [] }, terminal: false, rlimits: [],
+        noNewPrivileges: false, consoleSize: undefined,
+      },
+      hostname: 'pod', readonlyRootfs: false,
+    }, { stdout: new PassThrough(), stderr: new PassThrough() }), /no disk with serial "w9-img"/);
   });
 });

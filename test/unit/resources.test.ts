@@ -79,9 +79,14 @@ describe('VM memory sizing', () => {
     assert.equal(vmMemoryMiB(256, undefined, 'c'), 256);
     assert.equal(vmMemoryMiB(256, BigInt(64 * MiB), 'c'), 256);
     // 300 MiB: 40 MiB fixed + ceil(300 / 32) = 10 MiB.
-    assert.equal(vmMemoryMiB(256, BigInt(300 * MiB), 'c'), 350);
-    assert.equal(vmMemoryMiB(256, BigInt(300 * MiB + 1), 'c'), 301 + Number(guestOverheadMiB(301n)));
-    assert.equal(vmMemoryMiB(256, BigInt(1024 * MiB), 'c'), 1024 + 40 + 32);
+    // The smallest power-of-two class above the configured size that holds limit + overhead
+    // (templates are per size): 300 MiB needs 350, so 512; 1 GiB needs 1096, so 2048.
+    assert.equal(vmMemoryMiB(256, BigInt(300 * MiB), 'c'), 512);
+    assert.equal(vmMemoryMiB(256, BigInt(450 * MiB), 'c'), 512);
+    assert.equal(450 + Number(guestOverheadMiB(450n)) <= 512, true);
+    assert.equal(vmMemoryMiB(256, BigInt(480 * MiB), 'c'), 1024);
+    assert.equal(vmMemoryMiB(256, BigInt(1024 * MiB), 'c'), 2048);
+    assert.equal(vmMemoryMiB(300, BigInt(400 * MiB), 'c'), 600);
   });
 
   it('refuses a limit the host cannot give', () => {

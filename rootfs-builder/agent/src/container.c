@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blkdev.h"
 #include "cgroups.h"
 #include "log.h"
 #include "mounts.h"
@@ -174,37 +175,11 @@ static bool allowed_fs(const char *fs)
     return strcmp(fs, "erofs") == 0 || strcmp(fs, "ext4") == 0;
 }
 
-/* /dev/vdX whose virtio-blk serial is `serial`. */
+/* /dev/vdX (virtio-blk slot) or /dev/sdX (a pod VM's hot-added SCSI disk) whose serial is
+ * `serial`, waiting a bounded time for a hot-added disk to appear (blkdev.c). */
 static int find_slot_device(const char *serial, char *dev, size_t cap)
 {
-    DIR *d = opendir("/sys/block");
-    if (!d)
-        return -1;
-    struct dirent *e;
-    int rc = -1;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || strlen(e->d_name) > 32)
-            continue;
-        char path[320], value[64];
-        snprintf(path, sizeof path, "/sys/block/%s/serial", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, value, sizeof value - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        while (n > 0 && (value[n - 1] == '\n' || value[n - 1] == ' ' || value[n - 1] == 0))
-            n--;
-        value[n] = 0;
-        if (strcmp(value, serial) == 0) {
-            snprintf(dev, cap, "/dev/%s", e->d_name);
-            rc = 0;
-            break;
-        }
-    }
-    closedir(d);
-    return rc;
+    return blkdev_wait_by_serial("/sys/block", "/dev", serial, BLKDEV_WAIT_MS, dev, cap);
 }
 
 /* Drops cached blocks of the device: after a snapshot restore, or in a pod's reused slot, the
@@ -339,7 +314,8 @@ static int container_mount(struct container *c, const struct create_container_re
     const char *image_fs = req->image.fs_type && req->image.fs_type[0] ? req->image.fs_type : "erofs";
     if (find_slot_device(req->image.serial, image_dev, sizeof image_dev) < 0) {
         *code = RPC_NOT_FOUND;
-        snprintf(err, errcap, "no disk with serial \"%s\" (image slot)", req->image.serial);
+        snprintf(err, errcap, "no disk with serial \"%s\" (image slot) appeared within %d ms", req->image.serial,
+                 BLKDEV_WAIT_MS);
         return -1;
     }
     const char *disk_fs = NULL;
@@ -347,7 +323,8 @@ static int container_mount(struct container *c, const struct create_container_re
         disk_fs = req->writable.fs_type && req->writable.fs_type[0] ? req->writable.fs_type : "ext4";
         if (find_slot_device(req->writable.serial, disk_dev, sizeof disk_dev) < 0) {
             *code = RPC_NOT_FOUND;
-            snprintf(err, errcap, "no disk with serial \"%s\" (writable slot)", req->writable.serial);
+            snprintf(err, errcap, "no disk with serial \"%s\" (writable slot) appeared within %d ms",
+                     req->writable.serial, BLKDEV_WAIT_MS);
             return -1;
         }
     }

@@ -11,17 +11,7 @@
 #include "pb.h"
 #include "ttrpc.h"
 
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        checks++;                                                                      \
-        if (!(cond)) {                                                                 \
-            failures++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-        }                                                                              \
-    } while (0)
+#include "check.h"
 
 /* The value the plan writes to `file`, or NULL. */
 static const char *planned(const struct cgroup_plan *plan, const char *file)

@@ -10,17 +10,7 @@
 #include "pb.h"
 #include "ttrpc.h"
 
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        checks++;                                                                      \
-        if (!(cond)) {                                                                 \
-            failures++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-        }                                                                              \
-    } while (0)
+#include "check.h"
 
 /* A CreateContainerRequest holding one bind mount of /data with the given sources. */
 static void build(pb_writer *w, const char *subpath, const char *tag)

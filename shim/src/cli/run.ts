@@ -84,6 +84,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     memoryMiB: config.memoryMiB,
     vcpus: config.vcpus,
     writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
+    templates: config.templates,
     log,
   });
   const forward = (sig: NodeJS.Signals, num: number) => () => {

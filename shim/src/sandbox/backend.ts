@@ -27,6 +27,9 @@ export interface VmConfig {
   memoryMiB: number;
   vcpus: number;
   slots: DiskSlot[];
+  /** Boot with a disk hotplug controller (backends with `hotplugDisks`: tcg's virtio-scsi) and
+   *  take disks later with VmInstance.attachDisk. A pod VM; part of the template key. */
+  diskHotplug?: boolean;
   /** Start from this saved VM state (a template, see sandbox/template; files the backend keeps
    *  next to it, e.g. kvm's memory.bin, come along) instead of booting:
    *  same kernel, memory, vcpus and slot layout as the VM that saved it, other files behind
@@ -67,6 +70,17 @@ export interface VmInstance {
    */
   refreshSlot(serial: string): Promise<void>;
   /**
+   * Hot-adds a disk (VMs booted with VmConfig.diskHotplug): the guest finds it by its serial
+   * (unique within the VM, never reused). The file is used in place; a read-only disk is
+   * read-only for the guest. Rejects naming the serial; on a rejection nothing stays attached.
+   */
+  attachDisk?(disk: DiskSlot): Promise<void>;
+  /**
+   * Hot-removes a disk attached with attachDisk: the device goes away from the guest (waited
+   * for, bounded), then the VMM closes its file. Idempotent for a serial already detached.
+   */
+  detachDisk?(serial: string): Promise<void>;
+  /**
    * Stops the VM and writes its whole state to `stateFile` (a backend may put more files next
    * to it, e.g. kvm's memory.bin): a template. The VM stays stopped. Backends whose VMs save
    * themselves this way; the tcg template saves through QMP instead (sandbox/template/tcg.ts).
@@ -83,6 +97,10 @@ export interface Backend {
   readonly supportsDirShares: boolean;
   /** Most disk slots one VM can have (virtio-mmio transports left for disks). */
   readonly maxDiskSlots: number;
+  /** Whether VMs booted with VmConfig.diskHotplug take disks by VmInstance.attachDisk /
+   *  detachDisk (then only pod_max_containers caps a pod); else a pod's disks are slot pairs
+   *  fixed at boot and refilled in place (refreshSlot). */
+  readonly hotplugDisks?: boolean;
   /** Whether VmConfig.incomingState (a restore from a template's saved state) works. */
   readonly restoresState?: boolean;
   boot(config: VmConfig, log: Logger): Promise<VmInstance>;

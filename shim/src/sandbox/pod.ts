@@ -1,11 +1,19 @@
-// A pod's VM: one Sandbox shared by the containers of a Kubernetes pod. virtio-mmio has no
-// hotplug, so the VM boots with a fixed number of disk slot pairs (image + writable layer per
-// container) behind empty placeholder files. A container joining the pod takes a free pair:
-// its erofs image and a fresh ext4 disk are written into the pair's files in place, the VMM is
-// told the sizes changed (VmInstance.refreshSlot), and the agent mounts them once the guest
-// sees those sizes (DiskSlot.size_bytes). The VM lives as long as one of its containers.
+// A pod's VM: one Sandbox shared by the containers of a Kubernetes pod. Each container needs
+// two disks (its image, its writable layer); how they reach the running VM depends on the
+// backend:
+// - hotplug (Backend.hotplugDisks: tcg's virtio-scsi): the VM boots with no disk at all and a
+//   joining container's disks are hot-added (VmInstance.attachDisk): the content-addressed
+//   erofs image from the cache read-only as it is, a fresh sparse ext4 file in the VM dir;
+//   removed again (detachDisk) when it leaves. Only pod_max_containers caps the pod.
+// - slot pairs (virtio-mmio has no hotplug: kvm): the VM boots with a fixed number of disk slot
+//   pairs behind empty placeholder files. A joining container takes a free pair: its image and
+//   a fresh ext4 disk are written into the pair's files in place, the VMM is told the sizes
+//   changed (VmInstance.refreshSlot), and the agent mounts them once the guest sees those sizes
+//   (DiskSlot.size_bytes).
+// The VM lives as long as one of its containers.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { rewriteWritableDisk } from '../../../rootfs-builder/image';
+import { createWritableDisk, rewriteWritableDisk } from '../../../rootfs-builder/image';
 import type { Paths } from '../config/paths';
 import { Code, RpcError, unavailable } from '../errdefs';
 import type { Logger } from '../log';
@@ -25,8 +33,11 @@ export interface PodBootOptions {
   paths: Paths;
   memoryMiB: number;
   vcpus: number;
-  /** Containers the VM can hold (pod_max_containers), capped by the backend's disk slots. */
+  /** Containers the VM can hold (pod_max_containers), capped by the backend's disk slots
+   *  unless it hot-plugs disks. */
   maxContainers: number;
+  /** Restore from a template when valid (config `templates`, default true). */
+  templates?: boolean;
   log: Logger;
   bootTimeoutMs?: number;
   /** As Sandbox's: the VMM exists, the guest has not run (the host cgroup goes here). */
@@ -36,7 +47,7 @@ export interface PodBootOptions {
 }
 
 export interface PodContent {
-  /** The container's guest image (erofs), copied into the pair's image slot. */
+  /** The container's guest image (erofs): hot-added as it is, or copied into a slot pair. */
   imagePath: string;
   writableDiskBytes: number;
   cacheDir: string;
@@ -51,14 +62,31 @@ interface SlotPair {
   freedSeq: number;
 }
 
-/** Containers a pod VM of this backend can hold, two disk slots each. */
+/** What a member holds in hotplug mode: serials hot-added and files created for it. */
+interface HotplugMember {
+  attached: string[];
+  ownFiles: string[];
+}
+
+/** Whether pod VMs of this backend take their disks by hotplug. */
+function usesHotplug(backend: Backend): boolean {
+  return backend.hotplugDisks === true;
+}
+
+/** Containers a pod VM of this backend can hold: two disk slots each, unless it hot-plugs. */
 export function podCapacity(backend: Backend, requested: number): number {
+  if (usesHotplug(backend)) return Math.max(1, requested);
   return Math.max(1, Math.min(requested, Math.floor(backend.maxDiskSlots / 2)));
 }
 
 export class PodVm {
   private readonly pairs: SlotPair[];
   private freedCounter = 0;
+  /** Hotplug mode: members (reserved or joined) and their disks. */
+  private readonly hotplugMembers = new Map<string, HotplugMember>();
+  /** Hotplug mode: disk serials are never reused within the VM (a removed disk may linger in
+   *  the guest for a moment under its old serial). */
+  private diskSeq = 0;
   private destroying: Promise<void> | null = null;
   private vmGone = false;
 
@@ -67,6 +95,7 @@ export class PodVm {
     readonly sandbox: Sandbox,
     slots: DiskSlot[],
     private readonly opts: PodBootOptions,
+    private readonly hotplugCapacity: number | null,
   ) {
     this.pairs = [];
     for (let i = 0; i + 1 < slots.length; i += 2) {
@@ -75,21 +104,30 @@ export class PodVm {
     void sandbox.vm.exited.then(() => { this.vmGone = true; });
   }
 
+  /** Whether this VM's disks are hot-plugged (else slot pairs). */
+  get hotplug(): boolean {
+    return this.hotplugCapacity !== null;
+  }
+
   static async boot(opts: PodBootOptions): Promise<PodVm> {
     const capacity = podCapacity(opts.backend, opts.maxContainers);
+    const hotplug = usesHotplug(opts.backend);
     const log = opts.log.child({ pod: opts.sandboxId });
     let vmDirSeen = '';
     const sandbox = await Sandbox.boot({
+      diskHotplug: hotplug,
       backend: opts.backend,
       paths: opts.paths,
       memoryMiB: opts.memoryMiB,
       vcpus: opts.vcpus,
+      templates: opts.templates,
       log,
       bootTimeoutMs: opts.bootTimeoutMs,
       prepareSlots: async (vmDir: string): Promise<DiskSlot[]> => {
         vmDirSeen = vmDir;
         const slots: DiskSlot[] = [];
-        for (let i = 0; i < capacity * 2; i++) {
+        // Hotplug: no disk at boot (the template of a pod VM holds none either).
+        for (let i = 0; !hotplug && i < capacity * 2; i++) {
           const file = path.join(vmDir, `slot${i}.disk`);
           createPlaceholder(file);
           slots.push({ serial: `slot${i}`, path: file, readOnly: i % 2 === 0 });
@@ -98,15 +136,16 @@ export class PodVm {
       },
       onVmStarted: (vm) => opts.onVmStarted?.(vm, vmDirSeen),
     });
-    log.info('pod vm ready', { containers_max: capacity, pid: sandbox.vm.identity.pid });
-    return new PodVm(opts.sandboxId, sandbox, sandbox.slots, opts);
+    log.info('pod vm ready', { containers_max: capacity, disks: hotplug ? 'hotplug' : 'slot pairs', pid: sandbox.vm.identity.pid });
+    return new PodVm(opts.sandboxId, sandbox, sandbox.slots, opts, hotplug ? capacity : null);
   }
 
   get capacity(): number {
-    return this.pairs.length;
+    return this.hotplugCapacity ?? this.pairs.length;
   }
 
   get memberCount(): number {
+    if (this.hotplug) return this.hotplugMembers.size;
     return this.pairs.filter((p) => p.member !== null).length;
   }
 
@@ -116,12 +155,22 @@ export class PodVm {
   }
 
   /**
-   * Takes a free slot pair for `member` (synchronously, so concurrent joins never share one).
+   * Takes a place for `member`: a free slot pair, or (hotplug) one of pod_max_containers
+   * (synchronously, so concurrent joins never share one).
    * A full pod: ResourceExhausted naming the limit; a dead VM: Unavailable.
    */
   reserve(member: string): void {
     if (!this.alive) throw unavailable(`pod ${this.sandboxId}: its VM is gone; delete the pod's containers and create it again`);
-    if (this.pairs.some((p) => p.member === member)) throw new RpcError(Code.AlreadyExists, `pod ${this.sandboxId}: container ${member} is already in it`);
+    if (this.pairs.some((p) => p.member === member) || this.hotplugMembers.has(member)) {
+      throw new RpcError(Code.AlreadyExists, `pod ${this.sandboxId}: container ${member} is already in it`);
+    }
+    if (this.hotplugCapacity !== null) {
+      if (this.hotplugMembers.size >= this.hotplugCapacity) {
+        throw new RpcError(Code.ResourceExhausted, `pod ${this.sandboxId} is full: its VM holds ${this.hotplugCapacity} containers (pod_max_containers)`);
+      }
+      this.hotplugMembers.set(member, { attached: [], ownFiles: [] });
+      return;
+    }
     const free = this.pairs.filter((p) => p.member === null).sort((a, b) => a.freedSeq - b.freedSeq)[0];
     if (!free) {
       throw new RpcError(Code.ResourceExhausted, `pod ${this.sandboxId} is full: its VM holds ${this.pairs.length} containers (pod_max_containers, capped at ${Math.floor(this.opts.backend.maxDiskSlots / 2)} by the ${this.opts.backend.name} backend's ${this.opts.backend.maxDiskSlots} disk slots)`);
@@ -130,10 +179,12 @@ export class PodVm {
   }
 
   /**
-   * Writes the member's image and a fresh writable disk into its pair's files (in place) and
-   * makes the VMM take their sizes. Returns the slots for the agent's CreateContainer.
+   * Gets the member's image and a fresh writable disk into the VM: hot-added (see attach), or
+   * written into its pair's files (in place) with the VMM told their sizes. Returns the disks
+   * for the agent's CreateContainer.
    */
   async fill(member: string, content: PodContent): Promise<{ image: FilledSlot; writable: FilledSlot }> {
+    if (this.hotplug) return this.attach(member, content);
     const pair = this.pairOf(member);
     const [imageBytes] = await Promise.all([
       copyIntoSlot(pair.image.path, content.imagePath),
@@ -148,11 +199,12 @@ export class PodVm {
   }
 
   /**
-   * Gives the member's pair back (after the agent removed the container: its disks are
-   * unmounted) and empties its files. The VM stays: the registry destroys it when the pod
+   * Gives the member's disks back (after the agent removed the container: its disks are
+   * unmounted): hot-removed and its writable file deleted, or its pair's files emptied. The VM stays: the registry destroys it when the pod
    * has no member left.
    */
   async release(member: string): Promise<void> {
+    if (this.hotplug) return this.detach(member);
     const pair = this.pairs.find((p) => p.member === member);
     if (!pair) return;
     pair.member = null;
@@ -162,6 +214,53 @@ export class PodVm {
     await Promise.all([emptySlotFile(pair.image.path), emptySlotFile(pair.writable.path)]).catch((err: unknown) => {
       this.opts.log.warn('could not empty a freed pod slot', { pod: this.sandboxId, error: String(err) });
     });
+  }
+
+  /**
+   * Hotplug: the image hot-added read-only as it is (no copy), a fresh sparse ext4 file in the
+   * VM dir hot-added writable. Fresh devices: the agent mounts them as soon as it finds them
+   * (size 0: no capacity change to wait for). On a failure what was attached stays recorded
+   * and `release` (which the caller always runs) takes it away.
+   */
+  private async attach(member: string, content: PodContent): Promise<{ image: FilledSlot; writable: FilledSlot }> {
+    const disks = this.hotplugMembers.get(member);
+    if (!disks) throw new Error(`pod ${this.sandboxId}: container ${member} holds no place in the VM`);
+    const vm = this.sandbox.vm;
+    if (!vm.attachDisk || !vm.detachDisk) throw new Error(`pod ${this.sandboxId}: the ${vm.backend} VM cannot hot-add disks`);
+    const n = this.diskSeq++;
+    const image: DiskSlot = { serial: `pod${n}-img`, path: content.imagePath, readOnly: true };
+    const writable: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dir, `pod${n}-rw.ext4`), readOnly: false };
+    await createWritableDisk(writable.path, content.writableDiskBytes, { cacheDir: content.cacheDir });
+    disks.ownFiles.push(writable.path);
+    await vm.attachDisk(writable);
+    disks.attached.push(writable.serial);
+    await vm.attachDisk(image);
+    disks.attached.push(image.serial);
+    return { image: { serial: image.serial, sizeBytes: 0 }, writable: { serial: writable.serial, sizeBytes: 0 } };
+  }
+
+  /** Hotplug: removes the member's disks from the VM and its writable file. */
+  private async detach(member: string): Promise<void> {
+    const disks = this.hotplugMembers.get(member);
+    if (!disks) return;
+    this.hotplugMembers.delete(member);
+    const vm = this.sandbox.vm;
+    for (const serial of [...disks.attached].reverse()) {
+      if (!this.alive || !vm.detachDisk) break;
+      try {
+        await vm.detachDisk(serial);
+      } catch (err) {
+        // QEMU may still hold the file: the VM's end closes it.
+        this.opts.log.warn('could not hot-remove a pod disk', { pod: this.sandboxId, member, serial, error: String(err) });
+      }
+    }
+    // Only files made for this member (never the shared image). Unlinking one QEMU still holds
+    // open is harmless: its blocks go when QEMU closes it.
+    for (const file of disks.ownFiles) {
+      await fs.promises.rm(file, { force: true }).catch((err: unknown) => {
+        this.opts.log.warn('could not remove a pod writable disk', { pod: this.sandboxId, member, file, error: String(err) });
+      });
+    }
   }
 
   /** Stops the VM, frees its files, runs onDestroyed. Idempotent. */

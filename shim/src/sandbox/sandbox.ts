@@ -28,6 +28,8 @@ export interface SandboxOptions {
   bootTimeoutMs?: number;
   /** Restore from a template snapshot when one is valid (default true; config `templates`). */
   templates?: boolean;
+  /** Boot with the backend's disk hotplug controller (VmConfig.diskHotplug): a pod VM. */
+  diskHotplug?: boolean;
 }
 
 export class Sandbox {
@@ -65,6 +67,7 @@ export class Sandbox {
         vmId, dir,
         kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: `${guest.cmdline} ${opts.backend.kernelArgs}`.trim(),
         memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, slots,
+        ...(opts.diskHotplug ? { diskHotplug: true } : {}),
       };
       // Restored from a template when a valid one exists, else cold-booted (template/start.ts).
       const { vm: ready, agent } = await startVm({

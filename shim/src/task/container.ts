@@ -1,6 +1,7 @@
 // One container in a sandbox: its guest image and writable disk in the VM's slots, its init
 // process and its execs in the guest (created by the agent, started on Start), their exits,
 // its teardown. Used by the containerd task service and by `smolvm run` alike.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createWritableDisk, ensureImage, type RootfsSource } from '../../../rootfs-builder/image';
 import { AGENT_PROTOCOL_MINOR_CGROUPS, type ProcessIo, type ProcessStdio } from '../agent/client';
@@ -39,6 +40,8 @@ export interface ContainerOptions {
   memoryMiB: number;
   vcpus: number;
   writableDiskBytes: number;
+  /** Restore the VM from a template when one is valid (default true; config `templates`). */
+  templates?: boolean;
   log: Logger;
   /** Called as soon as the VMM process exists, before it is ready: record it on disk. */
   /** Called as soon as the VMM exists (already in its host cgroup): record it on disk. The
@@ -120,6 +123,13 @@ export interface ExecOptions {
   onExit?: (info: ExitInfo) => void;
 }
 
+/** The size of the file behind a slot, as the guest must see it before mounting. */
+function slotBytes(sandbox: Sandbox, serial: string): bigint {
+  const slot = sandbox.slots.find((s) => s.serial === serial);
+  if (!slot) throw new RpcError(Code.Internal, `VM has no disk slot ${serial}`);
+  return BigInt(fs.statSync(slot.path).size);
+}
+
 export class Container {
   /** The init process's state (created → running → stopped). */
   readonly init: ProcessState;
@@ -179,6 +189,7 @@ export class Container {
       paths: opts.paths,
       memoryMiB: opts.memoryMiB,
       vcpus: opts.vcpus,
+      templates: opts.templates,
       log,
       prepareSlots: async (vmDir: string): Promise<DiskSlot[]> => {
         vmDirSeen = vmDir;
@@ -216,8 +227,9 @@ export class Container {
       const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
       const created = await sandbox.agent.createContainer({
         containerId: id,
-        image: { serial: IMAGE_SLOT, fsType: 'erofs', readOnly: true },
-        writable: { serial: WRITABLE_SLOT, fsType: 'ext4', readOnly: false },
+        // The sizes let the agent wait for the capacity a template restore refreshes.
+        image: { serial: IMAGE_SLOT, fsType: 'erofs', readOnly: true, sizeBytes: slotBytes(sandbox, IMAGE_SLOT) },
+        writable: { serial: WRITABLE_SLOT, fsType: 'ext4', readOnly: false, sizeBytes: slotBytes(sandbox, WRITABLE_SLOT) },
         process: initSpec,
         hostname: spec.hostname ?? '',
         readonlyRootfs: spec.root?.readonly ?? false,
@@ -246,7 +258,7 @@ export class Container {
       registry: pod.registry, sandboxId: pod.sandboxId, containerId: id, rootfs: opts.rootfs,
       writableDiskBytes: opts.writableDiskBytes, backend: opts.backend, paths: opts.paths,
       memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, maxContainers: pod.maxContainers, cgroupPath, log,
-      onVmStarted: opts.onVmStarted,
+      templates: opts.templates, onVmStarted: opts.onVmStarted,
     });
     const sandbox = membership.sandbox;
     try {

@@ -25,7 +25,18 @@ export function guestOverheadMiB(limitMiB: bigint): bigint {
 }
 
 /**
- * The VM size in MiB for a container with `limitBytes` (undefined: no limit). A limit the host
+ * VM sizes grow in powers of two from the configured size: every VM of one size class restores
+ * from the same template, and pages the guest never touches cost the host nothing.
+ */
+export function sizeClassMiB(configuredMiB: number, neededMiB: number): number {
+  let size = configuredMiB;
+  while (size < neededMiB) size *= 2;
+  return size;
+}
+
+/**
+ * The VM size in MiB for a container with `limitBytes` (undefined: no limit): the smallest size
+ * class that holds the limit plus the guest's overhead. A limit the host
  * cannot give (more than its physical memory) is InvalidArgument naming both numbers.
  */
 export function vmMemoryMiB(configuredMiB: number, limitBytes: bigint | undefined, where: string, hostBytes = os.totalmem()): number {
@@ -37,7 +48,7 @@ export function vmMemoryMiB(configuredMiB: number, limitBytes: bigint | undefine
   if (needed > hostMiB) {
     throw invalidArgument(`${where}: linux.resources.memory.limit ${limitBytes} bytes (${limitMiB} MiB) needs a VM of ${needed} MiB (limit + ${overhead} MiB guest overhead), more than this host's ${hostMiB} MiB of memory`);
   }
-  return Math.max(configuredMiB, Number(needed));
+  return sizeClassMiB(configuredMiB, Number(needed));
 }
 
 /**

@@ -1,6 +1,7 @@
-// A container's place in its pod's VM: join (booting the VM when the pod has none), get a
-// slot pair filled with the container's image and a fresh writable disk, and leave again
-// (the agent removes the container, the pair is freed, the last member ends the VM). The pod's
+// A container's place in its pod's VM: join (booting the VM when the pod has none), get its
+// image and a fresh writable disk into the VM (hot-added on tcg, a refilled slot pair on kvm:
+// sandbox/pod.ts), and leave again (the agent removes the container, its disks are removed or
+// its pair freed, the last member ends the VM). The pod's
 // VMM goes into the host cgroup of the container that booted it.
 import { ensureImage, type RootfsSource } from '../../../rootfs-builder/image';
 import type { Paths } from '../config/paths';
@@ -23,6 +24,8 @@ export interface PodJoinOptions {
   memoryMiB: number;
   vcpus: number;
   maxContainers: number;
+  /** Restore the pod's VM from a template when valid (config `templates`). */
+  templates?: boolean;
   /** This container's linux.cgroupsPath, resolved: used if it is the one that boots the VM. */
   cgroupPath: string | null;
   log: Logger;
@@ -44,7 +47,7 @@ function bootPod(opts: PodJoinOptions, hostCgroupDirs: string[]): Promise<PodVm>
   let placement: CgroupPlacement | null = null;
   return PodVm.boot({
     sandboxId: opts.sandboxId, backend: opts.backend, paths: opts.paths, memoryMiB: opts.memoryMiB,
-    vcpus: opts.vcpus, maxContainers: opts.maxContainers, log: opts.log,
+    vcpus: opts.vcpus, maxContainers: opts.maxContainers, log: opts.log, templates: opts.templates,
     onVmStarted: (vm, vmDir) => {
       if (opts.cgroupPath) {
         // Before the guest runs: the host accounts and limits the whole pod VM.
@@ -98,7 +101,7 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
     const built = await image;
     log.info(built.built ? 'guest image built' : 'guest image cache hit', { image: built.key, pod: sandboxId });
     const slots = await pod.fill(id, { imagePath: built.path, writableDiskBytes: opts.writableDiskBytes, cacheDir: opts.paths.cacheDir });
-    log.info('joined pod vm', { pod: sandboxId, image_slot: slots.image.serial, writable_slot: slots.writable.serial, members: pod.memberCount });
+    log.info('joined pod vm', { pod: sandboxId, image_disk: slots.image.serial, writable_disk: slots.writable.serial, disks: pod.hotplug ? 'hotplug' : 'slot pair', members: pod.memberCount });
     return { sandboxId, pod, sandbox, image: slots.image, writable: slots.writable, leave };
   } catch (err) {
     await registry.leave(sandboxId, id);

@@ -46,6 +46,8 @@ export interface TaskServiceOptions {
   onShutdown: () => void;
   /** Containers one pod VM holds (config pod_max_containers; capped by the backend). */
   podMaxContainers?: number;
+  /** Restore VMs from templates when valid (config `templates`, default true). */
+  templates?: boolean;
 }
 
 interface Entry {
@@ -217,6 +219,7 @@ export class TaskService {
         stdio: { stdin: hostStdio.stdin, stdout: hostStdio.stdout, stderr: hostStdio.stderr },
         backend: this.opts.backend, paths: this.opts.paths,
         memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
+        templates: this.opts.templates,
         log, pod: this.podFor(id, spec.annotations),
         onVmStarted: (vm, vmDir, hostCgroupDirs) => this.persist(ident, 'creating', null, {
           backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir,

@@ -17,6 +17,15 @@ export class QmpError extends Error {
 
 type QmpMessage = Record<string, unknown>;
 
+/** Asynchronous events kept per connection (a command's connection sees only a few). */
+const MAX_EVENTS_KEPT = 256;
+
+/** An asynchronous QMP event: its name and `data`. */
+export interface QmpEvent {
+  event: string;
+  data: Record<string, unknown>;
+}
+
 /** Splits the stream into JSON messages (QEMU ends each with \r\n). */
 class MessageReader {
   private buffered = '';
@@ -24,6 +33,9 @@ class MessageReader {
   private readonly ready: QmpMessage[] = [];
   failure: Error | null = null;
   private readonly failed: Array<(e: Error) => void> = [];
+  /** Events received on this connection, oldest first (bounded). */
+  readonly events: QmpEvent[] = [];
+  private readonly eventListeners = new Set<() => void>();
 
   push(chunk: string): void {
     this.buffered += chunk;
@@ -42,27 +54,56 @@ class MessageReader {
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
         return this.fail(new QmpError(`QMP: expected a JSON object, got ${JSON.stringify(line.slice(0, 120))}`));
       }
+      if ('event' in parsed) {
+        this.pushEvent(parsed as QmpMessage);
+        continue;
+      }
       const next = this.waiting.shift();
       if (next) next(parsed as QmpMessage);
       else this.ready.push(parsed as QmpMessage);
     }
   }
 
+  private pushEvent(message: QmpMessage): void {
+    const name = typeof message.event === 'string' ? message.event : '';
+    const data = typeof message.data === 'object' && message.data !== null && !Array.isArray(message.data)
+      ? message.data as Record<string, unknown> : {};
+    this.events.push({ event: name, data });
+    if (this.events.length > MAX_EVENTS_KEPT) this.events.shift();
+    for (const listener of [...this.eventListeners]) listener();
+  }
+
   fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
     for (const reject of this.failed.splice(0)) reject(err);
+    for (const listener of [...this.eventListeners]) listener();
   }
 
-  /** The next message that is not an asynchronous event. */
-  async next(): Promise<QmpMessage> {
-    for (;;) {
-      const message = await this.nextAny();
-      if (!('event' in message)) return message;
-    }
+  /**
+   * Whether an event matching `match` arrived (before now or within `timeoutMs`). False on
+   * the time bound or when the connection failed first.
+   */
+  waitEvent(match: (e: QmpEvent) => boolean, timeoutMs: number): Promise<boolean> {
+    if (this.events.some(match)) return Promise.resolve(true);
+    if (this.failure) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (seen: boolean): void => {
+        clearTimeout(timer);
+        this.eventListeners.delete(listener);
+        resolve(seen);
+      };
+      const listener = (): void => {
+        if (this.events.some(match)) done(true);
+        else if (this.failure) done(false);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.eventListeners.add(listener);
+    });
   }
 
-  private nextAny(): Promise<QmpMessage> {
+  /** The next message that is not an asynchronous event (events are kept in `events`). */
+  next(): Promise<QmpMessage> {
     const queued = this.ready.shift();
     if (queued) return Promise.resolve(queued);
     if (this.failure) return Promise.reject(this.failure);
@@ -90,6 +131,20 @@ function replyOf(message: QmpMessage, command: string): unknown {
  * the time bound.
  */
 export function qmpExecute(socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = DEFAULT_QMP_TIMEOUT_MS): Promise<unknown> {
+  return qmpConverse(socketPath, command, args, timeoutMs, null).then((r) => r.reply);
+}
+
+/** What to wait for after a command's reply, on the same connection (QEMU sends events to
+ *  every monitor connection, so one opened after the event would miss it). */
+interface AwaitedEvent {
+  match: (e: QmpEvent) => boolean;
+  timeoutMs: number;
+}
+
+function qmpConverse(
+  socketPath: string, command: string, args: Record<string, unknown> | undefined, timeoutMs: number,
+  awaited: AwaitedEvent | null,
+): Promise<{ reply: unknown; eventSeen: boolean }> {
   const socket = net.connect(socketPath);
   const reader = new MessageReader();
   socket.setEncoding('utf8');
@@ -106,7 +161,11 @@ export function qmpExecute(socketPath: string, command: string, args?: Record<st
     socket.write(`${JSON.stringify({ execute: 'qmp_capabilities' })}\n`);
     replyOf(await reader.next(), 'qmp_capabilities');
     socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
-    return replyOf(await reader.next(), command);
+    const reply = replyOf(await reader.next(), command);
+    if (!awaited) return { reply, eventSeen: false };
+    // Bounded by its own time, not the command's: stop the race's timer first.
+    clearTimeout(timer);
+    return { reply, eventSeen: await reader.waitEvent(awaited.match, awaited.timeoutMs) };
   })();
   return Promise.race([conversation, timeout]).finally(() => {
     clearTimeout(timer);
@@ -140,6 +199,19 @@ export class QmpChannel {
 
   async cont(): Promise<void> {
     await this.execute('cont');
+  }
+
+  /**
+   * Runs `command`, then waits on the same connection (at most `eventTimeoutMs`) for an event
+   * matching `match`, also one that came before the reply. Resolves whether it came.
+   */
+  executeAwaitingEvent(
+    command: string, args: Record<string, unknown>, match: (e: QmpEvent) => boolean, eventTimeoutMs: number,
+  ): Promise<boolean> {
+    const run = this.tail.then(() =>
+      qmpConverse(this.socketPath, command, args, this.timeoutMs, { match, timeoutMs: eventTimeoutMs }));
+    this.tail = run.catch(() => undefined);
+    return run.then((r) => r.eventSeen);
   }
 
   async queryStatus(): Promise<QmpStatus> {

@@ -11,7 +11,7 @@ import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
 import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
 import { SHARE_MOUNT_TAG, sharesDirOf } from '../host-mounts';
-import { QmpChannel } from './qmp';
+import { QmpChannel, QmpError } from './qmp';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 /** The virtserialport name the agent looks for under /sys/class/virtio-ports/. */
@@ -23,6 +23,16 @@ export const QMP_SOCKET_NAME = 'qmp.sock';
 export const MICROVM_VIRTIO_TRANSPORTS = 8;
 /** virtio-rng, virtio-serial (the agent channel) and the one virtio-9p share. */
 const FIXED_VIRTIO_DEVICES = 3;
+
+/** The virtio-scsi controller of a pod VM (VmConfig.diskHotplug): its bus is `scsi0.0`. */
+export const SCSI_CONTROLLER_ID = 'scsi0';
+/** virtio-scsi's highest target id (QEMU's VIRTIO_SCSI_MAX_TARGET): one disk per target, LUN 0. */
+const SCSI_MAX_TARGET = 255;
+/** How long a hot-removed disk may take to leave the guest (device_del → DEVICE_DELETED). */
+const DEVICE_DELETED_TIMEOUT_MS = 5_000;
+/** A hot-added disk's serial: reaches the guest in VPD page 0x80 (QEMU keeps 36 bytes) and,
+ *  for virtio-blk, /sys/block/vdX/serial (20 bytes): short and plain. */
+const HOTPLUG_SERIAL = /^[A-Za-z0-9_-]{1,20}$/;
 
 /** The fd on which a restoring QEMU reads VmConfig.incomingState. */
 const INCOMING_STATE_FD = 3;
@@ -90,10 +100,14 @@ export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: stri
       '-device', `virtio-blk-device,drive=${nodes.format['node-name']},serial=${slot.serial}`,
     );
   });
-  // microvm (acpi=off) has 8 virtio-mmio transports: disks, the 9p share, rng and serial.
-  const devices = config.slots.length + FIXED_VIRTIO_DEVICES;
+  // A pod VM's disks come and go on one virtio-scsi controller (QMP device_add scsi-hd).
+  if (config.diskHotplug) args.push('-device', `virtio-scsi-device,id=${SCSI_CONTROLLER_ID}`);
+  // microvm (acpi=off) has 8 virtio-mmio transports: disks, the scsi controller, the 9p
+  // share, rng and serial.
+  const fixed = FIXED_VIRTIO_DEVICES + (config.diskHotplug ? 1 : 0);
+  const devices = config.slots.length + fixed;
   if (devices > MICROVM_VIRTIO_TRANSPORTS) {
-    throw new Error(`tcg: ${config.slots.length} disk slots need ${devices} virtio devices, but QEMU's microvm has ${MICROVM_VIRTIO_TRANSPORTS}: at most ${TCG_MAX_DISK_SLOTS} disk slots per VM`);
+    throw new Error(`tcg: ${config.slots.length} disk slots need ${devices} virtio devices, but QEMU's microvm has ${MICROVM_VIRTIO_TRANSPORTS}: at most ${MICROVM_VIRTIO_TRANSPORTS - fixed} disk slots per VM`);
   }
   args.push(...ninePShareArgs(sharesDirOf(config.dir)));
   args.push(
@@ -111,10 +125,24 @@ export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: stri
   return args;
 }
 
+/** A disk hot-added to a pod VM: its QEMU device and block nodes. */
+interface HotplugDisk {
+  serial: string;
+  deviceId: string;
+  fileNode: string;
+  formatNode: string;
+  scsiId: number;
+}
+
 class TcgVm implements VmInstance {
   readonly backend = 'tcg' as const;
   private killed = false;
   private readonly qmp: QmpChannel;
+  /** Hot-added disks by serial (attached or being attached). */
+  private readonly hotplugged = new Map<string, HotplugDisk>();
+  private hotplugSeq = 0;
+  /** Where the search for a free scsi target starts: targets are reused as late as possible. */
+  private nextScsiId = 0;
 
   constructor(
     readonly identity: ProcessIdentity,
@@ -123,8 +151,110 @@ class TcgVm implements VmInstance {
     readonly exited: Promise<VmExit>,
     private readonly qemuLog: string,
     private readonly slots: readonly DiskSlot[] = [],
+    private readonly diskHotplug = false,
   ) {
     this.qmp = new QmpChannel(sockets.qmp!);
+  }
+
+  /**
+   * blockdev-add (file node, raw node over it; read-only for an image) and device_add of a
+   * scsi-hd on the VM's virtio-scsi bus. The guest's virtio-scsi driver scans the new target
+   * and the agent finds the disk by the serial (VPD page 0x80). Undone on any failure.
+   */
+  async attachDisk(disk: DiskSlot): Promise<void> {
+    const what = `tcg: hot-adding disk ${JSON.stringify(disk.serial)}`;
+    if (!this.diskHotplug) throw new Error(`${what}: this VM was booted without a disk hotplug controller`);
+    if (!HOTPLUG_SERIAL.test(disk.serial)) throw new Error(`${what}: a serial must be 1-20 of [A-Za-z0-9_-]`);
+    if (this.hotplugged.has(disk.serial) || this.slots.some((s) => s.serial === disk.serial)) {
+      throw new Error(`${what}: the VM already has a disk with this serial`);
+    }
+    const st = await fs.promises.stat(disk.path).catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`${what}: ${disk.path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    });
+    if (!st.isFile()) throw new Error(`${what}: ${disk.path} is not a regular file`);
+    if (st.size === 0 || st.size % 512 !== 0) throw new Error(`${what}: ${disk.path} is ${st.size} bytes, not a whole, non-zero number of 512-byte sectors`);
+    const scsiId = this.freeScsiId();
+    if (scsiId === null) throw new Error(`${what}: all ${SCSI_MAX_TARGET + 1} scsi targets of the VM are in use`);
+    const n = this.hotplugSeq++;
+    const entry: HotplugDisk = { serial: disk.serial, deviceId: `hd${n}`, fileNode: `hd${n}-file`, formatNode: `hd${n}`, scsiId };
+    // Reserved before the first await: concurrent attaches never share a serial or a target.
+    this.hotplugged.set(disk.serial, entry);
+    const cache = { direct: false, 'no-flush': true };
+    const added: string[] = [];
+    try {
+      await this.qmp.execute('blockdev-add', {
+        driver: 'file', 'node-name': entry.fileNode, filename: disk.path, 'read-only': disk.readOnly, cache,
+      });
+      added.push(entry.fileNode);
+      await this.qmp.execute('blockdev-add', {
+        driver: 'raw', 'node-name': entry.formatNode, file: entry.fileNode, 'read-only': disk.readOnly, cache,
+      });
+      added.push(entry.formatNode);
+      await this.qmp.execute('device_add', {
+        driver: 'scsi-hd', id: entry.deviceId, bus: `${SCSI_CONTROLLER_ID}.0`, 'scsi-id': scsiId, lun: 0,
+        drive: entry.formatNode, serial: disk.serial,
+      });
+    } catch (err) {
+      for (const node of added.reverse()) {
+        await this.qmp.execute('blockdev-del', { 'node-name': node }).catch(() => undefined);
+      }
+      this.hotplugged.delete(disk.serial);
+      throw new Error(`${what} (${disk.path}): ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  /**
+   * device_del, then the DEVICE_DELETED event (bounded; a virtio-scsi disk is unplugged at once
+   * and the guest told), then blockdev-del of both nodes: QEMU no longer holds the file.
+   */
+  async detachDisk(serial: string): Promise<void> {
+    const entry = this.hotplugged.get(serial);
+    if (!entry) return;
+    const what = `tcg: hot-removing disk ${JSON.stringify(serial)}`;
+    let gone: boolean;
+    try {
+      gone = await this.qmp.executeAwaitingEvent('device_del', { id: entry.deviceId },
+        (e) => e.event === 'DEVICE_DELETED' && e.data.device === entry.deviceId, DEVICE_DELETED_TIMEOUT_MS);
+    } catch (err) {
+      // Already gone (an earlier detach that failed later on): go on with its nodes.
+      if (!(err instanceof QmpError && err.errorClass === 'DeviceNotFound')) {
+        throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      gone = true;
+    }
+    if (!gone && await this.deviceExists(entry.deviceId)) {
+      throw new Error(`${what}: the device did not go away within ${DEVICE_DELETED_TIMEOUT_MS} ms of device_del`);
+    }
+    for (const node of [entry.formatNode, entry.fileNode]) {
+      try {
+        await this.qmp.execute('blockdev-del', { 'node-name': node });
+      } catch (err) {
+        // Deleted by an earlier, interrupted detach: nothing left to free.
+        if (err instanceof QmpError && /failed to find node|not found/i.test(err.message)) continue;
+        throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    this.hotplugged.delete(serial);
+  }
+
+  /** Whether a device with this id still exists (user-created devices live in /machine/peripheral). */
+  private async deviceExists(id: string): Promise<boolean> {
+    const children = await this.qmp.execute('qom-list', { path: '/machine/peripheral' });
+    return Array.isArray(children) && children.some((c: unknown) =>
+      typeof c === 'object' && c !== null && (c as { name?: unknown }).name === id);
+  }
+
+  /** The first scsi target from the cursor on that no attached disk uses, or null. */
+  private freeScsiId(): number | null {
+    const used = new Set([...this.hotplugged.values()].map((d) => d.scsiId));
+    for (let i = 0; i <= SCSI_MAX_TARGET; i++) {
+      const id = (this.nextScsiId + i) % (SCSI_MAX_TARGET + 1);
+      if (!used.has(id)) {
+        this.nextScsiId = (id + 1) % (SCSI_MAX_TARGET + 1);
+        return id;
+      }
+    }
+    return null;
   }
 
   /**
@@ -217,6 +347,8 @@ export class TcgBackend implements Backend {
   readonly supportsDirShares = true;
   readonly maxDiskSlots = TCG_MAX_DISK_SLOTS;
   readonly restoresState = true;
+  /** Pod VMs boot with a virtio-scsi controller and take their disks by hotplug. */
+  readonly hotplugDisks = true;
 
   constructor(private readonly qemuBinary = QEMU_BINARY) {}
 
@@ -255,6 +387,6 @@ export class TcgBackend implements Backend {
       throw new Error(`qemu exited at once (code ${exit.code}, signal ${exit.signal}): ${tailFile(qemuLog, 10)}`);
     }
     const sockets = { agent: agentSocket, qmp: path.join(config.dir, QMP_SOCKET_NAME) };
-    return new TcgVm({ pid: spawned, startTime }, sockets, consoleLog, exited, qemuLog, config.slots);
+    return new TcgVm({ pid: spawned, startTime }, sockets, consoleLog, exited, qemuLog, config.slots, config.diskHotplug ?? false);
   }
 }

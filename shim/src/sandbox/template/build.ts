@@ -129,6 +129,8 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
     const config: VmConfig = {
       vmId, dir: vmDir, kernel: req.shape.kernel, initramfs: req.shape.initramfs, cmdline: req.shape.cmdline,
       memoryMiB: req.shape.memoryMiB, vcpus: req.shape.vcpus, slots,
+      // A pod VM's template: the hotplug controller with no disk on it.
+      ...(req.shape.diskHotplug ? { diskHotplug: true } : {}),
     };
     const bootVm = await req.backend.boot(config, req.log);
     vm = bootVm;

@@ -73,7 +73,8 @@ function parseJob(text: string | undefined): BuilderJob {
   const ok = (job.backend === 'tcg' || job.backend === 'kvm') && typeof job.key === 'string' &&
     typeof job.paths?.cacheDir === 'string' && typeof job.paths?.stateDir === 'string' &&
     typeof shape?.kernel === 'string' && typeof shape.initramfs === 'string' && typeof shape.cmdline === 'string' &&
-    typeof shape.memoryMiB === 'number' && typeof shape.vcpus === 'number' && Array.isArray(shape.slots);
+    typeof shape.memoryMiB === 'number' && typeof shape.vcpus === 'number' && Array.isArray(shape.slots) &&
+    (shape.diskHotplug === undefined || typeof shape.diskHotplug === 'boolean');
   if (!ok) throw new Error(`builder: malformed job ${text.slice(0, 200)}`);
   return job as BuilderJob;
 }

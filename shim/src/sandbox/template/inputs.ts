@@ -16,6 +16,8 @@ export interface VmShape {
   memoryMiB: number;
   vcpus: number;
   slots: SlotShape[];
+  /** A pod VM with the backend's disk hotplug controller (VmConfig.diskHotplug). */
+  diskHotplug?: boolean;
 }
 
 export function shapeOf(config: VmConfig): VmShape {
@@ -23,6 +25,7 @@ export function shapeOf(config: VmConfig): VmShape {
     kernel: config.kernel, initramfs: config.initramfs, cmdline: config.cmdline,
     memoryMiB: config.memoryMiB, vcpus: config.vcpus,
     slots: config.slots.map((s) => ({ serial: s.serial, readOnly: s.readOnly })),
+    ...(config.diskHotplug ? { diskHotplug: true } : {}),
   };
 }
 
@@ -54,7 +57,7 @@ async function vmmIdentity(backend: Backend, shape: VmShape, memoDir: string): P
   if (backend.name === 'tcg') {
     return {
       vmm: await programVersion(QEMU_BINARY, memoDir),
-      machine: tcgMachine(shape.memoryMiB, shape.vcpus, shape.slots),
+      machine: tcgMachine(shape.memoryMiB, shape.vcpus, shape.slots, shape.diskHotplug === true),
       // TCG emulates its CPU: the saved state does not depend on the host's.
       host: 'tcg-any',
     };
@@ -86,6 +89,7 @@ export async function templateInputs(backend: Backend, shape: VmShape, memoDir: 
     memoryMiB: shape.memoryMiB,
     vcpus: shape.vcpus,
     slots: shape.slots,
+    ...(shape.diskHotplug ? { diskHotplug: true } : {}),
     ...identity,
   };
   return { key: templateKey(inputs), inputs };

@@ -36,6 +36,8 @@ export interface TemplateInputs {
   memoryMiB: number;
   vcpus: number;
   slots: SlotShape[];
+  /** A pod VM booted with a disk hotplug controller (absent: none). Also in `machine`. */
+  diskHotplug?: boolean;
   /** The VMM and its version: tcg `qemu-system-x86_64 --version`; kvm the VMM build. */
   vmm: string;
   /** The machine as the VMM is told it (tcg: the QEMU argv with paths abstracted). */
@@ -48,7 +50,9 @@ export interface TemplateInputs {
  *  supersedes the others. */
 export function familyOf(inputs: TemplateInputs): string {
   const { backend, memoryMiB, vcpus, slots } = inputs;
-  return sha256Hex(JSON.stringify({ backend, memoryMiB, vcpus, slots })).slice(0, 16);
+  // Only hotplug VMs carry the field: other families keep their names.
+  const family = inputs.diskHotplug ? { backend, memoryMiB, vcpus, slots, diskHotplug: true } : { backend, memoryMiB, vcpus, slots };
+  return sha256Hex(JSON.stringify(family)).slice(0, 16);
 }
 
 export function templateKey(inputs: TemplateInputs): string {
@@ -56,7 +60,7 @@ export function templateKey(inputs: TemplateInputs): string {
   const canonical = JSON.stringify([
     inputs.format, inputs.backend, inputs.kernelSha256, inputs.initramfsSha256, inputs.cmdline,
     inputs.memoryMiB, inputs.vcpus, inputs.slots.map((s) => [s.serial, s.readOnly]), inputs.vmm,
-    inputs.machine, inputs.host,
+    inputs.machine, inputs.host, ...(inputs.diskHotplug ? ['disk-hotplug'] : []),
   ]);
   return sha256Hex(canonical).slice(0, 24);
 }

@@ -14,10 +14,11 @@ const SAVE_POLL_MS = 10;
  * The QEMU machine of a VM with this memory, vcpus and slot layout, paths abstracted: any
  * change to the devices or options the backend passes (tcg.ts) changes the template key.
  */
-export function tcgMachine(memoryMiB: number, vcpus: number, slots: readonly SlotShape[]): string {
+export function tcgMachine(memoryMiB: number, vcpus: number, slots: readonly SlotShape[], diskHotplug = false): string {
   const config: VmConfig = {
     vmId: 'template', dir: '/T', kernel: '/K', initramfs: '/I', cmdline: '', memoryMiB, vcpus,
     slots: slots.map((s, i) => ({ serial: s.serial, readOnly: s.readOnly, path: `/T/slot${i}` })),
+    ...(diskHotplug ? { diskHotplug: true } : {}),
   };
   return sha256Hex(JSON.stringify(qemuArgs(config, '/T/agent', '/T/console'))).slice(0, 24);
 }
