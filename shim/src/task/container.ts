@@ -219,27 +219,12 @@ export class Container {
       throw err;
     });
     try {
-      if (sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
-        // An older agent would ignore the security settings and mounts: refuse instead.
-        throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
-      }
-      // Host directories: bind-mounted into the VM's share (undone by sandbox.destroy).
-      const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
-      const created = await sandbox.agent.createContainer({
-        containerId: id,
-        // The sizes let the agent wait for the capacity a template restore refreshes.
-        image: { serial: IMAGE_SLOT, fsType: 'erofs', readOnly: true, sizeBytes: slotBytes(sandbox, IMAGE_SLOT) },
-        writable: { serial: WRITABLE_SLOT, fsType: 'ext4', readOnly: false, sizeBytes: slotBytes(sandbox, WRITABLE_SLOT) },
-        process: initSpec,
-        hostname: spec.hostname ?? '',
-        readonlyRootfs: spec.root?.readonly ?? false,
-        linux: guestConfig.linux,
-        mounts,
-        resources: createResources(sandbox, opts),
-      }, opts.stdio);
-      const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
+      // The sizes let the agent wait for the capacity a template restore refreshes.
+      const container = await Container.createInGuest(sandbox, opts, terminal, initSpec, guestConfig, {
+        image: { serial: IMAGE_SLOT, sizeBytes: slotBytes(sandbox, IMAGE_SLOT) },
+        writable: { serial: WRITABLE_SLOT, sizeBytes: slotBytes(sandbox, WRITABLE_SLOT) },
+      });
       container.hostCgroup = hostCgroup;
-      container.initProcess.watchExit();
       return container;
     } catch (err) {
       await sandbox.destroy();
@@ -248,12 +233,44 @@ export class Container {
     }
   }
 
+  /**
+   * The container itself in a VM that is ready (its own or its pod's): host directories into
+   * the VM's share, then the agent's CreateContainer on the given disks; exits are watched.
+   */
+  private static async createInGuest(
+    sandbox: Sandbox, opts: ContainerOptions, terminal: boolean, initSpec: AgentProcess,
+    guestConfig: ReturnType<typeof guestContainerConfig>,
+    disks: { image: { serial: string; sizeBytes: bigint }; writable: { serial: string; sizeBytes: bigint } },
+  ): Promise<Container> {
+    const { id, spec } = opts;
+    if (sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
+      // An older agent would ignore the security settings and mounts: refuse instead.
+      throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
+    }
+    // Host directories: bind-mounted into the VM's share (undone by destroy or leave).
+    const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
+    const created = await sandbox.agent.createContainer({
+      containerId: id,
+      image: { ...disks.image, fsType: 'erofs', readOnly: true },
+      writable: { ...disks.writable, fsType: 'ext4', readOnly: false },
+      process: initSpec,
+      hostname: spec.hostname ?? '',
+      readonlyRootfs: spec.root?.readonly ?? false,
+      linux: guestConfig.linux,
+      mounts,
+      resources: createResources(sandbox, opts),
+    }, opts.stdio);
+    const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
+    container.initProcess.watchExit();
+    return container;
+  }
+
   /** A container of a pod: it joins the pod's VM (booting it when it is the first). */
   private static async createInPod(
     opts: ContainerOptions, pod: NonNullable<ContainerOptions['pod']>, terminal: boolean,
     initSpec: AgentProcess, guestConfig: ReturnType<typeof guestContainerConfig>, cgroupPath: string | null,
   ): Promise<Container> {
-    const { id, spec, log } = opts;
+    const { id, log } = opts;
     const membership = await joinPod({
       registry: pod.registry, sandboxId: pod.sandboxId, containerId: id, rootfs: opts.rootfs,
       writableDiskBytes: opts.writableDiskBytes, backend: opts.backend, paths: opts.paths,
@@ -262,25 +279,12 @@ export class Container {
     });
     const sandbox = membership.sandbox;
     try {
-      if (sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
-        throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
-      }
       // The pod's share exists from the VM's boot: this container's directories join it.
-      const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
-      const created = await sandbox.agent.createContainer({
-        containerId: id,
-        image: { serial: membership.image.serial, fsType: 'erofs', readOnly: true, sizeBytes: BigInt(membership.image.sizeBytes) },
-        writable: { serial: membership.writable.serial, fsType: 'ext4', readOnly: false, sizeBytes: BigInt(membership.writable.sizeBytes) },
-        process: initSpec,
-        hostname: spec.hostname ?? '',
-        readonlyRootfs: spec.root?.readonly ?? false,
-        linux: guestConfig.linux,
-        mounts,
-        resources: createResources(sandbox, opts),
-      }, opts.stdio);
-      const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
+      const container = await Container.createInGuest(sandbox, opts, terminal, initSpec, guestConfig, {
+        image: { serial: membership.image.serial, sizeBytes: BigInt(membership.image.sizeBytes) },
+        writable: { serial: membership.writable.serial, sizeBytes: BigInt(membership.writable.sizeBytes) },
+      });
       container.podMembership = membership;
-      container.initProcess.watchExit();
       return container;
     } catch (err) {
       await membership.leave();
