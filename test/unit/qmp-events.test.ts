@@ -6,29 +6,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fakeMonitor } from '../helpers/fake-qmp';
 import { QmpChannel, QmpError } from '../../shim/src/sandbox/backends/qmp';
 
-type Script = (line: Record<string, unknown>, socket: net.Socket) => void;
-
-async function fakeMonitor(socketPath: string, script: Script): Promise<net.Server> {
-  const server = net.createServer((socket) => {
-    socket.write('{"QMP": {"version": {}, "capabilities": []}}\r\n');
-    let buffered = '';
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString();
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>;
-        buffered = buffered.slice(nl + 1);
-        if (line.execute === 'qmp_capabilities') socket.write('{"return": {}}\r\n');
-        else script(line, socket);
-      }
-    });
-    socket.on('error', () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return server;
-}
 
 const deleted = (id: string) => `{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "DEVICE_DELETED", "data": {"device": "${id}", "path": "/machine/peripheral/${id}"}}\r\n`;
 const isDeleted = (id: string) => (e: { event: string; data: Record<string, unknown> }): boolean => e.event === 'DEVICE_DELETED' && e.data.device === id;

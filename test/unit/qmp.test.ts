@@ -4,31 +4,11 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fakeMonitor, type QmpScript } from '../helpers/fake-qmp';
 import { QmpChannel, QmpError, qmpExecute } from '../../shim/src/sandbox/backends/qmp';
 import { qemuArgs } from '../../shim/src/sandbox/backends/tcg';
 
-type Script = (line: Record<string, unknown>, socket: net.Socket) => void;
-
-/** A fake QEMU monitor: greets, then answers each command line through `script`. */
-async function fakeMonitor(socketPath: string, script: Script, greeting = '{"QMP": {"version": {}, "capabilities": []}}\r\n'): Promise<net.Server> {
-  const server = net.createServer((socket) => {
-    socket.write(greeting);
-    let buffered = '';
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString();
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>;
-        buffered = buffered.slice(nl + 1);
-        if (line.execute === 'qmp_capabilities') socket.write('{"return": {}}\r\n');
-        else script(line, socket);
-      }
-    });
-    socket.on('error', () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return server;
-}
+type Script = QmpScript;
 
 describe('QMP client', () => {
   let dir: string;

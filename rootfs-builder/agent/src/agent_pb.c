@@ -1,1003 +1,217 @@
 #include "agent_pb.h"
 
-#include <stdlib.h>
-#include <string.h>
+#include "pb_table.h"
 
-/* Appends a decoded string to a NULL-terminated growable list. */
-static int list_push_string(pb_reader *r, char ***list, size_t *n)
-{
-    if (*n >= AGENT_MAX_LIST)
-        return -1;
-    char *s = NULL;
-    if (pb_read_string(r, &s, AGENT_MAX_STRING) < 0)
-        return -1;
-    char **nl = realloc(*list, (*n + 2) * sizeof **list);
-    if (!nl) {
-        free(s);
-        return -1;
+/* The decoders are field tables (pb_table.h) walked by pb_decode / pb_free; the limits below are
+ * the agent's refusals of implausible input. */
+
+PB_MESSAGE(disk_slot_msg, struct disk_slot,
+           PB_STRING(struct disk_slot, 1, serial, 256),
+           PB_STRING(struct disk_slot, 2, fs_type, 64),
+           PB_BOOL(struct disk_slot, 3, read_only),
+           PB_U64(struct disk_slot, 4, size_bytes));
+
+/* User and ConsoleSize are flattened into agent_process. */
+PB_MESSAGE(user_msg, struct agent_process,
+           PB_U32(struct agent_process, 1, uid),
+           PB_U32(struct agent_process, 2, gid),
+           PB_REP_U32(struct agent_process, 3, gids, ngids, AGENT_MAX_LIST));
+
+PB_MESSAGE(console_size_msg, struct agent_process,
+           PB_U32(struct agent_process, 1, console_height),
+           PB_U32(struct agent_process, 2, console_width));
+
+PB_MESSAGE(rlimit_msg, struct agent_rlimit,
+           PB_STRING(struct agent_rlimit, 1, type, 64),
+           PB_U64(struct agent_rlimit, 2, hard),
+           PB_U64(struct agent_rlimit, 3, soft));
+
+#define CAPSET(n, i) PB_REP_STRING(struct agent_caps, n, sets[i], nsets[i], 64, AGENT_MAX_STRING)
+PB_MESSAGE(caps_msg, struct agent_caps,
+           CAPSET(1, CAPSET_BOUNDING), CAPSET(2, CAPSET_EFFECTIVE), CAPSET(3, CAPSET_INHERITABLE),
+           CAPSET(4, CAPSET_PERMITTED), CAPSET(5, CAPSET_AMBIENT));
+#undef CAPSET
+
+PB_MESSAGE(process_msg, struct agent_process,
+           PB_REP_STRING(struct agent_process, 1, args, nargs, AGENT_MAX_LIST, AGENT_MAX_STRING),
+           PB_REP_STRING(struct agent_process, 2, env, nenv, AGENT_MAX_LIST, AGENT_MAX_STRING),
+           PB_STRING(struct agent_process, 3, cwd, 4096),
+           PB_MSG_INLINE(struct agent_process, 4, user_msg),
+           PB_BOOL(struct agent_process, 5, terminal),
+           PB_REP_MSG(struct agent_process, 6, rlimits, nrlimits, struct agent_rlimit, rlimit_msg, 64),
+           PB_BOOL(struct agent_process, 7, no_new_privileges),
+           PB_MSG_INLINE(struct agent_process, 8, console_size_msg,
+                         .has1 = PB_HAS(struct agent_process, has_console_size)),
+           PB_MSG(struct agent_process, 9, caps, struct agent_caps, caps_msg,
+                  .has1 = PB_HAS(struct agent_process, has_caps)),
+           PB_U32(struct agent_process, 10, umask, .has1 = PB_HAS(struct agent_process, has_umask)));
+
+PB_MESSAGE(host_file_msg, struct agent_host_file,
+           PB_BYTES(struct agent_host_file, 1, content, len, PB_NO_MAX),
+           PB_U32(struct agent_host_file, 2, mode),
+           PB_U32(struct agent_host_file, 3, uid),
+           PB_U32(struct agent_host_file, 4, gid));
+
+PB_MESSAGE(mount_msg, struct agent_mount,
+           PB_STRING(struct agent_mount, 1, destination, 4096),
+           PB_STRING(struct agent_mount, 2, type, 64),
+           PB_STRING(struct agent_mount, 3, source, 4096),
+           PB_U64(struct agent_mount, 4, flags),
+           PB_U64(struct agent_mount, 5, propagation),
+           PB_STRING(struct agent_mount, 6, data, 4096),
+           PB_BOOL(struct agent_mount, 7, recursive),
+           PB_MSG(struct agent_mount, 8, file, struct agent_host_file, host_file_msg,
+                  .has1 = PB_HAS(struct agent_mount, file.present)),
+           PB_STRING(struct agent_mount, 9, share_tag, 64),
+           PB_STRING(struct agent_mount, 10, share_subpath, 255));
+
+/* Mounts { repeated Mount mounts = 1; }, flattened into the request. */
+PB_MESSAGE(mounts_msg, struct create_container_request,
+           PB_REP_MSG(struct create_container_request, 1, mounts, nmounts, struct agent_mount, mount_msg,
+                      AGENT_MAX_MOUNTS));
+
+PB_MESSAGE(sysctl_msg, struct agent_sysctl,
+           PB_STRING(struct agent_sysctl, 1, name, 256),
+           PB_STRING(struct agent_sysctl, 2, value, 4096));
+
+PB_MESSAGE(seccomp_arg_msg, struct agent_seccomp_arg,
+           PB_U32(struct agent_seccomp_arg, 1, index),
+           PB_U64(struct agent_seccomp_arg, 2, value),
+           PB_U64(struct agent_seccomp_arg, 3, value_two),
+           PB_STRING(struct agent_seccomp_arg, 4, op, 64));
+
+PB_MESSAGE(seccomp_rule_msg, struct agent_seccomp_rule,
+           PB_REP_STRING(struct agent_seccomp_rule, 1, names, nnames, 1024, AGENT_MAX_STRING),
+           PB_STRING(struct agent_seccomp_rule, 2, action, 64),
+           PB_U32(struct agent_seccomp_rule, 3, errno_ret, .has1 = PB_HAS(struct agent_seccomp_rule, has_errno)),
+           PB_REP_MSG(struct agent_seccomp_rule, 4, args, nargs, struct agent_seccomp_arg, seccomp_arg_msg,
+                      AGENT_MAX_SECCOMP_ARGS));
+
+PB_MESSAGE(seccomp_msg, struct agent_seccomp,
+           PB_STRING(struct agent_seccomp, 1, default_action, 64),
+           PB_U32(struct agent_seccomp, 2, default_errno, .has1 = PB_HAS(struct agent_seccomp, has_default_errno)),
+           PB_REP_STRING(struct agent_seccomp, 3, architectures, narchitectures, 64, AGENT_MAX_STRING),
+           PB_REP_STRING(struct agent_seccomp, 4, flags, nflags, 64, AGENT_MAX_STRING),
+           PB_REP_MSG(struct agent_seccomp, 5, rules, nrules, struct agent_seccomp_rule, seccomp_rule_msg,
+                      AGENT_MAX_SECCOMP_RULES));
+
+PB_MESSAGE(linux_msg, struct agent_linux,
+           PB_REP_STRING(struct agent_linux, 1, masked_paths, nmasked, AGENT_MAX_PATHS, AGENT_MAX_STRING),
+           PB_REP_STRING(struct agent_linux, 2, readonly_paths, nreadonly, AGENT_MAX_PATHS, AGENT_MAX_STRING),
+           PB_REP_MSG(struct agent_linux, 3, sysctls, nsysctls, struct agent_sysctl, sysctl_msg, AGENT_MAX_PATHS),
+           PB_MSG(struct agent_linux, 4, seccomp, struct agent_seccomp, seccomp_msg,
+                  .has1 = PB_HAS(struct agent_linux, has_seccomp)));
+
+PB_MESSAGE(stdio_msg, struct stdio_streams,
+           PB_U32(struct stdio_streams, 1, stdin_id),
+           PB_U32(struct stdio_streams, 2, stdout_id),
+           PB_U32(struct stdio_streams, 3, stderr_id));
+
+/* LinuxResources (protocol 1.3): int64 fields arrive as two's-complement varints. */
+#define RES(kind, n, m) kind(struct agent_resources, n, m, .has1 = PB_HAS(struct agent_resources, has_##m))
+PB_MESSAGE(resources_msg, struct agent_resources,
+           RES(PB_I64, 1, memory_limit), RES(PB_I64, 2, memory_reservation), RES(PB_I64, 3, memory_swap),
+           RES(PB_U64, 4, cpu_shares), RES(PB_I64, 5, cpu_quota), RES(PB_U64, 6, cpu_period),
+           PB_STRING(struct agent_resources, 7, cpuset_cpus, 256),
+           PB_STRING(struct agent_resources, 8, cpuset_mems, 256),
+           RES(PB_I64, 9, pids_limit));
+#undef RES
+
+PB_MESSAGE(handshake_msg, struct handshake_request,
+           PB_U32(struct handshake_request, 1, protocol_version),
+           PB_U64(struct handshake_request, 2, host_time_unix_nano),
+           PB_BYTES(struct handshake_request, 3, entropy, entropy_len, PB_NO_MAX));
+
+PB_MESSAGE(create_msg, struct create_container_request,
+           PB_STRING(struct create_container_request, 1, container_id, 1024),
+           PB_MSG(struct create_container_request, 2, image, struct disk_slot, disk_slot_msg,
+                  .has1 = PB_HAS(struct create_container_request, image.present)),
+           PB_MSG(struct create_container_request, 3, writable, struct disk_slot, disk_slot_msg,
+                  .has1 = PB_HAS(struct create_container_request, writable.present)),
+           PB_MSG(struct create_container_request, 4, process, struct agent_process, process_msg,
+                  .has1 = PB_HAS(struct create_container_request, has_process)),
+           PB_MSG(struct create_container_request, 5, stdio, struct stdio_streams, stdio_msg),
+           PB_STRING(struct create_container_request, 6, hostname, 1024),
+           PB_BOOL(struct create_container_request, 7, readonly_rootfs),
+           PB_MSG(struct create_container_request, 8, linux_sec, struct agent_linux, linux_msg,
+                  .has1 = PB_HAS(struct create_container_request, has_linux)),
+           PB_MSG_INLINE(struct create_container_request, 9, mounts_msg,
+                         .has1 = PB_HAS(struct create_container_request, has_mounts)),
+           PB_MSG(struct create_container_request, 10, resources, struct agent_resources, resources_msg,
+                  .has1 = PB_HAS(struct create_container_request, has_resources)));
+
+PB_MESSAGE(exec_msg, struct exec_process_request,
+           PB_STRING(struct exec_process_request, 1, container_id, 1024),
+           PB_STRING(struct exec_process_request, 2, exec_id, 1024),
+           PB_MSG(struct exec_process_request, 3, process, struct agent_process, process_msg,
+                  .has1 = PB_HAS(struct exec_process_request, has_process)),
+           PB_MSG(struct exec_process_request, 4, stdio, struct stdio_streams, stdio_msg));
+
+PB_MESSAGE(resize_msg, struct resize_pty_request,
+           PB_STRING(struct resize_pty_request, 1, container_id, 1024),
+           PB_STRING(struct resize_pty_request, 2, exec_id, 1024),
+           PB_U32(struct resize_pty_request, 3, width),
+           PB_U32(struct resize_pty_request, 4, height));
+
+PB_MESSAGE(target_msg, struct process_target,
+           PB_STRING(struct process_target, 1, container_id, 1024),
+           PB_STRING(struct process_target, 2, exec_id, 1024),
+           PB_U32(struct process_target, 3, signal),
+           PB_BOOL(struct process_target, 4, all));
+
+PB_MESSAGE(update_msg, struct update_container_request,
+           PB_STRING(struct update_container_request, 1, container_id, 1024),
+           PB_MSG(struct update_container_request, 2, resources, struct agent_resources, resources_msg));
+
+PB_MESSAGE(watch_oom_msg, struct watch_oom_request,
+           PB_STRING(struct watch_oom_request, 1, container_id, 1024),
+           PB_U64(struct watch_oom_request, 2, seen));
+
+PB_MESSAGE(reseed_msg, struct reseed_request,
+           PB_BYTES(struct reseed_request, 1, entropy, entropy_len, PB_NO_MAX),
+           PB_U64(struct reseed_request, 2, host_time_unix_nano),
+           PB_STRING(struct reseed_request, 3, hostname, 1024));
+
+/* The public decode/free pairs: `decode` fills *out (zeroed and freed again on failure). */
+#define AGENT_CODEC(decode, free_fn, T, msg)                                  \
+    int decode(const uint8_t *data, size_t len, T *out)                       \
+    {                                                                         \
+        return pb_decode(&msg, data, len, out);                               \
+    }                                                                         \
+    void free_fn(T *obj)                                                      \
+    {                                                                         \
+        pb_free(&msg, obj);                                                   \
     }
-    nl[(*n)++] = s;
-    nl[*n] = NULL;
-    *list = nl;
-    return 0;
-}
 
-static void list_free(char **list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(list[i]);
-    free(list);
-}
-
-static int read_u32(pb_reader *r, uint32_t wire, uint32_t *out)
-{
-    uint64_t v;
-    if (wire != PB_WIRE_VARINT || pb_read_varint(r, &v) < 0)
-        return -1;
-    *out = (uint32_t)v; /* proto3 uint32 semantics: truncation */
-    return 0;
-}
-
-static int read_bool(pb_reader *r, uint32_t wire, bool *out)
-{
-    uint64_t v;
-    if (wire != PB_WIRE_VARINT || pb_read_varint(r, &v) < 0)
-        return -1;
-    *out = v != 0;
-    return 0;
-}
-
-static int read_sub(pb_reader *r, uint32_t wire, pb_reader *sub)
-{
-    const uint8_t *d;
-    size_t n;
-    if (wire != PB_WIRE_LEN || pb_read_len(r, &d, &n) < 0)
-        return -1;
-    *sub = pb_reader_make(d, n);
-    return 0;
-}
+AGENT_CODEC(agent_decode_create, agent_create_free, struct create_container_request, create_msg)
+AGENT_CODEC(agent_decode_exec, agent_exec_free, struct exec_process_request, exec_msg)
+AGENT_CODEC(agent_decode_resize, agent_resize_free, struct resize_pty_request, resize_msg)
+AGENT_CODEC(agent_decode_target, agent_target_free, struct process_target, target_msg)
+AGENT_CODEC(agent_decode_update, agent_update_free, struct update_container_request, update_msg)
+AGENT_CODEC(agent_decode_watch_oom, agent_watch_oom_free, struct watch_oom_request, watch_oom_msg)
+AGENT_CODEC(agent_decode_reseed, agent_reseed_free, struct reseed_request, reseed_msg)
 
 int agent_decode_handshake(const uint8_t *data, size_t len, struct handshake_request *out)
 {
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        uint64_t v;
-        switch (field) {
-        case 1:
-            if (read_u32(&r, wire, &out->protocol_version) < 0)
-                return -1;
-            break;
-        case 2:
-            if (wire != PB_WIRE_VARINT || pb_read_varint(&r, &v) < 0)
-                return -1;
-            out->host_time_unix_nano = v;
-            break;
-        case 3:
-            if (wire != PB_WIRE_LEN || pb_read_len(&r, &out->entropy, &out->entropy_len) < 0)
-                return -1;
-            break;
-        default:
-            if (pb_skip(&r, wire) < 0)
-                return -1;
-        }
-    }
-    return rc;
-}
-
-static int decode_disk_slot(pb_reader *r, struct disk_slot *out)
-{
-    out->present = true;
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        switch (field) {
-        case 1:
-            if (wire != PB_WIRE_LEN || pb_read_string(r, &out->serial, 256) < 0)
-                return -1;
-            break;
-        case 2:
-            if (wire != PB_WIRE_LEN || pb_read_string(r, &out->fs_type, 64) < 0)
-                return -1;
-            break;
-        case 3:
-            if (read_bool(r, wire, &out->read_only) < 0)
-                return -1;
-            break;
-        case 4:
-            if (wire != PB_WIRE_VARINT || pb_read_varint(r, &out->size_bytes) < 0)
-                return -1;
-            break;
-        default:
-            if (pb_skip(r, wire) < 0)
-                return -1;
-        }
-    }
-    return rc;
-}
-
-static int decode_user(pb_reader *r, struct agent_process *p)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        switch (field) {
-        case 1:
-            if (read_u32(r, wire, &p->uid) < 0)
-                return -1;
-            break;
-        case 2:
-            if (read_u32(r, wire, &p->gid) < 0)
-                return -1;
-            break;
-        case 3:
-            if (wire == PB_WIRE_LEN) { /* packed */
-                pb_reader packed;
-                if (read_sub(r, wire, &packed) < 0)
-                    return -1;
-                while (packed.p < packed.end) {
-                    uint64_t v;
-                    if (p->ngids >= AGENT_MAX_LIST || pb_read_varint(&packed, &v) < 0)
-                        return -1;
-                    uint32_t *ng = realloc(p->gids, (p->ngids + 1) * sizeof *ng);
-                    if (!ng)
-                        return -1;
-                    p->gids = ng;
-                    p->gids[p->ngids++] = (uint32_t)v;
-                }
-            } else {
-                uint32_t g;
-                if (p->ngids >= AGENT_MAX_LIST || read_u32(r, wire, &g) < 0)
-                    return -1;
-                uint32_t *ng = realloc(p->gids, (p->ngids + 1) * sizeof *ng);
-                if (!ng)
-                    return -1;
-                p->gids = ng;
-                p->gids[p->ngids++] = g;
-            }
-            break;
-        default:
-            if (pb_skip(r, wire) < 0)
-                return -1;
-        }
-    }
-    return rc;
-}
-
-static int decode_rlimit(pb_reader *r, struct agent_rlimit *out)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        switch (field) {
-        case 1:
-            if (wire != PB_WIRE_LEN || pb_read_string(r, &out->type, 64) < 0)
-                return -1;
-            break;
-        case 2:
-            if (wire != PB_WIRE_VARINT || pb_read_varint(r, &out->hard) < 0)
-                return -1;
-            break;
-        case 3:
-            if (wire != PB_WIRE_VARINT || pb_read_varint(r, &out->soft) < 0)
-                return -1;
-            break;
-        default:
-            if (pb_skip(r, wire) < 0)
-                return -1;
-        }
-    }
-    return rc;
-}
-
-static int decode_console_size(pb_reader *r, struct agent_process *p)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        uint32_t *dst = field == 1 ? &p->console_height : field == 2 ? &p->console_width : NULL;
-        if (dst) {
-            if (read_u32(r, wire, dst) < 0)
-                return -1;
-        } else if (pb_skip(r, wire) < 0) {
-            return -1;
-        }
-    }
-    return rc;
-}
-
-static int decode_caps(pb_reader *r, struct agent_caps *caps)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        if (field >= 1 && field <= 5) {
-            if (wire != PB_WIRE_LEN || caps->nsets[field - 1] >= 64 ||
-                list_push_string(r, &caps->sets[field - 1], &caps->nsets[field - 1]) < 0)
-                return -1;
-        } else if (pb_skip(r, wire) < 0) {
-            return -1;
-        }
-    }
-    return rc;
-}
-
-static int decode_process(pb_reader *r, struct agent_process *p)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        pb_reader sub;
-        switch (field) {
-        case 1:
-            if (wire != PB_WIRE_LEN || list_push_string(r, &p->args, &p->nargs) < 0)
-                return -1;
-            break;
-        case 2:
-            if (wire != PB_WIRE_LEN || list_push_string(r, &p->env, &p->nenv) < 0)
-                return -1;
-            break;
-        case 3:
-            if (wire != PB_WIRE_LEN || pb_read_string(r, &p->cwd, 4096) < 0)
-                return -1;
-            break;
-        case 4:
-            if (read_sub(r, wire, &sub) < 0 || decode_user(&sub, p) < 0)
-                return -1;
-            break;
-        case 5:
-            if (read_bool(r, wire, &p->terminal) < 0)
-                return -1;
-            break;
-        case 6: {
-            if (p->nrlimits >= 64 || read_sub(r, wire, &sub) < 0)
-                return -1;
-            struct agent_rlimit *nl = realloc(p->rlimits, (p->nrlimits + 1) * sizeof *nl);
-            if (!nl)
-                return -1;
-            p->rlimits = nl;
-            memset(&nl[p->nrlimits], 0, sizeof *nl);
-            p->nrlimits++; /* counted before decoding so a failure still frees it */
-            if (decode_rlimit(&sub, &nl[p->nrlimits - 1]) < 0)
-                return -1;
-            break;
-        }
-        case 7:
-            if (read_bool(r, wire, &p->no_new_privileges) < 0)
-                return -1;
-            break;
-        case 8:
-            p->has_console_size = true;
-            if (read_sub(r, wire, &sub) < 0 || decode_console_size(&sub, p) < 0)
-                return -1;
-            break;
-        case 9:
-            p->has_caps = true;
-            if (read_sub(r, wire, &sub) < 0 || decode_caps(&sub, &p->caps) < 0)
-                return -1;
-            break;
-        case 10:
-            p->has_umask = true;
-            if (read_u32(r, wire, &p->umask) < 0)
-                return -1;
-            break;
-        default:
-            if (pb_skip(r, wire) < 0)
-                return -1;
-        }
-    }
-    return rc;
-}
-
-static int read_u64(pb_reader *r, uint32_t wire, uint64_t *out)
-{
-    return wire == PB_WIRE_VARINT ? pb_read_varint(r, out) : -1;
-}
-
-static int read_str(pb_reader *r, uint32_t wire, char **out, size_t max)
-{
-    if (wire != PB_WIRE_LEN)
-        return -1;
-    free(*out); /* a repeated scalar field: the last one wins */
-    *out = NULL;
-    return pb_read_string(r, out, max);
-}
-
-/* Grows an array of n elements of `size` bytes by one zeroed element; NULL on failure. */
-static void *grow(void **arr, size_t *n, size_t size, size_t max)
-{
-    if (*n >= max)
-        return NULL;
-    uint8_t *na = realloc(*arr, (*n + 1) * size);
-    if (!na)
-        return NULL;
-    *arr = na;
-    memset(na + *n * size, 0, size);
-    (*n)++; /* counted before decoding so a failure still frees it */
-    return na + (*n - 1) * size;
-}
-
-static int decode_host_file(pb_reader *r, struct agent_host_file *f)
-{
-    f->present = true;
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        int bad;
-        switch (field) {
-        case 1:
-            bad = wire != PB_WIRE_LEN || pb_read_len(r, &f->content, &f->len) < 0;
-            break;
-        case 2:
-            bad = read_u32(r, wire, &f->mode) < 0;
-            break;
-        case 3:
-            bad = read_u32(r, wire, &f->uid) < 0;
-            break;
-        case 4:
-            bad = read_u32(r, wire, &f->gid) < 0;
-            break;
-        default:
-            bad = pb_skip(r, wire) < 0;
-        }
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-static int decode_mount(pb_reader *r, struct agent_mount *m)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        pb_reader sub;
-        int bad;
-        switch (field) {
-        case 1:
-            bad = read_str(r, wire, &m->destination, 4096) < 0;
-            break;
-        case 2:
-            bad = read_str(r, wire, &m->type, 64) < 0;
-            break;
-        case 3:
-            bad = read_str(r, wire, &m->source, 4096) < 0;
-            break;
-        case 4:
-            bad = read_u64(r, wire, &m->flags) < 0;
-            break;
-        case 5:
-            bad = read_u64(r, wire, &m->propagation) < 0;
-            break;
-        case 6:
-            bad = read_str(r, wire, &m->data, 4096) < 0;
-            break;
-        case 7:
-            bad = read_bool(r, wire, &m->recursive) < 0;
-            break;
-        case 8:
-            bad = read_sub(r, wire, &sub) < 0 || decode_host_file(&sub, &m->file) < 0;
-            break;
-        case 9:
-            bad = read_str(r, wire, &m->share_tag, 64) < 0;
-            break;
-        case 10:
-            bad = read_str(r, wire, &m->share_subpath, 255) < 0;
-            break;
-        default:
-            bad = pb_skip(r, wire) < 0;
-        }
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-static int decode_mounts(pb_reader *r, struct create_container_request *req)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        if (field == 1) {
-            pb_reader sub;
-            if (read_sub(r, wire, &sub) < 0)
-                return -1;
-            struct agent_mount *m = grow((void **)&req->mounts, &req->nmounts, sizeof *m, AGENT_MAX_MOUNTS);
-            if (!m || decode_mount(&sub, m) < 0)
-                return -1;
-        } else if (pb_skip(r, wire) < 0) {
-            return -1;
-        }
-    }
-    return rc;
-}
-
-static int decode_sysctl(pb_reader *r, struct agent_sysctl *s)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        int bad = field == 1   ? read_str(r, wire, &s->name, 256) < 0
-                  : field == 2 ? read_str(r, wire, &s->value, 4096) < 0
-                               : pb_skip(r, wire) < 0;
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-static int decode_seccomp_arg(pb_reader *r, struct agent_seccomp_arg *a)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        int bad;
-        switch (field) {
-        case 1:
-            bad = read_u32(r, wire, &a->index) < 0;
-            break;
-        case 2:
-            bad = read_u64(r, wire, &a->value) < 0;
-            break;
-        case 3:
-            bad = read_u64(r, wire, &a->value_two) < 0;
-            break;
-        case 4:
-            bad = read_str(r, wire, &a->op, 64) < 0;
-            break;
-        default:
-            bad = pb_skip(r, wire) < 0;
-        }
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-static int decode_seccomp_rule(pb_reader *r, struct agent_seccomp_rule *rule)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        pb_reader sub;
-        int bad;
-        switch (field) {
-        case 1:
-            bad = wire != PB_WIRE_LEN || rule->nnames >= 1024 || list_push_string(r, &rule->names, &rule->nnames) < 0;
-            break;
-        case 2:
-            bad = read_str(r, wire, &rule->action, 64) < 0;
-            break;
-        case 3:
-            rule->has_errno = true;
-            bad = read_u32(r, wire, &rule->errno_ret) < 0;
-            break;
-        case 4: {
-            struct agent_seccomp_arg *a;
-            bad = read_sub(r, wire, &sub) < 0 ||
-                  !(a = grow((void **)&rule->args, &rule->nargs, sizeof *a, AGENT_MAX_SECCOMP_ARGS)) ||
-                  decode_seccomp_arg(&sub, a) < 0;
-            break;
-        }
-        default:
-            bad = pb_skip(r, wire) < 0;
-        }
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-static int decode_seccomp(pb_reader *r, struct agent_seccomp *sc)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        pb_reader sub;
-        int bad;
-        switch (field) {
-        case 1:
-            bad = read_str(r, wire, &sc->default_action, 64) < 0;
-            break;
-        case 2:
-            sc->has_default_errno = true;
-            bad = read_u32(r, wire, &sc->default_errno) < 0;
-            break;
-        case 3:
-            bad = wire != PB_WIRE_LEN || sc->narchitectures >= 64 ||
-                  list_push_string(r, &sc->architectures, &sc->narchitectures) < 0;
-            break;
-        case 4:
-            bad = wire != PB_WIRE_LEN || sc->nflags >= 64 || list_push_string(r, &sc->flags, &sc->nflags) < 0;
-            break;
-        case 5: {
-            struct agent_seccomp_rule *rule;
-            bad = read_sub(r, wire, &sub) < 0 ||
-                  !(rule = grow((void **)&sc->rules, &sc->nrules, sizeof *rule, AGENT_MAX_SECCOMP_RULES)) ||
-                  decode_seccomp_rule(&sub, rule) < 0;
-            break;
-        }
-        default:
-            bad = pb_skip(r, wire) < 0;
-        }
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-static int decode_linux(pb_reader *r, struct agent_linux *l)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        pb_reader sub;
-        int bad;
-        switch (field) {
-        case 1:
-            bad = wire != PB_WIRE_LEN || l->nmasked >= AGENT_MAX_PATHS ||
-                  list_push_string(r, &l->masked_paths, &l->nmasked) < 0;
-            break;
-        case 2:
-            bad = wire != PB_WIRE_LEN || l->nreadonly >= AGENT_MAX_PATHS ||
-                  list_push_string(r, &l->readonly_paths, &l->nreadonly) < 0;
-            break;
-        case 3: {
-            struct agent_sysctl *sc;
-            bad = read_sub(r, wire, &sub) < 0 ||
-                  !(sc = grow((void **)&l->sysctls, &l->nsysctls, sizeof *sc, AGENT_MAX_PATHS)) ||
-                  decode_sysctl(&sub, sc) < 0;
-            break;
-        }
-        case 4:
-            l->has_seccomp = true;
-            bad = read_sub(r, wire, &sub) < 0 || decode_seccomp(&sub, &l->seccomp) < 0;
-            break;
-        default:
-            bad = pb_skip(r, wire) < 0;
-        }
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-static int decode_stdio(pb_reader *r, struct stdio_streams *s)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        uint32_t *dst = field == 1 ? &s->stdin_id : field == 2 ? &s->stdout_id : field == 3 ? &s->stderr_id : NULL;
-        if (dst) {
-            if (read_u32(r, wire, dst) < 0)
-                return -1;
-        } else if (pb_skip(r, wire) < 0) {
-            return -1;
-        }
-    }
-    return rc;
-}
-
-/* LinuxResources (protocol 1.3): int64 fields arrive as two's-complement varints. */
-static int decode_resources(pb_reader *r, struct agent_resources *res)
-{
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(r, &field, &wire)) == 1) {
-        uint64_t v = 0;
-        int bad = 0;
-        switch (field) {
-        case 1:
-        case 2:
-        case 3:
-        case 5:
-        case 9:
-            bad = read_u64(r, wire, &v) < 0;
-            if (field == 1)
-                res->has_memory_limit = true, res->memory_limit = (int64_t)v;
-            else if (field == 2)
-                res->has_memory_reservation = true, res->memory_reservation = (int64_t)v;
-            else if (field == 3)
-                res->has_memory_swap = true, res->memory_swap = (int64_t)v;
-            else if (field == 5)
-                res->has_cpu_quota = true, res->cpu_quota = (int64_t)v;
-            else
-                res->has_pids_limit = true, res->pids_limit = (int64_t)v;
-            break;
-        case 4:
-            res->has_cpu_shares = true;
-            bad = read_u64(r, wire, &res->cpu_shares) < 0;
-            break;
-        case 6:
-            res->has_cpu_period = true;
-            bad = read_u64(r, wire, &res->cpu_period) < 0;
-            break;
-        case 7:
-            bad = read_str(r, wire, &res->cpuset_cpus, 256) < 0;
-            break;
-        case 8:
-            bad = read_str(r, wire, &res->cpuset_mems, 256) < 0;
-            break;
-        default:
-            bad = pb_skip(r, wire) < 0;
-        }
-        if (bad)
-            return -1;
-    }
-    return rc;
-}
-
-void agent_resources_free(struct agent_resources *r)
-{
-    free(r->cpuset_cpus);
-    free(r->cpuset_mems);
-    memset(r, 0, sizeof *r);
-}
-
-int agent_decode_create(const uint8_t *data, size_t len, struct create_container_request *out)
-{
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        pb_reader sub;
-        switch (field) {
-        case 1:
-            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0)
-                goto bad;
-            break;
-        case 2:
-        case 3: {
-            struct disk_slot *slot = field == 2 ? &out->image : &out->writable;
-            if (read_sub(&r, wire, &sub) < 0 || decode_disk_slot(&sub, slot) < 0)
-                goto bad;
-            break;
-        }
-        case 4:
-            out->has_process = true;
-            if (read_sub(&r, wire, &sub) < 0 || decode_process(&sub, &out->process) < 0)
-                goto bad;
-            break;
-        case 5:
-            if (read_sub(&r, wire, &sub) < 0 || decode_stdio(&sub, &out->stdio) < 0)
-                goto bad;
-            break;
-        case 6:
-            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->hostname, 1024) < 0)
-                goto bad;
-            break;
-        case 7:
-            if (read_bool(&r, wire, &out->readonly_rootfs) < 0)
-                goto bad;
-            break;
-        case 8:
-            out->has_linux = true;
-            if (read_sub(&r, wire, &sub) < 0 || decode_linux(&sub, &out->linux_sec) < 0)
-                goto bad;
-            break;
-        case 9:
-            out->has_mounts = true;
-            if (read_sub(&r, wire, &sub) < 0 || decode_mounts(&sub, out) < 0)
-                goto bad;
-            break;
-        case 10:
-            out->has_resources = true;
-            if (read_sub(&r, wire, &sub) < 0 || decode_resources(&sub, &out->resources) < 0)
-                goto bad;
-            break;
-        default:
-            if (pb_skip(&r, wire) < 0)
-                goto bad;
-        }
-    }
-    if (rc == 0)
-        return 0;
-bad:
-    agent_create_free(out);
-    return -1;
-}
-
-static void disk_slot_free(struct disk_slot *s)
-{
-    free(s->serial);
-    free(s->fs_type);
-}
-
-static void process_free(struct agent_process *p)
-{
-    for (int i = 0; i < 5; i++)
-        list_free(p->caps.sets[i], p->caps.nsets[i]);
-    list_free(p->args, p->nargs);
-    list_free(p->env, p->nenv);
-    free(p->cwd);
-    free(p->gids);
-    for (size_t i = 0; i < p->nrlimits; i++)
-        free(p->rlimits[i].type);
-    free(p->rlimits);
-    memset(p, 0, sizeof *p);
+    return pb_decode(&handshake_msg, data, len, out); /* nothing to free: entropy is a view */
 }
 
 void agent_seccomp_free(struct agent_seccomp *sc)
 {
-    free(sc->default_action);
-    list_free(sc->architectures, sc->narchitectures);
-    list_free(sc->flags, sc->nflags);
-    for (size_t i = 0; i < sc->nrules; i++) {
-        struct agent_seccomp_rule *rule = &sc->rules[i];
-        list_free(rule->names, rule->nnames);
-        free(rule->action);
-        for (size_t j = 0; j < rule->nargs; j++)
-            free(rule->args[j].op);
-        free(rule->args);
-    }
-    free(sc->rules);
-    memset(sc, 0, sizeof *sc);
+    pb_free(&seccomp_msg, sc);
 }
 
-static void linux_free(struct agent_linux *l)
+void agent_resources_free(struct agent_resources *r)
 {
-    list_free(l->masked_paths, l->nmasked);
-    list_free(l->readonly_paths, l->nreadonly);
-    for (size_t i = 0; i < l->nsysctls; i++) {
-        free(l->sysctls[i].name);
-        free(l->sysctls[i].value);
-    }
-    free(l->sysctls);
-    agent_seccomp_free(&l->seccomp);
-    memset(l, 0, sizeof *l);
+    pb_free(&resources_msg, r);
 }
 
-void agent_create_free(struct create_container_request *req)
-{
-    linux_free(&req->linux_sec);
-    agent_resources_free(&req->resources);
-    for (size_t i = 0; i < req->nmounts; i++) {
-        struct agent_mount *m = &req->mounts[i];
-        free(m->destination);
-        free(m->type);
-        free(m->source);
-        free(m->data);
-        free(m->share_tag);
-        free(m->share_subpath);
-    }
-    free(req->mounts);
-    free(req->container_id);
-    disk_slot_free(&req->image);
-    disk_slot_free(&req->writable);
-    process_free(&req->process);
-    free(req->hostname);
-    memset(req, 0, sizeof *req);
-}
-
-int agent_decode_exec(const uint8_t *data, size_t len, struct exec_process_request *out)
-{
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        pb_reader sub;
-        switch (field) {
-        case 1:
-            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0)
-                goto bad;
-            break;
-        case 2:
-            if (wire != PB_WIRE_LEN || pb_read_string(&r, &out->exec_id, 1024) < 0)
-                goto bad;
-            break;
-        case 3:
-            out->has_process = true;
-            if (read_sub(&r, wire, &sub) < 0 || decode_process(&sub, &out->process) < 0)
-                goto bad;
-            break;
-        case 4:
-            if (read_sub(&r, wire, &sub) < 0 || decode_stdio(&sub, &out->stdio) < 0)
-                goto bad;
-            break;
-        default:
-            if (pb_skip(&r, wire) < 0)
-                goto bad;
-        }
-    }
-    if (rc == 0)
-        return 0;
-bad:
-    agent_exec_free(out);
-    return -1;
-}
-
-void agent_exec_free(struct exec_process_request *req)
-{
-    free(req->container_id);
-    free(req->exec_id);
-    process_free(&req->process);
-    memset(req, 0, sizeof *req);
-}
-
-int agent_decode_resize(const uint8_t *data, size_t len, struct resize_pty_request *out)
-{
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        int bad = 0;
-        switch (field) {
-        case 1:
-            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0;
-            break;
-        case 2:
-            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->exec_id, 1024) < 0;
-            break;
-        case 3:
-            bad = read_u32(&r, wire, &out->width) < 0;
-            break;
-        case 4:
-            bad = read_u32(&r, wire, &out->height) < 0;
-            break;
-        default:
-            bad = pb_skip(&r, wire) < 0;
-        }
-        if (bad) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc < 0) {
-        agent_resize_free(out);
-        return -1;
-    }
-    return 0;
-}
-
-void agent_resize_free(struct resize_pty_request *req)
-{
-    free(req->container_id);
-    free(req->exec_id);
-    memset(req, 0, sizeof *req);
-}
-
-int agent_decode_target(const uint8_t *data, size_t len, struct process_target *out)
-{
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        int bad = 0;
-        switch (field) {
-        case 1:
-            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->container_id, 1024) < 0;
-            break;
-        case 2:
-            bad = wire != PB_WIRE_LEN || pb_read_string(&r, &out->exec_id, 1024) < 0;
-            break;
-        case 3:
-            bad = read_u32(&r, wire, &out->signal) < 0;
-            break;
-        case 4:
-            bad = read_bool(&r, wire, &out->all) < 0;
-            break;
-        default:
-            bad = pb_skip(&r, wire) < 0;
-        }
-        if (bad) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc < 0) {
-        agent_target_free(out);
-        return -1;
-    }
-    return 0;
-}
-
-void agent_target_free(struct process_target *t)
-{
-    free(t->container_id);
-    free(t->exec_id);
-    memset(t, 0, sizeof *t);
-}
-
-int agent_decode_update(const uint8_t *data, size_t len, struct update_container_request *out)
-{
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        pb_reader sub;
-        int bad;
-        switch (field) {
-        case 1:
-            bad = read_str(&r, wire, &out->container_id, 1024) < 0;
-            break;
-        case 2:
-            bad = read_sub(&r, wire, &sub) < 0 || decode_resources(&sub, &out->resources) < 0;
-            break;
-        default:
-            bad = pb_skip(&r, wire) < 0;
-        }
-        if (bad) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc < 0) {
-        agent_update_free(out);
-        return -1;
-    }
-    return 0;
-}
-
-void agent_update_free(struct update_container_request *req)
-{
-    free(req->container_id);
-    agent_resources_free(&req->resources);
-    memset(req, 0, sizeof *req);
-}
-
-int agent_decode_watch_oom(const uint8_t *data, size_t len, struct watch_oom_request *out)
-{
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        int bad = field == 1   ? read_str(&r, wire, &out->container_id, 1024) < 0
-                  : field == 2 ? read_u64(&r, wire, &out->seen) < 0
-                               : pb_skip(&r, wire) < 0;
-        if (bad) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc < 0) {
-        agent_watch_oom_free(out);
-        return -1;
-    }
-    return 0;
-}
-
-void agent_watch_oom_free(struct watch_oom_request *req)
-{
-    free(req->container_id);
-    memset(req, 0, sizeof *req);
-}
-
-int agent_decode_reseed(const uint8_t *data, size_t len, struct reseed_request *out)
-{
-    memset(out, 0, sizeof *out);
-    pb_reader r = pb_reader_make(data, len);
-    uint32_t field, wire;
-    int rc;
-    while ((rc = pb_read_tag(&r, &field, &wire)) == 1) {
-        int bad = field == 1   ? (wire != PB_WIRE_LEN || pb_read_len(&r, &out->entropy, &out->entropy_len) < 0)
-                  : field == 2 ? read_u64(&r, wire, &out->host_time_unix_nano) < 0
-                  : field == 3 ? read_str(&r, wire, &out->hostname, 1024) < 0
-                               : pb_skip(&r, wire) < 0;
-        if (bad) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc < 0) {
-        agent_reseed_free(out);
-        return -1;
-    }
-    return 0;
-}
-
-void agent_reseed_free(struct reseed_request *req)
-{
-    free(req->hostname);
-    memset(req, 0, sizeof *req);
-}
+/* Every table above, for pb_msg_check in the tests. */
+const struct pb_msg *const agent_pb_tables[] = {
+    &handshake_msg, &create_msg, &exec_msg,      &resize_msg,
+    &target_msg,    &update_msg, &watch_oom_msg, &reseed_msg,
+};
+const size_t agent_pb_ntables = sizeof agent_pb_tables / sizeof agent_pb_tables[0];
 
 void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
                                      const char *agent_version, const char *kernel_release,

@@ -1,6 +1,7 @@
 /* Encode/decode of the smolvm.agent.v1 messages (proto/smolvm/agent.proto) the agent uses.
- * Decoders copy strings into malloc'd memory (freed with the matching *_free) and fail on
- * malformed input, wrong wire types and implausible sizes. */
+ * Decoders are field tables (agent_pb.c) run by pb_decode (pb_table.h); they copy strings into
+ * malloc'd memory (freed with the matching *_free) and fail on malformed input, wrong wire
+ * types and implausible sizes. */
 #ifndef SMOLVM_AGENT_PB_H
 #define SMOLVM_AGENT_PB_H
 
@@ -245,6 +246,7 @@ struct reseed_request {
     char *hostname; /* NULL when absent */
 };
 
+/* Each decoder zeroes *out first; on failure (-1) everything is freed and *out is zeroed again. */
 int agent_decode_handshake(const uint8_t *data, size_t len, struct handshake_request *out);
 int agent_decode_reseed(const uint8_t *data, size_t len, struct reseed_request *out);
 void agent_reseed_free(struct reseed_request *req);
@@ -262,6 +264,11 @@ void agent_update_free(struct update_container_request *req);
 void agent_resources_free(struct agent_resources *r);
 int agent_decode_watch_oom(const uint8_t *data, size_t len, struct watch_oom_request *out);
 void agent_watch_oom_free(struct watch_oom_request *req);
+
+/* The decoders' field tables (pb_table.h), for pb_msg_check in the tests. */
+struct pb_msg;
+extern const struct pb_msg *const agent_pb_tables[];
+extern const size_t agent_pb_ntables;
 
 void agent_encode_handshake_response(pb_writer *w, uint32_t protocol_version,
                                      const char *agent_version, const char *kernel_release,

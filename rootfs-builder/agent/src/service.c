@@ -58,60 +58,47 @@ static void handle_handshake(uint64_t gen, uint32_t sid, const uint8_t *payload,
     LOG_INFO("handshake done (kernel %s)", u.release);
 }
 
-static void handle_create(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
-{
-    struct create_container_request req;
-    if (agent_decode_create(payload, len, &req) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "CreateContainer: malformed CreateContainerRequest");
-        return;
+/* The handlers of the methods that decode a request, pass it on and free it. */
+#define DECODE_AND_CALL(name, T, decode, call, free_fn, method)                                     \
+    static void name(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)             \
+    {                                                                                            \
+        T req;                                                                                   \
+        if (decode(payload, len, &req) < 0) {                                                    \
+            agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, method ": malformed " method "Request"); \
+            return;                                                                              \
+        }                                                                                        \
+        call(gen, sid, &req);                                                                    \
+        free_fn(&req);                                                                           \
     }
-    container_create(gen, sid, &req);
-    agent_create_free(&req);
+
+DECODE_AND_CALL(handle_create, struct create_container_request, agent_decode_create, container_create,
+                agent_create_free, "CreateContainer")
+DECODE_AND_CALL(handle_exec, struct exec_process_request, agent_decode_exec, container_exec, agent_exec_free,
+                "ExecProcess")
+DECODE_AND_CALL(handle_update, struct update_container_request, agent_decode_update, container_update,
+                agent_update_free, "UpdateContainer")
+DECODE_AND_CALL(handle_watch_oom, struct watch_oom_request, agent_decode_watch_oom, container_watch_oom,
+                agent_watch_oom_free, "WatchOom")
+DECODE_AND_CALL(handle_resize, struct resize_pty_request, agent_decode_resize, container_resize_pty,
+                agent_resize_free, "ResizePty")
+
+static void handle_shutdown(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
+{
+    LOG_INFO("shutdown requested");
+    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
+    agent_begin_shutdown();
 }
 
-static void handle_exec(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
-{
-    struct exec_process_request req;
-    if (agent_decode_exec(payload, len, &req) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "ExecProcess: malformed ExecProcessRequest");
-        return;
-    }
-    container_exec(gen, sid, &req);
-    agent_exec_free(&req);
-}
-
-static void handle_update(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
-{
-    struct update_container_request req;
-    if (agent_decode_update(payload, len, &req) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "UpdateContainer: malformed UpdateContainerRequest");
-        return;
-    }
-    container_update(gen, sid, &req);
-    agent_update_free(&req);
-}
-
-static void handle_watch_oom(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
-{
-    struct watch_oom_request req;
-    if (agent_decode_watch_oom(payload, len, &req) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "WatchOom: malformed WatchOomRequest");
-        return;
-    }
-    container_watch_oom(gen, sid, &req);
-    agent_watch_oom_free(&req);
-}
-
-static void handle_resize(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
-{
-    struct resize_pty_request req;
-    if (agent_decode_resize(payload, len, &req) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "ResizePty: malformed ResizePtyRequest");
-        return;
-    }
-    container_resize_pty(gen, sid, &req);
-    agent_resize_free(&req);
-}
+/* Methods after the handshake, with their raw payload. */
+static const struct {
+    const char *method;
+    void (*handler)(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len);
+} payload_methods[] = {
+    { "CreateContainer", handle_create }, { "ExecProcess", handle_exec },
+    { "ResizePty", handle_resize },       { "UpdateContainer", handle_update },
+    { "WatchOom", handle_watch_oom },     { "Reseed", reseed_handle },
+    { "Shutdown", handle_shutdown },
+};
 
 typedef void (*target_handler)(uint64_t gen, uint32_t sid, const struct process_target *t);
 
@@ -155,35 +142,11 @@ static void handle_request(uint32_t sid, const uint8_t *data, size_t len)
         handle_handshake(gen, sid, req.payload, req.payload_len);
         return;
     }
-    if (bytes_eq(req.method, req.method_len, "CreateContainer")) {
-        handle_create(gen, sid, req.payload, req.payload_len);
-        return;
-    }
-    if (bytes_eq(req.method, req.method_len, "ExecProcess")) {
-        handle_exec(gen, sid, req.payload, req.payload_len);
-        return;
-    }
-    if (bytes_eq(req.method, req.method_len, "ResizePty")) {
-        handle_resize(gen, sid, req.payload, req.payload_len);
-        return;
-    }
-    if (bytes_eq(req.method, req.method_len, "UpdateContainer")) {
-        handle_update(gen, sid, req.payload, req.payload_len);
-        return;
-    }
-    if (bytes_eq(req.method, req.method_len, "WatchOom")) {
-        handle_watch_oom(gen, sid, req.payload, req.payload_len);
-        return;
-    }
-    if (bytes_eq(req.method, req.method_len, "Reseed")) {
-        reseed_handle(gen, sid, req.payload, req.payload_len);
-        return;
-    }
-    if (bytes_eq(req.method, req.method_len, "Shutdown")) {
-        LOG_INFO("shutdown requested");
-        agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
-        agent_begin_shutdown();
-        return;
+    for (size_t i = 0; i < sizeof payload_methods / sizeof payload_methods[0]; i++) {
+        if (bytes_eq(req.method, req.method_len, payload_methods[i].method)) {
+            payload_methods[i].handler(gen, sid, req.payload, req.payload_len);
+            return;
+        }
     }
     for (size_t i = 0; i < sizeof target_methods / sizeof target_methods[0]; i++) {
         if (!bytes_eq(req.method, req.method_len, target_methods[i].method))

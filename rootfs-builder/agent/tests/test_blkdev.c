@@ -9,17 +9,7 @@
 
 #include "blkdev.h"
 
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        checks++;                                                                      \
-        if (!(cond)) {                                                                 \
-            failures++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-        }                                                                              \
-    } while (0)
+#include "check.h"
 
 /* A VPD page 0x80 with `serial` as its payload and page length `declared`. */
 static size_t vpd(unsigned char *buf, const char *serial, size_t declared)

@@ -14,6 +14,7 @@
 
 #include "agent_pb.h"
 #include "pb.h"
+#include "pb_table.h"
 #include "security.h"
 #include "ttrpc.h"
 
@@ -571,6 +572,188 @@ static void test_seccomp(void)
     CHECK(cap_from_name("CAP_CHOWN") == 0 && cap_from_name("CAP_CHECKPOINT_RESTORE") == 40 && cap_from_name("CAP_X") < 0);
 }
 
+/* The generic table-driven decoder (pb_table.c) on a test schema of its own. */
+struct t_inner {
+    char *name;
+    uint32_t n;
+    const uint8_t *blob;
+    size_t blob_len;
+};
+
+struct t_outer {
+    char *id;
+    uint64_t big;
+    int64_t neg;
+    bool flag;
+    bool has_inner;
+    struct t_inner inner;
+    char **tags;
+    size_t ntags;
+    uint32_t *nums;
+    size_t nnums;
+    struct t_inner *items;
+    size_t nitems;
+};
+
+PB_MESSAGE(t_inner_msg, struct t_inner,
+           PB_STRING(struct t_inner, 1, name, 8),
+           PB_U32(struct t_inner, 2, n),
+           PB_BYTES(struct t_inner, 3, blob, blob_len, 4));
+
+PB_MESSAGE(t_outer_msg, struct t_outer,
+           PB_STRING(struct t_outer, 1, id, 16),
+           PB_U64(struct t_outer, 2, big),
+           PB_I64(struct t_outer, 3, neg),
+           PB_BOOL(struct t_outer, 4, flag),
+           PB_MSG(struct t_outer, 5, inner, struct t_inner, t_inner_msg, .has1 = PB_HAS(struct t_outer, has_inner)),
+           PB_REP_STRING(struct t_outer, 6, tags, ntags, 3, 8),
+           PB_REP_U32(struct t_outer, 7, nums, nnums, 4),
+           PB_REP_MSG(struct t_outer, 8, items, nitems, struct t_inner, t_inner_msg, 2));
+
+static void put_inner(pb_writer *w, uint32_t field, const char *name, uint32_t n)
+{
+    pb_writer in;
+    pb_writer_init(&in);
+    pb_put_string_field(&in, 1, name);
+    pb_put_uint_field(&in, 2, n);
+    pb_put_message_field(w, field, &in);
+    pb_writer_free(&in);
+}
+
+static void test_pb_table(void)
+{
+    CHECK(pb_msg_check(&t_outer_msg) == 0);
+    for (size_t i = 0; i < agent_pb_ntables; i++)
+        CHECK(pb_msg_check(agent_pb_tables[i]) == 0);
+
+    /* A bad table: a destination past the struct, a duplicate field number. */
+    static const struct pb_field past[] = { { .num = 1, .kind = PBK_U32, .off = sizeof(struct t_inner) - 2,
+                                              .size = sizeof(uint32_t) } };
+    static const struct pb_msg past_msg = { past, 1, sizeof(struct t_inner) };
+    static const struct pb_field dup[] = { PB_U32(struct t_inner, 2, n), PB_STRING(struct t_inner, 2, name, 8) };
+    static const struct pb_msg dup_msg = { dup, 2, sizeof(struct t_inner) };
+    CHECK(pb_msg_check(&past_msg) < 0 && pb_msg_check(&dup_msg) < 0);
+    const uint8_t one[] = { 0x08, 0x05 };
+    struct t_inner ti;
+    CHECK(pb_decode(&past_msg, one, sizeof one, &ti) < 0);
+
+    pb_writer w;
+    pb_writer_init(&w);
+    pb_put_string_field(&w, 1, "first");
+    pb_put_string_field(&w, 1, "second"); /* a repeated singular field: the last one wins */
+    pb_put_uint_field(&w, 2, UINT64_MAX);
+    pb_put_uint_field(&w, 3, (uint64_t)-5);
+    pb_put_uint_field(&w, 4, 7);
+    put_inner(&w, 5, "in", 3);
+    pb_writer in;
+    pb_writer_init(&in);
+    pb_put_uint_field(&in, 2, 0x1ffffffffull); /* uint32: truncated */
+    pb_put_bytes_field(&in, 3, "abcd", 4);
+    pb_put_message_field(&w, 5, &in); /* a second occurrence merges */
+    pb_writer_free(&in);
+    pb_put_string_field(&w, 6, "t1");
+    pb_put_string_field(&w, 6, "t2");
+    pb_put_uint_field(&w, 7, 9);                          /* unpacked */
+    pb_put_bytes_field(&w, 7, "\x01\x80\x01", 3);         /* packed: 1, 128 */
+    put_inner(&w, 8, "i1", 1);
+    put_inner(&w, 8, "i2", 2);
+    pb_put_uint_field(&w, 99, 1);                         /* unknown: skipped */
+    pb_put_bytes_field(&w, 98, "xyz", 3);
+    struct t_outer o;
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) == 0);
+    CHECK(strcmp(o.id, "second") == 0 && o.big == UINT64_MAX && o.neg == -5 && o.flag);
+    CHECK(o.has_inner && strcmp(o.inner.name, "in") == 0 && o.inner.n == 0xffffffffu && o.inner.blob_len == 4 &&
+          memcmp(o.inner.blob, "abcd", 4) == 0);
+    CHECK(o.ntags == 2 && strcmp(o.tags[1], "t2") == 0 && o.tags[2] == NULL);
+    CHECK(o.nnums == 3 && o.nums[0] == 9 && o.nums[1] == 1 && o.nums[2] == 128);
+    CHECK(o.nitems == 2 && strcmp(o.items[1].name, "i2") == 0 && o.items[1].n == 2);
+    pb_free(&t_outer_msg, &o);
+    CHECK(o.id == NULL && o.tags == NULL && o.items == NULL && o.ntags == 0);
+
+    /* Every truncation of it is refused (also those in the middle of a nested message), and
+     * every failure leaves nothing allocated (ASan) and the struct zeroed. */
+    uint8_t *copy = malloc(w.len);
+    for (size_t cut = 0; cut < w.len; cut++) {
+        memcpy(copy, w.buf, cut);
+        int rc = pb_decode(&t_outer_msg, copy, cut, &o);
+        if (rc == 0)
+            pb_free(&t_outer_msg, &o);
+        else
+            CHECK(o.id == NULL && o.items == NULL && o.nitems == 0 && o.nums == NULL);
+    }
+    free(copy);
+    pb_writer_free(&w);
+
+    /* Truncated inside the nested message: its declared length runs past the end. */
+    const uint8_t cut_nested[] = { 0x0a, 0x01, 'x', 0x2a, 0x05, 0x0a, 0x02, 'a' };
+    CHECK(pb_decode(&t_outer_msg, cut_nested, sizeof cut_nested, &o) < 0 && o.id == NULL);
+    /* The nested message's own content is truncated (a string cut short inside it). */
+    const uint8_t cut_inside[] = { 0x0a, 0x01, 'x', 0x42, 0x03, 0x0a, 0x05, 'a' };
+    CHECK(pb_decode(&t_outer_msg, cut_inside, sizeof cut_inside, &o) < 0 && o.id == NULL && o.items == NULL);
+
+    /* Wrong wire types: a varint for a string, a string for a varint, a fixed64 for a message. */
+    const uint8_t wrong1[] = { 0x08, 0x01 };
+    const uint8_t wrong2[] = { 0x12, 0x01, 'a' };
+    const uint8_t wrong3[] = { 0x29, 1, 2, 3, 4, 5, 6, 7, 8 };
+    const uint8_t wrong4[] = { 0x3d, 1, 2, 3, 4 }; /* fixed32 for repeated uint32 */
+    CHECK(pb_decode(&t_outer_msg, wrong1, sizeof wrong1, &o) < 0);
+    CHECK(pb_decode(&t_outer_msg, wrong2, sizeof wrong2, &o) < 0);
+    CHECK(pb_decode(&t_outer_msg, wrong3, sizeof wrong3, &o) < 0);
+    CHECK(pb_decode(&t_outer_msg, wrong4, sizeof wrong4, &o) < 0);
+
+    /* Limits: string and bytes lengths, and every repeated cap (checked before allocating). */
+    pb_writer_init(&w);
+    pb_put_string_field(&w, 1, "0123456789abcdef"); /* 16: at the limit */
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) == 0);
+    pb_free(&t_outer_msg, &o);
+    pb_put_string_field(&w, 1, "0123456789abcdefg"); /* 17 */
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) < 0 && o.id == NULL);
+    pb_writer_free(&w);
+
+    pb_writer_init(&w);
+    pb_writer_init(&in);
+    pb_put_bytes_field(&in, 3, "abcde", 5);
+    pb_put_message_field(&w, 5, &in);
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) < 0);
+    pb_writer_free(&in);
+    pb_writer_free(&w);
+
+    pb_writer_init(&w);
+    for (int i = 0; i < 3; i++)
+        pb_put_string_field(&w, 6, "t");
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) == 0 && o.ntags == 3);
+    pb_free(&t_outer_msg, &o);
+    pb_put_string_field(&w, 6, "t");
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) < 0 && o.tags == NULL && o.ntags == 0);
+    pb_writer_free(&w);
+
+    pb_writer_init(&w);
+    pb_put_bytes_field(&w, 7, "\x01\x02\x03\x04", 4);
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) == 0 && o.nnums == 4);
+    pb_free(&t_outer_msg, &o);
+    pb_put_uint_field(&w, 7, 5);
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) < 0 && o.nums == NULL);
+    pb_writer_free(&w);
+    const uint8_t packed_bad[] = { 0x3a, 0x02, 0x01, 0x80 }; /* a packed varint cut short */
+    CHECK(pb_decode(&t_outer_msg, packed_bad, sizeof packed_bad, &o) < 0 && o.nums == NULL);
+
+    pb_writer_init(&w);
+    put_inner(&w, 8, "a", 1);
+    put_inner(&w, 8, "b", 2);
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) == 0 && o.nitems == 2);
+    pb_free(&t_outer_msg, &o);
+    put_inner(&w, 8, "c", 3);
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) < 0 && o.items == NULL && o.nitems == 0);
+    pb_writer_free(&w);
+
+    /* A failure inside the second element frees the first one and the partial second. */
+    pb_writer_init(&w);
+    put_inner(&w, 8, "a", 1);
+    put_inner(&w, 8, "toolongname", 2);
+    CHECK(pb_decode(&t_outer_msg, w.buf, w.len, &o) < 0 && o.items == NULL);
+    pb_writer_free(&w);
+}
+
 static void test_target_and_handshake(void)
 {
     pb_writer w;
@@ -762,6 +945,7 @@ int main(void)
     test_create();
     test_create_oci();
     test_seccomp();
+    test_pb_table();
     test_target_and_handshake();
     test_exec_and_resize();
     test_fuzz();
