@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { readFileTail } from '../../shim/src/util/fsutil';
 import { CommandError, RunResult, runCommand, sleep } from './exec';
 import { findMarkedProcesses, mountsUnder, unmountAll } from './host';
 
@@ -274,17 +275,9 @@ export function lines(output: Buffer | string): string[] {
 }
 
 export function tailOfFile(file: string, lineCount: number, maxBytes = 256 * 1024): string {
-  let fd: number | undefined;
   try {
-    fd = fs.openSync(file, 'r');
-    const size = fs.fstatSync(fd).size;
-    const length = Math.min(size, maxBytes);
-    const buffer = Buffer.alloc(length);
-    fs.readSync(fd, buffer, 0, length, size - length);
-    return buffer.toString('utf8').split('\n').slice(-lineCount).join('\n');
+    return readFileTail(file, maxBytes).split('\n').slice(-lineCount).join('\n');
   } catch (err) {
     return `(cannot read ${file}: ${(err as Error).message})`;
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
   }
 }

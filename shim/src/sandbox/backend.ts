@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log';
 import type { ProcessIdentity } from '../util/proc';
+import { readFileTail } from '../util/fsutil';
 
 export type BackendName = 'tcg' | 'kvm';
 
@@ -123,18 +124,10 @@ export function kernelPanicLine(consoleText: string): string | null {
 
 /** The end of a file (at most `maxBytes`), or "" when it cannot be read. */
 function fileTail(file: string, maxBytes: number): string {
-  let fd: number | undefined;
   try {
-    fd = fs.openSync(file, 'r');
-    const size = fs.fstatSync(fd).size;
-    const length = Math.min(size, maxBytes);
-    const buffer = Buffer.alloc(length);
-    fs.readSync(fd, buffer, 0, length, size - length);
-    return buffer.toString('utf8');
+    return readFileTail(file, maxBytes);
   } catch {
     return '';
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
   }
 }
 

@@ -135,3 +135,17 @@ export function removeTree(target: string): string[] {
   removeDir(root);
   return left;
 }
+
+/** The last `maxBytes` of a file as UTF-8 (for logs and error messages); throws when unreadable. */
+export function readFileTail(file: string, maxBytes: number): string {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    const length = Math.min(size, maxBytes);
+    const buffer = Buffer.alloc(length);
+    fs.readSync(fd, buffer, 0, length, size - length);
+    return buffer.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
