@@ -235,7 +235,7 @@ export class PrivateContainerd {
     if (stillMounted.length > 0) {
       throw new Error(`cannot unmount, leaving ${this.baseDir} in place: ${stillMounted.join(', ')}`);
     }
-    fs.rmSync(this.baseDir, { recursive: true, force: true });
+    fs.rmSync(this.baseDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   }
 }
 

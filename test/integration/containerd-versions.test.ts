@@ -20,6 +20,7 @@ import {
   connectTask, makeFakeContainerdBinary, startAs, type ContainerdVersion, type ShimConnection, type StartCall,
 } from '../helpers/containerd-caller';
 import { defaultProcessSpec, makeBusyboxRootfs } from '../helpers/rootfs';
+import { removeWorkDir } from '../helpers/work-dir';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 const shimBin = path.join(repo, 'bin', 'containerd-shim-smolvm-v1');
@@ -61,7 +62,7 @@ describe('containerd 1.7 and 2.x bootstraps, then the task API over their transp
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
     }
     await containerd.close();
-    fs.rmSync(work, { recursive: true, force: true });
+    await removeWorkDir(work);
   });
 
   function makeBundle(id: string, args: string[], annotations: Record<string, string> = {}): { bundle: string; stdout: string } {

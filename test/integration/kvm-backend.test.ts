@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { probeHost } from '../../shim/src/sandbox/host';
 import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
+import { removeWorkDir } from '../helpers/work-dir';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 const smolvm = path.join(repo, 'bin', 'smolvm');
@@ -45,7 +46,7 @@ describe('smolvm run --backend kvm', function () {
     rootfs = makeBusyboxRootfs(work);
     env = { ...process.env, SMOLVM_ROOT: path.join(work, 'smolvm') };
   });
-  after(() => { if (work) fs.rmSync(work, { recursive: true, force: true }); });
+  after(() => removeWorkDir(work));
 
   const run = (args: string[], extraEnv: NodeJS.ProcessEnv = {}) =>
     spawnSync(smolvm, ['run', '--backend', 'kvm', '--rootfs', rootfs, '--', ...args], { env: { ...env, ...extraEnv }, timeout: 150_000 });

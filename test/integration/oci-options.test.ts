@@ -11,6 +11,7 @@ import {
 } from '../../shim/src/oci/guest-config';
 import type { OciSpec } from '../../shim/src/oci/spec';
 import { ninePShareArgs, qemuArgs } from '../../shim/src/sandbox/backends/tcg';
+import { removeWorkDir } from '../helpers/work-dir';
 
 const invalid = (pattern: RegExp) => (err: unknown): boolean => {
   assert.equal(codeOf(err), Code.InvalidArgument, (err as Error).message);
@@ -21,7 +22,7 @@ const invalid = (pattern: RegExp) => (err: unknown): boolean => {
 describe('OCI spec → guest agent (mount options, capabilities, seccomp, sysctls)', () => {
   let work: string;
   before(() => { work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-oci-opts-')); });
-  after(() => fs.rmSync(work, { recursive: true, force: true }));
+  after(() => removeWorkDir(work));
 
   it('splits mount options into flags, propagation and data as runc does', () => {
     const p = parseMountOptions(['nosuid', 'noexec', 'nodev', 'ro', 'rprivate', 'mode=755', 'size=65536k', 'defaults'], 'm');

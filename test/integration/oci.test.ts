@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
+import { removeWorkDir } from '../helpers/work-dir';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 const smolvm = path.join(repo, 'bin', 'smolvm');
@@ -39,7 +40,7 @@ describe('OCI spec in the guest (smolvm run --bundle, tcg)', function () {
     hostFile = path.join(work, 'hosts');
     fs.writeFileSync(hostFile, '127.0.0.1 localhost\n10.9.8.7 from-host-file\n');
   });
-  after(() => fs.rmSync(work, { recursive: true, force: true }));
+  after(() => removeWorkDir(work));
 
   /** A bundle (rootfs + config.json) with the given spec changes; returns smolvm run's result. */
   function runBundle(name: string, args: string[], change: (spec: Record<string, any>) => void) {

@@ -17,6 +17,7 @@ import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
 import { TtrpcClient } from '../../shim/src/ttrpc/client';
 import { TtrpcServer } from '../../shim/src/ttrpc/server';
 import { defaultProcessSpec, makeBusyboxRootfs } from '../helpers/rootfs';
+import { removeWorkDir } from '../helpers/work-dir';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 const shimBin = path.join(repo, 'bin', 'containerd-shim-smolvm-v1');
@@ -48,7 +49,7 @@ describe('shim binary with a real guest (tcg)', function () {
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
     }
     await containerd.close();
-    fs.rmSync(work, { recursive: true, force: true });
+    await removeWorkDir(work);
   });
 
   function makeBundle(id: string, args: string[]): { bundle: string; fifos: Record<'stdin' | 'stdout' | 'stderr', string> } {

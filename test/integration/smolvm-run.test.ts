@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
+import { removeWorkDir } from '../helpers/work-dir';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 const smolvm = path.join(repo, 'bin', 'smolvm');
@@ -20,7 +21,7 @@ describe('smolvm run (tcg)', function () {
     rootfs = makeBusyboxRootfs(work);
     env = { ...process.env, SMOLVM_ROOT: path.join(work, 'smolvm') };
   });
-  after(() => fs.rmSync(work, { recursive: true, force: true }));
+  after(() => removeWorkDir(work));
 
   const run = (args: string[], input?: string) =>
     spawnSync(smolvm, ['run', '--backend', 'tcg', '--rootfs', rootfs, '--', ...args], { env, input, timeout: 90_000 });
