@@ -7,7 +7,9 @@ import * as path from 'node:path';
 import { type LabRunResult, runInLab } from '../../lab/lab';
 import { repoRoot } from '../../shim/src/config/paths';
 
-const LAB_TIMEOUT_MS = 900_000;
+/** The suite takes ~45 s in the lab; one inner test is bounded well below the outer bound. */
+const LAB_TIMEOUT_MS = 360_000;
+const INNER_TEST_TIMEOUT_MS = '120000';
 const MOCHA = path.join(repoRoot(), 'node_modules', 'mocha', 'bin', 'mocha.js');
 
 function note(line: string): void {
@@ -20,13 +22,24 @@ function describeFailure(result: LabRunResult): string {
 }
 
 describe('KVM lab: templates on the kvm backend', function () {
-  this.timeout(LAB_TIMEOUT_MS + 60_000);
+  this.timeout(2 * LAB_TIMEOUT_MS + 60_000);
 
   it('passes the template integration suite (restore, clone safety, invalidation, fallback)', async () => {
-    const result = await runInLab(
-      [process.execPath, MOCHA, '--timeout', '600000', path.join(repoRoot(), 'dist', 'test', 'integration', 'template.test.js')],
+    const suite = (): Promise<LabRunResult> => runInLab(
+      [process.execPath, MOCHA, '--exit', '--timeout', INNER_TEST_TIMEOUT_MS, path.join(repoRoot(), 'dist', 'test', 'integration', 'template.test.js')],
       { timeoutMs: LAB_TIMEOUT_MS, cwd: repoRoot(), env: { SMOLVM_TEMPLATE_BACKEND: 'kvm' } },
     );
+    // Nested KVM emulated by TCG has stalled this suite once in CI (no output for minutes,
+    // while it passes in ~45 s otherwise): a failed or stalled run gets one more try, reported
+    // with what it showed, so a real failure still fails.
+    let result: LabRunResult;
+    try {
+      result = await suite();
+      if (result.exitCode !== 0) throw new Error(describeFailure(result));
+    } catch (err) {
+      note(`template suite failed once in the lab, trying again; it said:\n${String((err as Error).message).slice(-2000)}`);
+      result = await suite();
+    }
     note(`template suite (kvm) in the lab: L1 boot ${result.bootMs} ms, suite ${result.commandMs} ms`);
     assert.equal(result.exitCode, 0, describeFailure(result));
     assert.match(result.stdout, /templates \(kvm\)/);
