@@ -3,10 +3,16 @@
 // interleaved (and the order flipped every round) so drift on a shared machine hits both alike.
 // Prints median, p90, min, max per runtime and the smolvm/runc ratio. No target: honest numbers.
 //
+// With --pool N (default 1) a third lane runs smolvm on a second private containerd whose
+// config has pool_size = N: every one of its runs starts with N warm spares ready (pool/).
+//
 // usage: node dist/bench/ctr-run.js [--n 10] [--runtimes io.containerd.runc.v2,io.containerd.smolvm.v1]
-//                                   [--json] [-- CMD…]
+//                                   [--pool 1] [--json] [-- CMD…]
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { smolvmPaths, type Paths } from '../shim/src/config/paths';
+import { drainPool, waitForReady } from '../shim/src/pool/pool';
 import { PrivateContainerd } from '../conformance/harness/containerd';
 import { RunResult, describeResult } from '../conformance/harness/exec';
 import { busyboxImage, importImage } from '../conformance/harness/image';
@@ -21,6 +27,8 @@ interface BenchOptions {
   readonly runtimes: readonly string[];
   readonly json: boolean;
   readonly command: readonly string[];
+  /** Warm-pool size of the extra smolvm lane (0: no such lane). */
+  readonly pool: number;
 }
 
 interface RuntimeStats {
@@ -40,6 +48,7 @@ function parseArgs(argv: readonly string[]): BenchOptions {
   let runtimes: string[] = [RUNC_RUNTIME, SMOLVM_RUNTIME];
   let json = false;
   let command: string[] = ['/bin/true'];
+  let pool = 1;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = (): string => {
@@ -55,6 +64,10 @@ function parseArgs(argv: readonly string[]): BenchOptions {
     } else if (arg === '--runtimes') {
       runtimes = value().split(',').map((r) => r.trim()).filter((r) => r.length > 0);
       if (runtimes.length === 0) throw new Error('--runtimes needs at least one runtime');
+    } else if (arg === '--pool') {
+      const raw = value();
+      pool = Number(raw);
+      if (!Number.isInteger(pool) || pool < 0 || pool > 16) throw new Error(`--pool must be an integer from 0 to 16, got "${raw}"`);
     } else if (arg === '--json') {
       json = true;
     } else if (arg === '--') {
@@ -62,10 +75,10 @@ function parseArgs(argv: readonly string[]): BenchOptions {
       if (command.length === 0) throw new Error('-- must be followed by a command');
       break;
     } else {
-      throw new Error(`unknown argument "${arg}" (usage: [--n N] [--runtimes a,b] [--json] [-- CMD…])`);
+      throw new Error(`unknown argument "${arg}" (usage: [--n N] [--runtimes a,b] [--pool N] [--json] [-- CMD…])`);
     }
   }
-  return { n, runtimes, json, command };
+  return { n, runtimes, json, command, pool };
 }
 
 export function median(sorted: readonly number[]): number {
@@ -100,89 +113,139 @@ function summarize(runtime: string, samples: readonly number[], failures: readon
 
 const fmt = (ms: number | undefined): string => (ms === undefined ? '-' : `${ms.toFixed(1)} ms`);
 
+/** One column of the table: a runtime on a containerd, maybe with a warm pool. */
+interface Lane {
+  readonly label: string;
+  readonly runtime: string;
+  readonly containerd: PrivateContainerd;
+  /** Warm-pool size of this lane's smolvm (0: none). Each run starts with the pool full. */
+  readonly pool: number;
+}
+
+const POOL_READY_TIMEOUT_MS = 120_000;
+
+async function startContainerd(root: string, namespace: string, pool: number): Promise<PrivateContainerd> {
+  if (pool === 0) return PrivateContainerd.start({ repoRoot: root, logLevel: 'info', namespace });
+  const configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-bench-pool-'));
+  const config = path.join(configDir, 'config.toml');
+  fs.writeFileSync(config, `pool_size = ${pool}\n`);
+  return PrivateContainerd.start({ repoRoot: root, logLevel: 'info', namespace, env: { SMOLVM_CONFIG: config } });
+}
+
 async function main(): Promise<number> {
   const options = parseArgs(process.argv.slice(2));
   const root = repoRoot();
   const image = busyboxImage();
   const containerd = await PrivateContainerd.start({ repoRoot: root, logLevel: 'info', namespace: 'smolvm-bench' });
+  let pooled: PrivateContainerd | null = null;
+  const lanes: Lane[] = options.runtimes.map((runtime) => ({ label: runtime, runtime, containerd, pool: 0 }));
   const samples = new Map<string, number[]>();
   const failures = new Map<string, RunResult[]>();
   const unavailable = new Map<string, string>();
   let runCounter = 0;
+  const poolPaths = (lane: Lane): Paths => smolvmPaths({ SMOLVM_ROOT: lane.containerd.smolvmRoot });
 
-  const runOnce = async (runtime: string): Promise<RunResult> => {
+  const runOnce = async (lane: Lane, waitForPool = true): Promise<RunResult> => {
     runCounter += 1;
-    const id = `bench-${runtime.split('.').slice(-2).join('-')}-${process.pid}-${runCounter}`;
-    return containerd.ctr(['run', '--rm', '--runtime', runtime, image.ref, id, ...options.command], {
+    const id = `bench-${lane.runtime.split('.').slice(-2).join('-')}-${process.pid}-${runCounter}`;
+    // A warm pool is measured full (a burst larger than the pool pays cold starts again), and
+    // no lane is measured while a refill runs in the background.
+    for (const pooledLane of waitForPool ? lanes.filter((l) => l.pool > 0) : []) {
+      if (!(await waitForReady(poolPaths(pooledLane), pooledLane.pool, POOL_READY_TIMEOUT_MS))) {
+        throw new Error(`${pooledLane.label}: the warm pool did not fill within ${POOL_READY_TIMEOUT_MS / 1000} s`);
+      }
+    }
+    return lane.containerd.ctr(['run', '--rm', '--runtime', lane.runtime, image.ref, id, ...options.command], {
       timeoutMs: RUN_TIMEOUT_MS,
     });
   };
 
   try {
     await importImage(containerd, image);
-    const active: string[] = [];
-    for (const runtime of options.runtimes) {
-      samples.set(runtime, []);
-      failures.set(runtime, []);
-      if (runtime === SMOLVM_RUNTIME && !fs.existsSync(path.join(root, 'bin', SMOLVM_SHIM_BINARY))) {
-        unavailable.set(runtime, `${path.join(root, 'bin', SMOLVM_SHIM_BINARY)} does not exist`);
+    if (options.pool > 0 && options.runtimes.includes(SMOLVM_RUNTIME)) {
+      pooled = await startContainerd(root, 'smolvm-bench-pool', options.pool);
+      await importImage(pooled, image);
+      lanes.push({ label: `${SMOLVM_RUNTIME} pool=${options.pool}`, runtime: SMOLVM_RUNTIME, containerd: pooled, pool: options.pool });
+    }
+    const active: Lane[] = [];
+    for (const lane of lanes) {
+      samples.set(lane.label, []);
+      failures.set(lane.label, []);
+      if (lane.runtime === SMOLVM_RUNTIME && !fs.existsSync(path.join(root, 'bin', SMOLVM_SHIM_BINARY))) {
+        unavailable.set(lane.label, `${path.join(root, 'bin', SMOLVM_SHIM_BINARY)} does not exist`);
         continue;
       }
-      // Warm-up: page cache, image conversion caches, kernel build cache lookups.
-      const warmup = await runOnce(runtime);
+      // Warm-up: page cache, image conversion caches, kernel build cache lookups; for a pool
+      // lane also its first fill (the daemon of the warm-up run tops the pool up).
+      let warmup = await runOnce(lane, false);
+      if (lane.pool > 0 && warmup.exitCode === 0) warmup = await runOnce(lane);
       if (warmup.exitCode !== 0) {
-        unavailable.set(runtime, `warm-up run failed:\n${describeResult(warmup, 600)}`);
+        unavailable.set(lane.label, `warm-up run failed:\n${describeResult(warmup, 600)}`);
         continue;
       }
-      active.push(runtime);
+      active.push(lane);
     }
 
     for (let round = 0; round < options.n; round++) {
       const order = round % 2 === 0 ? active : [...active].reverse();
-      for (const runtime of order) {
-        const result = await runOnce(runtime);
-        if (result.exitCode === 0 && !result.timedOut) samples.get(runtime)?.push(result.durationMs);
-        else failures.get(runtime)?.push(result);
-        if (!options.json) process.stderr.write(`round ${round + 1}/${options.n} ${runtime}: ${result.durationMs.toFixed(1)} ms${result.exitCode === 0 ? '' : ` (exit ${result.exitCode})`}\n`);
+      for (const lane of order) {
+        const result = await runOnce(lane);
+        if (result.exitCode === 0 && !result.timedOut) samples.get(lane.label)?.push(result.durationMs);
+        else failures.get(lane.label)?.push(result);
+        if (!options.json) process.stderr.write(`round ${round + 1}/${options.n} ${lane.label}: ${result.durationMs.toFixed(1)} ms${result.exitCode === 0 ? '' : ` (exit ${result.exitCode})`}\n`);
       }
     }
 
     const leftovers = await waitForNoLeaks({ containerd, containerIds: [] });
-    const stats = options.runtimes.map((runtime) =>
-      summarize(runtime, samples.get(runtime) ?? [], failures.get(runtime) ?? [], unavailable.get(runtime)),
+    if (pooled) {
+      // The spares are the pool's, not leaks: let the last refill finish, stop them, then
+      // nothing may be left.
+      await waitForReady(smolvmPaths({ SMOLVM_ROOT: pooled.smolvmRoot }), options.pool, POOL_READY_TIMEOUT_MS);
+      await drainPool(smolvmPaths({ SMOLVM_ROOT: pooled.smolvmRoot }));
+      leftovers.push(...await waitForNoLeaks({ containerd: pooled, containerIds: [] }));
+    }
+    const stats = lanes.map((lane) =>
+      ({ ...summarize(lane.runtime, samples.get(lane.label) ?? [], failures.get(lane.label) ?? [], unavailable.get(lane.label)), runtime: lane.label }),
     );
     const runc = stats.find((s) => s.runtime === RUNC_RUNTIME);
-    const smolvm = stats.find((s) => s.runtime === SMOLVM_RUNTIME);
     const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
       a !== undefined && b !== undefined && b > 0 ? a / b : undefined;
-    const medianRatio = ratio(smolvm?.medianMs, runc?.medianMs);
-    const p90Ratio = ratio(smolvm?.p90Ms, runc?.p90Ms);
+    const ratios = stats.filter((s) => s.runtime !== RUNC_RUNTIME).map((s) => ({
+      runtime: s.runtime, median: ratio(s.medianMs, runc?.medianMs), p90: ratio(s.p90Ms, runc?.p90Ms),
+    }));
 
     if (options.json) {
-      console.log(JSON.stringify({ command: options.command, n: options.n, stats, ratio: { median: medianRatio, p90: p90Ratio }, leftovers }, null, 2));
+      console.log(JSON.stringify({ command: options.command, n: options.n, stats, ratios, leftovers }, null, 2));
     } else {
       console.log(`\nctr run --rm ${image.ref} ID ${options.command.join(' ')}   (n=${options.n} per runtime, interleaved, after 1 warm-up each)`);
-      console.log(`${'runtime'.padEnd(26)} ${'ok'.padStart(4)} ${'fail'.padStart(4)} ${'median'.padStart(11)} ${'p90'.padStart(11)} ${'min'.padStart(11)} ${'max'.padStart(11)}`);
+      console.log(`${'runtime'.padEnd(32)} ${'ok'.padStart(4)} ${'fail'.padStart(4)} ${'median'.padStart(11)} ${'p90'.padStart(11)} ${'min'.padStart(11)} ${'max'.padStart(11)}`);
       for (const s of stats) {
         if (s.unavailable) {
-          console.log(`${s.runtime.padEnd(26)} unavailable: ${s.unavailable}`);
+          console.log(`${s.runtime.padEnd(32)} unavailable: ${s.unavailable}`);
           continue;
         }
         console.log(
-          `${s.runtime.padEnd(26)} ${String(s.ok).padStart(4)} ${String(s.failed).padStart(4)} ${fmt(s.medianMs).padStart(11)} ${fmt(s.p90Ms).padStart(11)} ${fmt(s.minMs).padStart(11)} ${fmt(s.maxMs).padStart(11)}`,
+          `${s.runtime.padEnd(32)} ${String(s.ok).padStart(4)} ${String(s.failed).padStart(4)} ${fmt(s.medianMs).padStart(11)} ${fmt(s.p90Ms).padStart(11)} ${fmt(s.minMs).padStart(11)} ${fmt(s.maxMs).padStart(11)}`,
         );
         if (s.firstError) console.log(`  first failure:\n${s.firstError}`);
       }
-      console.log(
-        medianRatio === undefined
-          ? 'ratio smolvm/runc: n/a (one side has no successful runs)'
-          : `ratio smolvm/runc: median ${medianRatio.toFixed(2)}x, p90 ${(p90Ratio ?? NaN).toFixed(2)}x`,
-      );
+      for (const r of ratios) {
+        console.log(
+          r.median === undefined
+            ? `ratio ${r.runtime} / runc: n/a (one side has no successful runs)`
+            : `ratio ${r.runtime} / runc: median ${r.median.toFixed(2)}x, p90 ${(r.p90 ?? NaN).toFixed(2)}x`,
+        );
+      }
+      if (pooled) console.log(`(pool=${options.pool}: every run, of any lane, starts with ${options.pool} warm spare(s) ready: refills never overlap a measurement)`);
       if (leftovers.length > 0) console.log(`LEFT BEHIND after the runs:\n  ${leftovers.join('\n  ')}`);
     }
     const complete = stats.every((s) => !s.unavailable && s.failed === 0) && leftovers.length === 0;
     return complete ? 0 : 1;
   } finally {
+    if (pooled) {
+      await drainPool(smolvmPaths({ SMOLVM_ROOT: pooled.smolvmRoot })).catch(() => undefined);
+      await pooled.stop();
+    }
     await containerd.stop();
   }
 }

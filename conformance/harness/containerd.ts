@@ -40,6 +40,8 @@ export interface ContainerdOptions {
   readonly smolvmRoot?: string;
   /** Bound for containerd to answer `ctr version`. */
   readonly startTimeoutMs?: number;
+  /** More environment for containerd and so for the shims (e.g. SMOLVM_CONFIG). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface CtrOptions {
@@ -99,6 +101,7 @@ export class PrivateContainerd {
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       PATH: `${path.join(options.repoRoot, 'bin')}:${process.env.PATH ?? ''}:${STANDARD_PATH}`,
+      ...options.env,
       SMOLVM_ROOT: smolvmRoot,
       [RUN_MARKER_ENV]: marker,
     };

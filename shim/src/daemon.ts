@@ -3,13 +3,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ShimFlags } from './bootstrap/flags';
-import { loadConfig } from './config/config';
+import { loadConfig, type SmolvmConfig } from './config/config';
 import { smolvmPaths } from './config/paths';
 import { EventPublisher } from './events/publisher';
 import { Any } from './gen/google/protobuf/any';
 import { Options as RuntimeOptions } from './gen/runtimeoptions/runtimeoptions';
 import { fdLogger, openLogFifo, type Logger } from './log';
+import type { Backend } from './sandbox/backend';
 import { selectBackend } from './sandbox/select';
+import { topUpPool } from './pool/pool';
+import type { WarmVmSource } from './task/container';
 import { TaskService } from './task/service';
 import { TaskEndpoint } from './grpc/endpoint';
 
@@ -38,92 +41,148 @@ function configPathFromOptions(bundle: string): string | undefined {
   return RuntimeOptions.decode(any.value).configPath || undefined;
 }
 
+/** What a shim daemon serves for: containerd's side of it. */
+export interface ShimWiring {
+  namespace: string;
+  /** containerd's gRPC address (-address). */
+  address: string;
+  publishBinary: string;
+  /** TTRPC_ADDRESS (events), when containerd gave one. */
+  ttrpcAddress: string | undefined;
+  /** The shim socket to listen on. */
+  socket: string;
+}
+
+export interface ServeOptions {
+  wiring: ShimWiring;
+  config: SmolvmConfig;
+  backend: Backend;
+  log: Logger;
+  /** A warm-pool spare's VM, for the first Create that fits it. */
+  warm?: WarmVmSource;
+}
+
+/**
+ * Serves the task API on `wiring.socket` until the last container is gone (or SIGTERM).
+ * Resolves once listening. After its first Create the daemon tops the warm pool up (config
+ * pool_size): the refill never competes with that Create.
+ */
+export async function serveShim(opts: ServeOptions): Promise<void> {
+  const { wiring, config, backend } = opts;
+  const log = opts.log;
+  const { socket } = wiring;
+  const paths = smolvmPaths();
+  const publisher = new EventPublisher({
+    namespace: wiring.namespace,
+    ttrpcAddress: wiring.ttrpcAddress ?? `${wiring.address}.ttrpc`,
+    containerdAddress: wiring.address,
+    publishBinary: wiring.publishBinary,
+    log,
+  });
+  // One socket for every containerd version: task v2/v3 over ttrpc, task v3 over gRPC.
+  const server = new TaskEndpoint({ logger: log });
+  let exiting = false;
+  /** The socket file this daemon listens on (dev:ino), so that it never unlinks a successor's. */
+  let listening: { dev: number; ino: number } | null = null;
+  const unlinkOwnSocket = (): void => {
+    const st = fs.statSync(socket, { throwIfNoEntry: false });
+    if (listening && st && st.dev === listening.dev && st.ino === listening.ino) fs.rmSync(socket, { force: true });
+    listening = null;
+  };
+  const exit = async (code: number): Promise<void> => {
+    if (exiting) return;
+    exiting = true;
+    // First of all: a `start` for another container of this group must no longer find this
+    // daemon (it spawns a new one instead of handing containerd a daemon that is leaving).
+    unlinkOwnSocket();
+    await publisher.close().catch(() => undefined);
+    await server.close({ timeoutMs: 2000 }).catch(() => undefined);
+    log.info('shim daemon exiting');
+    process.exit(code);
+  };
+  let poolToppedUp = false;
+  const service = new TaskService({
+    namespace: wiring.namespace,
+    paths,
+    backend,
+    publisher,
+    log,
+    memoryMiB: config.memoryMiB,
+    vcpus: config.vcpus,
+    writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
+    podMaxContainers: config.podMaxContainers,
+    templates: config.templates,
+    warm: opts.warm,
+    onCreated: () => {
+      if (poolToppedUp || config.poolSize === 0) return;
+      poolToppedUp = true;
+      void topUpPool(paths, config.poolSize).then(
+        (spawned) => { if (spawned.length > 0) log.info('warm pool topped up', { spawned: spawned.length, pool_size: config.poolSize }); },
+        (err: unknown) => log.warn('could not top the warm pool up', { error: String(err) }),
+      );
+    },
+    onShutdown: () => void exit(0),
+  });
+  server.registerTask({
+    create: (req) => service.create(req),
+    start: (req) => service.start(req),
+    state: (req) => service.state(req),
+    wait: (req) => service.wait(req),
+    kill: (req) => service.kill(req),
+    delete: (req) => service.delete(req),
+    pids: (req) => service.pids(req),
+    closeIO: (req) => service.closeIO(req),
+    connect: (req) => service.connect(req),
+    shutdown: (req) => service.shutdown(req),
+    pause: (req) => service.pause(req),
+    resume: (req) => service.resume(req),
+    checkpoint: () => service.checkpoint(),
+    exec: (req) => service.exec(req),
+    resizePty: (req) => service.resizePty(req),
+    update: (req) => service.update(req),
+    stats: (req) => service.stats(req),
+  });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.removeAllListeners(sig);
+    process.on(sig, () => {
+      log.info(`${sig}: tearing down every VM of this shim`);
+      unlinkOwnSocket();
+      void service.destroyAll().finally(() => exit(0));
+    });
+  }
+  // containerd does not read our stdio, and a write to a closed pipe must not kill us.
+  process.on('SIGPIPE', () => undefined);
+  await server.listen(socket);
+  const bound = fs.statSync(socket);
+  listening = { dev: bound.dev, ino: bound.ino };
+  log.info('shim daemon serving', { socket, backend: backend.name });
+}
+
+/** Logs the daemon's failures instead of dying of them. */
+export function keepServingOnErrors(log: () => Logger): void {
+  process.on('uncaughtException', (err) => log().error('uncaught exception (daemon keeps serving)', { error: err.stack ?? String(err) }));
+  process.on('unhandledRejection', (err) => log().error('unhandled rejection (daemon keeps serving)', { error: String(err) }));
+}
+
 export async function runDaemon(flags: ShimFlags): Promise<void> {
   const bundle = process.cwd();
   const socket = process.env.SMOLVM_SHIM_SOCKET;
   const logFd = openLogFifo(path.join(bundle, 'log'));
   let log: Logger = fdLogger(logFd ?? 2, flags.debug ? 'debug' : 'info', { runtime: 'smolvm', pid: process.pid });
-  process.on('uncaughtException', (err) => log.error('uncaught exception (daemon keeps serving)', { error: err.stack ?? String(err) }));
-  process.on('unhandledRejection', (err) => log.error('unhandled rejection (daemon keeps serving)', { error: String(err) }));
+  keepServingOnErrors(() => log);
   try {
     if (!socket) throw new Error('SMOLVM_SHIM_SOCKET is not set: the daemon is started by `start`');
     process.umask(0o077);
     const config = loadConfig(configPathFromOptions(bundle));
     if (config.logLevel === 'debug' && !flags.debug) log = fdLogger(logFd ?? 2, 'debug', { runtime: 'smolvm', pid: process.pid });
     const backend = selectBackend(config.backend);
-    const publisher = new EventPublisher({
-      namespace: flags.namespace,
-      ttrpcAddress: process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`,
-      containerdAddress: flags.address,
-      publishBinary: flags.publishBinary,
-      log,
+    await serveShim({
+      wiring: {
+        namespace: flags.namespace, address: flags.address, publishBinary: flags.publishBinary,
+        ttrpcAddress: process.env.TTRPC_ADDRESS, socket,
+      },
+      config, backend, log,
     });
-    // One socket for every containerd version: task v2/v3 over ttrpc, task v3 over gRPC.
-    const server = new TaskEndpoint({ logger: log });
-    let exiting = false;
-    /** The socket file this daemon listens on (dev:ino), so that it never unlinks a successor's. */
-    let listening: { dev: number; ino: number } | null = null;
-    const unlinkOwnSocket = (): void => {
-      const st = fs.statSync(socket, { throwIfNoEntry: false });
-      if (listening && st && st.dev === listening.dev && st.ino === listening.ino) fs.rmSync(socket, { force: true });
-      listening = null;
-    };
-    const exit = async (code: number): Promise<void> => {
-      if (exiting) return;
-      exiting = true;
-      // First of all: a `start` for another container of this group must no longer find this
-      // daemon (it spawns a new one instead of handing containerd a daemon that is leaving).
-      unlinkOwnSocket();
-      await publisher.close().catch(() => undefined);
-      await server.close({ timeoutMs: 2000 }).catch(() => undefined);
-      log.info('shim daemon exiting');
-      process.exit(code);
-    };
-    const service = new TaskService({
-      namespace: flags.namespace,
-      paths: smolvmPaths(),
-      backend,
-      publisher,
-      log,
-      memoryMiB: config.memoryMiB,
-      vcpus: config.vcpus,
-      writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
-      podMaxContainers: config.podMaxContainers,
-      templates: config.templates,
-      onShutdown: () => void exit(0),
-    });
-    server.registerTask({
-      create: (req) => service.create(req),
-      start: (req) => service.start(req),
-      state: (req) => service.state(req),
-      wait: (req) => service.wait(req),
-      kill: (req) => service.kill(req),
-      delete: (req) => service.delete(req),
-      pids: (req) => service.pids(req),
-      closeIO: (req) => service.closeIO(req),
-      connect: (req) => service.connect(req),
-      shutdown: (req) => service.shutdown(req),
-      pause: (req) => service.pause(req),
-      resume: (req) => service.resume(req),
-      checkpoint: () => service.checkpoint(),
-      exec: (req) => service.exec(req),
-      resizePty: (req) => service.resizePty(req),
-      update: (req) => service.update(req),
-      stats: (req) => service.stats(req),
-    });
-    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-      process.on(sig, () => {
-        log.info(`${sig}: tearing down every VM of this shim`);
-        unlinkOwnSocket();
-        void service.destroyAll().finally(() => exit(0));
-      });
-    }
-    // containerd does not read our stdio, and a write to a closed pipe must not kill us.
-    process.on('SIGPIPE', () => undefined);
-    await server.listen(socket);
-    const bound = fs.statSync(socket);
-    listening = { dev: bound.dev, ino: bound.ino };
-    log.info('shim daemon serving', { socket, backend: backend.name });
     signalReady('ok');
   } catch (err) {
     log.error('shim daemon failed to start', { error: String(err) });

@@ -27,16 +27,19 @@ function format(level: Level, msg: string, fields: Record<string, unknown>): str
 }
 
 class SinkLogger implements Logger {
-  constructor(private readonly sink: Sink, private readonly min: Level, private readonly fields: Record<string, unknown>) {}
+  constructor(
+    private readonly sink: Sink, private readonly min: Level, private readonly fields: Record<string, unknown>,
+    private readonly enabled: (level: Level) => boolean = () => true,
+  ) {}
   private emit(level: Level, msg: string, fields?: Record<string, unknown>): void {
-    if (order[level] < order[this.min]) return;
+    if (order[level] < order[this.min] || !this.enabled(level)) return;
     this.sink(format(level, msg, { ...this.fields, ...fields }));
   }
   debug(msg: string, fields?: Record<string, unknown>): void { this.emit('debug', msg, fields); }
   info(msg: string, fields?: Record<string, unknown>): void { this.emit('info', msg, fields); }
   warn(msg: string, fields?: Record<string, unknown>): void { this.emit('warn', msg, fields); }
   error(msg: string, fields?: Record<string, unknown>): void { this.emit('error', msg, fields); }
-  child(fields: Record<string, unknown>): Logger { return new SinkLogger(this.sink, this.min, { ...this.fields, ...fields }); }
+  child(fields: Record<string, unknown>): Logger { return new SinkLogger(this.sink, this.min, { ...this.fields, ...fields }, this.enabled); }
 }
 
 /** A logger writing to an already-open fd without ever blocking or throwing. */
@@ -48,6 +51,26 @@ export function fdLogger(fd: number, min: Level = 'info', fields: Record<string,
       // EPIPE / EAGAIN while containerd is away: drop the line.
     }
   }, min, fields);
+}
+
+/** Where a retargetable logger writes, and from which level: both may change while it runs. */
+export interface LogTarget {
+  fd: number;
+  min: Level;
+}
+
+/**
+ * A logger whose fd and level can change later (a warm-pool spare logs to a file until a
+ * container claims it, then to that bundle's FIFO): every child follows the change.
+ */
+export function retargetableLogger(target: LogTarget, fields: Record<string, unknown> = {}): Logger {
+  return new SinkLogger((line) => {
+    try {
+      fs.writeSync(target.fd, line);
+    } catch {
+      // EPIPE / EAGAIN while containerd is away: drop the line.
+    }
+  }, 'debug', fields, (level) => order[level] >= order[target.min]);
 }
 
 /**

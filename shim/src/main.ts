@@ -44,6 +44,12 @@ async function main(argv: string[]): Promise<number> {
       }
       return -1; // keep running
     }
+    case 'spare': {
+      // A warm-pool spare (pool/spare.ts), spawned by the pool, never by containerd.
+      const { runSpare } = await import('./pool/spare');
+      await runSpare();
+      return -1; // keep running
+    }
     default:
       process.stderr.write(`containerd-shim-smolvm-v1: unknown action ${JSON.stringify(flags.action)} (want start or delete)\n`);
       return 2;

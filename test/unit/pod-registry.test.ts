@@ -50,6 +50,27 @@ describe('PodRegistry', () => {
     assert.equal(await registry.join('s', 'c', async () => asPod(next)), asPod(next), 'a new VM after the last left');
   });
 
+  it('leaveGuest: members take their container out of the guest; the last one only ends the VM', async () => {
+    const registry = new PodRegistry();
+    const pod = new FakePod('p');
+    await registry.join('s', 'a', async () => asPod(pod));
+    await registry.join('s', 'b', async () => asPod(pod));
+    const removed: string[] = [];
+    await registry.leaveGuest('s', 'a', async () => { removed.push('a'); });
+    assert.deepEqual(removed, ['a'], 'a member that leaves others behind is removed from the guest');
+    assert.deepEqual([...pod.members], ['b'], 'and gives its slots back');
+    assert.equal(pod.destroyed, 0);
+    // The last member: no guest removal, no slot release, the VM goes at once.
+    const leaving = registry.leaveGuest('s', 'b', async () => { removed.push('b'); });
+    assert.equal(registry.membersOf('s'), 0, 'forgotten synchronously: a new container boots its own VM');
+    await leaving;
+    assert.deepEqual(removed, ['a']);
+    assert.deepEqual([...pod.members], ['b']);
+    assert.equal(pod.destroyed, 1);
+    await registry.leaveGuest('s', 'b', async () => { removed.push('again'); });
+    assert.equal(pod.destroyed, 1, 'leaving twice is harmless');
+  });
+
   it('forgets a failed boot: every waiting container gets the error, the next one boots again', async () => {
     const registry = new PodRegistry();
     const failing = async (): Promise<PodVm> => { throw new Error('boot failed: no kernel'); };

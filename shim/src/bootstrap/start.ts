@@ -86,11 +86,11 @@ export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.Pro
   const socket = socketPath(containerdAddress, flags.namespace, group, socketDir);
   fs.mkdirSync(socketDir, { recursive: true, mode: 0o711 });
   const address = toAddress(socket);
-  const result = (): StartResult => ({
-    address,
+  const result = (served = address): StartResult => ({
+    address: served,
     answer: answer.format === 'protobuf'
-      ? wire!.encodeBootstrapResult({ version: answer.version, address, protocol: answer.protocol, metadata: {} })
-      : Buffer.from(renderTextAnswer(answer, address)),
+      ? wire!.encodeBootstrapResult({ version: answer.version, address: served, protocol: answer.protocol, metadata: {} })
+      : Buffer.from(renderTextAnswer(answer, served)),
   });
 
   // A live daemon serves every transport on its one socket: reuse it whatever it was started for.
@@ -99,6 +99,22 @@ export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.Pro
     return result();
   }
   removeStaleSocket(socket);
+
+  // A warm-pool spare (pool/) already runs a daemon with a ready VM: claim it. Only without
+  // runtime options (a spare cannot take another config file from them).
+  if (options.length === 0) {
+    const { claimSpare } = await import('../pool/claim');
+    const { smolvmEnv } = await import('../pool/protocol');
+    const { smolvmPaths } = await import('../config/paths');
+    const claimed = await claimSpare(path.join(smolvmPaths(env).stateDir, 'pool'), {
+      namespace: flags.namespace, id: flags.id, bundle, group, address: containerdAddress, publishBinary,
+      ttrpcAddress: ttrpcAddress ?? '', socketDir, debug, env: smolvmEnv(env),
+    });
+    if (claimed) {
+      fs.writeFileSync(path.join(bundle, 'address'), claimed.address);
+      return result(claimed.address);
+    }
+  }
 
   // The daemon gets the options through a file in the bundle, not its stdin: its stdio is
   // closed so that containerd, which reads our stdout+stderr to EOF, does not wait for it.

@@ -4,7 +4,8 @@ const USAGE = `usage:
   smolvm run [--backend kvm|tcg|auto] (--rootfs DIR | --bundle DIR) [--] CMD...
   smolvm doctor [--json]
   smolvm kernel build [--force]
-  smolvm kernel path`;
+  smolvm kernel path
+  smolvm pool status | fill [--size N] [--wait] | drain`;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -20,6 +21,10 @@ async function main(argv: string[]): Promise<number> {
     case 'kernel': {
       const { kernelCommand } = await import('./kernel');
       return kernelCommand(rest);
+    }
+    case 'pool': {
+      const { poolCommand } = await import('./pool');
+      return poolCommand(rest);
     }
     case undefined:
     case '-h':

@@ -15,6 +15,8 @@ export interface SmolvmConfig {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Start VMs from template snapshots (built in the background) instead of cold boots. */
   templates: boolean;
+  /** Warm spares: idle shim daemons each holding a restored VM, claimed by `start` (pool/). */
+  poolSize: number;
 }
 
 export const DEFAULT_CONFIG: SmolvmConfig = {
@@ -25,6 +27,7 @@ export const DEFAULT_CONFIG: SmolvmConfig = {
   podMaxContainers: 8,
   logLevel: 'info',
   templates: true,
+  poolSize: 0,
 };
 
 export const DEFAULT_CONFIG_PATH = '/etc/smolvm/config.toml';
@@ -36,11 +39,14 @@ function pick<T>(table: TomlTable, key: string, file: string, check: (v: unknown
   return v;
 }
 
+/** Each spare holds a VM and a daemon (~60 MiB + the guest's touched memory): keep it small. */
+export const MAX_POOL_SIZE = 16;
+const isPoolSize = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_POOL_SIZE;
 const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
 
 export function parseConfig(text: string, file: string): SmolvmConfig {
   const t = parseToml(text, file);
-  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'pod_max_containers', 'log_level', 'templates']);
+  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'pod_max_containers', 'log_level', 'templates', 'pool_size']);
   for (const k of Object.keys(t)) if (!known.has(k)) throw new Error(`${file}: unknown key ${k}`);
   const cfg = { ...DEFAULT_CONFIG };
   const backend = pick(t, 'backend', file, (v): v is BackendChoice => v === 'auto' || v === 'kvm' || v === 'tcg', '"auto", "kvm" or "tcg"');
@@ -52,6 +58,7 @@ export function parseConfig(text: string, file: string): SmolvmConfig {
   const level = pick(t, 'log_level', file, (v): v is SmolvmConfig['logLevel'] => ['debug', 'info', 'warn', 'error'].includes(v as string), 'debug, info, warn or error');
   if (level) cfg.logLevel = level;
   cfg.templates = pick(t, 'templates', file, (v): v is boolean => typeof v === 'boolean', 'true or false') ?? cfg.templates;
+  cfg.poolSize = pick(t, 'pool_size', file, isPoolSize, `an integer from 0 to ${MAX_POOL_SIZE}`) ?? cfg.poolSize;
   return cfg;
 }
 

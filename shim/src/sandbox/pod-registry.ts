@@ -67,6 +67,26 @@ export class PodRegistry {
     if (last) await pod.destroy();
   }
 
+  /**
+   * Leaves the pod. The last member ends the VM at once: taking its container out of the
+   * guest and its disks out of the VM first would only delay the kill. Any other member
+   * runs `removeFromGuest` first, then gives its slots back.
+   */
+  async leaveGuest(sandboxId: string, member: string, removeFromGuest: () => Promise<void>): Promise<void> {
+    const entry = this.pods.get(sandboxId);
+    if (!entry || !entry.members.has(member)) return;
+    if (entry.members.size === 1) {
+      // Decided synchronously: a container joining from now on boots a VM of its own.
+      entry.members.delete(member);
+      this.pods.delete(sandboxId);
+      const pod = await entry.pod;
+      await pod.destroy();
+      return;
+    }
+    await removeFromGuest();
+    await this.leave(sandboxId, member);
+  }
+
   /** The member count of a pod (joined or joining), 0 when it has no VM. */
   membersOf(sandboxId: string): number {
     return this.pods.get(sandboxId)?.members.size ?? 0;

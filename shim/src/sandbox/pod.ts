@@ -81,6 +81,7 @@ export function podCapacity(backend: Backend, requested: number): number {
 
 export class PodVm {
   private readonly pairs: SlotPair[];
+  private log: Logger;
   private freedCounter = 0;
   /** Hotplug mode: members (reserved or joined) and their disks. */
   private readonly hotplugMembers = new Map<string, HotplugMember>();
@@ -89,6 +90,8 @@ export class PodVm {
   private diskSeq = 0;
   private destroying: Promise<void> | null = null;
   private vmGone = false;
+  /** Runs after the VM is gone for good (PodBootOptions.onDestroyed, or an adopter's). */
+  private onDestroyed: (() => Promise<void>) | undefined;
 
   private constructor(
     readonly sandboxId: string,
@@ -97,11 +100,22 @@ export class PodVm {
     private readonly opts: PodBootOptions,
     private readonly hotplugCapacity: number | null,
   ) {
+    this.log = opts.log;
     this.pairs = [];
     for (let i = 0; i + 1 < slots.length; i += 2) {
       this.pairs.push({ image: slots[i]!, writable: slots[i + 1]!, member: null, freedSeq: 0 });
     }
     void sandbox.vm.exited.then(() => { this.vmGone = true; });
+    this.onDestroyed = opts.onDestroyed;
+  }
+
+  /**
+   * Hands a VM booted for nobody in particular (a warm-pool spare's) to the container that
+   * takes it: its logs and its clean-up (the adopter's host cgroup) become the adopter's.
+   */
+  adopt(log: Logger, onDestroyed: (() => Promise<void>) | undefined): void {
+    this.log = log;
+    this.onDestroyed = onDestroyed;
   }
 
   /** Whether this VM's disks are hot-plugged (else slot pairs). */
@@ -212,7 +226,7 @@ export class PodVm {
     if (!this.alive) return;
     // The guest no longer reads them; give the blocks back to the host now.
     await Promise.all([emptySlotFile(pair.image.path), emptySlotFile(pair.writable.path)]).catch((err: unknown) => {
-      this.opts.log.warn('could not empty a freed pod slot', { pod: this.sandboxId, error: String(err) });
+      this.log.warn('could not empty a freed pod slot', { pod: this.sandboxId, error: String(err) });
     });
   }
 
@@ -251,14 +265,14 @@ export class PodVm {
         await vm.detachDisk(serial);
       } catch (err) {
         // QEMU may still hold the file: the VM's end closes it.
-        this.opts.log.warn('could not hot-remove a pod disk', { pod: this.sandboxId, member, serial, error: String(err) });
+        this.log.warn('could not hot-remove a pod disk', { pod: this.sandboxId, member, serial, error: String(err) });
       }
     }
     // Only files made for this member (never the shared image). Unlinking one QEMU still holds
     // open is harmless: its blocks go when QEMU closes it.
     for (const file of disks.ownFiles) {
       await fs.promises.rm(file, { force: true }).catch((err: unknown) => {
-        this.opts.log.warn('could not remove a pod writable disk', { pod: this.sandboxId, member, file, error: String(err) });
+        this.log.warn('could not remove a pod writable disk', { pod: this.sandboxId, member, file, error: String(err) });
       });
     }
   }
@@ -268,7 +282,7 @@ export class PodVm {
     if (!this.destroying) {
       this.destroying = (async () => {
         await this.sandbox.destroy();
-        await this.opts.onDestroyed?.();
+        await this.onDestroyed?.();
       })();
     }
     return this.destroying;

@@ -46,6 +46,8 @@ export class Sandbox {
     readonly slots: DiskSlot[],
     private readonly log: Logger,
     backend: Backend,
+    /** The template key it was restored from, null when cold-booted. */
+    readonly restoredFrom: string | null,
   ) {
     this.shares = backend.supportsDirShares ? new HostShares(sharesDirOf(dir), log) : null;
   }
@@ -70,7 +72,7 @@ export class Sandbox {
         ...(opts.diskHotplug ? { diskHotplug: true } : {}),
       };
       // Restored from a template when a valid one exists, else cold-booted (template/start.ts).
-      const { vm: ready, agent } = await startVm({
+      const { vm: ready, agent, restoredFrom } = await startVm({
         backend: opts.backend, config, paths: opts.paths, log, templates: opts.templates,
         bootTimeoutMs: opts.bootTimeoutMs ?? 60_000,
         onVmStarted: (started) => {
@@ -78,7 +80,7 @@ export class Sandbox {
           opts.onVmStarted?.(started);
         },
       });
-      return new Sandbox(vmId, dir, ready, agent, slots, log, opts.backend);
+      return new Sandbox(vmId, dir, ready, agent, slots, log, opts.backend, restoredFrom);
     } catch (err) {
       const detail = vm ? vm.diagnostics() : '';
       if (vm) await vm.kill();

@@ -17,7 +17,8 @@ import { vmLossReport, type Backend, type DiskSlot, type VmInstance } from '../s
 import { assertDirSharesSupported } from '../sandbox/host-mounts';
 import { Sandbox } from '../sandbox/sandbox';
 import { placeInCgroup, removeCgroupPlacement, resolveCgroupsPath, type CgroupPlacement } from '../sandbox/host-cgroup';
-import type { PodRegistry } from '../sandbox/pod-registry';
+import { PodRegistry } from '../sandbox/pod-registry';
+import type { PodVm } from '../sandbox/pod';
 import { GuestProcess } from './guest-process';
 import { maxLimitForVm, vmMemoryMiB } from './memory-sizing';
 import { joinPod, type PodMembership } from './pod-member';
@@ -59,6 +60,14 @@ export interface ContainerOptions {
   /** Called with every host mount point of this container's host directories (bind mounts
    *  into the VM's 9p share) before they are made: record them on disk for `delete`. */
   onHostMounts?: (points: string[]) => void;
+  /** A running VM to take instead of booting one (a warm-pool spare's), when it fits. */
+  warm?: WarmVmSource;
+}
+
+/** A VM already running, with no container yet (pool/spare.ts): a Create takes it at most once. */
+export interface WarmVmSource {
+  /** The VM when it has this memory and vCPU count and is still alive; null otherwise. */
+  take(memoryMiB: number, vcpus: number): PodVm | null;
 }
 
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -184,6 +193,13 @@ export class Container {
     let hostCgroup: CgroupPlacement | null = null;
     let vmDirSeen = '';
     if (opts.pod) return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath);
+    const warm = opts.warm?.take(opts.memoryMiB, opts.vcpus);
+    if (warm) {
+      log.info('vm taken from the warm pool', { spare: warm.sandboxId, restored_from: warm.sandbox.restoredFrom ?? 'cold boot', pid: warm.sandbox.vm.identity.pid });
+      // A pod of one: the spare's VM takes its disks the way a pod member's do.
+      const own = { registry: new PodRegistry(), sandboxId: `warm-${id}`, maxContainers: warm.capacity };
+      return Container.createInPod(opts, own, terminal, initSpec, guestConfig, cgroupPath, warm);
+    }
     const sandbox = await Sandbox.boot({
       backend: opts.backend,
       paths: opts.paths,
@@ -269,13 +285,14 @@ export class Container {
   private static async createInPod(
     opts: ContainerOptions, pod: NonNullable<ContainerOptions['pod']>, terminal: boolean,
     initSpec: AgentProcess, guestConfig: ReturnType<typeof guestContainerConfig>, cgroupPath: string | null,
+    adopt?: PodVm,
   ): Promise<Container> {
     const { id, log } = opts;
     const membership = await joinPod({
       registry: pod.registry, sandboxId: pod.sandboxId, containerId: id, rootfs: opts.rootfs,
       writableDiskBytes: opts.writableDiskBytes, backend: opts.backend, paths: opts.paths,
       memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, maxContainers: pod.maxContainers, cgroupPath, log,
-      templates: opts.templates, onVmStarted: opts.onVmStarted,
+      templates: opts.templates, onVmStarted: opts.onVmStarted, adopt,
     });
     const sandbox = membership.sandbox;
     try {

@@ -31,6 +31,8 @@ export interface PodJoinOptions {
   log: Logger;
   /** The VM exists (booted now or before): record it on disk with its host cgroup dirs. */
   onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[]) => void;
+  /** A VM that is already running (a warm-pool spare's): taken instead of booting one. */
+  adopt?: PodVm;
 }
 
 export interface PodMembership {
@@ -68,6 +70,28 @@ function bootPod(opts: PodJoinOptions, hostCgroupDirs: string[]): Promise<PodVm>
   });
 }
 
+/** Takes a running VM (a warm-pool spare's) as this pod's: into the container's host cgroup
+ *  now (the pages it touched so far stay charged where they were), cleaned up as a booted one. */
+async function adoptPod(opts: PodJoinOptions, pod: PodVm, hostCgroupDirs: string[]): Promise<PodVm> {
+  let placement: CgroupPlacement | null = null;
+  pod.adopt(opts.log, async () => {
+    if (!placement) return;
+    const left = await removeCgroupPlacement(placement);
+    if (left.length > 0) opts.log.warn('host cgroup left behind (not empty)', { dirs: left.join(' ') });
+  });
+  if (opts.cgroupPath) {
+    placement = { relativePath: opts.cgroupPath, created: hostCgroupDirs };
+    try {
+      placeInCgroup(pod.sandbox.vm.identity.pid, opts.cgroupPath, undefined, placement);
+    } catch (err) {
+      // Nobody else holds this VM: it goes with the failed Create (and the placement with it).
+      await pod.destroy();
+      throw err;
+    }
+  }
+  return pod;
+}
+
 /** Pod VMs' host cgroup directories, by VM (the booting container's cgroupsPath). */
 const podCgroupDirs = new WeakMap<PodVm, string[]>();
 
@@ -78,24 +102,22 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
   image.catch(() => undefined);
   const dirs: string[] = [];
   const pod = await registry.join(sandboxId, id, async () => {
-    const booted = await bootPod(opts, dirs);
+    const booted = opts.adopt ? await adoptPod(opts, opts.adopt, dirs) : await bootPod(opts, dirs);
     podCgroupDirs.set(booted, dirs);
     return booted;
   });
   const sandbox = pod.sandbox;
-  const leave = async (): Promise<void> => {
-    if (pod.alive) {
-      try {
-        await sandbox.agent.removeContainer(id);
-      } catch (err) {
-        // The VM (or the container in it) is already gone: nothing left to remove.
-        if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound))) {
-          log.warn('removing the container from the pod VM failed', { error: String(err) });
-        }
+  const leave = (): Promise<void> => registry.leaveGuest(sandboxId, id, async () => {
+    if (!pod.alive) return;
+    try {
+      await sandbox.agent.removeContainer(id);
+    } catch (err) {
+      // The VM (or the container in it) is already gone: nothing left to remove.
+      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound))) {
+        log.warn('removing the container from the pod VM failed', { error: String(err) });
       }
     }
-    await registry.leave(sandboxId, id);
-  };
+  });
   try {
     opts.onVmStarted?.(sandbox.vm, sandbox.dir, podCgroupDirs.get(pod) ?? []);
     const built = await image;

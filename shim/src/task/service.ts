@@ -25,7 +25,7 @@ import { openHostStdio, type HostStdio } from '../stdio/host-stdio';
 import { StateStore, validateId, type ContainerState, type LoggerRecord } from '../state/store';
 import { toTimestamp } from '../util/time';
 import { PodRegistry } from '../sandbox/pod-registry';
-import { Container } from './container';
+import { Container, type WarmVmSource } from './container';
 import { parseExecProcessSpec } from './exec-spec';
 import { packCgroupMetrics, toCgroupMetrics } from './metrics';
 import type { GuestProcess } from './guest-process';
@@ -48,6 +48,10 @@ export interface TaskServiceOptions {
   podMaxContainers?: number;
   /** Restore VMs from templates when valid (config `templates`, default true). */
   templates?: boolean;
+  /** A warm-pool spare's running VM, for the first Create that fits it (pool/spare.ts). */
+  warm?: WarmVmSource;
+  /** After every Create, whatever its outcome (the daemon tops the warm pool up after its first). */
+  onCreated?: () => void;
 }
 
 interface Entry {
@@ -220,7 +224,7 @@ export class TaskService {
         backend: this.opts.backend, paths: this.opts.paths,
         memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
         templates: this.opts.templates,
-        log, pod: this.podFor(id, spec.annotations),
+        log, pod: this.podFor(id, spec.annotations), warm: this.opts.warm,
         onVmStarted: (vm, vmDir, hostCgroupDirs) => this.persist(ident, 'creating', null, {
           backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir,
           sockets: vm.sockets, disks: {}, hostCgroupDirs,
@@ -263,6 +267,7 @@ export class TaskService {
       throw err;
     } finally {
       this.creating.delete(id);
+      this.opts.onCreated?.();
     }
   }
 

@@ -1,0 +1,179 @@
+// The warm pool (pool/), through real ctr on a private containerd whose config says
+// pool_size = 1: the first container's daemon fills the pool; the next `ctr run` claims the
+// spare (its daemon and its VM, restored and reseeded before anyone asked) and the container
+// runs in that VM with its own output and exit code; the pool refills by itself. A spare
+// refuses claimers of another environment (and stays), bad claims (and stays), and claims
+// after the config changed (and leaves: never a stale guest). A container that does not fit
+// the warm VM boots its own and the spare's VM goes. A spare killed -9 is swept (its VMM
+// killed). Draining leaves nothing behind: no process, VM directory or pool entry.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { smolvmPaths, type Paths } from '../shim/src/config/paths';
+import { claimOne, claimSpare } from '../shim/src/pool/claim';
+import { drainPool, listSpares, sweepPool, waitForReady, type SpareEntry } from '../shim/src/pool/pool';
+import { encodeClaim, smolvmEnv, type ClaimRequest } from '../shim/src/pool/protocol';
+import { isSameProcessAlive, waitGone } from '../shim/src/util/proc';
+import { PrivateContainerd, RUN_MARKER_ENV } from './harness/containerd';
+import { describeResult } from './harness/exec';
+import { busyboxImage, importImage, type OciImage } from './harness/image';
+import { waitForNoLeaks } from './harness/leaks';
+import { repoRoot, selectedRuntime, SMOLVM_RUNTIME } from './harness/suite';
+
+const READY_MS = 120_000;
+
+describe(`warm pool [${SMOLVM_RUNTIME}]`, function () {
+  let containerd: PrivateContainerd | undefined;
+  let image: OciImage;
+  let configDir = '';
+  let configFile = '';
+  let paths: Paths;
+  const ids: string[] = [];
+  let counter = 0;
+
+  const ctrd = (): PrivateContainerd => {
+    if (!containerd) throw new Error('containerd is not running');
+    return containerd;
+  };
+  const nextId = (): string => {
+    const id = `pool-${process.pid}-${++counter}`;
+    ids.push(id);
+    return id;
+  };
+  const run = async (command: string[], flags: string[] = []): Promise<{ id: string; stdout: string; exitCode: number | null; log: string }> => {
+    const id = nextId();
+    const offset = ctrd().logOffset();
+    const result = await ctrd().ctr(['run', '--rm', '--runtime', SMOLVM_RUNTIME, ...flags, image.ref, id, ...command], { timeoutMs: 120_000 });
+    if (result.exitCode === null || result.timedOut) assert.fail(describeResult(result));
+    return { id, stdout: result.stdout.toString('utf8'), exitCode: result.exitCode, log: ctrd().logSince(offset) };
+  };
+  const readySpare = async (): Promise<SpareEntry> => {
+    assert.ok(await waitForReady(paths, 1, READY_MS), `no spare ready within ${READY_MS / 1000} s:\n${spareLogs()}`);
+    const spare = listSpares(paths).find((s) => s.ready);
+    assert.ok(spare?.owner && spare.vm, 'a ready spare names its daemon and its VMM');
+    return spare;
+  };
+  const spareLogs = (): string => listSpares(paths)
+    .map((s) => `${s.name}:\n${fs.existsSync(path.join(s.dir, 'spare.log')) ? fs.readFileSync(path.join(s.dir, 'spare.log'), 'utf8') : '(no log)'}`)
+    .join('\n');
+  /** A claim as `start` would send it for this containerd, with overrides. */
+  const claim = (over: Partial<ClaimRequest> = {}): ClaimRequest => ({
+    namespace: ctrd().namespace, id: `never-${process.pid}`, bundle: '/nonexistent-bundle', group: `never-${process.pid}`,
+    address: ctrd().address, publishBinary: '/usr/bin/containerd', ttrpcAddress: `${ctrd().address}.ttrpc`,
+    socketDir: '', debug: false, env: smolvmEnv({ ...process.env, SMOLVM_ROOT: ctrd().smolvmRoot, SMOLVM_CONFIG: configFile, [RUN_MARKER_ENV]: ctrd().marker }),
+    ...over,
+  });
+
+  before(async function () {
+    if (selectedRuntime() !== SMOLVM_RUNTIME) this.skip();
+    this.timeout(180_000);
+    configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-pool-'));
+    configFile = path.join(configDir, 'config.toml');
+    fs.writeFileSync(configFile, 'pool_size = 1\n');
+    image = busyboxImage();
+    containerd = await PrivateContainerd.start({ repoRoot: repoRoot(), env: { SMOLVM_CONFIG: configFile } });
+    paths = smolvmPaths({ SMOLVM_ROOT: containerd.smolvmRoot });
+    await importImage(containerd, image);
+  });
+
+  after(async function () {
+    this.timeout(120_000);
+    if (!containerd) return;
+    try {
+      await drainPool(paths);
+      assert.deepEqual(listSpares(paths), [], 'drain removes every pool entry');
+      const leaks = await waitForNoLeaks({ containerd, containerIds: ids });
+      assert.deepEqual(leaks, [], 'nothing is left after the pool is drained');
+      const vms = path.join(paths.stateDir, 'vms');
+      assert.deepEqual(fs.existsSync(vms) ? fs.readdirSync(vms) : [], [], 'no VM directory is left');
+    } finally {
+      await containerd.stop();
+      fs.rmSync(configDir, { recursive: true, force: true });
+    }
+  });
+
+  it('the first daemon fills the pool; the next container takes the spare, its VM and its exit code; the pool refills', async function () {
+    this.timeout(300_000);
+    const first = await run(['sh', '-c', 'echo first']);
+    assert.equal(first.exitCode, 0, first.log);
+    assert.equal(first.stdout.trim(), 'first');
+    const spare = await readySpare();
+
+    const second = await run(['sh', '-c', 'echo $((6*7)); exit 3']);
+    assert.equal(second.exitCode, 3, second.log);
+    assert.equal(second.stdout.trim(), '42');
+    assert.match(second.log, new RegExp(`claimed from the warm pool.*id=${second.id} spare=${spare.name}`));
+    assert.match(second.log, new RegExp(`vm taken from the warm pool.*id=${second.id}`));
+    assert.doesNotMatch(second.log, new RegExp(`vm (cold boot|restored from template).*id=${second.id}`), 'no VM was started for it');
+    assert.ok(await waitGone(spare.vm!, 10_000), 'the spare\'s VM ends with its container');
+
+    const refill = await readySpare();
+    assert.notEqual(refill.name, spare.name, 'a new spare took its place');
+    assert.ok(!fs.existsSync(spare.dir), 'the claimed entry left the pool');
+  });
+
+  it('refuses claims from another environment and malformed ones, and stays in the pool', async function () {
+    this.timeout(180_000);
+    const spare = await readySpare();
+    const other = await claimOne(path.join(spare.dir, 'claim.sock'), encodeClaim(claim({ env: { SMOLVM_TEMPLATES: 'off' } })));
+    assert.deepEqual(other, { kind: 'refused', reason: 'another SMOLVM_* environment' });
+    const garbage = await new Promise<string>((resolve, reject) => {
+      const conn = net.connect(path.join(spare.dir, 'claim.sock'));
+      let text = '';
+      conn.on('connect', () => conn.write('GET / HTTP/1.0\n\n'));
+      conn.on('data', (d) => { text += d.toString('utf8'); });
+      conn.on('end', () => resolve(text));
+      conn.on('error', reject);
+    });
+    assert.match(garbage, /^refused claim: expected "smolvm-claim 1"/);
+    const relative = await claimOne(path.join(spare.dir, 'claim.sock'), Buffer.from('smolvm-claim 1\nnamespace=a\nid=b\ngroup=b\nbundle=rel/dir\n\n'));
+    assert.equal(relative.kind, 'refused');
+    assert.match(relative.kind === 'refused' ? relative.reason : '', /bundle "rel\/dir" is not absolute/);
+    const still = listSpares(paths).find((s) => s.name === spare.name);
+    assert.ok(still?.ready && isSameProcessAlive(still.owner!), 'the spare still takes claims');
+  });
+
+  it('after the config changed a spare refuses and leaves the pool; the container runs on a fresh VM', async function () {
+    this.timeout(300_000);
+    const spare = await readySpare();
+    fs.writeFileSync(configFile, 'pool_size = 1\nwritable_disk_mib = 512\n');
+    const refused: string[] = [];
+    const answer = await claimSpare(path.join(paths.stateDir, 'pool'), claim(), (_name, reason) => refused.push(reason));
+    assert.equal(answer, null);
+    assert.deepEqual(refused, ['the config changed since it booted']);
+    assert.ok(await waitGone(spare.owner!, 10_000), 'the stale spare exits');
+    assert.ok(await waitGone(spare.vm!, 10_000), 'with its VM');
+
+    const ran = await run(['sh', '-c', 'df -m / | tail -1']);
+    assert.equal(ran.exitCode, 0, ran.log);
+    assert.doesNotMatch(ran.log, /claimed from the warm pool/);
+    const refill = await readySpare();
+    assert.notEqual(refill.name, spare.name);
+  });
+
+  it('a container that does not fit the warm VM boots its own; the spare\'s VM goes', async function () {
+    this.timeout(300_000);
+    const spare = await readySpare();
+    // 600 MiB does not fit the 256 MiB class the spare booted with.
+    const ran = await run(['sh', '-c', 'cat /sys/fs/cgroup/memory.max'], ['--memory-limit', String(600 * 1024 * 1024)]);
+    assert.equal(ran.exitCode, 0, ran.log);
+    assert.equal(ran.stdout.trim(), String(600 * 1024 * 1024));
+    assert.match(ran.log, /warm vm does not fit the container; booting one/);
+    assert.match(ran.log, new RegExp(`vm (cold boot|restored from template).*id=${ran.id}`));
+    assert.ok(await waitGone(spare.vm!, 10_000), 'the unused warm VM was torn down');
+  });
+
+  it('a spare killed -9 is swept: its VMM is killed, its entry removed', async function () {
+    this.timeout(180_000);
+    const spare = await readySpare();
+    process.kill(spare.owner!.pid, 'SIGKILL');
+    assert.ok(await waitGone(spare.owner!, 5_000));
+    assert.ok(isSameProcessAlive(spare.vm!), 'its VMM outlives it (nothing else would stop it)');
+    assert.ok((await sweepPool(paths)) >= 1);
+    assert.ok(await waitGone(spare.vm!, 5_000), 'the sweep killed the VMM');
+    assert.ok(!fs.existsSync(spare.dir));
+    assert.ok(spare.vm!.dir && !fs.existsSync(spare.vm!.dir), 'and removed its VM directory');
+  });
+});
