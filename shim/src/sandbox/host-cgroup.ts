@@ -8,6 +8,7 @@
 // (it is not here), and the resulting paths are the ones systemd would use.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Logger } from '../log';
 import { invalidArgument, RpcError, Code } from '../errdefs';
 
 /** Where a cgroup filesystem is mounted; `v1` hierarchies need cpuset set-up for new children. */
@@ -198,4 +199,31 @@ export async function removeCgroupPlacement(placement: CgroupPlacement, busyBoun
     }
   }
   return left;
+}
+
+/**
+ * A VMM's place in its container's host cgroup (linux.cgroupsPath; none without one): placed
+ * as soon as the VMM exists, released once it is gone. The placement is recorded before the
+ * move, so that a partial one is undone too.
+ */
+export class VmmCgroup {
+  private placement: CgroupPlacement | null = null;
+
+  /** `createdDirs` receives the directories smolvm makes (the state file records them). */
+  constructor(private readonly cgroupPath: string | null, readonly createdDirs: string[] = []) {}
+
+  place(pid: number): void {
+    if (!this.cgroupPath) return;
+    this.placement = { relativePath: this.cgroupPath, created: this.createdDirs };
+    placeInCgroup(pid, this.cgroupPath, undefined, this.placement);
+  }
+
+  /** Removes what smolvm created (only empty directories); `log` hears what had to stay. */
+  async release(log?: Logger): Promise<void> {
+    const placement = this.placement;
+    this.placement = null;
+    if (!placement) return;
+    const left = await removeCgroupPlacement(placement);
+    if (left.length > 0) log?.warn('host cgroup left behind (not empty)', { dirs: left.join(' ') });
+  }
 }

@@ -16,7 +16,7 @@ import type { OciProcess, OciSpec } from '../oci/spec';
 import { vmLossReport, type Backend, type DiskSlot, type VmInstance } from '../sandbox/backend';
 import { assertDirSharesSupported } from '../sandbox/host-mounts';
 import { Sandbox } from '../sandbox/sandbox';
-import { placeInCgroup, removeCgroupPlacement, resolveCgroupsPath, type CgroupPlacement } from '../sandbox/host-cgroup';
+import { resolveCgroupsPath, VmmCgroup } from '../sandbox/host-cgroup';
 import { PodRegistry } from '../sandbox/pod-registry';
 import type { PodVm } from '../sandbox/pod';
 import { GuestProcess } from './guest-process';
@@ -146,8 +146,8 @@ export class Container {
   private readonly execs = new Map<string, GuestProcess>();
   /** Exec ids whose ExecProcess is in flight: a second exec with one of them is AlreadyExists. */
   private readonly pendingExecs = new Set<string>();
-  /** The host cgroup directories made for the VMM (spec linux.cgroupsPath), removed on destroy. */
-  private hostCgroup: CgroupPlacement | null = null;
+  /** The VMM's host cgroup (spec linux.cgroupsPath) when the VM is its own, released on destroy. */
+  private hostCgroup: VmmCgroup | null = null;
   /** Set when the container runs in a pod's shared VM: leaving it, not a VM teardown. */
   private podMembership: PodMembership | null = null;
   private leaving: Promise<void> | null = null;
@@ -190,7 +190,6 @@ export class Container {
     const initSpec = agentProcess(spec.process, terminal, `container ${id}`);
     const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
     assertDirSharesSupported(opts.backend, guestConfig.shares, id);
-    let hostCgroup: CgroupPlacement | null = null;
     let vmDirSeen = '';
     if (opts.pod) return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath);
     const warm = opts.warm?.take(opts.memoryMiB, opts.vcpus);
@@ -200,6 +199,7 @@ export class Container {
       const own = { registry: new PodRegistry(), sandboxId: `warm-${id}`, maxContainers: warm.capacity };
       return Container.createInPod(opts, own, terminal, initSpec, guestConfig, cgroupPath, warm);
     }
+    const hostCgroup = new VmmCgroup(cgroupPath);
     const sandbox = await Sandbox.boot({
       backend: opts.backend,
       paths: opts.paths,
@@ -223,15 +223,11 @@ export class Container {
       onVmStarted: (vm) => {
         // Before the guest runs anything, so the host accounts and limits the whole VM. A
         // failure here throws out of boot, which kills the VM.
-        if (cgroupPath) {
-          // Recorded before placing: a partial placement is undone once the VM is dead.
-          hostCgroup = { relativePath: cgroupPath, created: [] };
-          placeInCgroup(vm.identity.pid, cgroupPath, undefined, hostCgroup);
-        }
-        opts.onVmStarted?.(vm, vmDirSeen, hostCgroup?.created ?? []);
+        hostCgroup.place(vm.identity.pid);
+        opts.onVmStarted?.(vm, vmDirSeen, hostCgroup.createdDirs);
       },
     }).catch(async (err: unknown) => {
-      if (hostCgroup) await removeCgroupPlacement(hostCgroup);
+      await hostCgroup.release();
       throw err;
     });
     try {
@@ -244,7 +240,7 @@ export class Container {
       return container;
     } catch (err) {
       await sandbox.destroy();
-      if (hostCgroup) await removeCgroupPlacement(hostCgroup);
+      await hostCgroup.release();
       throw err;
     }
   }
@@ -461,10 +457,7 @@ export class Container {
       await this.sandbox.destroy();
     }
     // After the VMM is gone: only an empty cgroup can be removed.
-    if (this.hostCgroup) {
-      const left = await removeCgroupPlacement(this.hostCgroup);
-      if (left.length > 0) this.opts.log.warn('host cgroup left behind (not empty)', { dirs: left.join(' ') });
-    }
+    await this.hostCgroup?.release(this.opts.log);
     const lost = { exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() };
     this.init.markExited(lost);
     for (const exec of this.execs.values()) exec.state.markExited(lost);

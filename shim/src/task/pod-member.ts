@@ -8,7 +8,7 @@ import type { Paths } from '../config/paths';
 import { Code, RpcError } from '../errdefs';
 import type { Logger } from '../log';
 import type { Backend, VmInstance } from '../sandbox/backend';
-import { placeInCgroup, removeCgroupPlacement, type CgroupPlacement } from '../sandbox/host-cgroup';
+import { VmmCgroup } from '../sandbox/host-cgroup';
 import { PodVm, type FilledSlot } from '../sandbox/pod';
 import type { PodRegistry } from '../sandbox/pod-registry';
 import type { Sandbox } from '../sandbox/sandbox';
@@ -46,26 +46,19 @@ export interface PodMembership {
 }
 
 function bootPod(opts: PodJoinOptions, hostCgroupDirs: string[]): Promise<PodVm> {
-  let placement: CgroupPlacement | null = null;
+  const cgroup = new VmmCgroup(opts.cgroupPath, hostCgroupDirs);
   return PodVm.boot({
     sandboxId: opts.sandboxId, backend: opts.backend, paths: opts.paths, memoryMiB: opts.memoryMiB,
     vcpus: opts.vcpus, maxContainers: opts.maxContainers, log: opts.log, templates: opts.templates,
     onVmStarted: (vm, vmDir) => {
-      if (opts.cgroupPath) {
-        // Before the guest runs: the host accounts and limits the whole pod VM.
-        placement = { relativePath: opts.cgroupPath, created: hostCgroupDirs };
-        placeInCgroup(vm.identity.pid, opts.cgroupPath, undefined, placement);
-      }
+      // Before the guest runs: the host accounts and limits the whole pod VM.
+      cgroup.place(vm.identity.pid);
       // Recorded at once: a daemon killed during the boot must not leak the VM.
       opts.onVmStarted?.(vm, vmDir, hostCgroupDirs);
     },
-    onDestroyed: async () => {
-      if (!placement) return;
-      const left = await removeCgroupPlacement(placement);
-      if (left.length > 0) opts.log.warn('host cgroup left behind (not empty)', { dirs: left.join(' ') });
-    },
+    onDestroyed: () => cgroup.release(opts.log),
   }).catch(async (err: unknown) => {
-    if (placement) await removeCgroupPlacement(placement);
+    await cgroup.release();
     throw err;
   });
 }
@@ -73,21 +66,14 @@ function bootPod(opts: PodJoinOptions, hostCgroupDirs: string[]): Promise<PodVm>
 /** Takes a running VM (a warm-pool spare's) as this pod's: into the container's host cgroup
  *  now (the pages it touched so far stay charged where they were), cleaned up as a booted one. */
 async function adoptPod(opts: PodJoinOptions, pod: PodVm, hostCgroupDirs: string[]): Promise<PodVm> {
-  let placement: CgroupPlacement | null = null;
-  pod.adopt(opts.log, async () => {
-    if (!placement) return;
-    const left = await removeCgroupPlacement(placement);
-    if (left.length > 0) opts.log.warn('host cgroup left behind (not empty)', { dirs: left.join(' ') });
-  });
-  if (opts.cgroupPath) {
-    placement = { relativePath: opts.cgroupPath, created: hostCgroupDirs };
-    try {
-      placeInCgroup(pod.sandbox.vm.identity.pid, opts.cgroupPath, undefined, placement);
-    } catch (err) {
-      // Nobody else holds this VM: it goes with the failed Create (and the placement with it).
-      await pod.destroy();
-      throw err;
-    }
+  const cgroup = new VmmCgroup(opts.cgroupPath, hostCgroupDirs);
+  pod.adopt(opts.log, () => cgroup.release(opts.log));
+  try {
+    cgroup.place(pod.sandbox.vm.identity.pid);
+  } catch (err) {
+    // Nobody else holds this VM: it goes with the failed Create (and the placement with it).
+    await pod.destroy();
+    throw err;
   }
   return pod;
 }
