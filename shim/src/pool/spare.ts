@@ -211,6 +211,8 @@ export async function runSpare(): Promise<void> {
         writeFileAtomic(path.join(dir, VM_FILE), JSON.stringify({ pid: vm.identity.pid, startTime: vm.identity.startTime ?? liveProcessStartTime(vm.identity.pid), dir: vmDir }));
       },
     });
+    // The container's writable disk is the same for every container: attached now, not then.
+    await pod.prepareWritable(config.writableDiskMiB * 1024 * 1024, paths.cacheDir);
     const state: SpareState = {
       name, dir, paths, config, backend, log, target,
       guest: { kernel: guest.kernel.vmlinux, initramfs: guest.initramfs }, env: envFingerprint(smolvmEnv(process.env)), pod,

@@ -90,6 +90,8 @@ export class PodVm {
   private diskSeq = 0;
   private destroying: Promise<void> | null = null;
   private vmGone = false;
+  /** Hotplug: a fresh writable disk attached ahead of time (a warm spare's) for the next member. */
+  private readyWritable: { slot: DiskSlot; bytes: number } | null = null;
   /** Runs after the VM is gone for good (PodBootOptions.onDestroyed, or an adopter's). */
   private onDestroyed: (() => Promise<void>) | undefined;
 
@@ -231,6 +233,20 @@ export class PodVm {
   }
 
   /**
+   * Hotplug: makes and attaches the next member's writable disk now (a warm spare does this
+   * while it waits), so that a Create only hot-adds its image. A no-op for slot pairs.
+   */
+  async prepareWritable(bytes: number, cacheDir: string): Promise<void> {
+    const vm = this.sandbox.vm;
+    if (!this.hotplug || this.readyWritable || !vm.attachDisk) return;
+    const n = this.diskSeq++;
+    const slot: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dir, `pod${n}-rw.ext4`), readOnly: false };
+    await createWritableDisk(slot.path, bytes, { cacheDir });
+    await vm.attachDisk(slot);
+    this.readyWritable = { slot, bytes };
+  }
+
+  /**
    * Hotplug: the image hot-added read-only as it is (no copy), a fresh sparse ext4 file in the
    * VM dir hot-added writable. Fresh devices: the agent mounts them as soon as it finds them
    * (size 0: no capacity change to wait for). On a failure what was attached stays recorded
@@ -243,6 +259,16 @@ export class PodVm {
     if (!vm.attachDisk || !vm.detachDisk) throw new Error(`pod ${this.sandboxId}: the ${vm.backend} VM cannot hot-add disks`);
     const n = this.diskSeq++;
     const image: DiskSlot = { serial: `pod${n}-img`, path: content.imagePath, readOnly: true };
+    const ready = this.readyWritable?.bytes === content.writableDiskBytes ? this.readyWritable : null;
+    if (ready) {
+      // Made and attached before this container came (prepareWritable): it is this member's now.
+      this.readyWritable = null;
+      disks.ownFiles.push(ready.slot.path);
+      disks.attached.push(ready.slot.serial);
+      await vm.attachDisk(image);
+      disks.attached.push(image.serial);
+      return { image: { serial: image.serial, sizeBytes: 0 }, writable: { serial: ready.slot.serial, sizeBytes: 0 } };
+    }
     const writable: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dir, `pod${n}-rw.ext4`), readOnly: false };
     await createWritableDisk(writable.path, content.writableDiskBytes, { cacheDir: content.cacheDir });
     disks.ownFiles.push(writable.path);
