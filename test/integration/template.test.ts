@@ -2,7 +2,8 @@
 // SMOLVM_TEMPLATE_BACKEND=kvm on the kvm backend (inside the KVM lab: test/lab/template-lab). The
 // first VM cold-boots and schedules a background build; later VMs restore from it; restored
 // VMs are clone-safe (different /dev/urandom); a changed input gives another key and a cold
-// boot; a corrupt template falls back to a cold boot with a warning and is rebuilt. Needs a
+// boot; a corrupt template falls back to a cold boot with a warning and is rebuilt; a warm pod
+// VM (a pool spare's) takes a container. Needs a
 // built kernel, the agent, qemu-system-x86, erofs-utils, e2fsprogs and busybox-static.
 import * as assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -18,6 +19,10 @@ import { KvmBackend } from '../../shim/src/sandbox/backends/kvm';
 import { TcgBackend } from '../../shim/src/sandbox/backends/tcg';
 import { guestArtifacts, type GuestArtifacts } from '../../shim/src/sandbox/guest';
 import { STATE_FILE, startVm, TemplateStore, templateInputs, shapeOf, type StartedVm } from '../../shim/src/sandbox/template';
+import type { OciSpec } from '../../shim/src/oci/spec';
+import { PodVm } from '../../shim/src/sandbox/pod';
+import { Container } from '../../shim/src/task/container';
+import { isSameProcessAlive } from '../../shim/src/util/proc';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
 
 interface LogLine {
@@ -62,16 +67,17 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
   let guest: GuestArtifacts;
   let image: GuestImage;
   let store: TemplateStore;
+  let rootfsDir = '';
   const running: StartedVm[] = [];
 
   before(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-template-'));
     paths = { stateDir: path.join(work, 'run'), cacheDir: path.join(work, 'lib') };
     store = new TemplateStore(paths.cacheDir);
-    const rootfs = makeBusyboxRootfs(work);
+    rootfsDir = makeBusyboxRootfs(work);
     [guest, image] = await Promise.all([
       guestArtifacts(paths.cacheDir),
-      ensureImage({ kind: 'dir', path: rootfs }, { cacheDir: paths.cacheDir }),
+      ensureImage({ kind: 'dir', path: rootfsDir }, { cacheDir: paths.cacheDir }),
     ]);
   });
 
@@ -248,5 +254,51 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     } finally {
       delete process.env.SMOLVM_TEMPLATES;
     }
+  });
+
+  // A warm-pool spare (pool/spare.ts) holds a pod-shaped VM restored from its own template,
+  // with no container; the first Create that fits takes it: disks hot-added (tcg) or written
+  // into a slot pair (kvm), and the VM ends with that container.
+  it('a warm pod VM restored from its template takes a container: its disks, output and exit code', async () => {
+    const lines: LogLine[] = [];
+    const log = recordingLogger(lines);
+    const boot = (): Promise<PodVm> => PodVm.boot({
+      sandboxId: 'spare-test', backend, paths, memoryMiB: 256, vcpus: 1, maxContainers: 2, log, templates: true,
+    });
+    const cold = await boot();
+    const podKey = /^vm cold boot: no template (\S+) \(building\)$/.exec(lines.find((l) => l.msg.startsWith('vm cold boot'))?.msg ?? '')?.[1];
+    await cold.destroy();
+    assert.ok(podKey, JSON.stringify(lines));
+    await waitForTemplate(podKey);
+    const pod = await boot();
+    assert.equal(pod.sandbox.restoredFrom, podKey, JSON.stringify(lines.filter((l) => l.level === 'warn')));
+    await pod.prepareWritable(64 * 1024 * 1024, paths.cacheDir);
+
+    const stdout = new PassThrough();
+    let out = '';
+    stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    let offered = 0;
+    const container = await Container.create({
+      id: 'warm-c', rootfs: { kind: 'dir', path: rootfsDir }, stdio: { stdout, stderr: new PassThrough() },
+      spec: {
+        ociVersion: '1.0.2', root: { path: 'rootfs' }, hostname: 'warm',
+        process: { args: ['sh', '-c', 'echo data > /f; cat /f; hostname; exit 5'], env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0 } },
+      } as OciSpec,
+      backend, paths, memoryMiB: 256, vcpus: 1, writableDiskBytes: 64 * 1024 * 1024, log,
+      warm: { take: (memoryMiB, vcpus) => (memoryMiB === 256 && vcpus === 1 && offered++ === 0 ? pod : null) },
+    });
+    try {
+      assert.equal(offered, 1);
+      assert.equal(container.pid, pod.sandbox.vm.identity.pid, 'the container runs in the warm VM');
+      assert.ok(lines.some((l) => l.msg === 'vm taken from the warm pool'), JSON.stringify(lines));
+      await container.start();
+      const exit = await container.init.exited;
+      assert.equal(exit.exitStatus, 5);
+      assert.equal(out, 'data\nwarm\n');
+    } finally {
+      await container.destroy();
+    }
+    assert.ok(!isSameProcessAlive(pod.sandbox.vm.identity), 'the warm VM ends with its container');
+    assert.ok(!fs.existsSync(pod.sandbox.dir), 'its directory is removed');
   });
 });
