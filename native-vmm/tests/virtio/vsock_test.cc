@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "devices/virtio/vsock.h"
 #include "harness.h"
@@ -484,6 +485,228 @@ TEST(vsock_restore_sends_transport_reset_event) {
     threw = std::string(e.what()).find("CID") != std::string::npos;
   }
   CHECK(threw);
+}
+
+namespace {
+
+// A restored machine for the tests below: the guest driver (queues in rig.h's memory) was set
+// up like Linux 6.1 (8 event buffers of 4 bytes, rx buffers), then the device state was saved
+// and restored into a second device listening on its own socket, which replaces the first in
+// the harness (so the guest's notifies reach it).
+struct RestoredVsock {
+  explicit RestoredVsock(VsockRig& rig, int event_buffers = 8) : rig_(rig) {
+    REQUIRE_INIT(rig.h.Init() & kStatusDriverOk);
+    rig.guest.PostRx(16);
+    for (int i = 0; i < event_buffers; ++i) PostEventBuffer(rig.h.Alloc(4));
+    rig.h.Notify(kVsockEventQueue);
+    std::vector<uint8_t> state = rig.h.transport->SaveState();
+    auto device = MakeVirtioVsock(kGuestCid, ListenUnixSocket(dir.path + "/v.sock"), rig.loop);
+    auto transport = std::make_unique<MmioTransport>(device, *rig.h.memory, rig.h.irq);
+    transport->RestoreState(state);
+    rig.h.transport = std::move(transport);
+    rig.h.device = device;
+    restored = device;
+  }
+
+  void PostEventBuffer(GuestAddress buffer) {
+    uint16_t head = rig_.h.queues[kVsockEventQueue]->Add({{buffer, 4, true}});
+    event_buffers_[head] = buffer;
+  }
+
+  // A host client that connected to the restored VMM and asked for the agent's port.
+  UniqueFd ConnectToAgent() {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::string path = dir.path + "/v.sock";
+    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      throw std::runtime_error("connect to the restored vsock socket failed");
+    if (write(fd.get(), "CONNECT 1024\n", 13) != 13) abort();
+    fcntl(fd.get(), F_SETFL, O_NONBLOCK);
+    return fd;
+  }
+
+  // What Linux 6.1's virtio_transport does for one interrupt: vm_interrupt runs the
+  // callbacks in queue order, rx (0) before event (2); rx work accepts REQUESTs on the
+  // listening port into the connected table; event work takes each event, resets EVERY
+  // connected socket on TRANSPORT_RESET (virtio_vsock_reset_sock: TCP_CLOSE, nothing sent to
+  // the host), re-posts the buffer and kicks the event queue once after its loop.
+  // Data for a socket that is not connected any more is answered with RST.
+  void LinuxInterrupt() {
+    for (Packet& p : rig_.guest.DrainRx()) {
+      const uint32_t host_port = p.h.src_port;
+      switch (p.h.op) {
+        case kVsockOpRequest:
+          if (p.h.dst_port == kAgentPort) {
+            connected.insert(host_port);
+            ++accepted;
+            rig_.guest.Send(kAgentPort, host_port, kVsockOpResponse);
+          } else {
+            rig_.guest.Send(p.h.dst_port, host_port, kVsockOpRst);
+          }
+          break;
+        case kVsockOpRw:
+          if (connected.count(host_port) == 0) {
+            ++rst_for_dead_sockets;
+            rig_.guest.Send(kAgentPort, host_port, kVsockOpRst);
+            break;
+          }
+          // The agent echoes.
+          rig_.guest.Send(kAgentPort, host_port, kVsockOpRw, p.data.data(),
+                          static_cast<uint32_t>(p.data.size()));
+          break;
+        default:
+          break;
+      }
+    }
+    bool took_event = false;
+    GuestQueue& events = *rig_.h.queues[kVsockEventQueue];
+    while (auto used = events.PopUsed()) {
+      GuestAddress buffer = event_buffers_.at(static_cast<uint16_t>(used->id));
+      event_buffers_.erase(static_cast<uint16_t>(used->id));
+      uint32_t id = 0xffffffff;
+      memcpy(&id, rig_.h.Peek(buffer, 4).data(), 4);
+      if (used->len == 4 && id == kVsockEventTransportReset) {
+        ++transport_resets;
+        connected.clear();
+      }
+      PostEventBuffer(buffer);
+      took_event = true;
+    }
+    if (took_event) rig_.h.Notify(kVsockEventQueue);
+  }
+
+  TempDir dir;
+  std::shared_ptr<VirtioVsock> restored;
+  std::set<uint32_t> connected;  // the guest's connected table (host ports)
+  int accepted = 0;
+  int transport_resets = 0;
+  int rst_for_dead_sockets = 0;
+
+ private:
+  static void REQUIRE_INIT(bool ok) {
+    if (!ok) throw std::runtime_error("driver init failed");
+  }
+  VsockRig& rig_;
+  std::map<uint16_t, GuestAddress> event_buffers_;
+};
+
+std::string ReadFor(int fd, int ms) {
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 10};
+    if (poll(&p, 1, 10) == 1) {
+      std::string chunk = ReadAvailable(fd);
+      if (chunk.empty()) break;
+      out += chunk;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// The race: the host connects right after the restore, before the guest ran. Its first
+// interrupt then finds both the restore's TRANSPORT_RESET (event queue) and the host's REQUEST
+// (rx queue); Linux handles rx first, accepts the connection, and then resets it with all the
+// others when it handles the event. The device must not send that REQUEST before the guest
+// has handled the event, so the connection is accepted after the reset and lasts.
+TEST(vsock_host_connection_made_right_after_restore_survives_the_transport_reset) {
+  VsockRig rig;
+  RestoredVsock vm(rig);
+  UniqueFd client = vm.ConnectToAgent();
+  rig.loop.RunFor(10);
+  vm.LinuxInterrupt();  // takes the reset (and, without the hold, the REQUEST first)
+  rig.loop.RunFor(10);
+  vm.LinuxInterrupt();  // the REQUEST released by the event queue's kick
+  rig.loop.RunFor(10);
+  CHECK_EQ(vm.transport_resets, 1);
+  CHECK_EQ(vm.accepted, 1);
+  REQUIRE(vm.connected.size() == 1);
+  const uint32_t port = *vm.connected.begin();
+  CHECK_EQ(ReadFor(client.get(), 100), "OK " + std::to_string(port) + "\n");
+  CHECK_EQ(write(client.get(), "ping", 4), 4);
+  std::string echoed;
+  for (int i = 0; i < 20 && echoed.size() < 4; ++i) {
+    rig.loop.RunFor(5);
+    vm.LinuxInterrupt();
+    rig.loop.RunFor(5);
+    echoed += ReadAvailable(client.get());
+  }
+  CHECK_EQ(echoed, std::string("ping"));
+  CHECK_EQ(vm.rst_for_dead_sockets, 0);
+  CHECK_EQ(vm.restored->connection_count(), 1u);
+  CHECK(!rig.h.NeedsReset());
+}
+
+// The ordering guarantee itself: a REQUEST waits for the driver to re-post an event buffer
+// and notify the event queue; rx kicks or an event-queue kick without a new buffer do not
+// release it; a client that gives up meanwhile is closed quietly (nothing reached the guest).
+TEST(vsock_restore_holds_requests_until_the_event_buffer_is_reposted) {
+  VsockRig rig;
+  RestoredVsock vm(rig);
+  UniqueFd impatient = vm.ConnectToAgent();
+  UniqueFd client = vm.ConnectToAgent();
+  rig.loop.RunFor(10);
+  CHECK(rig.guest.DrainRx().empty());
+  rig.guest.PostRx(4);  // an rx kick
+  rig.h.Notify(kVsockEventQueue);  // an event kick with nothing new posted
+  rig.loop.RunFor(10);
+  CHECK(rig.guest.DrainRx().empty());
+  CHECK_EQ(vm.restored->connection_count(), 2u);
+  impatient.reset();
+  rig.loop.RunFor(10);
+  CHECK_EQ(vm.restored->connection_count(), 1u);
+  // The driver handles the event: takes it, re-posts the buffer, kicks.
+  auto used = rig.h.queues[kVsockEventQueue]->PopUsed();
+  REQUIRE(used.has_value());
+  CHECK_EQ(used->len, 4u);
+  vm.PostEventBuffer(rig.h.Alloc(4));
+  rig.h.Notify(kVsockEventQueue);
+  std::vector<Packet> packets = rig.guest.DrainRx();
+  REQUIRE(packets.size() == 1);  // the REQUEST, and no RST for the client that left
+  CHECK_EQ(packets[0].h.op, kVsockOpRequest);
+  CHECK_EQ(packets[0].h.dst_port, kAgentPort);
+  // From now on connections are not held.
+  UniqueFd later = vm.ConnectToAgent();
+  rig.loop.RunFor(10);
+  packets = rig.guest.DrainRx();
+  REQUIRE(packets.size() == 1);
+  CHECK_EQ(packets[0].h.op, kVsockOpRequest);
+}
+
+// A driver that had no event buffer posted at restore gets the event when it posts one; the
+// hold then lasts until it posts the next.
+TEST(vsock_restore_without_event_buffers_delivers_the_reset_later) {
+  VsockRig rig;
+  RestoredVsock vm(rig, 0);
+  UniqueFd client = vm.ConnectToAgent();
+  rig.loop.RunFor(10);
+  CHECK(rig.guest.DrainRx().empty());
+  vm.PostEventBuffer(rig.h.Alloc(4));
+  rig.h.Notify(kVsockEventQueue);  // delivers the event
+  CHECK(rig.guest.DrainRx().empty());
+  vm.LinuxInterrupt();  // handles it, re-posts, kicks: the REQUEST follows
+  CHECK_EQ(vm.transport_resets, 1);
+  vm.LinuxInterrupt();
+  CHECK_EQ(vm.accepted, 1);
+  CHECK_EQ(vm.connected.size(), 1u);
+}
+
+// A driver reset forgets the hold: a fresh driver has no connections to lose.
+TEST(vsock_driver_reset_after_restore_clears_the_hold) {
+  VsockRig rig;
+  RestoredVsock vm(rig);
+  rig.h.Init();  // status 0 first: the device is reset, then set up anew
+  GuestVsock guest(rig.h);
+  guest.PostRx(8);
+  UniqueFd client = vm.ConnectToAgent();
+  rig.loop.RunFor(10);
+  std::vector<Packet> packets = guest.DrainRx();
+  REQUIRE(packets.size() == 1);
+  CHECK_EQ(packets[0].h.op, kVsockOpRequest);
 }
 
 TEST(vsock_factory_rejects_bad_input) {

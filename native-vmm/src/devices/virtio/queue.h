@@ -98,6 +98,9 @@ class Queue {
   // After a batch of AddUsed: whether the driver wants an interrupt.
   bool ShouldInterrupt() const;
 
+  // The driver's current available index (guest-written: any value, only for comparisons).
+  // Requires ready().
+  uint16_t avail_index() const { return LoadAvailIndex(); }
   uint16_t next_avail() const { return next_avail_; }
   uint16_t next_used() const { return next_used_; }
   void SetPositions(uint16_t next_avail, uint16_t next_used) {

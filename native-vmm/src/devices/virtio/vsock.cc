@@ -458,8 +458,13 @@ void VirtioVsock::HandleGuestPacketLocked(const VsockHeader& h, SegmentCursor& p
   }
 }
 
+bool VirtioVsock::HoldingRequestsLocked() const {
+  return pending_transport_reset_ || transport_reset_unacknowledged_;
+}
+
 bool VirtioVsock::HasWorkLocked(const Connection& c) const {
-  if (c.state == State::kRequestPending) return true;
+  // A REQUEST the guest could take before the restore's TRANSPORT_RESET would be reset by it.
+  if (c.state == State::kRequestPending) return !HoldingRequestsLocked();
   if (c.state != State::kEstablished) return false;
   return c.pending_shutdown_send || c.pending_credit_update ||
          (c.host_readable && CanSendDataLocked(c));
@@ -558,17 +563,30 @@ void VirtioVsock::ProcessRxLocked() {
 }
 
 void VirtioVsock::ProcessEventQueueLocked() {
-  if (!pending_transport_reset_) return;
   Queue& queue = queues_[kVsockEventQueue];
   if (!queue.ready()) return;
-  std::optional<DescriptorChain> chain = queue.Pop();
-  if (!chain) return;
-  const uint32_t event = kVsockEventTransportReset;  // struct virtio_vsock_event { le32 id; }
-  SegmentCursor out(*memory_, chain->writable);
-  out.Write(&event, sizeof event);
-  queue.AddUsed(chain->head, sizeof event);
-  pending_transport_reset_ = false;
-  InterruptIfWanted(queue);
+  if (pending_transport_reset_) {
+    std::optional<DescriptorChain> chain = queue.Pop();
+    if (!chain) return;  // delivered when the driver posts a buffer (and notifies)
+    const uint32_t event = kVsockEventTransportReset;  // struct virtio_vsock_event { le32 id; }
+    SegmentCursor out(*memory_, chain->writable);
+    out.Write(&event, sizeof event);  // throws GuestError when the buffer is too small
+    queue.AddUsed(chain->head, sizeof event);
+    pending_transport_reset_ = false;
+    transport_reset_unacknowledged_ = true;
+    event_avail_at_reset_ = queue.avail_index();
+    InterruptIfWanted(queue);
+    return;
+  }
+  // A notify: Linux's event work takes the used buffer, resets its connected sockets, re-posts
+  // the buffer (the avail index moves) and kicks once after its loop. Only then may a REQUEST
+  // reach the guest. (A driver that posts a buffer without handling the event only hurts its
+  // own new connections.)
+  if (transport_reset_unacknowledged_ && queue.avail_index() != event_avail_at_reset_) {
+    transport_reset_unacknowledged_ = false;
+    ProcessRxLocked();
+    UpdateAllInterestsLocked();
+  }
 }
 
 void VirtioVsock::OnResetLocked() {
@@ -580,6 +598,7 @@ void VirtioVsock::OnResetLocked() {
   orphan_packets_.clear();
   rx_starved_ = false;
   pending_transport_reset_ = false;
+  transport_reset_unacknowledged_ = false;
 }
 
 void VirtioVsock::SaveDeviceStateLocked(StateWriter& out) const { out.U64(guest_cid_); }
@@ -590,7 +609,8 @@ void VirtioVsock::RestoreDeviceStateLocked(StateReader& in) {
     in.Fail("guest CID " + std::to_string(cid) + " differs from this device's " +
             std::to_string(guest_cid_));
   // The guest's streams pointed at host clients of another process: tell it they are gone.
-  if (active_locked()) {
+  // (A driver without an event queue could never take the event, nor need it.)
+  if (active_locked() && queues_[kVsockEventQueue].ready()) {
     pending_transport_reset_ = true;
     try {
       ProcessEventQueueLocked();

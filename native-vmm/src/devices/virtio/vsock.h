@@ -5,6 +5,12 @@
 // ways, under vsock credit flow control. A guest RST closes the unix connection; a unix EOF
 // becomes a SHUTDOWN to the guest. Guest-initiated connections are refused (RST).
 // Connections do not survive a snapshot: after restore the guest gets TRANSPORT_RESET.
+// The guest resets every connected socket when it handles that event, also one it accepted
+// after the event was queued (Linux's vm_interrupt runs the rx queue's callback before the
+// event queue's, and rx and event work are separate work items). So host connections made
+// after a restore are held (their REQUEST is not sent) until the driver has handled the event:
+// it has made a new event buffer available (Linux re-posts the buffer it took, after
+// resetting its sockets) and notified the event queue.
 #pragma once
 
 #include <cstdint>
@@ -119,6 +125,7 @@ class VirtioVsock : public QueueDeviceBase, public std::enable_shared_from_this<
   void ProcessEventQueueLocked();
   Connection* NextConnectionWithWorkLocked();
   bool HasWorkLocked(const Connection& c) const;
+  bool HoldingRequestsLocked() const;
   bool CanSendDataLocked(const Connection& c) const;
   uint32_t PeerCreditLocked(const Connection& c) const;
   void FlushToHostLocked(Connection& c);
@@ -139,7 +146,10 @@ class VirtioVsock : public QueueDeviceBase, public std::enable_shared_from_this<
   uint32_t next_host_port_ = 1u << 30;
   uint32_t round_robin_after_ = 0;
   bool rx_starved_ = false;  // something to send but no receive buffer posted
-  bool pending_transport_reset_ = false;
+  bool pending_transport_reset_ = false;  // restored: the event still has to be delivered
+  // Delivered, but the driver has not yet shown that it handled the event: new REQUESTs wait.
+  bool transport_reset_unacknowledged_ = false;
+  uint16_t event_avail_at_reset_ = 0;  // the event queue's avail index when we delivered it
 };
 
 // Listens on `listener` (a bound, listening, non-blocking unix stream socket) using `loop`,

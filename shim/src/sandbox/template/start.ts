@@ -174,20 +174,12 @@ async function restore(req: StartVmRequest, template: Template): Promise<{ vm: V
 
 /**
  * The agent connection of a restored VM. kvm: smolvm-vmm tells the restored guest that its
- * vsock connections are gone (TRANSPORT_RESET), and the guest may act on that after it took
- * our first connection, resetting it too: one more attempt then gets a lasting one.
+ * vsock connections are gone (TRANSPORT_RESET) and holds our connection until the guest has
+ * handled that event, so the first connection lasts (native-vmm/src/devices/virtio/vsock.h).
  */
 async function connectRestored(req: StartVmRequest, vm: VmInstance, exited: Promise<never>): Promise<AgentClient> {
-  const attempts = vm.backend === 'kvm' ? 2 : 1;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const channel = await Promise.race([vm.connectAgent(RESTORE_TIMEOUT_MS), exited]);
-      return await Promise.race([AgentClient.connect(channel, { timeoutMs: RESTORE_TIMEOUT_MS, logger: req.log }), exited]);
-    } catch (err) {
-      if (attempt >= attempts) throw err;
-      req.log.debug('restored guest dropped the first agent connection: connecting again', { error: err instanceof Error ? err.message : String(err) });
-    }
-  }
+  const channel = await Promise.race([vm.connectAgent(RESTORE_TIMEOUT_MS), exited]);
+  return await Promise.race([AgentClient.connect(channel, { timeoutMs: RESTORE_TIMEOUT_MS, logger: req.log }), exited]);
 }
 
 async function refreshSlots(vm: VmInstance, config: VmConfig): Promise<void> {
