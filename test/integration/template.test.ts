@@ -299,6 +299,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
       await container.destroy();
     }
     assert.ok(!isSameProcessAlive(pod.sandbox.vm.identity), 'the warm VM ends with its container');
-    assert.ok(!fs.existsSync(pod.sandbox.dir), 'its directory is removed');
+    const left = fs.existsSync(pod.sandbox.dir) ? fs.readdirSync(pod.sandbox.dir) : [];
+    assert.ok(!fs.existsSync(pod.sandbox.dir), `its directory is removed; left: ${JSON.stringify(left)}; warnings: ${JSON.stringify(lines.filter((l) => l.level !== 'info' && l.level !== 'debug'))}`);
   });
 });

@@ -92,6 +92,29 @@ describe('host directories in the VM share, and removal that never crosses a mou
     assert.deepEqual(removeTree(vmDir), []);
   });
 
+  it('removeTree empties a directory on overlayfs, whose files report the layer\'s st_dev', () => {
+    // As when the state dir is on an overlay root (the KVM lab's L1, a container): a file
+    // there reports its layer's device, not the overlay's, yet is no mount and must go.
+    const [lower, upper, workdir, merged] = ['lower', 'upper', 'ovl-work', 'merged'].map((d) => path.join(work, d));
+    for (const d of [lower, upper, workdir, merged]) fs.mkdirSync(d);
+    // Layers on two filesystems: then overlayfs passes each file's own st_dev through.
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', lower]);
+    fs.mkdirSync(path.join(lower, 'vm'));
+    fs.writeFileSync(path.join(lower, 'vm', 'from-lower'), 'x');
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${workdir}`, merged]);
+    try {
+      const vmDir = path.join(merged, 'vm');
+      fs.writeFileSync(path.join(vmDir, 'from-upper'), 'y');
+      const devs = new Set(['from-lower', 'from-upper'].map((f) => fs.lstatSync(path.join(vmDir, f)).dev));
+      assert.ok([...devs].some((d) => d !== fs.statSync(vmDir).dev), 'the test needs files whose st_dev differs from their directory\'s');
+      assert.deepEqual(removeTree(vmDir), []);
+      assert.ok(!fs.existsSync(vmDir));
+    } finally {
+      execFileSync('umount', [merged]);
+      execFileSync('umount', [lower]);
+    }
+  });
+
   it('removeTree removes symlinks without following them', () => {
     const { host, vmDir } = layout();
     fs.symlinkSync(host, path.join(vmDir, 'link-to-host'));

@@ -60,7 +60,7 @@ export function mountPointsUnder(dir: string, points: Set<string> = mountPoints(
  * Recursive removal that cannot cross into another filesystem or mount: a directory that is a
  * mount point (per /proc/self/mountinfo: a bind mount of a directory of the same filesystem
  * has the same st_dev) or that is on another device (st_dev differs from `target`'s) is never
- * descended into, and stays, with its parents. Symlinks are removed, never followed. Unlike
+ * descended into, and stays, with its parents; so does a bind-mounted file. Symlinks are removed, never followed. Unlike
  * fs.rmSync({ recursive }), a host directory bind-mounted somewhere below keeps its files.
  * Returns the paths left in place (empty when everything went).
  */
@@ -104,7 +104,9 @@ export function removeTree(target: string): string[] {
         clean = false;
         continue;
       }
-      if (mounts.has(full) || entry.dev !== device) {
+      // Only a directory can lead into another filesystem. A file's st_dev may differ from
+      // its directory's without any mount (overlayfs reports the layer's device for files).
+      if (mounts.has(full) || (entry.isDirectory() && entry.dev !== device)) {
         left.push(full);
         clean = false;
         continue;
