@@ -84,17 +84,65 @@ static int disk_serial(const char *sys_block, const char *name, char *out, size_
     return (int)n;
 }
 
+/* The virtio-blk disks blkdev_remember saw: in which directory, their names and serials. */
+struct known_disk {
+    char name[NAME_MAX_LEN + 1];
+    char serial[BLKDEV_SERIAL_MAX];
+};
+static char g_known_dir[256];
+static struct known_disk g_known[BLKDEV_MAX_KNOWN];
+static size_t g_nknown;
+
+void blkdev_remember(const char *sys_block)
+{
+    g_nknown = 0;
+    if ((size_t)snprintf(g_known_dir, sizeof g_known_dir, "%s", sys_block) >= sizeof g_known_dir)
+        return;
+    DIR *d = opendir(sys_block);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && g_nknown < BLKDEV_MAX_KNOWN) {
+        size_t len = strlen(e->d_name);
+        struct known_disk *k = &g_known[g_nknown];
+        if (strncmp(e->d_name, "vd", 2) != 0 || len > NAME_MAX_LEN ||
+            disk_serial(sys_block, e->d_name, k->serial, sizeof k->serial) < 0)
+            continue;
+        memcpy(k->name, e->d_name, len + 1);
+        g_nknown++;
+    }
+    closedir(d);
+}
+
+/* The remembered disks of sys_block (none when it is another directory). */
+static size_t known_disks(const char *sys_block)
+{
+    return g_nknown > 0 && strcmp(sys_block, g_known_dir) == 0 ? g_nknown : 0;
+}
+
+static bool is_known(const char *name, size_t nknown)
+{
+    for (size_t i = 0; i < nknown; i++)
+        if (strcmp(g_known[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 int blkdev_find_by_serial(const char *sys_block, const char *dev_dir, const char *serial, char *dev, size_t cap)
 {
     if (!serial || !serial[0] || strlen(serial) >= BLKDEV_SERIAL_MAX)
         return -1;
+    size_t nknown = known_disks(sys_block);
+    for (size_t i = 0; i < nknown; i++)
+        if (strcmp(g_known[i].serial, serial) == 0)
+            return (size_t)snprintf(dev, cap, "%s/%s", dev_dir, g_known[i].name) < cap ? 0 : -1;
     DIR *d = opendir(sys_block);
     if (!d)
         return -1;
     struct dirent *e;
     int rc = -1;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || strlen(e->d_name) > NAME_MAX_LEN)
+        if (e->d_name[0] == '.' || strlen(e->d_name) > NAME_MAX_LEN || is_known(e->d_name, nknown))
             continue;
         char value[BLKDEV_SERIAL_MAX];
         if (disk_serial(sys_block, e->d_name, value, sizeof value) < 0 || strcmp(value, serial) != 0)

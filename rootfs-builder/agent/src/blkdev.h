@@ -21,8 +21,19 @@
  * `cap`, or empty). */
 int blkdev_vpd_pg80_serial(const unsigned char *page, size_t len, char *out, size_t cap);
 
-/* Scans `sys_block` (/sys/block) once for the disk whose serial is `serial`: "<dev_dir>/<name>"
- * into dev[cap]. 0 when found, -1 when not. */
+/* virtio-blk disks blkdev_remember keeps. */
+#define BLKDEV_MAX_KNOWN 16
+
+/* Agent start: remembers the names and serials of the virtio-blk disks (vdX) in `sys_block`.
+ * Those are the VM's fixed slots: a virtio-mmio device cannot be unplugged and its serial
+ * is fixed when QEMU or the VMM creates it, and a VM restored from a template has the
+ * template's slots, serials included (they are part of the template key). Reading a serial
+ * is a request to the device: in a VM just restored under TCG the first one costs ~8 ms. */
+void blkdev_remember(const char *sys_block);
+
+/* The disk whose serial is `serial` in `sys_block` (/sys/block): a remembered virtio-blk disk
+ * of that directory, else a scan of the others (SCSI disks, hot-added: their serial is
+ * always read). "<dev_dir>/<name>" into dev[cap]. 0 when found, -1 when not. */
 int blkdev_find_by_serial(const char *sys_block, const char *dev_dir, const char *serial, char *dev, size_t cap);
 
 /* As blkdev_find_by_serial, retried until the disk and its device node exist or `timeout_ms`

@@ -27,6 +27,17 @@ static const char *const g_controllers[] = { "cpu", "memory", "pids", "cpuset", 
 static bool g_available;
 static int g_inotify_fd = -1;
 
+/* A cgroup made at boot for the next container: a cgroup's mkdir (a css per controller and
+ * their interface files) is among the slowest steps of a create, and a VM restored from a
+ * template snapshot finds it made. Its name cannot be a container id ('@' is not allowed in
+ * ids); inside the container it is the root of its cgroup namespace, as any other. */
+#define CGROUP_SPARE CGROUP_PARENT "/@prepared"
+static struct {
+    bool ready;
+    int fd; /* the directory, for clone3(CLONE_INTO_CGROUP) */
+    int wd; /* inotify watch of its memory.events, or -1 */
+} g_spare = { false, -1, -1 };
+
 /* ---------------------------------------------------------------- planning (pure) */
 
 uint64_t cgroup_cpu_weight(uint64_t shares)
@@ -360,6 +371,22 @@ static void enable_controllers(const char *dir)
     }
 }
 
+static void spare_prepare(void)
+{
+    if (mkdir(CGROUP_SPARE, 0755) < 0) {
+        LOG_WARN("cgroups: mkdir %s: %s (each container makes its own)", CGROUP_SPARE, strerror(errno));
+        return;
+    }
+    g_spare.fd = open(CGROUP_SPARE, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (g_spare.fd < 0) {
+        LOG_WARN("cgroups: open %s: %s (each container makes its own)", CGROUP_SPARE, strerror(errno));
+        rmdir(CGROUP_SPARE);
+        return;
+    }
+    g_spare.wd = cgroup_watch_events(CGROUP_SPARE);
+    g_spare.ready = true;
+}
+
 void cgroups_init(void)
 {
     struct statfs sfs;
@@ -377,6 +404,7 @@ void cgroups_init(void)
     if (g_inotify_fd < 0)
         LOG_WARN("cgroups: inotify: %s (OOM kills are reported at exit only)", strerror(errno));
     g_available = true;
+    spare_prepare();
 }
 
 bool cgroups_available(void)
@@ -413,7 +441,19 @@ int cgroup_destroy(const char *dir)
     return remove_tree(dir, 0) ? 0 : -1;
 }
 
-int cgroup_create(const char *id, char *dir, size_t dircap, char *err, size_t errcap)
+/* Hands the boot-time cgroup over (once). 0, or -1 when there is none (left). */
+static int take_spare(char *dir, size_t dircap, int *fd, int *wd)
+{
+    if (!g_spare.ready || (size_t)snprintf(dir, dircap, "%s", CGROUP_SPARE) >= dircap)
+        return -1;
+    *fd = g_spare.fd;
+    *wd = g_spare.wd;
+    g_spare.ready = false;
+    g_spare.fd = g_spare.wd = -1;
+    return 0;
+}
+
+static int make_cgroup(const char *id, char *dir, size_t dircap, char *err, size_t errcap)
 {
     int n = snprintf(dir, dircap, "%s/%s", CGROUP_PARENT, id);
     if (n < 0 || (size_t)n >= dircap) {
@@ -427,6 +467,24 @@ int cgroup_create(const char *id, char *dir, size_t dircap, char *err, size_t er
     int e = errno;
     snprintf(err, errcap, "mkdir cgroup %s: %s", dir, strerror(e));
     return e == EEXIST || e == EBUSY ? RPC_FAILED_PRECONDITION : RPC_INTERNAL;
+}
+
+int cgroup_create(const char *id, char *dir, size_t dircap, int *fd, int *wd, char *err, size_t errcap)
+{
+    *fd = *wd = -1;
+    if (take_spare(dir, dircap, fd, wd) == 0)
+        return RPC_OK;
+    int code = make_cgroup(id, dir, dircap, err, errcap);
+    if (code != RPC_OK)
+        return code;
+    *fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0) {
+        snprintf(err, errcap, "open cgroup %s: %s", dir, strerror(errno));
+        rmdir(dir);
+        return RPC_INTERNAL;
+    }
+    *wd = cgroup_watch_events(dir);
+    return RPC_OK;
 }
 
 int cgroup_apply(const char *dir, const struct cgroup_plan *plan, char *err, size_t errcap)

@@ -1,6 +1,7 @@
 /* Per-container cgroups (v2) in the guest. At boot the agent (PID 1, in the root cgroup)
- * enables the controllers for CGROUP_PARENT; every container gets CGROUP_PARENT/<id>, which
- * its init process and every exec join before execve and which is the root of the container's
+ * enables the controllers for CGROUP_PARENT and makes one cgroup ahead for the first
+ * container; every other container gets CGROUP_PARENT/<id>. The container's init process and
+ * every exec are born in it (clone3 CLONE_INTO_CGROUP) and it is the root of the container's
  * own cgroup namespace. linux.resources are applied as runc applies them on cgroup v2:
  *   memory.limit -> memory.max, memory.reservation -> memory.low,
  *   memory.swap  -> memory.swap.max = swap - limit (the spec counts memory + swap),
@@ -54,12 +55,15 @@ size_t cgroup_parse_flat(const char *text, struct cgroup_counter *out, size_t ca
 size_t cgroup_parse_io_stat(const char *text, struct io_device_stat *out, size_t cap);
 
 /* Boot: enables cpu, memory, pids, cpuset and io for CGROUP_PARENT's children, as far as the
- * kernel has them. Logged, never fatal: without cgroups containers still run, unlimited. */
+ * kernel has them, and makes the first container's cgroup ahead (see cgroup_create). Logged,
+ * never fatal: without cgroups containers still run, unlimited. */
 void cgroups_init(void);
 bool cgroups_available(void);
 
-/* Makes (or empties and reuses) the container's cgroup; its path goes to dir. */
-int cgroup_create(const char *id, char *dir, size_t dircap, char *err, size_t errcap);
+/* The container's cgroup: the one made at boot while it is unused, else CGROUP_PARENT/<id>
+ * (made, or emptied and reused). Its path goes to dir, its directory opened (close-on-exec)
+ * to *fd, the inotify watch of its memory.events (-1: none) to *wd. */
+int cgroup_create(const char *id, char *dir, size_t dircap, int *fd, int *wd, char *err, size_t errcap);
 /* Writes the plan's values into dir's files; the first failure stops and is reported
  * (EINVAL/ERANGE/ENOENT: InvalidArgument, EBUSY: FailedPrecondition, else Internal). */
 int cgroup_apply(const char *dir, const struct cgroup_plan *plan, char *err, size_t errcap);

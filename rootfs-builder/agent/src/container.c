@@ -59,6 +59,7 @@ struct container {
     /* Its cgroup (protocol 1.3); has_cgroup false when the guest has no cgroup2. */
     bool has_cgroup;
     char cgroup_dir[300];
+    int cgroup_fd; /* its directory (clone3 CLONE_INTO_CGROUP), or -1 */
     struct agent_resources resources; /* as applied so far (Update merges into it) */
     int oom_wd;                       /* inotify watch of memory.events, or -1 */
     struct oom_waiter *oom_waiters;   /* WatchOom callers */
@@ -182,49 +183,15 @@ static int find_slot_device(const char *serial, char *dev, size_t cap)
     return blkdev_wait_by_serial("/sys/block", "/dev", serial, BLKDEV_WAIT_MS, dev, cap);
 }
 
-/* Drops cached blocks of the device: after a snapshot restore, or in a pod's reused slot, the
- * slot may hold a new file. */
-static void flush_block_device(const char *dev)
-{
-    int fd = open(dev, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    if (ioctl(fd, BLKFLSBUF, 0) < 0)
-        LOG_WARN("BLKFLSBUF %s: %s", dev, strerror(errno));
-    close(fd);
-}
-
 #define SLOT_RESIZE_WAIT_MS 5000
-
-/* Capacity of /dev/<name> in 512-byte sectors (/sys/block/<name>/size), or -1. */
-static int read_sectors(const char *dev, uint64_t *sectors)
-{
-    const char *name = strrchr(dev, '/');
-    name = name ? name + 1 : dev;
-    char path[128], value[32];
-    snprintf(path, sizeof path, "/sys/block/%.32s/size", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, value, sizeof value - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    value[n] = 0;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(value, &end, 10);
-    if (errno != 0 || end == value)
-        return -1;
-    *sectors = v;
-    return 0;
-}
 
 /* A pod's slot the host has just refilled: the new size reaches the guest through virtio-blk's
  * config-change interrupt, which the kernel handles in a work item. Wait (bounded) until the
- * device's capacity is the size the host announced, so that the mount sees the whole new file,
+ * device's capacity (BLKGETSIZE64: the size /sys/block/<name>/size shows, without a walk
+ * through sysfs) is the size the host announced, so that the mount sees the whole new file,
  * never the placeholder's or the previous container's size. size_bytes 0: nothing to wait for. */
-static int wait_slot_capacity(const char *dev, const struct disk_slot *slot, int *code, char *err, size_t errcap)
+static int wait_slot_capacity(int fd, const char *dev, const struct disk_slot *slot, int *code, char *err,
+                              size_t errcap)
 {
     if (slot->size_bytes == 0)
         return 0;
@@ -234,13 +201,12 @@ static int wait_slot_capacity(const char *dev, const struct disk_slot *slot, int
                  (unsigned long long)slot->size_bytes);
         return -1;
     }
-    const uint64_t want = slot->size_bytes / 512;
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     uint64_t have = 0;
     for (;;) {
-        bool known = read_sectors(dev, &have) == 0;
-        if (known && have == want)
+        bool known = fd >= 0 && ioctl(fd, BLKGETSIZE64, &have) == 0;
+        if (known && have == slot->size_bytes)
             return 0;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000;
@@ -250,15 +216,30 @@ static int wait_slot_capacity(const char *dev, const struct disk_slot *slot, int
                 snprintf(err, errcap,
                          "disk slot %s (%s): the device holds %llu bytes, the host announced %llu; the size change "
                          "did not reach the guest within %d ms",
-                         slot->serial, dev, (unsigned long long)have * 512, (unsigned long long)slot->size_bytes,
+                         slot->serial, dev, (unsigned long long)have, (unsigned long long)slot->size_bytes,
                          SLOT_RESIZE_WAIT_MS);
             else
-                snprintf(err, errcap, "disk slot %s (%s): cannot read its capacity from /sys/block", slot->serial, dev);
+                snprintf(err, errcap, "disk slot %s (%s): cannot read its capacity: %s", slot->serial, dev,
+                         fd < 0 ? "cannot open it" : strerror(errno));
             return -1;
         }
         struct timespec pause = { 0, 1000000 }; /* 1 ms */
         nanosleep(&pause, NULL);
     }
+}
+
+/* Before a slot's disk is mounted: its size as the host announced it (wait_slot_capacity),
+ * then its cached blocks dropped (after a snapshot restore, or in a pod's reused slot, the
+ * slot may hold a new file). 0, or -1 with code and err filled in. */
+static int prepare_slot_device(const char *dev, const struct disk_slot *slot, int *code, char *err, size_t errcap)
+{
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    int rc = wait_slot_capacity(fd, dev, slot, code, err, errcap);
+    if (rc == 0 && fd >= 0 && ioctl(fd, BLKFLSBUF, 0) < 0)
+        LOG_WARN("BLKFLSBUF %s: %s", dev, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -279,6 +260,12 @@ static int mkdir_p(const char *path, mode_t mode)
     if (mkdir(tmp, mode) < 0 && errno != EEXIST)
         return -1;
     return 0;
+}
+
+/* One directory in an existing parent (there already: fine). 0, or -1 with errno. */
+static int mkdir_one(const char *path, mode_t mode)
+{
+    return mkdir(path, mode) < 0 && errno != EEXIST ? -1 : 0;
 }
 
 static void container_unmount(struct container *c)
@@ -306,6 +293,22 @@ static void container_unmount(struct container *c)
     rmdir(c->dir);
 }
 
+/* The writable disk's mount. ext4 without no_prefetch_block_bitmaps starts its lazyinit
+ * kthread at every mount to read each group's block bitmap ahead (for the allocator's
+ * choice of groups; they are read on demand otherwise): a kthread and reads competing with
+ * the container's start on the VM's one vCPU, for a throwaway disk of a few groups. Only the
+ * allocator's placement heuristics see the difference. 0, or -1 with errno. */
+static int mount_writable_disk(const char *dev, const char *dir, const char *fs, unsigned long flags)
+{
+    if (strcmp(fs, "ext4") != 0)
+        return mount(dev, dir, fs, flags, NULL);
+    if (mount(dev, dir, fs, flags, "no_prefetch_block_bitmaps") == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -1;
+    return mount(dev, dir, fs, flags, NULL); /* a kernel without the option (before 5.9) */
+}
+
 /* Mounts image, writable disk and their overlay. 0, or -1 with err filled in. */
 static int container_mount(struct container *c, const struct create_container_request *req,
                            int *code, char *err, size_t errcap)
@@ -318,6 +321,7 @@ static int container_mount(struct container *c, const struct create_container_re
                  BLKDEV_WAIT_MS);
         return -1;
     }
+    TIMING_MARK("find_image");
     const char *disk_fs = NULL;
     if (req->writable.present) {
         disk_fs = req->writable.fs_type && req->writable.fs_type[0] ? req->writable.fs_type : "ext4";
@@ -327,22 +331,26 @@ static int container_mount(struct container *c, const struct create_container_re
                      req->writable.serial, BLKDEV_WAIT_MS);
             return -1;
         }
+        TIMING_MARK("find_disk");
     }
-    if (wait_slot_capacity(image_dev, &req->image, code, err, errcap) < 0 ||
-        (req->writable.present && wait_slot_capacity(disk_dev, &req->writable, code, err, errcap) < 0))
+    if (prepare_slot_device(image_dev, &req->image, code, err, errcap) < 0 ||
+        (req->writable.present && prepare_slot_device(disk_dev, &req->writable, code, err, errcap) < 0))
         return -1;
+    TIMING_MARK("capacity");
     *code = RPC_INTERNAL;
-    if (mkdir_p(c->image_dir, 0700) < 0 || mkdir_p(c->disk_dir, 0700) < 0 || mkdir_p(c->rootfs_dir, 0755) < 0) {
+    if (mkdir_p(c->dir, 0700) < 0 || mkdir_one(c->image_dir, 0700) < 0 || mkdir_one(c->disk_dir, 0700) < 0 ||
+        mkdir_one(c->rootfs_dir, 0755) < 0) {
         snprintf(err, errcap, "mkdir under %s: %s", c->dir, strerror(errno));
         return -1;
     }
-    flush_block_device(image_dev);
+    TIMING_MARK("mkdirs");
     if (mount(image_dev, c->image_dir, image_fs, MS_RDONLY | MS_NODEV, NULL) < 0) {
         snprintf(err, errcap, "mount image %s (%s, slot %s): %s", image_dev, image_fs, req->image.serial,
                  strerror(errno));
         return -1;
     }
     c->mounted |= M_IMAGE;
+    TIMING_MARK("mount_image");
     if (!req->writable.present) {
         /* No writable layer: the image itself is the (read-only) root. */
         if (mount(c->image_dir, c->rootfs_dir, NULL, MS_BIND, NULL) < 0 ||
@@ -353,14 +361,14 @@ static int container_mount(struct container *c, const struct create_container_re
         c->mounted |= M_ROOTFS;
         return 0;
     }
-    flush_block_device(disk_dev);
     unsigned long disk_flags = MS_NODEV | (req->writable.read_only ? MS_RDONLY : 0);
-    if (mount(disk_dev, c->disk_dir, disk_fs, disk_flags, NULL) < 0) {
+    if (mount_writable_disk(disk_dev, c->disk_dir, disk_fs, disk_flags) < 0) {
         snprintf(err, errcap, "mount writable disk %s (%s, slot %s): %s", disk_dev, disk_fs,
                  req->writable.serial, strerror(errno));
         return -1;
     }
     c->mounted |= M_DISK;
+    TIMING_MARK("mount_disk");
     char upper[320], work[320];
     snprintf(upper, sizeof upper, "%s/upper", c->disk_dir);
     snprintf(work, sizeof work, "%s/work", c->disk_dir);
@@ -372,14 +380,18 @@ static int container_mount(struct container *c, const struct create_container_re
     }
     if (!req->writable.read_only) {
         /* The overlay's root takes the upper dir's mode and owner: give it the image root's
-         * (as runc's root is the image's own root dir), whatever made the disk. */
-        struct stat img_root;
-        if (stat(c->image_dir, &img_root) < 0 || chown(upper, img_root.st_uid, img_root.st_gid) < 0 ||
-            chmod(upper, img_root.st_mode & 07777) < 0) {
+         * (as runc's root is the image's own root dir), whatever made the disk; nothing to
+         * write when the disk already has them (a fresh disk for the usual root-owned 0755). */
+        struct stat img_root, up;
+        bool same = stat(c->image_dir, &img_root) == 0 && stat(upper, &up) == 0 && up.st_uid == img_root.st_uid &&
+                    up.st_gid == img_root.st_gid && (up.st_mode & 07777) == (img_root.st_mode & 07777);
+        if (!same && (stat(c->image_dir, &img_root) < 0 || chown(upper, img_root.st_uid, img_root.st_gid) < 0 ||
+                      chmod(upper, img_root.st_mode & 07777) < 0)) {
             snprintf(err, errcap, "give the writable layer the image root's mode and owner: %s", strerror(errno));
             return -1;
         }
     }
+    TIMING_MARK("upper_work");
     char opts[1024];
     /* The ids allowed in paths exclude ',' and ':', the overlay option separators. */
     snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", c->image_dir, upper, work);
@@ -391,6 +403,7 @@ static int container_mount(struct container *c, const struct create_container_re
         return -1;
     }
     c->mounted |= M_ROOTFS;
+    TIMING_MARK("overlay");
     return 0;
 }
 
@@ -430,6 +443,8 @@ static void answer_oom_waiters(struct container *c, uint64_t count, bool removed
 
 /* The container goes: WatchOom callers learn it, its cgroup is killed and removed (later, if
  * its processes are still exiting). */
+static void close_fd_at(int *fd);
+
 static void container_release_cgroup(struct container *c)
 {
     answer_oom_waiters(c, c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0, true);
@@ -438,6 +453,7 @@ static void container_release_cgroup(struct container *c)
         return;
     cgroup_unwatch_events(c->oom_wd);
     c->oom_wd = -1;
+    close_fd_at(&c->cgroup_fd);
     c->has_cgroup = false;
     if (cgroup_destroy(c->cgroup_dir) == 0)
         return;
@@ -466,28 +482,22 @@ static int container_setup_cgroup(struct container *c, const struct create_conta
     int code;
     if (wants_limits && (code = cgroup_plan_resources(&req->resources, NULL, &plan, err, errcap)) != RPC_OK)
         return code;
+    TIMING_MARK("cg_plan");
     retry_stale_cgroups();
-    if ((code = cgroup_create(c->id, c->cgroup_dir, sizeof c->cgroup_dir, err, errcap)) != RPC_OK)
+    TIMING_MARK("cg_stale");
+    code = cgroup_create(c->id, c->cgroup_dir, sizeof c->cgroup_dir, &c->cgroup_fd, &c->oom_wd, err, errcap);
+    if (code != RPC_OK)
         return code;
     c->has_cgroup = true;
+    TIMING_MARK("cg_mkdir");
     if ((code = cgroup_apply(c->cgroup_dir, &plan, err, errcap)) != RPC_OK)
         return code;
+    TIMING_MARK("cg_apply");
     if (wants_limits && cgroup_resources_merge(&c->resources, &req->resources) < 0) {
         snprintf(err, errcap, "out of memory");
         return RPC_INTERNAL;
     }
-    c->oom_wd = cgroup_watch_events(c->cgroup_dir);
     return RPC_OK;
-}
-
-/* The container's cgroup.procs, opened for the child to join; -1 without cgroups. */
-static int open_cgroup_procs(const struct container *c)
-{
-    if (!c->has_cgroup)
-        return -1;
-    char path[400];
-    snprintf(path, sizeof path, "%s/cgroup.procs", c->cgroup_dir);
-    return open(path, O_WRONLY | O_CLOEXEC);
 }
 
 /* ---------------------------------------------------------------- the child */
@@ -506,10 +516,12 @@ struct child_ctx {
     /* stdin, stdout, stderr (-1: /dev/null), status writer, start reader, console socket
      * (terminal only, else -1). */
     int fds[6];
-    /* The container's cgroup.procs (written by the child to join it) and, for an exec, the
-     * init's cgroup namespace; -1 when the guest has no cgroups. */
-    int cgroup_procs_fd;
+    /* The container's cgroup directory (the child is born in it) and, for an exec, the init's
+     * cgroup namespace; -1 when the guest has no cgroups. cgroup_procs_fd: the cgroup's
+     * cgroup.procs when the kernel has no clone3 (the child joins by writing it), else -1. */
+    int cgroup_fd;
     int cgroupns_fd;
+    int cgroup_procs_fd;
 };
 
 static int child_status_fd = -1;
@@ -657,10 +669,13 @@ static void child_enter_new_root(const struct child_ctx *ctx)
         child_fail(RPC_INTERNAL, "make mounts private: %s", strerror(errno));
     if (chdir(ctx->rootfs) < 0)
         child_fail(RPC_INTERNAL, "chdir %s: %s", ctx->rootfs, strerror(errno));
+    TIMING_MARK("private_chdir");
     if ((code = mounts_apply(ctx->create, ctx->files_dir, err, sizeof err)) != RPC_OK)
         child_fail(code, "%s", err);
-    if (ctx->cgroup_procs_fd >= 0 && (code = cgroup_mount_in_root(ctx->create, err, sizeof err)) != RPC_OK)
+    TIMING_MARK("mounts_apply");
+    if (ctx->cgroup_fd >= 0 && (code = cgroup_mount_in_root(ctx->create, err, sizeof err)) != RPC_OK)
         child_fail(code, "%s", err);
+    TIMING_MARK("cgroup_mount");
     if (syscall(SYS_pivot_root, ".", ".") < 0)
         child_fail(RPC_INTERNAL, "pivot_root: %s", strerror(errno));
     if (umount2(".", MNT_DETACH) < 0)
@@ -670,8 +685,10 @@ static void child_enter_new_root(const struct child_ctx *ctx)
     const char *hostname = ctx->create->hostname;
     if (hostname && hostname[0] && sethostname(hostname, strlen(hostname)) < 0)
         child_fail(RPC_INVALID_ARGUMENT, "sethostname \"%s\": %s", hostname, strerror(errno));
+    TIMING_MARK("pivot_host");
     if ((code = mounts_finish(ctx->create, err, sizeof err)) != RPC_OK)
         child_fail(code, "%s", err);
+    TIMING_MARK("mounts_finish");
 }
 
 static int child_main(void *arg)
@@ -680,15 +697,18 @@ static int child_main(void *arg)
     const struct agent_process *proc = ctx->proc;
     int fds[6];
     child_status_fd = ctx->fds[3];
+    TIMING_BEGIN();
 
-    /* Into the container's cgroup before anything else (so all it allocates is charged
-     * there), then into a cgroup namespace rooted at it: the container's own (init), or the
-     * init's (exec). */
-    if (ctx->cgroup_procs_fd >= 0) {
-        ssize_t w;
-        do
-            w = write(ctx->cgroup_procs_fd, "0", 1);
-        while (w < 0 && errno == EINTR);
+    /* Born in the container's cgroup (or, without clone3, into it before anything else: so
+     * all it allocates is charged there), then into a cgroup namespace rooted at it: the
+     * container's own (init), or the init's (exec). */
+    if (ctx->cgroup_fd >= 0) {
+        ssize_t w = 1;
+        if (ctx->cgroup_procs_fd >= 0) {
+            do
+                w = write(ctx->cgroup_procs_fd, "0", 1);
+            while (w < 0 && errno == EINTR);
+        }
         if (w != 1)
             child_fail(errno == EAGAIN ? RPC_RESOURCE_EXHAUSTED : RPC_INTERNAL, "join the container's cgroup: %s%s",
                        strerror(errno), errno == EAGAIN ? " (pids.max reached)" : "");
@@ -697,6 +717,7 @@ static int child_main(void *arg)
         if (!ctx->create && ctx->cgroupns_fd >= 0 && setns(ctx->cgroupns_fd, CLONE_NEWCGROUP) < 0)
             child_fail(RPC_INTERNAL, "join the container's cgroup namespace: %s", strerror(errno));
     }
+    TIMING_MARK("join_cgroup");
 
     /* An exec joins the container: ipc and uts first, the mount namespace last (it also moves
      * root and cwd to the container's root). The pid namespace was set for clone(). */
@@ -709,6 +730,11 @@ static int child_main(void *arg)
     /* fds: 0-2 stdio, 3 status (close-on-exec), 4 start, 5 console socket (terminal only);
      * nothing else of the agent's. */
     int nfds = ctx->fds[5] >= 0 ? 6 : 5;
+#ifdef SMOLVM_TIMING
+    /* Measurements only: the console stays open (close-on-exec) as the log. */
+    if (log_get_fd() >= 0 && dup3(log_get_fd(), 1000, O_CLOEXEC) == 1000)
+        log_set_fd(1000);
+#endif
     for (int i = 0; i < nfds; i++) {
         int fd = ctx->fds[i];
         if (fd < 0 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
@@ -723,7 +749,13 @@ static int child_main(void *arg)
     child_status_fd = 3;
     for (int i = 3; i < nfds; i++)
         fcntl(i, F_SETFD, FD_CLOEXEC);
+#ifdef SMOLVM_TIMING
+    syscall(SYS_close_range, (unsigned)nfds, 999u, 0u);
+    syscall(SYS_close_range, 1001u, ~0u, 0u);
+#else
     syscall(SYS_close_range, (unsigned)nfds, ~0u, 0u);
+#endif
+    TIMING_MARK("fds");
 
     /* The agent blocks SIGCHLD and ignores SIGPIPE: neither may leak into the container. */
     sigset_t none;
@@ -733,6 +765,7 @@ static int child_main(void *arg)
         signal(sig, SIG_DFL);
     setsid();
 
+    TIMING_MARK("signals");
     if (ctx->create)
         child_enter_new_root(ctx);
     else if (chdir("/") < 0)
@@ -755,8 +788,10 @@ static int child_main(void *arg)
     if (chdir(cwd) < 0)
         child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\"): %s", cwd, strerror(errno));
 
+    TIMING_MARK("rlimits_cwd");
     char exe[4096];
     child_resolve(proc->args[0], proc->env, exe, sizeof exe);
+    TIMING_MARK("resolve");
 
     if (proc->terminal)
         child_setup_terminal(proc);
@@ -801,6 +836,8 @@ static int child_main(void *arg)
     if (proc->no_new_privileges && (rc = seccomp_install(ctx->seccomp)) < 0)
         child_fail(RPC_INTERNAL, "linux.seccomp: install the filter: %s", strerror(-rc));
 
+    TIMING_MARK("security");
+    TIMING_END("CreateContainer child");
     struct child_report ready;
     memset(&ready, 0, sizeof ready);
     if (write(3, &ready, sizeof ready) != (ssize_t)sizeof ready)
@@ -1036,6 +1073,73 @@ static const char *validate_stdio(const char *who, const struct stdio_streams *s
     return NULL;
 }
 
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+/* clone3's arguments (struct clone_args of linux/sched.h, CLONE_ARGS_SIZE_VER2), spelled out:
+ * the uapi header clashes with libc's sched.h. */
+struct clone3_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
+        cgroup;
+};
+
+/* The legacy start: clone() on a stack of its own; a child meant for a cgroup joins it itself
+ * through cgroup.procs. pid, or -1 with errno. */
+static pid_t clone_joining(struct child_ctx *ctx, int clone_flags)
+{
+    if (ctx->cgroup_fd >= 0 && (ctx->cgroup_procs_fd = openat(ctx->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0)
+        return -1;
+    pid_t pid = -1;
+    char *stack = malloc(CHILD_STACK_SIZE);
+    if (stack)
+        pid = clone(child_main, stack + CHILD_STACK_SIZE, clone_flags | SIGCHLD, ctx);
+    int e = stack ? errno : ENOMEM;
+    free(stack); /* the child has its own copy */
+    close_fd_at(&ctx->cgroup_procs_fd);
+    errno = e;
+    return pid;
+}
+
+/* Starts the child running child_main(ctx). With a cgroup, clone3(CLONE_INTO_CGROUP): the
+ * child is born in it (charged there from its first page, and no migration of a running
+ * task, whose write lock on the cgroup threadgroup rwsem waits for an RCU grace period);
+ * without clone3 (a kernel before 5.7) the legacy start. pid, or -1 with errno. */
+static pid_t clone_child(struct child_ctx *ctx, int clone_flags)
+{
+    ctx->cgroup_procs_fd = -1;
+    if (ctx->cgroup_fd < 0)
+        return clone_joining(ctx, clone_flags);
+    struct clone3_args args = {
+        .flags = (uint64_t)(unsigned)clone_flags | CLONE_INTO_CGROUP,
+        .exit_signal = SIGCHLD,
+        .cgroup = (uint64_t)ctx->cgroup_fd,
+    };
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0)
+        _exit(child_main(ctx)); /* as after fork: a copy of the agent, on a copy of its stack */
+    if (pid > 0 || (errno != ENOSYS && errno != E2BIG))
+        return (pid_t)pid;
+    return clone_joining(ctx, clone_flags);
+}
+
+void container_prewarm(void)
+{
+    struct clone3_args args = {
+        .flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC,
+        .exit_signal = SIGCHLD,
+    };
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0)
+        _exit(0);
+    if (pid < 0) {
+        LOG_INFO("prewarm the container namespaces: clone3: %s", strerror(errno));
+        return;
+    }
+    while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
 /* Clones the process's child, which sets itself up and waits before execve, and keeps the
  * agent's ends: status and start pipes, stdio pipes and their streams (terminal: the streams
  * get the pty master once the child sends it). pidns_fd >= 0: the child is born in that pid
@@ -1054,8 +1158,7 @@ static int spawn_process(uint64_t gen, uint32_t sid, struct process *p, struct c
         ok = (!stdio->stdin_id || make_pipe(in_pipe, false) == 0) &&
              (!stdio->stdout_id || make_pipe(out_pipe, true) == 0) &&
              (!stdio->stderr_id || make_pipe(err_pipe, true) == 0);
-    char *stack = ok ? malloc(CHILD_STACK_SIZE) : NULL;
-    if (!ok || !stack) {
+    if (!ok) {
         agent_respond_error(gen, sid, RPC_INTERNAL, "%s: pipes: %s", who, strerror(errno));
         goto fail;
     }
@@ -1072,22 +1175,27 @@ static int spawn_process(uint64_t gen, uint32_t sid, struct process *p, struct c
                                 strerror(errno));
             if (self_pidns >= 0)
                 close(self_pidns);
-            free(stack);
             goto fail;
         }
     }
-    pid_t pid = clone(child_main, stack + CHILD_STACK_SIZE, clone_flags | SIGCHLD, ctx);
+    TIMING_MARK("pipes");
+    pid_t pid = clone_child(ctx, clone_flags);
     int clone_errno = errno;
     if (self_pidns >= 0) {
         if (setns(self_pidns, CLONE_NEWPID) < 0)
             LOG_ERR("cannot return to the agent's pid namespace: %s", strerror(errno));
         close(self_pidns);
     }
-    free(stack); /* the child has its own copy */
+    if (pid < 0 && clone_errno == EAGAIN && ctx->cgroup_fd >= 0) {
+        agent_respond_error(gen, sid, RPC_RESOURCE_EXHAUSTED, "%s: join the container's cgroup: %s (pids.max reached)",
+                            who, strerror(clone_errno));
+        goto fail;
+    }
     if (pid < 0) {
         agent_respond_error(gen, sid, RPC_INTERNAL, "%s: clone: %s", who, strerror(clone_errno));
         goto fail;
     }
+    TIMING_MARK("clone");
     p->pid = pid;
     p->state = PROC_CREATING;
     /* Keep only the agent's ends. */
@@ -1100,6 +1208,17 @@ static int spawn_process(uint64_t gen, uint32_t sid, struct process *p, struct c
     p->status_fd = status_pipe[0];
     p->start_fd = start_pipe[1];
     p->console_fd = console[0];
+    /* The status pipe before the stdio: a child that reports and exits at once (a failed
+     * exec) then has its report ahead of its stdout's EOF in epoll's ready list (fds already
+     * ready join it in the order they are added), so the failure is answered and the streams
+     * dropped before an EOF for a stream the host is about to forget could be sent. */
+    if (watch_add(p->status_fd, EPOLLIN, &p->status_watch) < 0) {
+        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: epoll: %s", who, strerror(errno));
+        close_fd_at(&in_pipe[1]);
+        close_fd_at(&out_pipe[0]);
+        close_fd_at(&err_pipe[0]);
+        return -1;
+    }
     /* Each stream_open takes its fd (-1: attached later, terminal). */
     if (stdio->stdin_id)
         p->in = stream_open(STREAM_IN, stdio->stdin_id, in_pipe[1], p);
@@ -1112,10 +1231,6 @@ static int spawn_process(uint64_t gen, uint32_t sid, struct process *p, struct c
         return -1;
     }
     stream_update_all();
-    if (watch_add(p->status_fd, EPOLLIN, &p->status_watch) < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: epoll: %s", who, strerror(errno));
-        return -1;
-    }
     p->pending = PENDING_CREATE;
     p->pending_reply.gen = gen;
     p->pending_reply.stream_id = sid;
@@ -1185,6 +1300,7 @@ static const char *validate_create(const struct create_container_request *req, i
 void container_create(uint64_t gen, uint32_t sid, struct create_container_request *req)
 {
     int code;
+    TIMING_BEGIN();
     const char *invalid = validate_create(req, &code);
     if (invalid) {
         agent_respond(gen, sid, WQ_CONTROL, code, invalid, NULL);
@@ -1201,6 +1317,8 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
     snprintf(c->disk_dir, sizeof c->disk_dir, "%s/disk", c->dir);
     snprintf(c->rootfs_dir, sizeof c->rootfs_dir, "%s/rootfs", c->dir);
     snprintf(c->files_dir, sizeof c->files_dir, "%s/files", c->dir);
+    c->cgroup_fd = -1;
+    c->oom_wd = -1;
     struct process *p = &c->init;
     process_init_fields(p, c);
     p->terminal = req->process.terminal;
@@ -1209,30 +1327,24 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
 
     char err[600];
     c->oom_wd = -1;
+    TIMING_MARK("validate");
     if (req->has_linux && req->linux_sec.has_seccomp &&
         seccomp_compile(&req->linux_sec.seccomp, &c->seccomp, err, sizeof err) < 0) {
         agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "container \"%s\": %s", c->id, err);
         container_destroy(c);
         return;
     }
+    TIMING_MARK("seccomp");
     if ((code = container_setup_cgroup(c, req, err, sizeof err)) != RPC_OK) {
         agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
         container_destroy(c);
         return;
     }
-    int cgroup_procs = open_cgroup_procs(c);
-    if (c->has_cgroup && cgroup_procs < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": open %s/cgroup.procs: %s", c->id, c->cgroup_dir,
-                            strerror(errno));
-        container_destroy(c);
-        return;
-    }
+    TIMING_MARK("open_procs");
     if (container_mount(c, req, &code, err, sizeof err) < 0 ||
         (code = mounts_write_files(req, c->files_dir, err, sizeof err)) != RPC_OK ||
         (code = mounts_prepare_share(req, err, sizeof err)) != RPC_OK) {
         agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
-        if (cgroup_procs >= 0)
-            close(cgroup_procs);
         container_destroy(c);
         return;
     }
@@ -1243,25 +1355,18 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
         .files_dir = c->files_dir,
         .seccomp = &c->seccomp,
         .ns_fds = { -1, -1, -1 },
-        .cgroup_procs_fd = cgroup_procs,
+        .cgroup_fd = c->cgroup_fd,
         .cgroupns_fd = -1,
+        .cgroup_procs_fd = -1,
     };
+    TIMING_MARK("files_share");
     int spawned = spawn_process(gen, sid, p, &ctx, &req->stdio,
                                 CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, -1);
-    if (cgroup_procs >= 0)
-        close(cgroup_procs);
     if (spawned < 0) {
         container_destroy(c);
         return;
     }
-    char nspath[64];
-    struct stat st;
-    snprintf(nspath, sizeof nspath, "/proc/%d/ns/pid", (int)p->pid);
-    if (stat(nspath, &st) == 0) {
-        c->pidns_known = true;
-        c->pidns_dev = st.st_dev;
-        c->pidns_ino = st.st_ino;
-    }
+    TIMING_MARK("agent_done");
     LOG_INFO("container %s: init process %d created", c->id, (int)p->pid);
 }
 
@@ -1339,10 +1444,9 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
     c->execs = p;
     c->nexecs++;
     /* Its cgroup and cgroup namespace: those of the container (none without cgroups). */
-    int cgroup_procs = open_cgroup_procs(c);
     char cgns_path[64];
     snprintf(cgns_path, sizeof cgns_path, "/proc/%d/ns/cgroup", (int)c->init.pid);
-    int cgroupns = cgroup_procs >= 0 ? open(cgns_path, O_RDONLY | O_CLOEXEC) : -1;
+    int cgroupns = c->cgroup_fd >= 0 ? open(cgns_path, O_RDONLY | O_CLOEXEC) : -1;
     struct child_ctx ctx = {
         .proc = &req->process,
         .create = NULL,
@@ -1350,16 +1454,15 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
         .files_dir = NULL,
         .seccomp = &c->seccomp,
         .ns_fds = { ns[1], ns[2], ns[3] },
-        .cgroup_procs_fd = cgroup_procs,
+        .cgroup_fd = c->cgroup_fd,
         .cgroupns_fd = cgroupns,
+        .cgroup_procs_fd = -1,
     };
-    int rc = c->has_cgroup && (cgroup_procs < 0 || cgroupns < 0) ? -2 : spawn_process(gen, sid, p, &ctx, &req->stdio, 0, ns[0]);
+    int rc = c->has_cgroup && cgroupns < 0 ? -2 : spawn_process(gen, sid, p, &ctx, &req->stdio, 0, ns[0]);
     if (rc == -2)
         agent_respond_error(gen, sid, RPC_INTERNAL, "%s: open the container's cgroup: %s", who, strerror(errno));
     for (int i = 0; i < 4; i++)
         close(ns[i]);
-    if (cgroup_procs >= 0)
-        close(cgroup_procs);
     if (cgroupns >= 0)
         close(cgroupns);
     if (rc < 0) {
@@ -1433,7 +1536,9 @@ void container_on_status(struct process *p)
                 return;
             }
             p->state = PROC_CREATED;
+            TIMING_MARK("child_ready");
             answer_pending(p, RPC_OK, "created");
+            TIMING_END("CreateContainer");
             return;
         }
         if (rep.code != RPC_OK) {
@@ -1499,9 +1604,23 @@ void container_wait(uint64_t gen, uint32_t sid, const struct process_target *t)
 }
 
 /* Pids of the processes in the container's pid namespace, as seen from the guest root. */
-static size_t container_pids(const struct container *c, pid_t *out, size_t cap)
+/* Learns the init's pid namespace (the first time it is needed: not on the create's path). */
+static void learn_pidns(struct container *c)
+{
+    char nspath[64];
+    struct stat st;
+    snprintf(nspath, sizeof nspath, "/proc/%d/ns/pid", (int)c->init.pid);
+    if (c->pidns_known || c->init.exited || c->init.pid <= 0 || stat(nspath, &st) < 0)
+        return;
+    c->pidns_known = true;
+    c->pidns_dev = st.st_dev;
+    c->pidns_ino = st.st_ino;
+}
+
+static size_t container_pids(struct container *c, pid_t *out, size_t cap)
 {
     size_t n = 0;
+    learn_pidns(c);
     if (!c->pidns_known || c->init.exited)
         return 0;
     DIR *d = opendir("/proc");

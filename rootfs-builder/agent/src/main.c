@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "blkdev.h"
 #include "cgroups.h"
 #include "channel.h"
 #include "container.h"
@@ -461,6 +462,7 @@ static void mount_system(void)
     mount_or_log("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
     mount_or_log("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     cgroups_init();
+    blkdev_remember("/sys/block");
     if (mkdir("/run/smolvm", 0700) < 0 || mkdir("/run/smolvm/c", 0700) < 0)
         LOG_ERR("mkdir /run/smolvm/c: %s", strerror(errno));
 }
@@ -485,6 +487,7 @@ int main(int argc, char **argv)
         move_to_tmpfs_root(argv[0] && argv[0][0] == '/' ? argv[0] : "/init");
     umask(022);
     mount_system();
+    container_prewarm();
     const char *debug = getenv("SMOLVM_DEBUG");
     log_debug_enabled = debug && debug[0] && strcmp(debug, "0") != 0;
     LOG_DEBUG("debug logging on (SMOLVM_DEBUG on the kernel command line)");

@@ -1,6 +1,7 @@
 /* Host-side unit tests of the disk lookup by serial (blkdev.c): the Unit Serial Number VPD
  * page parser (well-formed, padded, truncated, oversized, foreign pages) and the scan of a
- * fake /sys/block holding virtio-blk and SCSI disks (run under ASan/UBSan). */
+ * fake /sys/block holding virtio-blk and SCSI disks, with and without the virtio-blk serials
+ * remembered at agent start (run under ASan/UBSan). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,34 @@ static void test_scan(void)
     CHECK(blkdev_wait_by_serial(sys, devdir, "absent", 30, dev, sizeof dev) == -1);
     put("dev/sda", "", 0);
     CHECK(blkdev_wait_by_serial(sys, devdir, "pod0-rw", 30, dev, sizeof dev) == 0);
+
+    /* Remembered at agent start: the virtio-blk disks' serials are read once (a later change
+     * of the file is not seen); SCSI disks, and disks that came later, are still scanned. */
+    blkdev_remember(sys);
+    put("sys/vda/serial", "changed", 7);
+    CHECK(blkdev_find_by_serial(sys, devdir, "slot0", dev, sizeof dev) == 0);
+    snprintf(want, sizeof want, "%s/vda", devdir);
+    CHECK(strcmp(dev, want) == 0);
+    CHECK(blkdev_find_by_serial(sys, devdir, "changed", dev, sizeof dev) == -1);
+    CHECK(blkdev_find_by_serial(sys, devdir, "image", dev, sizeof dev) == 0);
+    CHECK(blkdev_find_by_serial(sys, devdir, "slot0", dev, 8) == -1);
+    CHECK(blkdev_find_by_serial(sys, devdir, "pod0-img", dev, sizeof dev) == 0);
+    snprintf(want, sizeof want, "%s/sdb", devdir);
+    CHECK(strcmp(dev, want) == 0);
+    len = vpd(page, "pod1-img", 8);
+    put("sys/sde/device/vpd_pg80", page, len);
+    put("sys/vdc/serial", "late", 4);
+    CHECK(blkdev_find_by_serial(sys, devdir, "pod1-img", dev, sizeof dev) == 0);
+    CHECK(blkdev_find_by_serial(sys, devdir, "late", dev, sizeof dev) == 0);
+    snprintf(want, sizeof want, "%s/vdc", devdir);
+    CHECK(strcmp(dev, want) == 0);
+    CHECK(blkdev_wait_by_serial(sys, devdir, "slot0", 30, dev, sizeof dev) == 0);
+    /* Another directory: nothing remembered applies. */
+    CHECK(blkdev_find_by_serial(nosys, devdir, "slot0", dev, sizeof dev) == -1);
+    /* Remembering a directory that does not exist forgets everything. */
+    blkdev_remember(nosys);
+    CHECK(blkdev_find_by_serial(sys, devdir, "slot0", dev, sizeof dev) == -1);
+    CHECK(blkdev_find_by_serial(sys, devdir, "changed", dev, sizeof dev) == 0);
 
     char cmd[320];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
