@@ -181,6 +181,8 @@ const RMDIR_BUSY_BOUND_MS = 2000;
 export async function removeCgroupPlacement(placement: CgroupPlacement, busyBoundMs = RMDIR_BUSY_BOUND_MS): Promise<string[]> {
   const left: string[] = [];
   const deadline = Date.now() + busyBoundMs;
+  // Usually free a few ms after the VMM was reaped: poll fast first (Delete waits for this).
+  let delayMs = 2;
   for (const dir of [...placement.created].reverse()) {
     for (;;) {
       try {
@@ -194,7 +196,8 @@ export async function removeCgroupPlacement(placement: CgroupPlacement, busyBoun
           left.push(dir);
           break;
         }
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        delayMs = Math.min(delayMs * 2, 50);
       }
     }
   }
