@@ -119,22 +119,24 @@ class GuestVsock {
   GuestAddress tx_hdr_ = 0, tx_payload_ = 0;
 };
 
+// A host client of the device's unix socket at `path`.
+UniqueFd ConnectUnix(const std::string& path) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw std::runtime_error("connect to " + path + " failed");
+  return fd;
+}
+
 struct VsockRig {
   VsockRig()
       : device(MakeVirtioVsock(kGuestCid, ListenUnixSocket(dir.path + "/v.sock"), loop)),
         h(device),
         guest(h) {}
 
-  UniqueFd Connect() {
-    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::string path = dir.path + "/v.sock";
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-      throw std::runtime_error("connect to vsock socket failed");
-    return fd;
-  }
+  UniqueFd Connect() { return ConnectUnix(dir.path + "/v.sock"); }
 
   // Host client connects to the guest port; the guest answers with `answer` (RESPONSE or
   // RST). Returns the client fd (non-blocking) and the host port.
@@ -515,13 +517,7 @@ struct RestoredVsock {
 
   // A host client that connected to the restored VMM and asked for the agent's port.
   UniqueFd ConnectToAgent() {
-    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::string path = dir.path + "/v.sock";
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-      throw std::runtime_error("connect to the restored vsock socket failed");
+    UniqueFd fd = ConnectUnix(dir.path + "/v.sock");
     if (write(fd.get(), "CONNECT 1024\n", 13) != 13) abort();
     fcntl(fd.get(), F_SETFL, O_NONBLOCK);
     return fd;
