@@ -10,6 +10,8 @@ import { repoRoot } from '../../shim/src/config/paths';
 /** The suite takes ~45 s in the lab; one inner test is bounded well below the outer bound. */
 const LAB_TIMEOUT_MS = 360_000;
 const INNER_TEST_TIMEOUT_MS = '120000';
+/** The bench takes ~70 s in the lab: a stalled run is cut at under three times that. */
+const BENCH_TIMEOUT_MS = 200_000;
 const MOCHA = path.join(repoRoot(), 'node_modules', 'mocha', 'bin', 'mocha.js');
 
 function note(line: string): void {
@@ -22,6 +24,7 @@ function describeFailure(result: LabRunResult): string {
 }
 
 describe('KVM lab: templates on the kvm backend', function () {
+  // Each test may run twice (one retry).
   this.timeout(2 * LAB_TIMEOUT_MS + 60_000);
 
   it('passes the template integration suite (restore, clone safety, invalidation, fallback)', async () => {
@@ -46,10 +49,20 @@ describe('KVM lab: templates on the kvm backend', function () {
   });
 
   it('bench: restore-to-ready vs cold boot on kvm (ratio)', async () => {
-    const result = await runInLab(
+    const bench = (): Promise<LabRunResult> => runInLab(
       [process.execPath, path.join(repoRoot(), 'dist', 'bench', 'restore.js'), '--backend', 'kvm', '--n', '3'],
-      { timeoutMs: LAB_TIMEOUT_MS, cwd: repoRoot() },
+      { timeoutMs: BENCH_TIMEOUT_MS, cwd: repoRoot() },
     );
+    // The same nested-KVM stall has hit this once (the L1 kernel reported its VMM thread stuck
+    // in KVM_RUN for minutes): one more try, reported, as for the suite above.
+    let result: LabRunResult;
+    try {
+      result = await bench();
+      if (result.exitCode !== 0) throw new Error(describeFailure(result));
+    } catch (err) {
+      note(`restore bench failed once in the lab, trying again; it said:\n${String((err as Error).message).slice(-2000)}`);
+      result = await bench();
+    }
     assert.equal(result.exitCode, 0, describeFailure(result));
     for (const line of result.stdout.trim().split('\n')) note(line);
     assert.match(result.stdout, /ratio cold\/restore: [\d.]+x/);
