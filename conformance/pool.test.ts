@@ -4,8 +4,9 @@
 // runs in that VM with its own output and exit code; the pool refills by itself. A spare
 // refuses claimers of another environment (and stays), bad claims (and stays), and claims
 // after the config changed (and leaves: never a stale guest). A container that does not fit
-// the warm VM boots its own and the spare's VM goes. A spare killed -9 is swept (its VMM
-// killed). Draining leaves nothing behind: no process, VM directory or pool entry.
+// the warm VM boots its own and the spare's VM goes. A pod's sandbox brings the spare's VM and
+// its app joins it. A claimed daemon that exits unused takes its VM along. A spare killed -9
+// is swept (its VMM killed). Draining leaves nothing behind: no process, VM directory or pool entry.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -13,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { smolvmPaths, type Paths } from '../shim/src/config/paths';
 import { claimOne, claimSpare } from '../shim/src/pool/claim';
-import { drainPool, listSpares, sweepPool, waitForReady, type SpareEntry } from '../shim/src/pool/pool';
+import { drainPool, listSpares, sweepPool, topUpPool, waitForReady, type SpareEntry } from '../shim/src/pool/pool';
 import { encodeClaim, smolvmEnv, type ClaimRequest } from '../shim/src/pool/protocol';
 import { isSameProcessAlive, waitGone } from '../shim/src/util/proc';
 import { PrivateContainerd, RUN_MARKER_ENV } from './harness/containerd';
@@ -163,6 +164,51 @@ describe(`warm pool [${SMOLVM_RUNTIME}]`, function () {
     assert.match(ran.log, /warm vm does not fit the container; booting one/);
     assert.match(ran.log, new RegExp(`vm (cold boot|restored from template).*id=${ran.id}`));
     assert.ok(await waitGone(spare.vm!, 10_000), 'the unused warm VM was torn down');
+  });
+
+  it('a pod\'s sandbox container brings the spare\'s VM; the pod\'s app joins that VM', async function () {
+    this.timeout(300_000);
+    const spare = await readySpare();
+    const pod = `pod-${process.pid}`;
+    const [sandbox, app] = [nextId(), nextId()];
+    for (const [id, script] of [[sandbox, 'sleep 300'], [app, 'echo app; sleep 300']] as const) {
+      const started = await ctrd().ctr(['run', '-d', '--runtime', SMOLVM_RUNTIME, '--annotation', `io.kubernetes.cri.sandbox-id=${pod}`, image.ref, id, 'sh', '-c', script], { timeoutMs: 120_000 });
+      assert.equal(started.exitCode, 0, describeResult(started));
+    }
+    const listing = (await ctrd().ctrChecked(['tasks', 'ls'], { timeoutMs: 15_000 })).stdout.toString('utf8');
+    const pidOf = (id: string): number => Number(new RegExp(`^${id}\\s+(\\d+)`, 'm').exec(listing)?.[1]);
+    assert.equal(pidOf(sandbox), spare.vm!.pid, `the sandbox runs in the spare's VM:\n${listing}`);
+    assert.equal(pidOf(app), spare.vm!.pid, `the app joins it:\n${listing}`);
+    for (const id of [app, sandbox]) {
+      await ctrd().ctr(['tasks', 'kill', '-s', 'SIGKILL', id], { timeoutMs: 30_000 });
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && !/STOPPED/.test((await ctrd().ctr(['tasks', 'ls'], { timeoutMs: 15_000 })).stdout.toString('utf8').split('\n').find((l) => l.startsWith(id)) ?? '')) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal((await ctrd().ctr(['tasks', 'rm', id], { timeoutMs: 60_000 })).exitCode, 0);
+      assert.equal((await ctrd().ctr(['containers', 'rm', id], { timeoutMs: 60_000 })).exitCode, 0);
+    }
+    assert.ok(await waitGone(spare.vm!, 10_000), 'the pod\'s VM ends with its last container');
+  });
+
+  it('a claimed daemon that never got its container tears the warm VM down when it exits', async function () {
+    this.timeout(180_000);
+    const spare = await readySpare();
+    const bundle = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-pool-bundle-'));
+    try {
+      const id = `idle-${process.pid}`;
+      const claimed = await claimSpare(path.join(paths.stateDir, 'pool'), claim({ id, group: id, bundle }));
+      assert.ok(claimed, 'claimed');
+      assert.ok(isSameProcessAlive(spare.vm!), 'its VM waits for the container');
+      process.kill(spare.owner!.pid, 'SIGTERM');
+      assert.ok(await waitGone(spare.owner!, 10_000), 'the daemon exits');
+      assert.ok(await waitGone(spare.vm!, 10_000), 'and takes the unused VM with it');
+      assert.ok(!fs.existsSync(claimed.address.slice('unix://'.length)), 'its shim socket is gone');
+      // It left before its refill timer: top the pool up as the next daemon would.
+      await topUpPool(paths, 1, { ...process.env, SMOLVM_ROOT: ctrd().smolvmRoot, SMOLVM_CONFIG: configFile, [RUN_MARKER_ENV]: ctrd().marker });
+    } finally {
+      fs.rmSync(bundle, { recursive: true, force: true });
+    }
   });
 
   it('a spare killed -9 is swept: its VMM is killed, its entry removed', async function () {

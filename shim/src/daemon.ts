@@ -58,8 +58,9 @@ export interface ServeOptions {
   config: SmolvmConfig;
   backend: Backend;
   log: Logger;
-  /** A warm-pool spare's VM, for the first Create that fits it. */
-  warm?: WarmVmSource;
+  /** A warm-pool spare's VM, for the first Create that fits it; released (destroyed if
+   *  nobody took it) when the daemon exits. */
+  warm?: WarmVmSource & { release(): Promise<void> };
 }
 
 /**
@@ -95,6 +96,7 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     // First of all: a `start` for another container of this group must no longer find this
     // daemon (it spawns a new one instead of handing containerd a daemon that is leaving).
     unlinkOwnSocket();
+    await opts.warm?.release().catch(() => undefined);
     await publisher.close().catch(() => undefined);
     await server.close({ timeoutMs: 2000 }).catch(() => undefined);
     log.info('shim daemon exiting');

@@ -128,6 +128,12 @@ async function becomeDaemon(state: SpareState, req: ClaimRequest, socket: string
         removeQuietly(state.dir);
         return state.pod;
       },
+      release: async () => {
+        if (taken) return;
+        taken = true;
+        await state.pod.destroy();
+        removeQuietly(state.dir);
+      },
     },
   });
 }

@@ -191,10 +191,18 @@ export class Container {
     const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
     assertDirSharesSupported(opts.backend, guestConfig.shares, id);
     let vmDirSeen = '';
-    if (opts.pod) return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath);
-    const warm = opts.warm?.take(opts.memoryMiB, opts.vcpus);
+    const takeWarm = (): PodVm | undefined => {
+      const warm = opts.warm?.take(opts.memoryMiB, opts.vcpus) ?? undefined;
+      if (warm) log.info('vm taken from the warm pool', { spare: warm.sandboxId, restored_from: warm.sandbox.restoredFrom ?? 'cold boot', pid: warm.sandbox.vm.identity.pid });
+      return warm;
+    };
+    if (opts.pod) {
+      // A pod's first container (usually its sandbox) may bring the VM of a warm spare.
+      const warm = opts.pod.registry.membersOf(opts.pod.sandboxId) === 0 ? takeWarm() : undefined;
+      return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath, warm);
+    }
+    const warm = takeWarm();
     if (warm) {
-      log.info('vm taken from the warm pool', { spare: warm.sandboxId, restored_from: warm.sandbox.restoredFrom ?? 'cold boot', pid: warm.sandbox.vm.identity.pid });
       // A pod of one: the spare's VM takes its disks the way a pod member's do.
       const own = { registry: new PodRegistry(), sandboxId: `warm-${id}`, maxContainers: warm.capacity };
       return Container.createInPod(opts, own, terminal, initSpec, guestConfig, cgroupPath, warm);

@@ -87,11 +87,22 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
   const image = ensureImage(opts.rootfs, { cacheDir: opts.paths.cacheDir, log: (m: string) => log.info(m) });
   image.catch(() => undefined);
   const dirs: string[] = [];
-  const pod = await registry.join(sandboxId, id, async () => {
-    const booted = opts.adopt ? await adoptPod(opts, opts.adopt, dirs) : await bootPod(opts, dirs);
-    podCgroupDirs.set(booted, dirs);
-    return booted;
-  });
+  let adopted = false;
+  let pod: PodVm;
+  try {
+    pod = await registry.join(sandboxId, id, async () => {
+      adopted = opts.adopt !== undefined;
+      const booted = opts.adopt ? await adoptPod(opts, opts.adopt, dirs) : await bootPod(opts, dirs);
+      podCgroupDirs.set(booted, dirs);
+      return booted;
+    });
+  } finally {
+    // Another container of the pod brought its VM first: the warm one is not needed.
+    if (opts.adopt && !adopted) {
+      log.info('warm vm not needed: the pod has its VM', { pod: sandboxId });
+      void opts.adopt.destroy();
+    }
+  }
   const sandbox = pod.sandbox;
   const leave = (): Promise<void> => registry.leaveGuest(sandboxId, id, async () => {
     if (!pod.alive) return;
