@@ -1,5 +1,6 @@
 // The warm pool (pool/), through real ctr on a private containerd whose config says
-// pool_size = 1: the first container's daemon fills the pool; the next `ctr run` claims the
+// pool_size = 1: the first container's daemon (whose VM it started itself, pool/early-vm.ts,
+// while containerd sent the Create) fills the pool; the next `ctr run` claims the
 // spare (its daemon and its VM, restored and reseeded before anyone asked) and the container
 // runs in that VM with its own output and exit code; the pool refills by itself. A spare
 // refuses claimers of another environment (and stays), bad claims (and stays), and claims
@@ -100,6 +101,8 @@ describe(`warm pool [${SMOLVM_RUNTIME}]`, function () {
     const first = await run(['sh', '-c', 'echo first']);
     assert.equal(first.exitCode, 0, first.log);
     assert.equal(first.stdout.trim(), 'first');
+    // No spare yet: the daemon started its VM itself, while containerd sent the Create.
+    assert.match(first.log, new RegExp(`vm taken from the warm pool.*id=${first.id} spare=early-`));
     const spare = await readySpare();
 
     const second = await run(['sh', '-c', 'echo $((6*7)); exit 3']);

@@ -11,7 +11,10 @@ import { Options as RuntimeOptions } from './gen/runtimeoptions/runtimeoptions';
 import { fdLogger, openLogFifo, type Logger } from './log';
 import type { Backend } from './sandbox/backend';
 import { selectBackend } from './sandbox/select';
+import { EarlyVm } from './pool/early-vm';
 import { topUpPool } from './pool/pool';
+import { templatesEnabled } from './sandbox/template/start';
+import { StateStore, STATE_VERSION } from './state/store';
 import type { WarmVmSource } from './task/container';
 import { TaskService } from './task/service';
 import { TaskEndpoint } from './grpc/endpoint';
@@ -116,6 +119,8 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     templates: config.templates,
     warm: opts.warm,
     onCreated: () => {
+      // A VM started ahead that the first Create did not take has no use any more.
+      void opts.warm?.release().catch((err: unknown) => log.warn('could not tear down an unused early vm', { error: String(err) }));
       if (poolToppedUp || config.poolSize === 0) return;
       poolToppedUp = true;
       void topUpPool(paths, config.poolSize).then(
@@ -178,12 +183,27 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     const config = loadConfig(configPathFromOptions(bundle));
     if (config.logLevel === 'debug' && !flags.debug) log = fdLogger(logFd ?? 2, 'debug', { runtime: 'smolvm', pid: process.pid });
     const backend = selectBackend(config.backend);
+    // The VM restores while containerd sends its Create (pool/early-vm.ts).
+    const paths = smolvmPaths();
+    const store = new StateStore(paths.stateDir);
+    const early = templatesEnabled(config.templates)
+      ? new EarlyVm({
+        backend, paths, config, log,
+        record: (vm) => {
+          try {
+            store.write({ version: STATE_VERSION, id: flags.id, namespace: flags.namespace, bundle, status: 'creating', shimPid: process.pid, vm });
+          } catch (err) {
+            log.warn('early vm: could not record it in the state file', { error: String(err) });
+          }
+        },
+      })
+      : undefined;
     await serveShim({
       wiring: {
         namespace: flags.namespace, address: flags.address, publishBinary: flags.publishBinary,
         ttrpcAddress: process.env.TTRPC_ADDRESS, socket,
       },
-      config, backend, log,
+      config, backend, log, warm: early,
     });
     signalReady('ok');
   } catch (err) {

@@ -285,7 +285,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
         process: { args: ['sh', '-c', 'echo data > /f; cat /f; hostname; exit 5'], env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0 } },
       } as OciSpec,
       backend, paths, memoryMiB: 256, vcpus: 1, writableDiskBytes: 64 * 1024 * 1024, log,
-      warm: { take: (memoryMiB, vcpus) => (memoryMiB === 256 && vcpus === 1 && offered++ === 0 ? pod : null) },
+      warm: { take: async (memoryMiB, vcpus) => (memoryMiB === 256 && vcpus === 1 && offered++ === 0 ? pod : null) },
     });
     try {
       assert.equal(offered, 1);

@@ -113,7 +113,7 @@ async function becomeDaemon(state: SpareState, req: ClaimRequest, socket: string
     backend: state.backend,
     log: state.log,
     warm: {
-      take: (memoryMiB, vcpus) => {
+      take: async (memoryMiB, vcpus) => {
         if (taken || !state.pod.alive) return null;
         const podMemory = state.config.memoryMiB;
         if (memoryMiB !== podMemory || vcpus !== state.config.vcpus) {

@@ -64,10 +64,11 @@ export interface ContainerOptions {
   warm?: WarmVmSource;
 }
 
-/** A VM already running, with no container yet (pool/spare.ts): a Create takes it at most once. */
+/** A VM started before its container came (a pool spare's, pool/spare.ts, or one the daemon
+ *  started with, pool/early-vm.ts): a Create takes it at most once. */
 export interface WarmVmSource {
-  /** The VM when it has this memory and vCPU count and is still alive; null otherwise. */
-  take(memoryMiB: number, vcpus: number): PodVm | null;
+  /** The VM (once it is up) when it has this memory and vCPU count and lives; null otherwise. */
+  take(memoryMiB: number, vcpus: number): Promise<PodVm | null>;
 }
 
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -191,17 +192,17 @@ export class Container {
     const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
     assertDirSharesSupported(opts.backend, guestConfig.shares, id);
     let vmDirSeen = '';
-    const takeWarm = (): PodVm | undefined => {
-      const warm = opts.warm?.take(opts.memoryMiB, opts.vcpus) ?? undefined;
+    const takeWarm = async (): Promise<PodVm | undefined> => {
+      const warm = (await opts.warm?.take(opts.memoryMiB, opts.vcpus)) ?? undefined;
       if (warm) log.info('vm taken from the warm pool', { spare: warm.sandboxId, restored_from: warm.sandbox.restoredFrom ?? 'cold boot', pid: warm.sandbox.vm.identity.pid });
       return warm;
     };
     if (opts.pod) {
       // A pod's first container (usually its sandbox) may bring the VM of a warm spare.
-      const warm = opts.pod.registry.membersOf(opts.pod.sandboxId) === 0 ? takeWarm() : undefined;
+      const warm = opts.pod.registry.membersOf(opts.pod.sandboxId) === 0 ? await takeWarm() : undefined;
       return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath, warm);
     }
-    const warm = takeWarm();
+    const warm = await takeWarm();
     if (warm) {
       // A pod of one: the spare's VM takes its disks the way a pod member's do.
       const own = { registry: new PodRegistry(), sandboxId: `warm-${id}`, maxContainers: warm.capacity };
