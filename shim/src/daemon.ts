@@ -118,15 +118,16 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     podMaxContainers: config.podMaxContainers,
     templates: config.templates,
     warm: opts.warm,
-    onCreated: () => {
+    onCreated: async () => {
+      if (!poolToppedUp && config.poolSize > 0) {
+        poolToppedUp = true;
+        void topUpPool(paths, config.poolSize).then(
+          (spawned) => { if (spawned.length > 0) log.info('warm pool topped up', { spawned: spawned.length, pool_size: config.poolSize }); },
+          (err: unknown) => log.warn('could not top the warm pool up', { error: String(err) }),
+        );
+      }
       // A VM started ahead that the first Create did not take has no use any more.
-      void opts.warm?.release().catch((err: unknown) => log.warn('could not tear down an unused early vm', { error: String(err) }));
-      if (poolToppedUp || config.poolSize === 0) return;
-      poolToppedUp = true;
-      void topUpPool(paths, config.poolSize).then(
-        (spawned) => { if (spawned.length > 0) log.info('warm pool topped up', { spawned: spawned.length, pool_size: config.poolSize }); },
-        (err: unknown) => log.warn('could not top the warm pool up', { error: String(err) }),
-      );
+      await opts.warm?.release().catch((err: unknown) => log.warn('could not tear down an unused warm vm', { error: String(err) }));
     },
     onShutdown: () => void exit(0),
   });

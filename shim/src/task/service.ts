@@ -50,8 +50,9 @@ export interface TaskServiceOptions {
   templates?: boolean;
   /** A warm-pool spare's running VM, for the first Create that fits it (pool/spare.ts). */
   warm?: WarmVmSource;
-  /** After every Create, whatever its outcome (the daemon tops the warm pool up after its first). */
-  onCreated?: () => void;
+  /** After every Create, whatever its outcome, before it answers (the daemon tears down an
+   *  early VM the Create did not take, and tops the warm pool up after its first). */
+  onCreated?: () => Promise<void>;
 }
 
 interface Entry {
@@ -267,7 +268,8 @@ export class TaskService {
       throw err;
     } finally {
       this.creating.delete(id);
-      this.opts.onCreated?.();
+      // A failed Create leaves nothing behind, not even the VM started for it ahead.
+      await this.opts.onCreated?.();
     }
   }
 
