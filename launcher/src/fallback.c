@@ -16,9 +16,7 @@
 
 #define MAIN_JS_REL "bin/containerd-shim-smolvm-v1.js"
 
-/* <repo>/bin/containerd-shim-smolvm-v1.js (the node entry: its name stays in the daemons' command lines) next to this binary (<repo>/bin/…), so that a moved checkout
- * keeps working; the path baked in at build time otherwise. */
-static int resolve_main_js(char *buf, size_t cap)
+int resolve_main_js(char *buf, size_t cap)
 {
 	char exe[PATH_MAX];
 	if (realpath("/proc/self/exe", exe)) {

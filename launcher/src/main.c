@@ -1,6 +1,7 @@
 /* containerd-shim-smolvm-v1: the binary containerd executes. It answers the two frequent,
- * simple cases itself (~1 ms instead of a ~70 ms node start): `delete` of a container the
- * daemon already deleted, and `start` through a warm-pool spare. Everything else runs the
+ * simple cases itself (no ~70 ms node start for them): `delete` of a container the daemon
+ * already deleted, and `start` for containerd 1.6 (the group's live daemon, a warm-pool spare,
+ * or a shim daemon it spawns as start.ts does). Everything else runs the
  * TypeScript shim (bin/containerd-shim-smolvm-v1.js, which loads dist/shim/src/main.js) with the same arguments, stdin and environment. */
 #include "delete.h"
 #include "fallback.h"

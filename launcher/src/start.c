@@ -2,6 +2,8 @@
 
 #include "claim.h"
 #include "fallback.h"
+#include "socket.h"
+#include "spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,8 +109,8 @@ static int drain_stdin(int *memfd)
 	}
 }
 
-/* The answer of a claimed spare: `address` in the bundle (containerd 1.6 reads it when it
- * reconnects), then the bare address on stdout. */
+/* The answer (a live daemon, a claimed spare or a new daemon): `address` in the bundle
+ * (containerd 1.6 reads it when it reconnects), then the bare address on stdout. */
 static enum fast_result answer(const char *bundle, const char *addr)
 {
 	char file[PATH_MAX];
@@ -129,44 +131,32 @@ static enum fast_result answer(const char *bundle, const char *addr)
 	return FAST_DONE;
 }
 
-/* Tries the spares in order; stdin is read only once a claim is about to be made. */
-static enum fast_result claim_from_pool(const struct shim_flags *f, const char *bundle)
+/* Tries the spares in order: 1 claimed (*result says how the answer went), 0 no spare took
+ * it, -1 the pool cannot be read as we expect (node's). */
+static int claim_from_pool(const char *request, size_t len, const char *bundle, enum fast_result *result)
 {
-	static char request[MAX_CLAIM_BYTES + 1];
 	static char addr[MAX_ANSWER_BYTES];
-	const char *ttrpc = getenv("TTRPC_ADDRESS");
-	struct claim_request req = {
-		.namespace_ = f->namespace_, .id = f->id, .bundle = bundle, .group = f->id,
-		.address = f->address, .publish_binary = f->publish_binary,
-		.ttrpc_address = ttrpc ? ttrpc : "", .debug = f->debug,
-	};
-	size_t len = encode_claim(&req, request, sizeof(request));
-	if (len == 0)
-		return FAST_FALLBACK;
-
 	struct spare_list spares;
-	enum fast_result result = FAST_FALLBACK;
-	if (list_spares(&spares) != 0 || spares.count == 0)
-		goto out;
-	int memfd;
-	int in = drain_stdin(&memfd);
-	if (in != 0) {
-		/* Runtime options (or 2.3+ BootstrapParams): node's to read, from the same fd 0. */
-		if (in < 0 || (memfd >= 0 && restore_stdin(memfd) != 0))
-			result = FAST_FAILED;
+	int claimed = 0;
+	if (list_spares(&spares) != 0) {
+		claimed = -1;
 		goto out;
 	}
 	for (size_t i = 0; i < spares.count; i++) {
 		if (claim_spare(&spares, i, request, len, addr, sizeof(addr))) {
-			result = answer(bundle, addr);
+			*result = answer(bundle, addr);
+			claimed = 1;
 			goto out;
 		}
 	}
 out:
 	free_spares(&spares);
-	return result;
+	return claimed;
 }
 
+/* start.ts startShim for containerd 1.6 with the id as the group: a live daemon of the group,
+ * else a warm-pool spare, else a new daemon. Nothing with a side effect happens before every
+ * check that could send the case to node has passed (stdin aside, which is put back). */
 enum fast_result start_fast(const struct shim_flags *f)
 {
 	if (!env_allows_fast_start() || !is_plain_name(f->id) || !is_plain_name(f->namespace_))
@@ -176,5 +166,52 @@ enum fast_result start_fast(const struct shim_flags *f)
 		return FAST_FALLBACK;
 	if (!config_allows_fast_start())
 		return FAST_FALLBACK;
-	return claim_from_pool(f, bundle);
+	const char *group = f->id;
+	char socket[MAX_SOCKET_PATH + 1];
+	if (shim_socket_path(f->address, f->namespace_, group, socket, sizeof(socket)) != 0)
+		return FAST_FALLBACK;
+	char address[MAX_SOCKET_PATH + sizeof("unix://")];
+	snprintf(address, sizeof(address), "unix://%s", socket);
+
+	static char request[MAX_CLAIM_BYTES + 1];
+	const char *ttrpc = getenv("TTRPC_ADDRESS");
+	struct claim_request req = {
+		.namespace_ = f->namespace_, .id = f->id, .bundle = bundle, .group = group,
+		.address = f->address, .publish_binary = f->publish_binary,
+		.ttrpc_address = ttrpc ? ttrpc : "", .debug = f->debug,
+	};
+	size_t len = encode_claim(&req, request, sizeof(request));
+	if (len == 0)
+		return FAST_FALLBACK;
+
+	int memfd;
+	int in = drain_stdin(&memfd);
+	if (in != 0) {
+		/* Runtime options (or 2.3+ BootstrapParams): node's to read, from the same fd 0. */
+		if (in < 0 || (memfd >= 0 && restore_stdin(memfd) != 0))
+			return FAST_FAILED;
+		return FAST_FALLBACK;
+	}
+
+	if (make_socket_dir() != 0)
+		return FAST_FALLBACK; /* node says what is wrong with it */
+	/* A live daemon serves every transport on its one socket: reuse it. */
+	int live = probe_socket(socket);
+	if (live < 0)
+		return FAST_FALLBACK;
+	if (live > 0)
+		return answer(bundle, address);
+
+	enum fast_result result = FAST_FALLBACK;
+	int claimed = claim_from_pool(request, len, bundle, &result);
+	if (claimed < 0)
+		return FAST_FALLBACK;
+	if (claimed > 0)
+		return result;
+
+	result = spawn_daemon(f, socket, group);
+	if (result != FAST_DONE)
+		return result;
+	/* A failure here falls back to node, which finds the daemon's live socket. */
+	return answer(bundle, address);
 }

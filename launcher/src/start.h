@@ -1,5 +1,6 @@
-/* `start` through the warm pool: when a spare daemon takes this container, its address is the
- * answer and no node process starts at all. Every case it does not fully understand is node's. */
+/* `start` for containerd 1.6 (a bare address over ttrpc), one container per group: the live
+ * daemon of the group, a warm-pool spare, or a new daemon spawned as start.ts does, all without
+ * a node process for `start` itself. Every case it does not fully understand is node's. */
 #ifndef SMOLVM_LAUNCHER_START_H
 #define SMOLVM_LAUNCHER_START_H
 

@@ -1,20 +1,29 @@
 // The launcher (launcher/, compiled to bin/containerd-shim-smolvm-v1): it answers `delete` with
-// no state left and `start` through a warm-pool spare itself, and hands everything else to node
-// (`node bin/containerd-shim-smolvm-v1.js ARGS`) with the same arguments and stdin. These tests run the
-// compiled binary with a temporary SMOLVM_ROOT.
+// no state left and `start` for containerd 1.6 itself (the group's live daemon, a warm-pool
+// spare, or a daemon it spawns as start.ts does), and hands everything else to node
+// (`node bin/containerd-shim-smolvm-v1.js ARGS`) with the same arguments and stdin. These tests
+// run the compiled binary with a temporary SMOLVM_ROOT.
 //
-// How the node fallback is observed safely: most cases put a fake `node` first on PATH (a shell
-// script that records its arguments and stdin, then exits 3). The real `start` would create
-// /run/containerd/s and spawn a shim daemon, which a unit test must never do; the fake one shows
-// that the launcher handed over, with exactly which arguments and stdin bytes, and nothing else
-// runs. Only `delete` with a state file uses the real node: its teardown, with `vm: null`, only
-// removes files under the temporary root.
+// How node is observed safely: most cases put a fake `node` first on PATH (a shell script). Run
+// as the fallback it records its arguments and stdin, then exits 3: that shows the launcher
+// handed over, with exactly which arguments and stdin bytes, and nothing else runs. Run as the
+// daemon (last argument `daemon`) it records its arguments, environment, cwd, session and fds,
+// then does what FAKE_DAEMON says (write "ok" to fd 3 and exit, "error: boom", exit silently,
+// never answer): no real daemon, no VM. Only `delete` with a state file uses the real node: its
+// teardown, with `vm: null`, only removes files under the temporary root.
+//
+// /run/containerd/s: the launcher probes (and may remove a stale socket at) the hashed path of
+// its group there. Every case uses a namespace of its own (pid + random bytes), so that path
+// cannot be anything real; the cases that make a socket there remove it. The cases that need the
+// directory are skipped when it does not exist or is not writable (they never create it).
 import * as assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { socketPath, toAddress, SOCKET_DIR } from '../../shim/src/bootstrap/address';
 import { encodeDeleteResponse, EXIT_STATUS_KILLED } from '../../shim/src/bootstrap/delete';
 import { DeleteResponse } from '../../shim/src/gen/containerd/task/v2/shim';
 import { decodeClaim, type ClaimRequest } from '../../shim/src/pool/protocol';
@@ -23,7 +32,34 @@ const repo = path.resolve(__dirname, '..', '..', '..');
 /** SMOLVM_LAUNCHER_BIN: another build of it (`make -C launcher test` runs the ASan/UBSan one). */
 const launcher = process.env.SMOLVM_LAUNCHER_BIN || path.join(repo, 'bin', 'containerd-shim-smolvm-v1');
 const mainJs = path.join(repo, 'bin', 'containerd-shim-smolvm-v1.js');
+/** SMOLVM_SHA256_TEST_BIN: another build of launcher/test/sha256-test.c (the ASan/UBSan one). */
+const sha256Test = process.env.SMOLVM_SHA256_TEST_BIN || path.join(repo, 'launcher', 'build', 'sha256-test');
 const FAKE_NODE_EXIT = 3;
+const CONTAINERD = '/x/containerd.sock';
+
+/** The fake `node`: the fallback (exit 3) or, run with `daemon` and SMOLVM_SHIM_SOCKET, the shim daemon. */
+const FAKE_NODE = `#!/bin/sh
+for last; do :; done
+out="$FAKE_NODE_OUT"
+if [ "$last" != daemon ] || [ -z "$SMOLVM_SHIM_SOCKET" ]; then
+  printf '%s\\0' "$@" > "$out/args"
+  cat > "$out/stdin"
+  exit ${FAKE_NODE_EXIT}
+fi
+printf '%s\\0' "$@" > "$out/daemon-args"
+env -0 > "$out/daemon-env"
+pwd -P > "$out/daemon-cwd"
+echo $$ $(cut -d' ' -f5,6 /proc/$$/stat) > "$out/daemon-ids"
+# Copies of the /proc/$$/fd links: no redirection, which would change the shell's own fds.
+for fd in 0 1 2 3 4 5; do cp -P /proc/$$/fd/$fd "$out/fd-$fd"; done
+case "$FAKE_DAEMON" in
+  error) printf 'error: boom' >&3; exit 1 ;;
+  exit) exit 4 ;;
+  hold) sleep 30 & echo $! > "$out/held-by"; exit 5 ;;
+  hang) exec sleep 30 ;;
+  *) printf ok >&3; exit 0 ;;
+esac
+`;
 
 function isElf(file: string): boolean {
   try {
@@ -47,23 +83,73 @@ interface RunResult {
   ms: number;
 }
 
-function run(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; stdin?: Buffer }): Promise<RunResult> {
+interface RunOptions {
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  stdin?: Buffer;
+  /** Killed after this long (default 8 s). */
+  timeoutMs?: number;
+  /** Also give the launcher an fd 5 without O_CLOEXEC (as a careless parent might). */
+  strayFd?: boolean;
+}
+
+function run(args: string[], opts: RunOptions): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
-    const child = spawn(launcher, args, { cwd: opts.cwd, env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const stdio: Array<'pipe' | 'ignore'> = opts.strayFd ? ['pipe', 'pipe', 'pipe', 'ignore', 'ignore', 'pipe'] : ['pipe', 'pipe', 'pipe'];
+    const child = spawn(launcher, args, { cwd: opts.cwd, env: opts.env, stdio });
     const out: Buffer[] = [];
     let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 8_000);
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 8_000);
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
     child.on('error', (e) => { clearTimeout(timer); reject(e); });
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout: Buffer.concat(out), stderr: err, ms: Date.now() - started });
     });
-    child.stdin.on('error', () => { /* the launcher may exit before reading */ });
-    child.stdin.end(opts.stdin ?? Buffer.alloc(0));
+    child.stdin!.on('error', () => { /* the launcher may exit before reading */ });
+    child.stdin!.end(opts.stdin ?? Buffer.alloc(0));
   });
+}
+
+/** /run/containerd/s is there and writable (the tests never create it: a real containerd does). */
+function socketDirUsable(): boolean {
+  try {
+    fs.accessSync(SOCKET_DIR, fs.constants.W_OK | fs.constants.X_OK);
+    return fs.statSync(SOCKET_DIR).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function needsSocketDir(ctx: Mocha.Context): void {
+  if (!socketDirUsable()) {
+    console.warn(`    skipped: ${SOCKET_DIR} is not a writable directory (the launcher would create it)`);
+    ctx.skip();
+  }
+}
+
+function isLink(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/** True once the process is gone (or a zombie, i.e. dead) within 2 s. */
+async function gone(pid: number): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return true;
+    } catch {
+      return true;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return false;
 }
 
 /** A spare of the warm pool: answers each claim with `answer` (null: never answers). */
@@ -112,6 +198,8 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
   let fakeBin: string;
   let fakeOut: string;
   let spares: FakeSpare[];
+  /** This case's namespace: its sockets in /run/containerd/s cannot be anyone else's. */
+  let ns: string;
 
   before(function () {
     if (!isElf(launcher)) {
@@ -129,13 +217,15 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     fakeOut = path.join(root, 'fake-out');
     fs.mkdirSync(fakeBin);
     fs.mkdirSync(fakeOut);
-    fs.writeFileSync(path.join(fakeBin, 'node'),
-      `#!/bin/sh\nprintf '%s\\0' "$@" > "$FAKE_NODE_OUT/args"\ncat > "$FAKE_NODE_OUT/stdin"\nexit ${FAKE_NODE_EXIT}\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(fakeBin, 'node'), FAKE_NODE, { mode: 0o755 });
     spares = [];
+    ns = `smolvm-launcher-test-${process.pid}-${randomBytes(6).toString('hex')}`;
   });
 
   afterEach(async () => {
     for (const s of spares) await s.close();
+    // Whatever a case may have left at its group's socket path (its own unique name).
+    for (const id of ['c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', 'd1']) fs.rmSync(socketPath(CONTAINERD, ns, id), { force: true });
     fs.rmSync(root, { recursive: true, force: true });
   });
 
@@ -156,13 +246,41 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     spares.push(spare);
     return spare;
   };
-  const startArgs = (id: string, ...extra: string[]): string[] => ['-namespace', 'ns1', '-address', '/x/containerd.sock',
+  const startArgs = (id: string, ...extra: string[]): string[] => ['-namespace', ns, '-address', CONTAINERD,
     '-publish-binary', '/usr/bin/containerd', '-id', id, ...extra, 'start'];
+  const fakeOutFile = (name: string): string | null => {
+    const file = path.join(fakeOut, name);
+    return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null;
+  };
+  const daemonArgs = (): string[] | null => fakeOutFile('daemon-args')?.split('\0').slice(0, -1) ?? null;
+  const expectedDaemonArgs = (id: string, debug = false): string[] => [mainJs, '-namespace', ns, '-id', id,
+    '-address', CONTAINERD, '-publish-binary', '/usr/bin/containerd', ...(debug ? ['-debug'] : []), 'daemon'];
   const decodeDelete = (out: Buffer): { pid: number; exitStatus: number; ms: number } => {
     const decoded = DeleteResponse.decode(out);
     assert.ok(decoded.exitedAt, 'exited_at is set');
     return { pid: decoded.pid, exitStatus: decoded.exitStatus, ms: decoded.exitedAt.seconds * 1000 + decoded.exitedAt.nanos / 1e6 };
   };
+
+  describe('sha256 (launcher/src/sha256.c, through launcher/test/sha256-test.c)', () => {
+    before(function () {
+      if (!isElf(sha256Test)) {
+        console.warn(`    skipped: the SHA-256 test tool is not built (${sha256Test}): run \`make -C launcher\``);
+        this.skip();
+      }
+    });
+
+    it('computes what node\'s crypto computes, across the padding boundaries', () => {
+      const inputs: Buffer[] = [Buffer.alloc(0), Buffer.from('abc'), Buffer.from('/run/containerd/containerd.sock/default/c1'),
+        Buffer.from('héllo wörld ✓', 'utf8')];
+      for (const len of [1, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000]) inputs.push(randomBytes(len));
+      inputs.push(Buffer.alloc(1_000_000, 'a'), randomBytes(3 * 1024 * 1024 + 7));
+      for (const input of inputs) {
+        const r = spawnSync(sha256Test, [], { input, maxBuffer: 1024 });
+        assert.equal(r.status, 0, `${input.length} bytes: ${r.stderr?.toString()}`);
+        assert.equal(r.stdout.toString(), `${createHash('sha256').update(input).digest('hex')}\n`, `${input.length} bytes`);
+      }
+    });
+  });
 
   describe('delete', () => {
     it('answers itself when no state file is left: DeleteResponse{0, 137, now}, options.pb removed', async () => {
@@ -221,7 +339,8 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
   });
 
   describe('start', () => {
-    it('claims a spare: prints its address, writes bundle/address, sends the request protocol.ts reads', async () => {
+    it('claims a spare: prints its address, writes bundle/address, sends the request protocol.ts reads', async function () {
+      needsSocketDir(this);
       const spare = await addSpare('1700000000000-100', 'ok unix:///run/containerd/s/abc\n');
       const env = fakeNodeEnv({
         SMOLVM_FOO: 'bar', SMOLVM_SHIM_SOCKET: '/internal', SMOLVM_SHIM_GROUP: 'g', SMOLVM_SPARE_DIR: '/d',
@@ -236,13 +355,14 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       assert.equal(fs.statSync(addressFile).mode & 0o133, 0, 'at most 0644');
       assert.deepEqual(spare.errors, []);
       assert.deepEqual(spare.requests, [{
-        namespace: 'ns1', id: 'c1', bundle: fs.realpathSync(bundle), group: 'c1', address: '/x/containerd.sock',
+        namespace: ns, id: 'c1', bundle: fs.realpathSync(bundle), group: 'c1', address: CONTAINERD,
         publishBinary: '/usr/bin/containerd', ttrpcAddress: '/x/containerd.sock.ttrpc', socketDir: '', debug: true,
         env: { SMOLVM_ROOT: root, SMOLVM_FOO: 'bar' },
       }]);
     });
 
-    it('tries spares oldest first, skips busy ones and entries that take no claims', async () => {
+    it('tries spares oldest first, skips busy ones and entries that take no claims', async function () {
+      needsSocketDir(this);
       // Made newest first, so that directory order is unlikely to be name order.
       const newer = await addSpare('1700000000003-3', 'ok unix:///run/containerd/s/newer\n');
       const second = await addSpare('1700000000002-2', 'ok unix:///run/containerd/s/second\n');
@@ -262,7 +382,8 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       assert.equal(fakeNodeArgs(), null);
     });
 
-    it('moves on from a spare that does not answer within CLAIM_TIMEOUT_MS', async () => {
+    it('moves on from a spare that does not answer within CLAIM_TIMEOUT_MS', async function () {
+      needsSocketDir(this);
       const silent = await addSpare('1700000000001-1', null);
       await addSpare('1700000000002-2', 'ok unix:///run/containerd/s/second\n');
       const r = await run(startArgs('c3'), { cwd: bundle, env: fakeNodeEnv() });
@@ -272,24 +393,149 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       assert.ok(r.ms >= 1900 && r.ms < 5000, `gave up on the silent spare after ~2 s (${r.ms} ms)`);
     });
 
-    it('hands over to node when every spare is busy or refuses, or the pool is empty', async () => {
+    it('spawns the daemon when every spare is busy or refuses, or the pool is empty', async function () {
+      needsSocketDir(this);
       const a = await addSpare('1700000000001-1', 'refused another SMOLVM_* environment\n');
       const b = await addSpare('1700000000002-2', 'busy\n');
       const c = await addSpare('1700000000003-3', 'ok unix://\n'); // no path: not an answer
       const args = startArgs('c4');
+      const want = toAddress(socketPath(CONTAINERD, ns, 'c4'));
       const r = await run(args, { cwd: bundle, env: fakeNodeEnv() });
-      assert.equal(r.code, FAKE_NODE_EXIT, r.stderr);
-      assert.deepEqual(fakeNodeArgs(), [mainJs, ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.toString(), want);
+      assert.equal(fakeNodeArgs(), null, 'no node start');
+      assert.deepEqual(daemonArgs(), expectedDaemonArgs('c4'));
       assert.deepEqual([a.requests.length, b.requests.length, c.requests.length], [1, 1, 1]);
-      assert.equal(fs.existsSync(path.join(bundle, 'address')), false);
+      assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), want);
 
       for (const s of spares) await s.close();
       spares = [];
       fs.rmSync(poolDir(), { recursive: true });
-      fs.rmSync(path.join(fakeOut, 'args'));
+      fs.rmSync(path.join(fakeOut, 'daemon-args'));
       const none = await run(args, { cwd: bundle, env: fakeNodeEnv() });
-      assert.equal(none.code, FAKE_NODE_EXIT, none.stderr);
-      assert.deepEqual(fakeNodeArgs(), [mainJs, ...args]);
+      assert.equal(none.code, 0, none.stderr);
+      assert.equal(none.stdout.toString(), want);
+      assert.deepEqual(daemonArgs(), expectedDaemonArgs('c4'));
+      assert.equal(fakeNodeArgs(), null);
+    });
+
+    it('spawns the daemon as start.ts does: its socket is address.ts socketPath(), detached, ready pipe on fd 3', async function () {
+      needsSocketDir(this);
+      const env = fakeNodeEnv({
+        SMOLVM_SHIM_SOCKET: '/stale', SMOLVM_SHIM_GROUP: 'stale', TTRPC_ADDRESS: '/x/containerd.sock.ttrpc', OTHER: 'kept',
+      });
+      const started = Date.now();
+      const r = await run(startArgs('d1', '-debug'), { cwd: bundle, env, strayFd: true });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stderr, '');
+      const socket = socketPath(CONTAINERD, ns, 'd1');
+      assert.equal(r.stdout.toString(), `unix://${socket}`, 'no newline, the address node computes');
+      assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), `unix://${socket}`);
+      assert.equal(fakeNodeArgs(), null, 'no node start');
+      assert.deepEqual(daemonArgs(), expectedDaemonArgs('d1', true));
+      const daemonEnv = new Map(fakeOutFile('daemon-env')!.split('\0').slice(0, -1).map((kv) => {
+        const eq = kv.indexOf('=');
+        return [kv.slice(0, eq), kv.slice(eq + 1)] as [string, string];
+      }));
+      assert.equal(daemonEnv.get('SMOLVM_SHIM_SOCKET'), socket);
+      assert.equal(daemonEnv.get('SMOLVM_SHIM_GROUP'), 'd1');
+      assert.equal(daemonEnv.get('TTRPC_ADDRESS'), '/x/containerd.sock.ttrpc');
+      assert.equal(daemonEnv.get('OTHER'), 'kept');
+      assert.equal(daemonEnv.get('SMOLVM_ROOT'), root);
+      assert.equal(fakeOutFile('daemon-cwd')!.trim(), fs.realpathSync(bundle));
+      const [pid, pgrp, sid] = fakeOutFile('daemon-ids')!.trim().split(' ').map(Number);
+      assert.ok(pid! > 0 && pgrp === pid && sid === pid, `its own session (pid ${pid}, pgrp ${pgrp}, sid ${sid})`);
+      const fds = [0, 1, 2, 3, 4, 5].map((fd) => {
+        const link = path.join(fakeOut, `fd-${fd}`);
+        return isLink(link) ? fs.readlinkSync(link) : 'closed';
+      });
+      assert.deepEqual(fds.slice(0, 3), ['/dev/null', '/dev/null', '/dev/null']);
+      assert.match(fds[3]!, /^pipe:\[\d+\]$/);
+      assert.deepEqual(fds.slice(4), ['closed', 'closed'], 'no fd of the launcher\'s parent leaks into the daemon');
+      assert.ok(Date.now() - started < 5_000);
+    });
+
+    it('answers with the socket of a live daemon of the group: node never runs', async function () {
+      needsSocketDir(this);
+      const socket = socketPath(CONTAINERD, ns, 'c2');
+      const server = net.createServer((conn) => conn.destroy());
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socket, resolve);
+      });
+      try {
+        const spare = await addSpare('1700000000001-1', 'ok unix:///run/containerd/s/abc\n');
+        const r = await run(startArgs('c2'), { cwd: bundle, env: fakeNodeEnv() });
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout.toString(), `unix://${socket}`);
+        assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), `unix://${socket}`);
+        assert.equal(fakeNodeArgs(), null);
+        assert.equal(daemonArgs(), null);
+        assert.equal(spare.requests.length, 0, 'no spare claimed');
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        fs.rmSync(socket, { force: true });
+      }
+    });
+
+    it('removes a stale socket of the group (nobody listens) and spawns the daemon', async function () {
+      needsSocketDir(this);
+      const socket = socketPath(CONTAINERD, ns, 'c3');
+      // A listener killed outright leaves its socket file behind.
+      const killed = spawnSync(process.execPath, ['-e',
+        `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+      assert.equal(killed.signal, 'SIGKILL');
+      assert.ok(fs.lstatSync(socket).isSocket(), 'a stale socket is there');
+      const r = await run(startArgs('c3'), { cwd: bundle, env: fakeNodeEnv() });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.toString(), `unix://${socket}`);
+      assert.equal(fs.existsSync(socket), false, 'removed (the daemon binds it anew)');
+      assert.deepEqual(daemonArgs(), expectedDaemonArgs('c3'));
+    });
+
+    it('reports a daemon that fails to start: exit 1 with its message, nothing on stdout', async function () {
+      needsSocketDir(this);
+      const r = await run(startArgs('c5'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'error' }) });
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'containerd-shim-smolvm-v1: shim daemon failed to start: error: boom\n');
+      assert.equal(r.stdout.length, 0);
+      assert.equal(fs.existsSync(path.join(bundle, 'address')), false);
+      assert.equal(fakeNodeArgs(), null, 'no node start after the failure');
+    });
+
+    it('notices a daemon that exits without a word, also while something it started holds the pipe', async function () {
+      needsSocketDir(this);
+      const r = await run(startArgs('c6'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'exit' }) });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^containerd-shim-smolvm-v1: shim daemon failed to start: exited during start \(exit code 4\) without a word\n$/);
+      assert.ok(r.ms < 2_000, `promptly (${r.ms} ms)`);
+
+      const held = await run(startArgs('c6'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'hold' }) });
+      assert.equal(held.code, 1);
+      assert.match(held.stderr, /^containerd-shim-smolvm-v1: shim daemon failed to start: exited during start \(exit code 5\)\n$/);
+      assert.ok(held.ms < 2_000, `promptly (${held.ms} ms)`);
+      // What it left holding the pipe was in its process group: killed with it.
+      const holder = Number(fakeOutFile('held-by'));
+      assert.ok(await gone(holder), `the process holding the pipe (${holder}) was killed`);
+      assert.equal(fakeNodeArgs(), null);
+    });
+
+    it('gives up on a daemon that never answers after 10 s and kills it', async function () {
+      needsSocketDir(this);
+      this.timeout(20_000);
+      const r = await run(startArgs('c7'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'hang' }), timeoutMs: 15_000 });
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'containerd-shim-smolvm-v1: shim daemon failed to start: not ready within 10 s\n');
+      assert.ok(r.ms >= 9_900 && r.ms < 12_000, `after 10 s (${r.ms} ms)`);
+      const [pid] = fakeOutFile('daemon-ids')!.trim().split(' ').map(Number);
+      assert.ok(await gone(pid!), `the daemon (${pid}) was killed`);
+    });
+
+    it('says what failed when node cannot be executed for the daemon', async function () {
+      needsSocketDir(this);
+      const r = await run(startArgs('c1'), { cwd: bundle, env: { PATH: path.join(root, 'empty'), SMOLVM_ROOT: root } });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^containerd-shim-smolvm-v1: shim daemon failed to start: error: exec node .*containerd-shim-smolvm-v1\.js: No such file or directory\n$/);
     });
 
     it('never claims for a spec that may group containers (node reads it)', async () => {
@@ -319,9 +565,14 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
         { env: { SMOLVM_SHIM_PROTOCOL: 'grpc' } },
         { env: { TTRPC_ADDRESS: 'a\nb' } },
         { env: { SMOLVM_X: 'a\nb' } },
-        { args: ['-namespace', 'ns1', '-id', 'c6', '-address', 'a\nb', 'start'] },
+        { args: ['-namespace', ns, '-id', 'c6', '-address', 'a\nb', 'start'] },
         { args: ['-id', 'c6', 'start'] }, // no namespace
-        { args: ['-namespace', 'ns1', '-id', '..', 'start'] },
+        { args: ['-namespace', ns, '-id', '..', 'start'] },
+        // Addresses node's path.join would normalize (or that are not what it hashes as is).
+        ...['x/containerd.sock', '/x/', '/', '//x', '/x//y', '/x/./y', '/x/../y', '/x/é', '/x/\t', ''].map(
+          (address) => ({ args: ['-namespace', ns, '-id', 'c6', '-address', address, 'start'] })),
+        { args: ['-namespace', 'né', '-id', 'c6', '-address', CONTAINERD, 'start'] },
+        { args: ['-namespace', ns, '-id', 'c\x01', '-address', CONTAINERD, 'start'] },
       ];
       for (const c of cases) {
         const args = c.args ?? startArgs('c6');
