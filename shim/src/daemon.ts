@@ -64,6 +64,10 @@ export interface ServeOptions {
   /** A warm-pool spare's VM, for the first Create that fits it; released (destroyed if
    *  nobody took it) when the daemon exits. */
   warm?: WarmVmSource & { release(): Promise<void> };
+  /** How long after its first Create the daemon tops the warm pool up (config pool_size);
+   *  at the latest when it exits. A claimed spare waits a moment: the refill must not take
+   *  the CPU from the container that just started. */
+  poolRefillDelayMs?: number;
 }
 
 /**
@@ -99,13 +103,25 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     // First of all: a `start` for another container of this group must no longer find this
     // daemon (it spawns a new one instead of handing containerd a daemon that is leaving).
     unlinkOwnSocket();
+    await refillPool();
     await opts.warm?.release().catch(() => undefined);
     await publisher.close().catch(() => undefined);
     await server.close({ timeoutMs: 2000 }).catch(() => undefined);
     log.info('shim daemon exiting');
     process.exit(code);
   };
-  let poolToppedUp = false;
+  let poolRefill: { timer: NodeJS.Timeout | null; done: boolean } = { timer: null, done: false };
+  let refilling: Promise<void> = Promise.resolve();
+  const refillPool = (): Promise<void> => {
+    if (poolRefill.done || config.poolSize === 0) return refilling;
+    if (poolRefill.timer) clearTimeout(poolRefill.timer);
+    poolRefill = { timer: null, done: true };
+    refilling = topUpPool(paths, config.poolSize).then(
+      (spawned) => { if (spawned.length > 0) log.info('warm pool topped up', { spawned: spawned.length, pool_size: config.poolSize }); },
+      (err: unknown) => log.warn('could not top the warm pool up', { error: String(err) }),
+    );
+    return refilling;
+  };
   const service = new TaskService({
     namespace: wiring.namespace,
     paths,
@@ -119,12 +135,9 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     templates: config.templates,
     warm: opts.warm,
     onCreated: async () => {
-      if (!poolToppedUp && config.poolSize > 0) {
-        poolToppedUp = true;
-        void topUpPool(paths, config.poolSize).then(
-          (spawned) => { if (spawned.length > 0) log.info('warm pool topped up', { spawned: spawned.length, pool_size: config.poolSize }); },
-          (err: unknown) => log.warn('could not top the warm pool up', { error: String(err) }),
-        );
+      if (!poolRefill.done && !poolRefill.timer && config.poolSize > 0) {
+        poolRefill.timer = setTimeout(() => void refillPool(), opts.poolRefillDelayMs ?? 0);
+        poolRefill.timer.unref();
       }
       // A VM started ahead that the first Create did not take has no use any more.
       await opts.warm?.release().catch((err: unknown) => log.warn('could not tear down an unused warm vm', { error: String(err) }));
@@ -163,7 +176,7 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
   await server.listen(socket);
   const bound = fs.statSync(socket);
   listening = { dev: bound.dev, ino: bound.ino };
-  log.info('shim daemon serving', { socket, backend: backend.name });
+  log.info('shim daemon serving', { socket, backend: backend.name, since_exec_ms: Math.round(process.uptime() * 1000) });
 }
 
 /** Logs the daemon's failures instead of dying of them. */

@@ -19,9 +19,11 @@ import { PodVm } from '../sandbox/pod';
 import { selectBackend } from '../sandbox/select';
 import { writeFileAtomic, removeQuietly } from '../util/fsutil';
 import { liveProcessStartTime } from '../util/proc';
-import { CLAIM_SOCKET, poolDir, reniceProcess, topUpPool, VM_FILE } from './pool';
+import { CLAIM_SOCKET, poolDir, reniceProcess, VM_FILE } from './pool';
 import { decodeClaim, encodeAnswer, MAX_CLAIM_BYTES, smolvmEnv, type ClaimAnswer, type ClaimRequest } from './protocol';
 
+/** A claimed spare refills the pool this long after its container's Create (or at its exit). */
+const SPARE_REFILL_DELAY_MS = 1_000;
 /** A claimer sends its request at once; a connection that does not is dropped. */
 const REQUEST_TIMEOUT_MS = 2_000;
 
@@ -112,6 +114,8 @@ async function becomeDaemon(state: SpareState, req: ClaimRequest, socket: string
     config: state.config,
     backend: state.backend,
     log: state.log,
+    // The pool is one short now: a niced refill, once this container has had the CPU.
+    poolRefillDelayMs: SPARE_REFILL_DELAY_MS,
     warm: {
       take: async (memoryMiB, vcpus) => {
         if (taken || !state.pod.alive) return null;
@@ -182,11 +186,6 @@ async function answerClaim(state: SpareState, conn: net.Socket, claimed: ClaimSl
   }
   state.log.info('claimed from the warm pool', { id: req.id, spare: state.name, vm_pid: state.pod.sandbox.vm.identity.pid });
   await reply({ kind: 'ok', address: toAddress(socket) });
-  // The pool is one short now: refill it (niced spares, after this container's Create has
-  // had the CPU for a moment).
-  setTimeout(() => {
-    void topUpPool(state.paths, state.config.poolSize).catch((err: unknown) => state.log.warn('could not top the warm pool up', { error: String(err) }));
-  }, 500).unref();
 }
 
 export async function runSpare(): Promise<void> {
