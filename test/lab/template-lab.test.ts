@@ -23,6 +23,21 @@ function describeFailure(result: LabRunResult): string {
     `\n--- L1 console (end) ---\n${result.consoleLog.slice(-3000)}`;
 }
 
+/**
+ * A failed or stalled lab run gets one more try, reported with what it showed; the second
+ * run's result is the one the test judges, so a real failure still fails.
+ */
+async function withOneRetry(what: string, run: () => Promise<LabRunResult>): Promise<LabRunResult> {
+  try {
+    const first = await run();
+    if (first.exitCode === 0) return first;
+    note(`${what} failed once in the lab, trying again; it said:\n${describeFailure(first).slice(-2000)}`);
+  } catch (err) {
+    note(`${what} failed once in the lab, trying again; it said:\n${String((err as Error).message).slice(-2000)}`);
+  }
+  return run();
+}
+
 describe('KVM lab: templates on the kvm backend', function () {
   // Each test may run twice (one retry).
   this.timeout(2 * LAB_TIMEOUT_MS + 60_000);
@@ -33,16 +48,8 @@ describe('KVM lab: templates on the kvm backend', function () {
       { timeoutMs: LAB_TIMEOUT_MS, cwd: repoRoot(), env: { SMOLVM_TEMPLATE_BACKEND: 'kvm' } },
     );
     // Nested KVM emulated by TCG has stalled this suite once in CI (no output for minutes,
-    // while it passes in ~45 s otherwise): a failed or stalled run gets one more try, reported
-    // with what it showed, so a real failure still fails.
-    let result: LabRunResult;
-    try {
-      result = await suite();
-      if (result.exitCode !== 0) throw new Error(describeFailure(result));
-    } catch (err) {
-      note(`template suite failed once in the lab, trying again; it said:\n${String((err as Error).message).slice(-2000)}`);
-      result = await suite();
-    }
+    // while it passes in ~45 s otherwise).
+    const result = await withOneRetry('template suite', suite);
     note(`template suite (kvm) in the lab: L1 boot ${result.bootMs} ms, suite ${result.commandMs} ms`);
     assert.equal(result.exitCode, 0, describeFailure(result));
     assert.match(result.stdout, /templates \(kvm\)/);
@@ -54,15 +61,8 @@ describe('KVM lab: templates on the kvm backend', function () {
       { timeoutMs: BENCH_TIMEOUT_MS, cwd: repoRoot() },
     );
     // The same nested-KVM stall has hit this once (the L1 kernel reported its VMM thread stuck
-    // in KVM_RUN for minutes): one more try, reported, as for the suite above.
-    let result: LabRunResult;
-    try {
-      result = await bench();
-      if (result.exitCode !== 0) throw new Error(describeFailure(result));
-    } catch (err) {
-      note(`restore bench failed once in the lab, trying again; it said:\n${String((err as Error).message).slice(-2000)}`);
-      result = await bench();
-    }
+    // in KVM_RUN for minutes).
+    const result = await withOneRetry('restore bench', bench);
     assert.equal(result.exitCode, 0, describeFailure(result));
     for (const line of result.stdout.trim().split('\n')) note(line);
     assert.match(result.stdout, /ratio cold\/restore: [\d.]+x/);
