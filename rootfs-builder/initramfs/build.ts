@@ -49,17 +49,34 @@ function initramfsEntries(agent: Buffer): CpioEntry[] {
 
 /** cpio (newc, uncompressed) with /init = smolvm-init, /dev/console (5:1), the dirs it needs;
  *  cached at <cacheDir>/initramfs/<sha256 of contents>.cpio, written atomically. */
+/** The archive last made from an agent binary (by its identity) into a cache dir: a Create
+ *  then costs one stat of each instead of re-reading and re-packing the agent. */
+const made = new Map<string, InitramfsArtifact & { bytes: number }>();
+
 export async function ensureInitramfs(opts: { cacheDir: string }): Promise<InitramfsArtifact> {
   if (!opts.cacheDir) throw new Error('ensureInitramfs: cacheDir is empty');
-  const agent = await fs.promises.readFile(agentBinaryPath());
+  const agentPath = agentBinaryPath();
+  const agentStat = await fs.promises.stat(agentPath, { bigint: true });
+  const memoKey = `${opts.cacheDir}\0${agentStat.dev}:${agentStat.ino}:${agentStat.size}:${agentStat.mtimeNs}:${agentStat.ctimeNs}`;
+  const memo = made.get(memoKey);
+  if (memo) {
+    const still = await fs.promises.stat(memo.path).catch(() => undefined);
+    if (still?.isFile() && still.size === memo.bytes) return { path: memo.path, key: memo.key };
+    made.delete(memoKey);
+  }
+  const agent = await fs.promises.readFile(agentPath);
   const archive = writeCpio(initramfsEntries(agent));
   const key = crypto.createHash('sha256').update(archive).digest('hex');
   const dir = path.join(opts.cacheDir, 'initramfs');
   const target = path.join(dir, `${key}.cpio`);
+  const remember = (): InitramfsArtifact => {
+    made.set(memoKey, { path: target, key, bytes: archive.length });
+    return { path: target, key };
+  };
 
   // Content-addressed: a file of that name and size is this archive (published by rename).
   const existing = await fs.promises.stat(target).catch(() => undefined);
-  if (existing?.isFile() && existing.size === archive.length) return { path: target, key };
+  if (existing?.isFile() && existing.size === archive.length) return remember();
 
   await fs.promises.mkdir(dir, { recursive: true });
   const temp = path.join(dir, `.${key}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
@@ -70,5 +87,5 @@ export async function ensureInitramfs(opts: { cacheDir: string }): Promise<Initr
     await fs.promises.rm(temp, { force: true });
     throw new Error(`writing initramfs ${target}: ${(err as Error).message}`);
   }
-  return { path: target, key };
+  return remember();
 }

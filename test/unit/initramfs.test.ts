@@ -48,6 +48,17 @@ describe('initramfs', () => {
     assert.deepEqual(fs.readdirSync(path.join(cacheDir, 'initramfs')), [`${first.key}.cpio`]);
   });
 
+  it('makes the archive again when its cached file went away (the agent seen before or not)', async () => {
+    const first = await ensureInitramfs({ cacheDir });
+    fs.rmSync(first.path);
+    const again = await ensureInitramfs({ cacheDir });
+    assert.deepEqual(again, first);
+    assert.ok(fs.existsSync(again.path), 'remembering the agent binary never skips a missing archive');
+    fs.truncateSync(again.path, 10);
+    await ensureInitramfs({ cacheDir });
+    assert.equal(crypto.createHash('sha256').update(fs.readFileSync(again.path)).digest('hex'), first.key, 'a truncated archive is replaced');
+  });
+
   it('builds once when called in parallel', async () => {
     const results = await Promise.all([1, 2, 3, 4].map(() => ensureInitramfs({ cacheDir })));
     for (const r of results) assert.deepEqual(r, results[0]);
