@@ -11,7 +11,7 @@ import { Options as RuntimeOptions } from './gen/runtimeoptions/runtimeoptions';
 import { fdLogger, openLogFifo, type Logger } from './log';
 import type { Backend } from './sandbox/backend';
 import { selectBackend } from './sandbox/select';
-import { EarlyVm } from './pool/early-vm';
+import { startEarlyVm } from './pool/early-vm';
 import { topUpPool } from './pool/pool';
 import { templatesEnabled } from './sandbox/template/start';
 import { StateStore, STATE_VERSION } from './state/store';
@@ -201,7 +201,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     const paths = smolvmPaths();
     const store = new StateStore(paths.stateDir);
     const early = templatesEnabled(config.templates)
-      ? new EarlyVm({
+      ? startEarlyVm({
         backend, paths, config, log,
         record: (vm) => {
           try {

@@ -11,7 +11,7 @@ import type { Logger } from '../log';
 import type { Backend } from '../sandbox/backend';
 import { PodVm } from '../sandbox/pod';
 import type { VmRecord } from '../state/store';
-import type { WarmVmSource } from '../task/container';
+import { WarmVm } from './warm-vm';
 
 export interface EarlyVmOptions {
   backend: Backend;
@@ -22,64 +22,33 @@ export interface EarlyVmOptions {
   record: (vm: VmRecord) => void;
 }
 
-export class EarlyVm implements WarmVmSource {
-  private readonly booting: Promise<PodVm | null>;
-  private taken = false;
-  private destroying: Promise<void> | null = null;
-
-  constructor(private readonly opts: EarlyVmOptions) {
-    const { config, log } = opts;
-    this.booting = PodVm.boot({
-      sandboxId: `early-${process.pid}`, backend: opts.backend, paths: opts.paths, memoryMiB: config.memoryMiB,
-      vcpus: config.vcpus, maxContainers: config.podMaxContainers, templates: config.templates, log,
-      onVmStarted: (vm, vmDir) => {
-        // Released before its VMM even existed (the first Create failed at once): no record,
-        // that container's state file is gone for good. The boot completes and the VM goes.
-        if (this.destroying) return;
-        opts.record({
-          backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir, sockets: vm.sockets, disks: {},
-        });
-      },
-    }).then(
-      async (pod) => {
-        // The first container's writable disk, attached before it comes (hotplug VMs).
-        await pod.prepareWritable(config.writableDiskMiB * 1024 * 1024, opts.paths.cacheDir).catch((err: unknown) => {
-          log.warn('early vm: could not attach a writable disk ahead', { error: String(err) });
-        });
-        return pod;
-      },
-      (err: unknown) => {
-        if (!this.destroying) log.warn('early vm did not start; the container boots its own', { error: err instanceof Error ? err.message : String(err) });
-        return null;
-      },
-    );
-  }
-
-  async take(memoryMiB: number, vcpus: number): Promise<PodVm | null> {
-    if (this.taken) return null;
-    this.taken = true;
-    if (memoryMiB !== this.opts.config.memoryMiB || vcpus !== this.opts.config.vcpus) {
-      this.opts.log.info('early vm does not fit the container; booting one', { vm_memory_mib: this.opts.config.memoryMiB, wanted_memory_mib: memoryMiB, vcpus });
-      void this.destroy();
+/** Starts restoring the early VM; the returned WarmVm is the daemon's for its first Create. */
+export function startEarlyVm(opts: EarlyVmOptions): WarmVm {
+  const { config, log } = opts;
+  const booting: Promise<PodVm | null> = PodVm.boot({
+    sandboxId: `early-${process.pid}`, backend: opts.backend, paths: opts.paths, memoryMiB: config.memoryMiB,
+    vcpus: config.vcpus, maxContainers: config.podMaxContainers, templates: config.templates, log,
+    onVmStarted: (vm, vmDir) => {
+      // Released before its VMM even existed (the first Create failed at once): no record,
+      // that container's state file is gone for good. The boot completes and the VM goes.
+      if (warm.releasing) return;
+      opts.record({
+        backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir, sockets: vm.sockets, disks: {},
+      });
+    },
+  }).then(
+    async (pod) => {
+      // The first container's writable disk, attached before it comes (hotplug VMs).
+      await pod.prepareWritable(config.writableDiskMiB * 1024 * 1024, opts.paths.cacheDir).catch((err: unknown) => {
+        log.warn('early vm: could not attach a writable disk ahead', { error: String(err) });
+      });
+      return pod;
+    },
+    (err: unknown) => {
+      if (!warm.releasing) log.warn('early vm did not start; the container boots its own', { error: err instanceof Error ? err.message : String(err) });
       return null;
-    }
-    const pod = await this.booting;
-    return pod?.alive ? pod : null;
-  }
-
-  /** Tears it down unless a container took it (after the first Create, and at exit: the
-   *  daemon waits for a teardown already under way). */
-  release(): Promise<void> {
-    if (this.destroying) return this.destroying;
-    if (this.taken) return Promise.resolve();
-    this.taken = true;
-    return this.destroy();
-  }
-
-  private destroy(): Promise<void> {
-    // A boot under way is let finish (killing it mid-restore would count as a bad template:
-    // removed, rebuilt, and a cold boot started instead), then the VM goes.
-    this.destroying ??= this.booting.then((pod) => pod?.destroy());
-    return this.destroying;
-  }
+    },
+  );
+  const warm = new WarmVm(booting, config, log, 'early vm');
+  return warm;
 }

@@ -20,6 +20,7 @@ import { selectBackend } from '../sandbox/select';
 import { writeFileAtomic, removeQuietly } from '../util/fsutil';
 import { liveProcessStartTime } from '../util/proc';
 import { CLAIM_SOCKET, poolDir, reniceProcess, VM_FILE } from './pool';
+import { WarmVm } from './warm-vm';
 import { decodeClaim, encodeAnswer, MAX_CLAIM_BYTES, smolvmEnv, type ClaimAnswer, type ClaimRequest } from './protocol';
 
 /** A claimed spare refills the pool this long after its container's Create (or at its exit). */
@@ -105,7 +106,6 @@ async function becomeDaemon(state: SpareState, req: ClaimRequest, socket: string
   // Back to normal priority: it runs a container now, not a refill.
   reniceProcess(process.pid, 0);
   reniceProcess(state.pod.sandbox.vm.identity.pid, 0);
-  let taken = false;
   await serveShim({
     wiring: {
       namespace: req.namespace, address: req.address, publishBinary: req.publishBinary,
@@ -116,29 +116,8 @@ async function becomeDaemon(state: SpareState, req: ClaimRequest, socket: string
     log: state.log,
     // The pool is one short now: a niced refill, once this container has had the CPU.
     poolRefillDelayMs: SPARE_REFILL_DELAY_MS,
-    warm: {
-      take: async (memoryMiB, vcpus) => {
-        if (taken || !state.pod.alive) return null;
-        const podMemory = state.config.memoryMiB;
-        if (memoryMiB !== podMemory || vcpus !== state.config.vcpus) {
-          state.log.info('warm vm does not fit the container; booting one', { vm_memory_mib: podMemory, wanted_memory_mib: memoryMiB, vcpus });
-          taken = true;
-          void state.pod.destroy();
-          removeQuietly(state.dir);
-          return null;
-        }
-        taken = true;
-        // The container's state file records the VM from here on: the pool entry goes.
-        removeQuietly(state.dir);
-        return state.pod;
-      },
-      release: async () => {
-        if (taken) return;
-        taken = true;
-        await state.pod.destroy();
-        removeQuietly(state.dir);
-      },
-    },
+    // Taken or torn down, the VM is no longer the pool's: its entry goes.
+    warm: new WarmVm(Promise.resolve(state.pod), state.config, state.log, 'warm vm', () => removeQuietly(state.dir)),
   });
 }
 
