@@ -88,6 +88,8 @@ class FakeAgent {
   readonly events: string[] = [];
   readonly dataFrameSizes: number[] = [];
   limits = { initialCredit: 65536, maxDataFrame: 16384 };
+  /** What the handshake announces as the stream window, when not limits.initialCredit. */
+  announcedCredit: number | undefined;
   protocolVersion = 1;
   protocolMinor = 1;
   connection: FrameConnection | undefined;
@@ -111,7 +113,7 @@ class FakeAgent {
           protocolVersion: this.protocolVersion,
           agentVersion: 'fake-1',
           kernelRelease: '6.1.0-smolvm',
-          initialStreamCredit: this.limits.initialCredit,
+          initialStreamCredit: this.announcedCredit ?? this.limits.initialCredit,
           maxDataFrame: this.limits.maxDataFrame,
           protocolMinor: this.protocolMinor,
         };
@@ -439,6 +441,36 @@ describe('agent client', function () {
     assert.ok(hostLogger.lines.some((l) => /dropping data for unknown stream 1000/.test(l)), hostLogger.lines.join('\n'));
     assert.ok(stdout.bytes.length <= agent.limits.initialCredit);
     assert.deepEqual(await client.listProcesses('c1'), [{ pid: 100, execId: '' }]);
+  });
+
+  it('refuses an agent that announces more stream credit than the host will buffer (1 MiB)', async () => {
+    agent.announcedCredit = 1024 * 1024 * 1024;
+    const socket = await channel();
+    await assert.rejects(AgentClient.connect(socket, { logger: hostLogger }), (err: unknown) => {
+      assert.ok(err instanceof RpcError);
+      assert.equal(err.code, Code.FailedPrecondition);
+      assert.match(err.message, /initial_stream_credit 1073741824; must be 1\.\.1048576 bytes/);
+      return true;
+    });
+    assert.ok(socket.destroyed);
+    agent.announcedCredit = 1024 * 1024;
+    (await connect()).close();
+  });
+
+  it('a peer flooding frames past its credit or to unknown streams gets a bounded number of log lines', async () => {
+    const client = await connect();
+    const stdout = new StallableSink();
+    stdout.stalled = true;
+    const { io } = await client.createContainer(baseCreate('c1'), { stdout });
+    for (let i = 0; i < 2000; i++) {
+      agent.connection!.send(io.streams.stdout, FrameType.Data, 0, Buffer.alloc(16384, i));
+      agent.connection!.send(1000 + 2 * i, FrameType.Data, 0, Buffer.from('nobody listens'));
+    }
+    // Frames are handled in order: once this answers, the flood has been seen.
+    assert.deepEqual(await client.listProcesses('c1'), [{ pid: 100, execId: '' }]);
+    const flood = hostLogger.lines.filter((l) => /peer exceeded its credit|dropping data for unknown stream/.test(l));
+    assert.ok(flood.length >= 1 && flood.length <= 12, `${flood.length} log lines for 4000 bad frames:\n${flood.slice(0, 20).join('\n')}`);
+    assert.ok(stdout.bytes.length <= agent.limits.initialCredit);
   });
 
   it('accepts an EOF frame that carries the last bytes, and drops malformed credit frames', async () => {

@@ -22,7 +22,7 @@ import {
 import { type Logger, stderrLogger } from '../log';
 import { TtrpcClient, type CallOptions } from '../ttrpc/client';
 import { MAX_STREAM_ID } from '../ttrpc/frame';
-import { type ByteSource, InboundStream, MAX_DATA_FRAME, OutboundStream, StreamMux } from './streams';
+import { type ByteSource, InboundStream, MAX_DATA_FRAME, MAX_STREAM_CREDIT, OutboundStream, StreamMux } from './streams';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 /** Minor revision with ExecProcess, ResizePty, RemoveProcess and terminals. */
@@ -423,8 +423,9 @@ function validateHandshake(info: HandshakeResponse): void {
       `agent speaks protocol version ${info.protocolVersion}, this shim speaks ${AGENT_PROTOCOL_VERSION}`,
     );
   }
-  if (!(info.initialStreamCredit > 0)) {
-    throw new RpcError(Code.FailedPrecondition, `agent announced initial_stream_credit ${info.initialStreamCredit}; must be positive`);
+  if (!(info.initialStreamCredit > 0 && info.initialStreamCredit <= MAX_STREAM_CREDIT)) {
+    // The host buffers up to this much per stream: a guest may not choose gigabytes.
+    throw new RpcError(Code.FailedPrecondition, `agent announced initial_stream_credit ${info.initialStreamCredit}; must be 1..${MAX_STREAM_CREDIT} bytes`);
   }
   if (!(info.maxDataFrame > 0)) {
     throw new RpcError(Code.FailedPrecondition, `agent announced max_data_frame ${info.maxDataFrame}; must be positive`);

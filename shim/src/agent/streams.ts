@@ -13,9 +13,16 @@ import type { Writable } from 'node:stream';
 import { messageOf } from '../errdefs';
 import type { Logger } from '../log';
 import { Frame, FrameFlag } from '../ttrpc/frame';
+import { LogThrottle, withSuppressed } from '../util/log-throttle';
 
 /** The contract's upper bound on a data frame's payload. */
 export const MAX_DATA_FRAME = 65536;
+/**
+ * The most a guest may announce as a stream's window (the handshake's initial_stream_credit):
+ * the host buffers up to this much per inbound stream while its sink is slow, so a hostile
+ * agent announcing gigabytes would make the shim hold gigabytes. Our agent announces 256 KiB.
+ */
+export const MAX_STREAM_CREDIT = 1024 * 1024;
 const CREDIT_PAYLOAD_LENGTH = 4;
 /** Credit is tracked in a u32 on the wire; cap the sum so a generous peer cannot overflow it. */
 const MAX_CREDIT = 0x7fff_ffff;
@@ -84,7 +91,7 @@ export class InboundStream {
     if (payload.length > 0) {
       if (this.outstanding + payload.length > this.mux.limits.initialCredit) {
         // The peer ignored flow control: refuse to buffer beyond the window.
-        this.mux.logger.error('agent stream: peer exceeded its credit; dropping data', {
+        this.mux.logThrottled('error', 'agent stream: peer exceeded its credit; dropping data', {
           stream: this.streamId,
           outstanding: this.outstanding,
           frame: payload.length,
@@ -262,13 +269,19 @@ export class OutboundStream {
 export class StreamMux {
   private readonly streams = new Map<number, InboundStream | OutboundStream>();
   private drops = 0;
+  /** Lines the peer can trigger per frame share one budget per connection. */
+  private readonly throttle: LogThrottle;
 
   constructor(
     readonly sender: DataFrameSender,
     readonly limits: StreamLimits,
     readonly logger: Logger,
+    throttle: LogThrottle = new LogThrottle(),
   ) {
-    if (!(limits.initialCredit > 0)) throw new RangeError(`agent streams: initial credit must be positive, got ${limits.initialCredit}`);
+    this.throttle = throttle;
+    if (!(limits.initialCredit > 0 && limits.initialCredit <= MAX_STREAM_CREDIT)) {
+      throw new RangeError(`agent streams: initial credit must be 1..${MAX_STREAM_CREDIT} bytes, got ${limits.initialCredit}`);
+    }
     if (!(limits.maxDataFrame > 0 && limits.maxDataFrame <= MAX_DATA_FRAME)) {
       throw new RangeError(`agent streams: max data frame must be 1..${MAX_DATA_FRAME}, got ${limits.maxDataFrame}`);
     }
@@ -335,9 +348,13 @@ export class StreamMux {
   /** Logs a dropped frame; a flood from a confused or hostile peer is summarized, not echoed. */
   logDrop(what: string): void {
     this.drops++;
-    if (this.drops <= 10 || this.drops % 1000 === 0) {
-      this.logger.warn(`agent stream: dropping ${what}`, { dropped: this.drops });
-    }
+    this.logThrottled('warn', `agent stream: dropping ${what}`, { dropped: this.drops });
+  }
+
+  /** A line the peer can cause at will: within the connection's log budget, else counted. */
+  logThrottled(level: 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
+    const held = this.throttle.admit();
+    if (held !== null) this.logger[level](msg, withSuppressed(fields, held));
   }
 
   private assertFree(streamId: number): void {

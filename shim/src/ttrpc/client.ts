@@ -12,6 +12,7 @@ import { FrameConnection } from './connection';
 import { Frame, FrameType, MAX_FRAME_PAYLOAD, MAX_STREAM_ID, OversizedFrame, oversizedMessage } from './frame';
 import type { MethodKey, RequestOf, ResponseOf, ServiceDefinition } from './service';
 import { errorFromStatus } from './status';
+import { LogThrottle, withSuppressed } from '../util/log-throttle';
 
 export interface TtrpcClientOptions {
   readonly logger?: Logger;
@@ -47,6 +48,7 @@ export class TtrpcClient extends EventEmitter<ClientEvents> {
   private readonly pending = new Map<number, PendingCall>();
   private readonly logger: Logger;
   private readonly maxPayload: number;
+  private readonly logThrottle = new LogThrottle();
   private nextStreamId = 1;
   private dataHandler: ((frame: Frame) => void) | undefined;
 
@@ -188,10 +190,10 @@ export class TtrpcClient extends EventEmitter<ClientEvents> {
         return;
       case FrameType.Data:
         if (this.dataHandler) this.dataHandler(frame);
-        else this.logger.warn('ttrpc: dropping data frame: no stream layer', { conn: this.connection.name, stream: frame.streamId });
+        else this.warnThrottled('ttrpc: dropping data frame: no stream layer', { conn: this.connection.name, stream: frame.streamId });
         return;
       default:
-        this.logger.warn('ttrpc: ignoring request frame sent to a client', { conn: this.connection.name, stream: frame.streamId });
+        this.warnThrottled('ttrpc: ignoring request frame sent to a client', { conn: this.connection.name, stream: frame.streamId });
     }
   }
 
@@ -220,7 +222,13 @@ export class TtrpcClient extends EventEmitter<ClientEvents> {
     const message = oversizedMessage(oversized.length, this.maxPayload);
     const call = oversized.type === FrameType.Response ? this.pending.get(oversized.streamId) : undefined;
     if (call) call.reject(new RpcError(Code.ResourceExhausted, `${call.label}: response ${message}`));
-    else this.logger.warn(`ttrpc: discarded frame: ${message}`, { conn: this.connection.name, stream: oversized.streamId });
+    else this.warnThrottled(`ttrpc: discarded frame: ${message}`, { conn: this.connection.name, stream: oversized.streamId });
+  }
+
+  /** The peer decides how often these happen (one per frame): a budget per connection. */
+  private warnThrottled(msg: string, fields: Record<string, unknown>): void {
+    const held = this.logThrottle.admit();
+    if (held !== null) this.logger.warn(msg, withSuppressed(fields, held));
   }
 
   private onClose(reason: Error | undefined): void {
