@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { daemonFaultLines } from '../../shim/src/daemon-faults';
 import { readFileTail } from '../../shim/src/util/fsutil';
 import { CommandError, RunResult, runCommand, sleep } from './exec';
 import { findMarkedProcesses, mountsUnder, unmountAll } from './host';
@@ -124,7 +125,7 @@ export class PrivateContainerd {
     try {
       await instance.waitReady(options.startTimeoutMs ?? 20_000);
     } catch (err) {
-      await instance.stop();
+      await instance.stop().catch(() => undefined);
       throw err;
     }
     return instance;
@@ -192,6 +193,23 @@ export class PrivateContainerd {
     }
   }
 
+  /**
+   * Lines since `offset` in which a shim daemon reported an uncaught exception or an unhandled
+   * rejection (it logs them and keeps serving: a test must not pass over one). The whole span
+   * is read, however long.
+   */
+  daemonFaults(offset = 0): string[] {
+    return daemonFaultsInFile(this.logPath, offset);
+  }
+
+  /** Throws, quoting them, when a shim daemon logged faults since `offset`. */
+  assertNoDaemonFaults(offset = 0): void {
+    const faults = this.daemonFaults(offset);
+    if (faults.length > 0) {
+      throw new Error(`a shim daemon logged ${faults.length} uncaught exception(s) or unhandled rejection(s):\n  ${faults.slice(0, 10).join('\n  ')}`);
+    }
+  }
+
   /** Kill every task and remove every container of our namespace, best effort. */
   async removeAllContainers(): Promise<string[]> {
     const removed: string[] = [];
@@ -212,6 +230,8 @@ export class PrivateContainerd {
   /**
    * Stop containerd (SIGTERM, SIGKILL after `graceMs`), kill whatever it spawned that is still
    * alive (shims, VMMs: found by our marker), unmount what is left under our dirs, and remove them.
+   * Then fails when a shim daemon logged an uncaught exception or an unhandled rejection during
+   * this containerd's life (every suite that stops its containerd is checked, whatever it did).
    */
   async stop(graceMs = 10_000): Promise<void> {
     if (this.running) {
@@ -225,6 +245,7 @@ export class PrivateContainerd {
       }
     }
     if (this.exitListener) process.off('exit', this.exitListener);
+    const faults = this.daemonFaults(0);
     for (const proc of findMarkedProcesses(RUN_MARKER_ENV, this.marker)) {
       try {
         process.kill(proc.pid, 'SIGKILL');
@@ -237,6 +258,12 @@ export class PrivateContainerd {
     const stillMounted = ownDirs.flatMap((dir) => mountsUnder(dir));
     if (stillMounted.length > 0) {
       throw new Error(`cannot unmount, leaving ${this.baseDir} in place: ${stillMounted.join(', ')}`);
+    }
+    if (faults.length > 0) {
+      const kept = path.join(os.tmpdir(), `smolvm-daemon-faults-${path.basename(this.baseDir)}.log`);
+      fs.copyFileSync(this.logPath, kept);
+      fs.rmSync(this.baseDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+      throw new Error(`a shim daemon logged ${faults.length} uncaught exception(s) or unhandled rejection(s) (containerd log kept at ${kept}):\n  ${faults.slice(0, 10).join('\n  ')}`);
     }
     fs.rmSync(this.baseDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   }
@@ -267,6 +294,32 @@ function renderConfig(opts: { rootDir: string; stateDir: string; address: string
     `    path = ${q(opts.optDir)}`,
     '',
   ].join('\n');
+}
+
+/** daemonFaultLines over a whole file from `offset` on, read in chunks (logs grow large). */
+export function daemonFaultsInFile(file: string, offset = 0): string[] {
+  let fd: number | undefined;
+  const found: string[] = [];
+  try {
+    fd = fs.openSync(file, 'r');
+    const chunk = Buffer.alloc(4 * 1024 * 1024);
+    let carry = '';
+    for (let position = offset; ;) {
+      const n = fs.readSync(fd, chunk, 0, chunk.length, position);
+      if (n <= 0) break;
+      position += n;
+      const text = carry + chunk.subarray(0, n).toString('utf8');
+      const cut = text.lastIndexOf('\n');
+      found.push(...daemonFaultLines(cut >= 0 ? text.slice(0, cut) : ''));
+      carry = cut >= 0 ? text.slice(cut + 1) : text;
+    }
+    found.push(...daemonFaultLines(carry));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') found.push(`(cannot read ${file}: ${(err as Error).message})`);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+  return found;
 }
 
 export function lines(output: Buffer | string): string[] {

@@ -99,6 +99,11 @@ export class ConformanceEnv {
     return this.containerd.ctr(args, { input: options.input, timeoutMs: options.timeoutMs ?? 60_000 });
   }
 
+  /** Fails when a shim daemon logged an uncaught exception or unhandled rejection during this test. */
+  assertNoDaemonFaults(): void {
+    this.containerd.assertNoDaemonFaults(this.testLogOffset);
+  }
+
   /** Fails (listing every leftover) unless nothing of this test remains within `boundMs`. */
   async assertNoLeaks(boundMs = 15_000, ids: readonly string[] = this.testIds): Promise<void> {
     const leaks = await waitForNoLeaks({ containerd: this.containerd, containerIds: ids }, boundMs);
@@ -212,6 +217,7 @@ export function describeConformance(
         if (!env) throw new Error('conformance environment was not set up');
         env.beginTest();
         await fn(env, this);
+        env.assertNoDaemonFaults();
         await env.assertNoLeaks();
       });
     });

@@ -20,6 +20,7 @@ import {
   connectTask, makeFakeContainerdBinary, startAs, type ContainerdVersion, type ShimConnection, type StartCall,
 } from '../helpers/containerd-caller';
 import { defaultProcessSpec, makeBusyboxRootfs } from '../helpers/rootfs';
+import { checkDaemonLogs } from '../helpers/daemon-log';
 import { removeWorkDir } from '../helpers/work-dir';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
@@ -27,6 +28,8 @@ const shimBin = path.join(repo, 'bin', 'containerd-shim-smolvm-v1');
 
 describe('containerd 1.7 and 2.x bootstraps, then the task API over their transport (tcg)', function () {
   this.timeout(180_000);
+  // A daemon that logged an uncaught exception or unhandled rejection fails its test.
+  const daemonLogs = checkDaemonLogs();
   let work: string;
   let events: Envelope[];
   let containerd: TtrpcServer;
@@ -71,6 +74,7 @@ describe('containerd 1.7 and 2.x bootstraps, then the task API over their transp
     fs.renameSync(makeBusyboxRootfs(work), path.join(bundle, 'rootfs'));
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ...defaultProcessSpec(args), annotations }));
     execFileSync('mkfifo', [path.join(bundle, 'log'), path.join(bundle, 'stdout')]);
+    daemonLogs.watch(path.join(bundle, 'log'));
     return { bundle, stdout: path.join(bundle, 'stdout') };
   }
 

@@ -17,6 +17,7 @@ import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
 import { TtrpcClient } from '../../shim/src/ttrpc/client';
 import { TtrpcServer } from '../../shim/src/ttrpc/server';
 import { defaultProcessSpec, makeBusyboxRootfs } from '../helpers/rootfs';
+import { checkDaemonLogs } from '../helpers/daemon-log';
 import { removeWorkDir } from '../helpers/work-dir';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
@@ -24,6 +25,8 @@ const shimBin = path.join(repo, 'bin', 'containerd-shim-smolvm-v1');
 
 describe('shim binary with a real guest (tcg)', function () {
   this.timeout(120_000);
+  // A daemon that logged an uncaught exception or unhandled rejection fails its test.
+  const daemonLogs = checkDaemonLogs();
   let work: string;
   let events: Envelope[];
   let containerd: TtrpcServer;
@@ -59,6 +62,7 @@ describe('shim binary with a real guest (tcg)', function () {
     fs.renameSync(rootfs, path.join(bundle, 'rootfs'));
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(defaultProcessSpec(args)));
     execFileSync('mkfifo', [path.join(bundle, 'log')]);
+    daemonLogs.watch(path.join(bundle, 'log'));
     const fifos = { stdin: path.join(bundle, 'stdin'), stdout: path.join(bundle, 'stdout'), stderr: path.join(bundle, 'stderr') };
     for (const f of Object.values(fifos)) execFileSync('mkfifo', [f]);
     return { bundle, fifos };
