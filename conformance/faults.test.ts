@@ -16,6 +16,7 @@ import { findMarkedProcesses } from './harness/host';
 import { describeConformance } from './harness/suite';
 import { waitForStatus } from './harness/tasks';
 import { makeBusyboxRootfs } from '../test/helpers/rootfs';
+import { skipBecause } from '../test/helpers/skip';
 
 /** Bad input is refused before any VM boots: this fast. */
 const BAD_INPUT_BOUND_MS = 10_000;
@@ -201,7 +202,7 @@ describeConformance('bad input and faults', (test) => {
   });
 
   test('a guest kernel panic ends the task with 137 and the panic line in the log', 120_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip(); // runc's containers share the host kernel
+    if (!env.vm) skipBecause(ctx, { notHere: "runc's containers share the host kernel" });
     // The guest kernel has no magic SysRq; a system-wide OOM with vm.panic_on_oom=1 panics it
     // as surely: a privileged container (writable /proc/sys, mount) fills a tmpfs larger than
     // any VM's memory.
@@ -230,7 +231,7 @@ describeConformance('bad input and faults', (test) => {
   });
 
   test('the VMM killed with SIGKILL from outside: TaskExit 137 for the task and its execs at once', 180_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip(); // runc has no VMM
+    if (!env.vm) skipBecause(ctx, { notHere: 'runc has no VMM' });
     const { containerd } = env;
     const watcher = await EventWatcher.start(containerd);
     try {

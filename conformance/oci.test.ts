@@ -10,6 +10,7 @@ import { makeBusyboxRootfs } from '../test/helpers/rootfs';
 import { describeResult, sleep } from './harness/exec';
 import { mountsUnder } from './harness/host';
 import { describeConformance, type ConformanceEnv } from './harness/suite';
+import { skipBecause } from '../test/helpers/skip';
 
 /** containerd's default capability set (oci.populateDefaultUnixSpec). */
 const DEFAULT_CAPS = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW',
@@ -170,7 +171,7 @@ describeConformance('OCI spec in the container (ctr run)', (test) => {
   });
 
   test('--config: an unknown mount type is refused, naming the mount', 60_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip(); // runc mounts whatever the host kernel has
+    if (!env.vm) skipBecause(ctx, { notHere: 'runc mounts whatever the host kernel has' });
     const rootfs = makeBusyboxRootfs(workDir());
     const spec = fullSpec(rootfs, ['true']);
     spec.mounts.push({ destination: '/remote', type: 'nfs', source: 'server:/export', options: [] });

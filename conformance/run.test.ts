@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import { describeResult } from './harness/exec';
 import { IMAGE_PATH_ENV } from './harness/image';
 import { describeConformance } from './harness/suite';
+import { skipBecause } from '../test/helpers/skip';
 
 const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
 
@@ -27,7 +28,7 @@ describeConformance('ctr run', (test) => {
   });
 
   test("runs on the guest's own kernel, not the host's", 60_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip(); // runc shares the host kernel
+    if (!env.vm) skipBecause(ctx, { notHere: 'runc shares the host kernel' });
     const result = await env.run(env.newId('uname'), ['uname', '-r']);
     assert.equal(result.exitCode, 0, describeResult(result));
     const guestRelease = result.stdout.toString().trim();

@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describeResult } from './harness/exec';
 import { describeConformance } from './harness/suite';
+import { skipBecause } from '../test/helpers/skip';
 
 /** A bad config must fail this fast (no VM is booted for it). */
 const BAD_CONFIG_BOUND_MS = 15_000;
@@ -25,7 +26,7 @@ describeConformance('runtime options (--runtime-config-path)', (test) => {
   afterEach(() => { fs.rmSync(dir, { recursive: true, force: true }); });
 
   test('memory_mib and vcpus from the config file reach the guest', 180_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip(); // ctr sends runc its own options type, not runtimeoptions
+    if (!env.vm) skipBecause(ctx, { notHere: 'ctr sends runc its own options type, not runtimeoptions' });
     const config = path.join(dir, 'smolvm.toml');
     fs.writeFileSync(config, '# per-runtime config, as CRI would pass it\nbackend = "tcg"\nmemory_mib = 448\nvcpus = 2\n');
     const sized = await env.run(env.newId('rtopts'), ['sh', '-c', 'cat /proc/meminfo; grep -c ^processor /proc/cpuinfo'], {
@@ -44,7 +45,7 @@ describeConformance('runtime options (--runtime-config-path)', (test) => {
   });
 
   test('a bad config file is a clear error naming the file and the key; nothing left', 120_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip();
+    if (!env.vm) skipBecause(ctx, { notHere: 'ctr sends runc its own options type, not runtimeoptions' });
     const cases: Array<{ text: string | null; expect: RegExp }> = [
       { text: 'memory_mib = 256\nmemroy_mib = 512\n', expect: /bad\d\.toml: unknown key memroy_mib/ },
       { text: 'vcpus = 0\n', expect: /bad\d\.toml: vcpus must be a positive integer/ },

@@ -17,6 +17,13 @@ export type LabMachine = 'pc' | 'q35';
 export interface LabRunOptions {
   /** QEMU is killed (SIGKILL) when the whole run, boot included, takes longer. */
   timeoutMs: number;
+  /**
+   * A stall: once the command runs, QEMU is killed when neither its stdout, its stderr nor the
+   * L1 console grew for this long, and runInLab throws a LabStallError. Nested KVM under TCG
+   * has hung this way in CI; a stall is the one failure worth a second run (retryStallOnce).
+   * Default: none (only timeoutMs).
+   */
+  stallMs?: number;
   /** Added to the command's environment (which otherwise holds PATH, HOME, TERM, SMOLVM_LAB*). */
   env?: Record<string, string>;
   /** Working directory inside the lab (a host path); default `/`. */
@@ -52,6 +59,25 @@ export interface LabRunResult {
 export interface PreparedLab {
   kernel: LabKernel;
   initramfs: string;
+}
+
+/** The command stopped making progress (LabRunOptions.stallMs): no output, no console line. */
+export class LabStallError extends Error {
+  readonly stalled = true;
+}
+
+/**
+ * Runs `run` again once when it stalled (LabStallError), saying so through `note`; any other
+ * failure, and a second stall, is final. A command that fails is a failure, never retried.
+ */
+export async function retryStallOnce<T>(what: string, run: () => Promise<T>, note: (line: string) => void): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (!(err instanceof LabStallError)) throw err;
+    note(`${what} stalled in the lab (no output for the stall bound), running it once more; it said:\n${err.message.slice(-2000)}`);
+  }
+  return run();
 }
 
 const QEMU = 'qemu-system-x86_64';
@@ -133,6 +159,9 @@ function validate(command: readonly string[], opts: LabRunOptions): void {
   if (opts.machine !== undefined && opts.machine !== 'pc' && opts.machine !== 'q35') {
     throw new Error(`runInLab: machine must be "pc" or "q35", got ${JSON.stringify(opts.machine)}`);
   }
+  if (opts.stallMs !== undefined && !(Number.isFinite(opts.stallMs) && opts.stallMs > 0)) {
+    throw new Error(`runInLab: stallMs must be a positive number of milliseconds, got ${String(opts.stallMs)}`);
+  }
   if (opts.memoryMiB !== undefined && (!Number.isInteger(opts.memoryMiB) || opts.memoryMiB < 512)) {
     throw new Error(`runInLab: memoryMiB must be an integer >= 512, got ${String(opts.memoryMiB)}`);
   }
@@ -175,17 +204,35 @@ interface QemuOutcome {
   code: number | null;
   signal: NodeJS.Signals | null;
   timedOut: boolean;
+  /** Killed for making no progress (stallMs) after this long without any. */
+  stalledMs: number | undefined;
   qemuStderr: string;
   totalMs: number;
   /** Spawn until the guest wrote its `ready` line (polled), if it did. */
   readyMs: number | undefined;
 }
 
-function runQemu(args: string[], timeoutMs: number, timingFile: string): Promise<QemuOutcome> {
+/** Total size of the files whose growth shows the command is alive. */
+function progressBytes(files: readonly string[]): number {
+  let total = 0;
+  for (const file of files) total += fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+  return total;
+}
+
+interface StallWatch {
+  stallMs: number;
+  /** Files that grow while the command makes progress (its output, the console). */
+  files: readonly string[];
+}
+
+function runQemu(args: string[], timeoutMs: number, timingFile: string, stall?: StallWatch): Promise<QemuOutcome> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     let readyMs: number | undefined;
     let timedOut = false;
+    let stalledMs: number | undefined;
+    let lastBytes = -1;
+    let lastProgress = started;
     let qemuStderr = '';
     const child = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     trackQemu(child);
@@ -193,7 +240,21 @@ function runQemu(args: string[], timeoutMs: number, timingFile: string): Promise
     child.stderr.setEncoding('utf8').on('data', (d: string) => { qemuStderr += d; });
     // The guest writes `ready` on the I/O share just before it starts the command.
     const poll = setInterval(() => {
-      if (readyMs === undefined && fs.existsSync(timingFile)) readyMs = Date.now() - started;
+      const now = Date.now();
+      if (readyMs === undefined && fs.existsSync(timingFile)) {
+        readyMs = now - started;
+        lastProgress = now;
+      }
+      // Only the command's run counts: the boot is bounded by timeoutMs alone.
+      if (!stall || readyMs === undefined || stalledMs !== undefined) return;
+      const bytes = progressBytes(stall.files);
+      if (bytes !== lastBytes) {
+        lastBytes = bytes;
+        lastProgress = now;
+      } else if (now - lastProgress > stall.stallMs) {
+        stalledMs = now - lastProgress;
+        child.kill('SIGKILL');
+      }
     }, 20);
     const timer = setTimeout(() => {
       timedOut = true;
@@ -211,7 +272,7 @@ function runQemu(args: string[], timeoutMs: number, timingFile: string): Promise
       clearInterval(poll);
       clearTimeout(timer);
       untrackQemu(child);
-      resolve({ code, signal, timedOut, qemuStderr, totalMs: Date.now() - started, readyMs });
+      resolve({ code, signal, timedOut, stalledMs, qemuStderr, totalMs: Date.now() - started, readyMs });
     });
   });
 }
@@ -238,22 +299,28 @@ export async function runInLab(command: string[], opts: LabRunOptions): Promise<
     const consoleLog = path.join(ioDir, 'console.log');
     await fs.promises.writeFile(path.join(ioDir, 'command.sh'), commandScript(command, opts.env ?? {}, opts.cwd ?? '/'));
     const args = qemuArgs(lab, ioDir, consoleLog, opts.machine ?? 'pc', opts.memoryMiB ?? 2048, opts.verboseConsole);
-    const outcome = await runQemu(args, opts.timeoutMs, path.join(ioDir, 'timing'));
+    const stall = opts.stallMs === undefined ? undefined
+      : { stallMs: opts.stallMs, files: [consoleLog, path.join(ioDir, 'stdout'), path.join(ioDir, 'stderr')] };
+    const outcome = await runQemu(args, opts.timeoutMs, path.join(ioDir, 'timing'), stall);
 
     const consoleText = readIfThere(consoleLog) ?? '';
     const status = readIfThere(path.join(ioDir, 'status'));
     const consoleHint = `\n--- L1 console (end) ---\n${tail(consoleText)}`;
+    const partialOutput = (): string => ['stdout', 'stderr'].map((name) => {
+      const text = readIfThere(path.join(ioDir, name))?.trim();
+      return text ? `\n--- command ${name} so far ---\n${tail(text)}` : '';
+    }).join('');
+    if (outcome.stalledMs !== undefined && status === undefined) {
+      throw new LabStallError(`lab: stalled: no output and no console line for ${outcome.stalledMs} ms running ` +
+        `${JSON.stringify(command)}; QEMU killed${partialOutput()}${consoleHint}`);
+    }
     if (outcome.timedOut) {
       // Say how far it got: L1 boot, the command itself, or the power-off after it.
       const stage = status !== undefined ? 'the command had finished'
         : outcome.readyMs !== undefined ? `the L1 VM was up after ${outcome.readyMs} ms; the command did not finish`
           : 'the L1 VM never reached the command';
-      const partial = ['stdout', 'stderr'].map((name) => {
-        const text = readIfThere(path.join(ioDir, name))?.trim();
-        return text ? `\n--- command ${name} so far ---\n${tail(text)}` : '';
-      }).join('');
       throw new Error(`lab: timed out after ${opts.timeoutMs} ms running ${JSON.stringify(command)}; QEMU killed` +
-        ` (${stage})${partial}${consoleHint}`);
+        ` (${stage})${partialOutput()}${consoleHint}`);
     }
     if (status === undefined) {
       const labError = readIfThere(path.join(ioDir, 'lab-error'))?.trim();

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PrivateContainerd, RUN_MARKER_ENV, lines } from './containerd';
 import { sleep } from './exec';
-import { fifosUnder, findMarkedProcesses, findProcessesByCmdline, mountsUnder, pathsNamed } from './host';
+import { fifosUnder, findMarkedProcesses, findProcessesByCmdline, mountsUnder, pathsNamed, walkTree } from './host';
 
 /** Where ctr 1.6 makes the FIFOs of `ctr run` (defaults.DefaultFIFODir), shared by every containerd. */
 export const CTR_FIFO_DIR = '/run/containerd/fifo';
@@ -59,8 +59,98 @@ export async function findLeaks(scope: LeakScope): Promise<string[]> {
     const ours = (name: string): boolean => containerIds.some((id) => name.startsWith(`${id}-`));
     leaks.push(...fifosUnder(CTR_FIFO_DIR, ours).map((fifo) => `fifo: ${fifo}`));
     leaks.push(...pathsNamed(path.join(containerd.smolvmRoot, 'run'), containerIds).map((p) => `runtime state: ${p}`));
+    leaks.push(...cgroupLeaks(containerd.namespace, containerIds).map((dir) => `cgroup: ${dir}`));
   }
+  // VM directories have random names: everything of the runtime's roots is checked, by kind.
+  leaks.push(...runtimeRootLeaks(containerd.smolvmRoot));
   return [...new Set(leaks)];
+}
+
+/** Cache folders under `<root>/lib` whose entries stay on purpose (keyed by their inputs). */
+export const CACHE_ENTRY_DIRS: readonly string[] = ['kernels', 'images', 'initramfs', 'templates', 'disks', 'lab'];
+/** Folders under `<root>/run` that hold one entry per live thing (a VM, a pool spare, a task's
+ *  state, a template build's VM): the folders may stay, anything in them is a leftover once
+ *  nothing runs. */
+const STATE_HOLDERS: readonly string[] = ['vms', 'pool', 'tasks', 'templates'];
+
+/**
+ * What is left of VMs, pool spares and tasks under a runtime root (SMOLVM_ROOT): in the state
+ * root (`run`), any file, socket or directory but the empty holder folders; in the data root
+ * (`lib`), anything outside the cache folders (per-VM data such as writable disks and console
+ * logs lives in `lib/vms/<id>`). One line each, with sizes where it matters (a 1 GiB disk).
+ */
+export function runtimeRootLeaks(smolvmRoot: string): string[] {
+  const leaks: string[] = [];
+  const stateRoot = path.join(smolvmRoot, 'run');
+  walkTree(stateRoot, 2, (full, entry) => {
+    const rel = path.relative(stateRoot, full).split(path.sep);
+    const top = rel[0]!;
+    const inHolder = STATE_HOLDERS.includes(top);
+    let leftover: boolean;
+    if (rel.length === 1) leftover = !(inHolder && entry.isDirectory());
+    // tasks/<namespace>/ folders are made once per namespace and kept; state files are not.
+    else if (top === 'tasks') leftover = rel.length === 3 || !entry.isDirectory();
+    // A VM's directory, a pool entry (or its fill.lock): reported as a whole.
+    else leftover = rel.length === 2 && inHolder;
+    if (leftover) leaks.push(`runtime state: ${full}${describeKind(full, entry)}`);
+  });
+  const dataRoot = path.join(smolvmRoot, 'lib');
+  walkTree(dataRoot, 1, (full, entry) => {
+    const rel = path.relative(dataRoot, full).split(path.sep);
+    if (rel.length === 1 && CACHE_ENTRY_DIRS.includes(rel[0]!)) return;
+    if (rel.length === 1 && rel[0] === 'vms' && entry.isDirectory()) return; // its entries are checked
+    if (rel.length === 2 && rel[0] !== 'vms') return; // inside a folder already reported
+    leaks.push(`runtime data: ${full}${describeKind(full, entry)}`);
+  });
+  return leaks;
+}
+
+/** " (socket)", " (directory, 1073741824 bytes in 3 files)", " (1073741824 bytes)". */
+function describeKind(full: string, entry: fs.Dirent): string {
+  if (entry.isSocket()) return ' (socket)';
+  if (entry.isFIFO()) return ' (fifo)';
+  if (entry.isFile()) return ` (${fileSize(full)} bytes)`;
+  if (!entry.isDirectory()) return '';
+  let bytes = 0;
+  let files = 0;
+  walkTree(full, 8, (inner, innerEntry) => {
+    if (!innerEntry.isFile()) return;
+    files += 1;
+    bytes += fileSize(inner);
+  });
+  return ` (directory, ${bytes} bytes in ${files} files)`;
+}
+
+function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Where the host's cgroup hierarchies are mounted (v1 controllers and the v2 unified one). */
+export const CGROUP_ROOT = '/sys/fs/cgroup';
+
+/**
+ * Cgroup directories a container of `namespace` left (ctr's default cgroupsPath is
+ * `/<namespace>/<id>`; runc and smolvm's VMM placement both make it), in every hierarchy.
+ */
+export function cgroupLeaks(namespace: string, containerIds: readonly string[], root = CGROUP_ROOT): string[] {
+  let hierarchies: string[];
+  try {
+    hierarchies = fs.readdirSync(root).map((name) => path.join(root, name));
+  } catch {
+    return [];
+  }
+  const found: string[] = [];
+  for (const hierarchy of hierarchies) {
+    for (const id of containerIds) {
+      const dir = path.join(hierarchy, namespace, id);
+      if (fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) found.push(dir);
+    }
+  }
+  return found;
 }
 
 /** Poll findLeaks until nothing is left or `boundMs` passes; returns what is still left. */

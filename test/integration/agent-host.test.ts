@@ -17,6 +17,7 @@ import { AgentClient } from '../../shim/src/agent/client';
 import { Code, codeOf } from '../../shim/src/errdefs';
 import type { CreateContainerRequest, Process as AgentProcess } from '../../shim/src/gen/smolvm/agent';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
+import { skipBecause } from '../helpers/skip';
 
 const KERNEL_CACHE = '/var/lib/smolvm';
 // reboot=t: a triple fault resets at once; reboot=k polls a keyboard controller that the
@@ -103,7 +104,7 @@ describe('smolvm-init in a QEMU guest (AgentClient over virtio-serial)', functio
 
   before(async function () {
     const kernel = cachedKernel(KERNEL_CACHE);
-    if (!kernel) this.skip(); // no guest kernel built on this machine
+    if (!kernel) skipBecause(this, { lacks: 'setup', detail: 'no guest kernel built (smolvm kernel build)' });
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-agent-it-'));
     const initramfs = await ensureInitramfs({ cacheDir: work });
     const rootfs = makeBusyboxRootfs(work);

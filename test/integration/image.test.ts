@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import type { Mount } from '../../shim/src/gen/containerd/types/mount';
 import { createWritableDisk, ensureImage } from '../../rootfs-builder/image';
+import { skipBecause } from '../helpers/skip';
 
 const isRoot = process.getuid?.() === 0;
 const run = (file: string, args: string[]): string =>
@@ -97,7 +98,7 @@ describe('guest images (integration)', function () {
   });
 
   it('merges three overlay layers with a whiteout and an opaque dir, leaving no mount behind', async function () {
-    if (!isRoot) this.skip();
+    if (!isRoot) skipBecause(this, { lacks: 'root', detail: 'mounting needs root' });
     // Make real layers the way the overlayfs snapshotter does: the kernel writes the whiteout
     // and the opaque xattr into each new upper dir.
     const layer = (n: number): string => {
@@ -167,7 +168,7 @@ describe('guest images (integration)', function () {
   });
 
   it('cleans up everything when the conversion fails, and sweeps a dead builder\'s leftovers', async function () {
-    if (!isRoot) this.skip();
+    if (!isRoot) skipBecause(this, { lacks: 'root', detail: 'mounting needs root' });
     const l1 = path.join(tmp, 'l1');
     const l2 = path.join(tmp, 'l2');
     fs.mkdirSync(l1);

@@ -13,6 +13,7 @@ import { probeHost } from '../../shim/src/sandbox/host';
 import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
 import { removeWorkDir } from '../helpers/work-dir';
+import { skipBecause } from '../helpers/skip';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 const smolvm = path.join(repo, 'bin', 'smolvm');
@@ -41,7 +42,8 @@ describe('smolvm run --backend kvm', function () {
   const host = probeHost(true);
 
   before(function () {
-    if (!fs.existsSync('/dev/kvm') || vmmBuildStatus().problem) this.skip();
+    if (!fs.existsSync('/dev/kvm')) skipBecause(this, { lacks: 'kvm', detail: 'no /dev/kvm' });
+    if (vmmBuildStatus().problem) skipBecause(this, { lacks: 'setup', detail: `smolvm-vmm: ${vmmBuildStatus().problem}` });
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-kvm-run-'));
     rootfs = makeBusyboxRootfs(work);
     env = { ...process.env, SMOLVM_ROOT: path.join(work, 'smolvm') };
@@ -58,7 +60,7 @@ describe('smolvm run --backend kvm', function () {
   };
 
   it('on a PVM host: refuses at once, says why and what to use instead', function () {
-    if (host.kind !== 'pvm') this.skip();
+    if (host.kind !== 'pvm') skipBecause(this, { notHere: `a case for PVM hosts; this host's KVM is ${host.kind}` });
     const started = Date.now();
     const r = run(['uname', '-r']);
     const stderr = r.stderr.toString();
@@ -70,7 +72,7 @@ describe('smolvm run --backend kvm', function () {
   });
 
   it('on a PVM host, forced: the VMM boots the stock kernel, reports its death, and nothing is left', function () {
-    if (host.kind !== 'pvm') this.skip();
+    if (host.kind !== 'pvm') skipBecause(this, { notHere: `a case for PVM hosts; this host's KVM is ${host.kind}` });
     const r = run(['uname', '-r'], { SMOLVM_KVM_ON_PVM: '1' });
     const stderr = r.stderr.toString();
     assert.equal(r.status, 125, stderr);
@@ -81,7 +83,7 @@ describe('smolvm run --backend kvm', function () {
   });
 
   it('on hardware virtualization: runs the command and returns its exit code', function () {
-    if (host.kind !== 'hardware') this.skip();
+    if (host.kind !== 'hardware') skipBecause(this, { notHere: `needs hardware virtualization, this host's KVM is ${host.kind} (a stock guest cannot boot on it): the KVM lab runs the kvm backend instead` });
     const ok = run(['uname', '-r']);
     assert.equal(ok.status, 0, ok.stderr.toString());
     assert.match(ok.stdout.toString().trim(), /-smolvm$/);

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { bzImagePayload, hasPvhEntry } from '../../lab/bzimage';
 import { labInitScript } from '../../lab/initramfs';
 import { collectModules, ensureLabKernel } from '../../lab/kernel';
-import { commandScript, runInLab } from '../../lab/lab';
+import { commandScript, LabStallError, retryStallOnce, runInLab } from '../../lab/lab';
 import { readModuleInfo } from '../../lab/modinfo';
 
 /** A minimal ELF64 relocatable with a .modinfo section, like a .ko as far as we read it. */
@@ -186,6 +186,7 @@ describe('lab parts', () => {
       ['bad env name', () => runInLab(['true'], { timeoutMs: 1000, env: { 'A-B': 'x' } }), /bad environment variable name "A-B"/],
       ['relative cwd', () => runInLab(['true'], { timeoutMs: 1000, cwd: 'work' }), /cwd must be an absolute path/],
       ['tiny memory', () => runInLab(['true'], { timeoutMs: 1000, memoryMiB: 64 }), /memoryMiB must be an integer >= 512/],
+      ['zero stall bound', () => runInLab(['true'], { timeoutMs: 1000, stallMs: 0 }), /stallMs must be a positive number/],
     ];
     for (const [what, call, message] of cases) {
       it(`rejects ${what}`, async () => {
@@ -196,5 +197,38 @@ describe('lab parts', () => {
         assert.deepEqual(before(), leftovers);
       });
     }
+  });
+
+  describe('retryStallOnce: only a stall gets a second run', () => {
+    const notes: string[] = [];
+    const note = (line: string): void => { notes.push(line); };
+    beforeEach(() => { notes.length = 0; });
+
+    it('runs again once after a stall, and says so', async () => {
+      let runs = 0;
+      const result = await retryStallOnce('suite', async () => {
+        runs += 1;
+        if (runs === 1) throw new LabStallError('lab: stalled: no output for 150000 ms');
+        return 'second run';
+      }, note);
+      assert.equal(result, 'second run');
+      assert.equal(runs, 2);
+      assert.match(notes.join('\n'), /suite stalled in the lab.*running it once more/s);
+    });
+
+    it('never runs again after a failure: a failed result or any other error is final', async () => {
+      let runs = 0;
+      const failed = await retryStallOnce('suite', async () => { runs += 1; return { exitCode: 1 }; }, note);
+      assert.deepEqual(failed, { exitCode: 1 });
+      await assert.rejects(retryStallOnce('suite', async () => { runs += 1; throw new Error('lab: timed out after 3000 ms'); }, note), /timed out/);
+      assert.equal(runs, 2);
+      assert.deepEqual(notes, []);
+    });
+
+    it('a second stall is final', async () => {
+      let runs = 0;
+      await assert.rejects(retryStallOnce('bench', async () => { runs += 1; throw new LabStallError(`stall ${runs}`); }, note), /stall 2/);
+      assert.equal(runs, 2);
+    });
   });
 });

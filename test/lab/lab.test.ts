@@ -7,11 +7,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { type LabRunResult, type PreparedLab, prepareLab, runInLab } from '../../lab/lab';
+import { LabStallError, type LabRunResult, type PreparedLab, prepareLab, runInLab } from '../../lab/lab';
 import { runL2QemuBoot } from '../../lab/l2';
 import { ensureKvmProbe, findGuestKernel } from '../../lab/tools';
 import { repoRoot, smolvmPaths } from '../../shim/src/config/paths';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
+import { skipBecause } from '../helpers/skip';
 
 const BOOT_TIMEOUT_MS = 120_000;
 /** The probe boots L1 in ~3 s and runs in ms; it gives up on a stuck KVM_RUN itself after 30 s. */
@@ -123,6 +124,20 @@ describe('KVM lab (QEMU-TCG L1 with nested SVM)', function () {
     assert.deepEqual(ourLabQemus(), [], 'runInLab left a QEMU behind');
   });
 
+  it('kills a command that stops making output (stallMs) with a LabStallError, apart from the timeout', async () => {
+    const tempsBefore = labTempDirs();
+    const started = Date.now();
+    await assert.rejects(runInLab(['sh', '-c', 'echo started; sleep 600'], { timeoutMs: BOOT_TIMEOUT_MS, stallMs: 4000 }), (err: unknown) => {
+      assert.ok(err instanceof LabStallError, String(err));
+      assert.match(err.message, /lab: stalled: no output and no console line for \d+ ms running .*QEMU killed/s);
+      assert.match(err.message, /--- command stdout so far ---\nstarted/);
+      return true;
+    });
+    assert.ok(Date.now() - started < BOOT_TIMEOUT_MS / 2, `took ${Date.now() - started} ms to give up`);
+    assert.deepEqual(labTempDirs(), tempsBefore, 'runInLab left a temp dir behind');
+    assert.deepEqual(ourLabQemus(), [], 'runInLab left a QEMU behind');
+  });
+
   it('has a working /dev/kvm: a real-mode guest does port I/O, MMIO and hlt through KVM', async function () {
     this.timeout(2 * PROBE_TIMEOUT_MS + 30_000);
     const probe = await ensureKvmProbe(cacheDir);
@@ -144,10 +159,7 @@ describe('KVM lab (QEMU-TCG L1 with nested SVM)', function () {
 
   it('the native VMM (smolvm-vmm --probe) finds a usable, non-PVM KVM inside', async function () {
     const vmm = path.join(repoRoot(), 'native-vmm', 'build', 'smolvm-vmm');
-    if (!fs.existsSync(vmm)) {
-      note(`skipped: ${vmm} is not built (native-vmm/build.sh)`);
-      this.skip();
-    }
+    if (!fs.existsSync(vmm)) skipBecause(this, { lacks: 'setup', detail: `${vmm} is not built (native-vmm/build.sh)` });
     const result = await runInLab([vmm, '--probe'], { timeoutMs: BOOT_TIMEOUT_MS });
     assert.equal(result.exitCode, 0, describeFailure(result));
     const report = JSON.parse(result.stdout) as {
@@ -180,10 +192,7 @@ describe('KVM lab (QEMU-TCG L1 with nested SVM)', function () {
   });
 
   it('boots our guest kernel as an L2 guest under qemu -enable-kvm -M microvm,acpi=off (bench baseline)', async function () {
-    if (!findGuestKernel(cacheDir)) {
-      note(`skipped: no guest kernel under ${cacheDir}/kernels (run \`smolvm kernel build\`)`);
-      this.skip();
-    }
+    if (!findGuestKernel(cacheDir)) skipBecause(this, { lacks: 'setup', detail: `no guest kernel under ${cacheDir}/kernels (run \`smolvm kernel build\`)` });
     // Nested KVM under TCG is slow and, on a loaded machine, very slow: allow for it. Two boots
     // (cold, then warm) prove the path; the bench (npm run bench:lab-boot) does the timing.
     this.timeout(420_000);
@@ -200,14 +209,11 @@ describe('KVM lab (QEMU-TCG L1 with nested SVM)', function () {
 
     before(async function () {
       const report = await labDoctor();
+      // The lab exists to run the kvm backend: an unusable one there is a machine that lacks KVM.
       if (!report.backends.kvm.available) {
-        note(`skipped: smolvm doctor --json in the lab says the kvm backend is unavailable (${report.backends.kvm.note || report.auto.reason})`);
-        this.skip();
+        skipBecause(this, { lacks: 'kvm', detail: `smolvm doctor --json in the lab says the kvm backend is unavailable (${report.backends.kvm.note || report.auto.reason})` });
       }
-      if (!report.kernel) {
-        note('skipped: no guest kernel (run `smolvm kernel build`)');
-        this.skip();
-      }
+      if (!report.kernel) skipBecause(this, { lacks: 'setup', detail: 'no guest kernel (run `smolvm kernel build`)' });
       guestRelease = report.kernel.release;
       rootfs = makeBusyboxRootfs(); // in the host's tmpdir: the lab sees the host's `/`
     });

@@ -11,6 +11,7 @@ import {
 import { decodeBootstrapParams } from '../../shim/src/bootstrap/wire';
 import { BootstrapParams } from '../../shim/src/gen/containerd/bootstrap/v1/bootstrap';
 import { makeFakeContainerdBinary, parseStartAnswer } from '../helpers/containerd-caller';
+import { skipBecause } from '../helpers/skip';
 
 const bootstrap = decodeBootstrapParams(Buffer.from(BootstrapParams.encode({
   instanceId: 'c1', namespace: 'default', logLevel: 0, containerdVersion: 'v2.3.0', containerdTtrpcAddress: '',
@@ -105,7 +106,7 @@ describe('containerd major version from its binary (Go build info)', () => {
   });
 
   it('reads this machine\'s containerd (Debian 1.6) as 1', function () {
-    if (!fs.existsSync('/usr/bin/containerd')) this.skip();
+    if (!fs.existsSync('/usr/bin/containerd')) skipBecause(this, { lacks: 'containerd', detail: 'no /usr/bin/containerd' });
     assert.equal(containerdMajorFromBinary('/usr/bin/containerd'), 1);
   });
 

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { fakeMonitor, type QmpScript } from '../helpers/fake-qmp';
 import { QmpChannel, QmpError, qmpExecute } from '../../shim/src/sandbox/backends/qmp';
 import { qemuArgs } from '../../shim/src/sandbox/backends/tcg';
+import { skipBecause } from '../helpers/skip';
 
 type Script = QmpScript;
 
@@ -76,7 +77,7 @@ describe('QMP client', () => {
       const sock = path.join(dir, 'qmp.sock');
       qemu = spawn('qemu-system-x86_64', ['-M', 'none', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' });
       const spawned = await new Promise<boolean>((resolve) => { qemu!.once('spawn', () => resolve(true)); qemu!.once('error', () => resolve(false)); });
-      if (!spawned) this.skip();
+      if (!spawned) skipBecause(this, { lacks: 'setup', detail: 'qemu-system-x86_64 did not start (Debian package qemu-system-x86)' });
       const deadline = Date.now() + 10_000;
       while (!fs.existsSync(sock) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       const channel = new QmpChannel(sock);

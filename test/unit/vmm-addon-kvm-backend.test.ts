@@ -12,6 +12,7 @@ import { TcgBackend } from '../../shim/src/sandbox/backends/tcg';
 import { probeHost } from '../../shim/src/sandbox/host';
 import { selectBackend } from '../../shim/src/sandbox/select';
 import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
+import { skipBecause } from '../helpers/skip';
 
 /** A fake VMM host socket: `answer` decides what a client's CONNECT line gets. */
 function fakeVsock(socketPath: string, answer: (line: string, conn: net.Socket) => void): Promise<net.Server> {
@@ -95,7 +96,7 @@ describe('backend selection and host kind', () => {
   });
 
   it('kvm is the native VMM when it is built, a clear error naming the build command when not', function () {
-    if (vmmBuildStatus().problem) this.skip();
+    if (vmmBuildStatus().problem) skipBecause(this, { lacks: 'setup', detail: `smolvm-vmm: ${vmmBuildStatus().problem}` });
     assert.ok(selectBackend('kvm') instanceof KvmBackend);
     process.env.SMOLVM_VMM_BINARY = '/nonexistent/smolvm-vmm';
     assert.throws(() => selectBackend('kvm'), /backend "kvm" is not available: smolvm-vmm is not built \(\/nonexistent\/smolvm-vmm\): run `npm run build:vmm`/);

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VmmClient } from '../../shim/src/sandbox/vmm';
 import { buildGuest, ensureVmmBuilt, kvmUsable } from '../guests/vmm-harness';
+import { skipBecause } from '../helpers/skip';
 
 const countsIn = (text: string): number[] => [...text.matchAll(/count=(\d+)\n/g)].map((m) => Number(m[1]));
 
@@ -27,7 +28,7 @@ describe('VmmClient snapshot and restore (addon, /dev/kvm)', function () {
   const clients: VmmClient[] = [];
 
   before(function () {
-    if (!kvmUsable()) this.skip();
+    if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     this.timeout(600_000);
     ensureVmmBuilt();
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-addon-snap-'));

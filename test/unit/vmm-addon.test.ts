@@ -15,6 +15,7 @@ import { probeKvm } from '../../shim/src/sandbox/vmm/probe';
 import type { VmmEvent } from '../../shim/src/sandbox/vmm/protocol';
 import { processStartTime } from '../../shim/src/util/proc';
 import { buildGuest, ensureVmmBuilt, kvmUsable, REPO_ROOT, VMM_BINARY } from '../guests/vmm-harness';
+import { skipBecause } from '../helpers/skip';
 
 /** Builds the addon when it is missing (npm install normally has). */
 export function ensureAddonBuilt(): void {
@@ -86,7 +87,7 @@ describe('VMM addon: smolvm-vmm driven through node-addon-api', function () {
   });
 
   it('probes the host KVM off the event loop', async function () {
-    if (!fs.existsSync('/dev/kvm')) this.skip();
+    if (!fs.existsSync('/dev/kvm')) skipBecause(this, { lacks: 'kvm', detail: 'no /dev/kvm' });
     const probe = await probeKvm();
     assert.equal(probe.devKvm, true);
     if (kvmUsable()) assert.equal(probe.apiVersion, 12, 'KVM_API_VERSION is 12 on every Linux');
@@ -128,7 +129,7 @@ describe('VMM addon: smolvm-vmm driven through node-addon-api', function () {
 
   describe('tiny guests on /dev/kvm', function () {
     before(function () {
-      if (!kvmUsable()) this.skip();
+      if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     });
 
     it('boots a guest: serial through a passed descriptor, started/exited events, pidfd exit', async () => {
@@ -218,7 +219,7 @@ describe('VMM addon: smolvm-vmm driven through node-addon-api', function () {
     });
 
     it('bad configurations name the field; the VMM keeps serving; closed fds are refused', async function () {
-      if (!kvmUsable()) this.skip();
+      if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
       const { client } = await spawnClient();
       await assert.rejects(client.configure({ memoryMiB: 2, kernel: longGuest }), /^Error: configure: memory_mib: must be an integer from 4/);
       await assert.rejects(client.configure({ memoryMiB: 32, kernel: '/nonexistent/vmlinux' }), /configure: kernel: cannot open \/nonexistent\/vmlinux: ENOENT/);

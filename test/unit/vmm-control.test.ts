@@ -16,6 +16,7 @@ import {
   VMM_BINARY,
   VmmProcess,
 } from '../guests/vmm-harness';
+import { skipBecause } from '../helpers/skip';
 
 describe('smolvm-vmm control protocol on /dev/kvm', function () {
   this.timeout(30_000);
@@ -64,7 +65,7 @@ describe('smolvm-vmm control protocol on /dev/kvm', function () {
   });
 
   it('--probe reports the host KVM as JSON', function () {
-    if (!kvmUsable()) this.skip();
+    if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     const report: unknown = JSON.parse(execFileSync(VMM_BINARY, ['--probe']).toString('utf8'));
     assert.equal((report as { kvm: unknown }).kvm, true);
   });
@@ -80,7 +81,7 @@ describe('smolvm-vmm control protocol on /dev/kvm', function () {
 
   describe('guests', function () {
     before(function () {
-      if (!kvmUsable()) this.skip();
+      if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     });
 
     it('boots a PVH guest: serial output, start info, cmdline, initramfs, unclaimed PIO/MMIO, i8042 reset', async () => {
@@ -214,7 +215,7 @@ describe('smolvm-vmm control protocol on /dev/kvm', function () {
 
   describe('bad input: a clear error, the VMM keeps serving', function () {
     before(function () {
-      if (!kvmUsable()) this.skip();
+      if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     });
 
     it('rejects bad configure requests naming the field, then accepts a good one', async () => {

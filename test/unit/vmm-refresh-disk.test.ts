@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { VmmClient } from '../../shim/src/sandbox/vmm/client';
 import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
 import { buildGuest, ensureVmmBuilt, kvmUsable, REPO_ROOT, VMM_BINARY } from '../guests/vmm-harness';
+import { skipBecause } from '../helpers/skip';
 
 function ensureAddonBuilt(): void {
   if (!vmmBuildStatus().addonBuilt) {
@@ -22,7 +23,7 @@ describe('smolvm-vmm refresh_disk', function () {
   let guest = '';
 
   before(function () {
-    if (!kvmUsable()) this.skip();
+    if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     this.timeout(600_000);
     ensureVmmBuilt();
     ensureAddonBuilt();

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildGuest, ensureVmmBuilt, kvmUsable, VmmProcess, type VmmMessage } from '../guests/vmm-harness';
+import { skipBecause } from '../helpers/skip';
 
 /** The counts printed as complete "count=N" lines, in order. */
 function countsIn(serial: string): number[] {
@@ -71,7 +72,7 @@ describe('smolvm-vmm snapshot and restore on /dev/kvm', function () {
   }
 
   before(function () {
-    if (!kvmUsable()) this.skip();
+    if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     this.timeout(600_000);  // the first build of the VMM compiles everything on 2 cores
     ensureVmmBuilt();
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-vmm-snapshot-'));
@@ -140,7 +141,7 @@ describe('smolvm-vmm snapshot and restore on /dev/kvm', function () {
   });
 
   it('restores into a new VMM process: the count continues where it was paused', async function () {
-    if (!countBeforeSnapshot) this.skip();
+    if (!countBeforeSnapshot) skipBecause(this, { notHere: 'needs the snapshot the first test takes, and that test failed (its failure fails the run)' });
     const process = vmm();
     const configured = await process.request('configure', restoreConfig(statePath, memoryPath, path.join(workDir, 'vsock-b.sock')));
     assert.equal(configured.ok, true, configured.error);
@@ -165,7 +166,7 @@ describe('smolvm-vmm snapshot and restore on /dev/kvm', function () {
   });
 
   it('restores one snapshot into two VMMs at once, sharing the memory file MAP_PRIVATE', async function () {
-    if (!countBeforeSnapshot) this.skip();
+    if (!countBeforeSnapshot) skipBecause(this, { notHere: 'needs the snapshot the first test takes, and that test failed (its failure fails the run)' });
     const first = vmm();
     const second = vmm();
     const [a, b] = await Promise.all([
@@ -194,7 +195,7 @@ describe('smolvm-vmm snapshot and restore on /dev/kvm', function () {
   });
 
   it('snapshots a restored VM again (its private copies included) and restores that', async function () {
-    if (!countBeforeSnapshot) this.skip();
+    if (!countBeforeSnapshot) skipBecause(this, { notHere: 'needs the snapshot the first test takes, and that test failed (its failure fails the run)' });
     const restored = vmm();
     assert.equal((await restored.request('configure', restoreConfig(statePath, memoryPath, path.join(workDir, 'vsock-e.sock')))).ok, true);
     await restored.request('start');
@@ -235,7 +236,7 @@ describe('smolvm-vmm snapshot and restore on /dev/kvm', function () {
   });
 
   it('snapshots and restores a machine with two vCPUs (the second still waiting for INIT/SIPI)', async function () {
-    if (!countBeforeSnapshot) this.skip();
+    if (!countBeforeSnapshot) skipBecause(this, { notHere: 'needs the snapshot the first test takes, and that test failed (its failure fails the run)' });
     const state = path.join(workDir, 'smp.state');
     const memory = path.join(workDir, 'smp.mem');
     const original = vmm();
@@ -305,7 +306,7 @@ describe('smolvm-vmm snapshot and restore on /dev/kvm', function () {
     let goodMemory = '';
 
     before(async function () {
-      if (!countBeforeSnapshot) this.skip();
+      if (!countBeforeSnapshot) skipBecause(this, { notHere: 'needs the snapshot the first test takes, and that test failed (its failure fails the run)' });
       // A fresh snapshot pair (the tests above replaced memoryPath).
       const process = vmm();
       await process.request('configure', {

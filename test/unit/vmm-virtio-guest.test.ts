@@ -17,6 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildVirtioGuest } from '../guests/virtio/build';
 import { ensureVmmBuilt, kvmUsable, VmmProcess } from '../guests/vmm-harness';
+import { skipBecause } from '../helpers/skip';
 
 const SECTOR = 512;
 const IO_TIMEOUT_MS = 20_000;
@@ -119,7 +120,7 @@ describe('smolvm-vmm virtio devices driven by a tiny guest on /dev/kvm', functio
   const streams: HostStream[] = [];
 
   before(function () {
-    if (!kvmUsable()) this.skip();
+    if (!kvmUsable()) skipBecause(this, { lacks: 'kvm', detail: 'no usable /dev/kvm' });
     this.timeout(600_000);  // a first build of the VMM compiles ~30 files on 2 cores
     ensureVmmBuilt();
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-virtio-guest-'));
