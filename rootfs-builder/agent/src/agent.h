@@ -16,6 +16,10 @@
  *   can be waited on / removed from the new connection.
  * - StartProcess is answered once execve succeeded (the child's close-on-exec status pipe
  *   closes); if execve fails the answer carries the error and the process exits 127.
+ * - SignalProcess to a container's init (PID 1 of its pid namespace) before it exec'd, or in
+ *   the first seconds after, while it has no handler for the signal, which the kernel would
+ *   drop: held and delivered once the program catches it, or dropped after a bounded window
+ *   (signal_hold.h). Answered OK either way, as kill(2) is.
  * - Execs (protocol 1.1) join the container's pid namespace through setns(CLONE_NEWPID) on the
  *   agent itself around clone() (the child stays the agent's own, so it is reaped like the
  *   init process), then its ipc, uts and mount namespaces in the child. Each is forgotten by
@@ -68,6 +72,7 @@ enum watch_kind {
     W_STREAM,
     W_PROC_STATUS,
     W_CGROUP_EVENTS, /* inotify on the containers' memory.events (WatchOom) */
+    W_SIGNAL_HOLD_TIMER, /* polls init processes that have signals held (signal_hold.h) */
     W_DEAD, /* its object was destroyed while events for it may still be in the batch */
 };
 

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include "log.h"
 #include "mounts.h"
 #include "security.h"
+#include "signal_hold.h"
 #include "stdio_pump.h"
 
 #define CONTAINER_ROOT "/run/smolvm/c"
@@ -950,12 +952,15 @@ static void process_init_fields(struct process *p, struct container *c)
     p->status_watch.obj = p;
 }
 
+static void hold_clear(struct process *p, const char *why);
+
 /* Lets go of everything the agent holds for the process (killing it if it still runs) and
  * fails its pending answers; p itself stays allocated (and linked) for the caller. */
 static void process_release(struct process *p, const char *why)
 {
     if (!p->exited && p->pid > 0)
         kill(p->pid, SIGKILL);
+    hold_clear(p, why);
     char msg[600];
     snprintf(msg, sizeof msg, "%s %s", proc_name(p), why);
     answer_pending(p, RPC_NOT_FOUND, "%s", msg);
@@ -1521,6 +1526,151 @@ static int attach_terminal(struct process *p)
     return 0;
 }
 
+/* ---------------------------------------------------------------- held signals */
+
+/* Signals to an init process that the kernel would drop: held, then delivered or dropped by a
+ * poll (signal_hold.h says what and why). The poll's timer runs only while some init that has
+ * exec'd has signals held. */
+static int g_hold_timer_fd = -1;
+static unsigned g_hold_timer_interval_ms; /* its period; 0: disarmed */
+static struct watch g_hold_timer_watch = { W_SIGNAL_HOLD_TIMER, NULL };
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The process's signal masks from /proc/<pid>/status; false when it cannot be read (gone). */
+static bool read_signal_masks(pid_t pid, struct signal_masks *m)
+{
+    char path[64];
+    static char buf[8192]; /* the whole file (about 1.5 KiB) in one read of its seq_file */
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = 0;
+    return signal_masks_parse(buf, m) == 0;
+}
+
+/* The poll timer exists (made at the first hold). */
+static bool hold_timer_ready(void)
+{
+    if (g_hold_timer_fd >= 0)
+        return true;
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (fd < 0 || watch_add(fd, EPOLLIN, &g_hold_timer_watch) < 0) {
+        LOG_ERR("signal hold: timerfd: %s: signals are sent as they come", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    g_hold_timer_fd = fd;
+    return true;
+}
+
+/* Arms the poll while an exec'd init has signals held, at the pace the youngest needs
+ * (signal_hold_poll_interval_ms); disarms it when none has. */
+static void hold_timer_update(void)
+{
+    unsigned interval_ms = 0; /* 0: no poll needed */
+    uint64_t now = monotonic_ms();
+    for (struct container *c = g_containers; c; c = c->next) {
+        if (c->init.exited || !signal_hold_needs_poll(&c->init.held))
+            continue;
+        unsigned ms = signal_hold_poll_interval_ms(&c->init.held, now);
+        if (interval_ms == 0 || ms < interval_ms)
+            interval_ms = ms;
+    }
+    if (interval_ms == g_hold_timer_interval_ms || g_hold_timer_fd < 0)
+        return;
+    struct itimerspec its = { 0 };
+    its.it_value.tv_nsec = (long)interval_ms * 1000000L;
+    its.it_interval = its.it_value;
+    if (timerfd_settime(g_hold_timer_fd, 0, &its, NULL) == 0)
+        g_hold_timer_interval_ms = interval_ms;
+}
+
+/* A signal for the container's init: held when the kernel would drop it now. True when held
+ * (the caller then sends nothing). */
+static bool hold_init_signal(struct container *c, int sig)
+{
+    struct process *p = &c->init;
+    if (p->exited || p->pid <= 0)
+        return false;
+    uint64_t now = monotonic_ms();
+    struct signal_masks masks;
+    bool in_window = p->held.execd && now - p->held.execd_ms < SIGNAL_HOLD_WINDOW_MS;
+    bool have_masks = in_window && read_signal_masks(p->pid, &masks);
+    if (!signal_hold_wanted(&p->held, sig, have_masks ? &masks : NULL, now) || !hold_timer_ready())
+        return false;
+    if (!signal_hold_add(&p->held, sig)) {
+        LOG_WARN("%s: already %d signals held: signal %d is sent as it is (the kernel drops it)", proc_name(p),
+                 SIGNAL_HOLD_MAX, sig);
+        return false;
+    }
+    if (p->held.execd)
+        LOG_INFO("%s: signal %d held: %llu ms after its exec the process neither catches, ignores nor blocks it",
+                 proc_name(p), sig, (unsigned long long)(now - p->held.execd_ms));
+    else
+        LOG_INFO("%s: signal %d held until the process has exec'd and takes it", proc_name(p), sig);
+    hold_timer_update();
+    return true;
+}
+
+/* The init exec'd: its hold window starts. */
+static void hold_on_exec(struct process *p)
+{
+    if (p->exec_id)
+        return;
+    signal_hold_on_exec(&p->held, monotonic_ms());
+    hold_timer_update();
+}
+
+/* The process exited or is forgotten: its held signals go with it. */
+static void hold_clear(struct process *p, const char *why)
+{
+    size_t n = signal_hold_clear(&p->held);
+    if (n)
+        LOG_INFO("%s: %zu held signal(s) dropped: %s", proc_name(p), n, why);
+}
+
+void container_on_signal_hold_timer(void)
+{
+    uint64_t expirations;
+    if (read(g_hold_timer_fd, &expirations, sizeof expirations) < 0 && errno == EAGAIN)
+        return;
+    uint64_t now = monotonic_ms();
+    for (struct container *c = g_containers; c; c = c->next) {
+        struct process *p = &c->init;
+        if (p->exited || !signal_hold_needs_poll(&p->held))
+            continue;
+        struct signal_masks masks;
+        bool have_masks = read_signal_masks(p->pid, &masks);
+        int deliver[SIGNAL_HOLD_MAX];
+        size_t dropped;
+        size_t n = signal_hold_poll(&p->held, have_masks ? &masks : NULL, now, deliver, &dropped);
+        unsigned long long since_exec = (unsigned long long)(now - p->held.execd_ms);
+        for (size_t i = 0; i < n; i++) {
+            if (kill(p->pid, deliver[i]) < 0)
+                LOG_WARN("%s: held signal %d: kill %d: %s", proc_name(p), deliver[i], (int)p->pid, strerror(errno));
+            else
+                LOG_INFO("%s: held signal %d delivered, %llu ms after its exec", proc_name(p), deliver[i], since_exec);
+        }
+        if (dropped)
+            LOG_INFO("%s: %zu held signal(s) dropped: the process took none within %u ms of its exec (a PID 1 "
+                     "without a handler ignores them, as under runc)",
+                     proc_name(p), dropped, SIGNAL_HOLD_WINDOW_MS);
+    }
+    hold_timer_update();
+}
+
 void container_on_status(struct process *p)
 {
     struct child_report rep;
@@ -1558,6 +1708,7 @@ void container_on_status(struct process *p)
     close_status(p);
     if (p->pending == PENDING_START) {
         p->state = PROC_RUNNING;
+        hold_on_exec(p);
         answer_pending(p, RPC_OK, "started");
     } else if (p->pending == PENDING_CREATE) {
         answer_pending(p, RPC_INTERNAL, "%s: process died during setup", proc_name(p));
@@ -1662,7 +1813,10 @@ void container_signal(uint64_t gen, uint32_t sid, const struct process_target *t
         static pid_t pids[4096];
         size_t n = container_pids(c, pids, sizeof pids / sizeof pids[0]);
         for (size_t i = 0; i < n; i++)
-            kill(pids[i], (int)t->signal);
+            if (pids[i] != c->init.pid || !hold_init_signal(c, (int)t->signal))
+                kill(pids[i], (int)t->signal);
+    } else if (!p->exec_id && hold_init_signal(c, (int)t->signal)) {
+        /* Held (signal_hold.h): answered like a kill(2) the kernel accepted. */
     } else if (kill(p->pid, (int)t->signal) < 0) {
         agent_respond_error(gen, sid, errno == ESRCH ? RPC_NOT_FOUND : RPC_INTERNAL, "%s: kill %d: %s", proc_name(p),
                             (int)p->pid, strerror(errno));
@@ -1844,6 +1998,7 @@ void container_reap_children(void)
         p->exited_at = now_unix_nano();
         p->oom_kill = c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0;
         LOG_INFO("%s: process %d exited with status %u", proc_name(p), (int)pid, p->exit_status);
+        hold_clear(p, "the process exited");
         stream_destroy(p->in);
         p->in = NULL;
         close_fd_at(&p->start_fd);

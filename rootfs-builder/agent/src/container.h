@@ -14,6 +14,7 @@
 
 #include "agent.h"
 #include "agent_pb.h"
+#include "signal_hold.h"
 
 struct stream;
 struct container;
@@ -50,6 +51,7 @@ struct process {
     struct pending_reply *waits;
     bool removing;                 /* execs: RemoveProcess killed it, forget it on reap */
     struct pending_reply *removals; /* execs: RemoveProcess callers */
+    struct signal_hold held;        /* init: signals the kernel would drop, held (signal_hold.h) */
 };
 
 /* Agent start (before a template snapshot): makes and drops once the namespaces every
@@ -79,6 +81,8 @@ void container_reap_children(void);
 void container_on_status(struct process *p);
 /* One of the process's output streams reached EOF. */
 void process_on_output_done(struct process *p);
+/* The signal hold's poll timer fired (signal_hold.h). */
+void container_on_signal_hold_timer(void);
 /* Shutdown: kill every container process (the filesystems are synced by the caller). */
 void container_kill_all(void);
 

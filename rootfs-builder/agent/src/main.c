@@ -572,6 +572,9 @@ int main(int argc, char **argv)
             case W_CGROUP_EVENTS:
                 container_on_cgroup_events();
                 break;
+            case W_SIGNAL_HOLD_TIMER:
+                container_on_signal_hold_timer();
+                break;
             case W_DEAD:
                 break;
             }
