@@ -208,10 +208,9 @@ describe('agent call deadlines: DeadlineClock', () => {
     assert.deepEqual(firedAt, [], 'a deadline fired while held');
     const released = Date.now();
     clock.release();
-    await sleep(40);
-    assert.deepEqual(firedAt, [], 'a held deadline kept the time it had run before the hold');
-    await sleep(150);
+    await sleep(200);
     assert.equal(firedAt.length, 2);
+    // In full: not the 40 ms the first one had left when the hold came.
     for (const at of firedAt) assert.ok(at - released >= 95, `fired ${at - released} ms after release`);
   });
 });
@@ -259,7 +258,7 @@ describe('agent call deadlines: AgentClient', function () {
     assert.ok(result.error instanceof RpcError, String(result.error));
     assert.equal(result.error.code, Code.DeadlineExceeded);
     assert.equal(result.error.message, 'container box: signal 15: no answer from the guest agent to SignalProcess within 200 ms (its deadline)');
-    assert.ok(result.ms >= 195 && result.ms < 1000, `answered after ${result.ms} ms`);
+    assert.ok(result.ms >= 195 && result.ms < 3000, `answered after ${result.ms} ms`);
     assert.equal(expiries.length, 1);
     assert.equal(expiries[0]!.call, 'signalProcess');
     assert.equal(expiries[0]!.method, 'SignalProcess');
@@ -312,12 +311,12 @@ describe('agent call deadlines: AgentClient', function () {
   });
 
   it('a call queued behind an unanswered one gets its full time from when that one settles', async () => {
-    const c = await connect(0.03); // CreateContainer 1800 ms, SignalProcess 300 ms
+    const c = await connect(0.1); // CreateContainer 6000 ms, SignalProcess 1000 ms
     agent.slow.add('createContainer');
     const create = timed(c.createContainer(createRequest('a'), {}));
     await sleep(20);
     const kill = timed(c.signalProcess('b', '', 15));
-    await sleep(600);
+    await sleep(1500);
     // The Kill is answered (the agent is healthy) but would be past its deadline if it counted from its send.
     agent.answerSlow();
     const [created, killed] = await Promise.all([create, kill]);
@@ -326,23 +325,21 @@ describe('agent call deadlines: AgentClient', function () {
   });
 
   it('while the clock is held (the VM paused on purpose) nothing expires; on release each call gets its full time', async () => {
-    const c = await connect(0.02); // SignalProcess 200 ms
+    const c = await connect(0.05); // SignalProcess 500 ms
     agent.wedgeAll();
     c.deadlineClock.hold();
     const kill = timed(c.signalProcess('box', '', 9));
-    await sleep(500);
+    await sleep(1200);
     c.deadlineClock.release();
-    const released = Date.now();
-    await sleep(100);
+    await sleep(50);
     agent.unwedge(); // resumed: the guest answers now
     const result = await kill;
     assert.equal(result.error, undefined, `a held call expired: ${String(result.error)}`);
-    // And a wedge after the release is still caught, a full deadline after it.
+    // And a wedge after the release is still caught, a full deadline after the call.
     agent.wedgeAll();
-    const late = timed(c.signalProcess('box', '', 9));
-    const lateResult = await late;
-    assert.ok(lateResult.error instanceof RpcError && lateResult.error.code === Code.DeadlineExceeded);
-    assert.ok(Date.now() - released >= 290);
+    const late = await timed(c.signalProcess('box', '', 9));
+    assert.ok(late.error instanceof RpcError && late.error.code === Code.DeadlineExceeded, String(late.error));
+    assert.ok(late.ms >= 495, `expired after ${late.ms} ms`);
   });
 
   it('a caller\'s own bound (a restore\'s reseed) is kept: DeadlineExceeded from ttrpc, no lost-VM event', async () => {
@@ -353,7 +350,7 @@ describe('agent call deadlines: AgentClient', function () {
     const result = await timed(c.reseed({ entropy: Buffer.alloc(32), hostTimeUnixNano: 0n, hostname: '' }, { timeoutMs: 150 }));
     assert.ok(result.error instanceof RpcError && result.error.code === Code.DeadlineExceeded, String(result.error));
     assert.match(result.error.message, /Reseed: no answer within 150ms/);
-    assert.ok(result.ms < 1000);
+    assert.ok(result.ms < 3000);
     assert.equal(expiries.length, 0);
   });
 });
@@ -456,7 +453,7 @@ describe('agent call deadlines: the lost VM', function () {
     agent.wedgeAll();
     const kill = await timed(sandbox.agent.signalProcess('a', '', 15));
     assert.ok(kill.error instanceof RpcError && kill.error.code === Code.DeadlineExceeded, String(kill.error));
-    assert.ok(kill.ms < 1200, `Kill answered after ${kill.ms} ms`);
+    assert.ok(kill.ms >= 195 && kill.ms < 3000, `Kill answered after ${kill.ms} ms`);
     assert.equal(sandbox.lost, true);
     // Every process of every container ends with 137, promptly.
     const exits = await Promise.race([
@@ -483,7 +480,8 @@ describe('agent call deadlines: the lost VM', function () {
     }
     // Later calls fail at once; a second declaration changes nothing.
     const after = await timed(sandbox.agent.statsContainer('b'));
-    assert.ok(after.error instanceof RpcError && after.error.code === Code.Unavailable && after.ms < 100);
+    assert.ok(after.error instanceof RpcError && after.error.code === Code.Unavailable && after.ms < 1000, String(after.error));
+    assert.match(after.error.message, /the VM was declared lost: container a: signal 15: no answer/);
     sandbox.declareLost('something else');
     assert.match((await sandbox.lossReport()).reason, /SignalProcess/);
   });
