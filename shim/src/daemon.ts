@@ -133,6 +133,7 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
     podMaxContainers: config.podMaxContainers,
     templates: config.templates,
+    agentDeadlineScale: config.agentDeadlineScale,
     warm: opts.warm,
     onCreated: async () => {
       if (!poolRefill.done && !poolRefill.timer && config.poolSize > 0) {

@@ -22,6 +22,7 @@ import {
 import { type Logger, stderrLogger } from '../log';
 import { TtrpcClient, type CallOptions } from '../ttrpc/client';
 import { MAX_STREAM_ID } from '../ttrpc/frame';
+import { agentCallDeadlineMs, DeadlineClock, type DeadlineCall } from './deadlines';
 import { type ByteSource, InboundStream, MAX_DATA_FRAME, MAX_STREAM_CREDIT, OutboundStream, StreamMux } from './streams';
 
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -70,9 +71,21 @@ interface ProcessStreams {
   outputs: InboundStream[];
 }
 
+/** A call whose deadline passed without an answer from the guest. */
+export interface DeadlineExpiry {
+  readonly call: DeadlineCall;
+  /** The call as the wire names it, e.g. "SignalProcess". */
+  readonly method: string;
+  readonly deadlineMs: number;
+  /** The DeadlineExceeded the call rejected with (names the container and the call). */
+  readonly error: RpcError;
+}
+
 interface AgentClientEvents {
   /** The agent channel is gone (VM exit, crash, or close()). */
   close: [reason: Error | undefined];
+  /** A call got no answer within its deadline: the guest is wedged (the owner gives the VM up). */
+  deadlineExceeded: [expiry: DeadlineExpiry];
 }
 
 const processKey = (containerId: string, execId: string): string => `${containerId}\u0000${execId}`;
@@ -81,6 +94,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   private readonly mux: StreamMux;
   private readonly processes = new Map<string, ProcessStreams>();
   private nextStreamId = 2;
+  /** Every deadline of this channel's calls; held while the VM is paused on purpose. */
+  readonly deadlineClock = new DeadlineClock();
+  private deadlineScale = 1;
+  /** Settles once every call with a deadline sent so far has settled (see withDeadline). */
+  private callsAnswered: Promise<void> = Promise.resolve();
 
   /** Wraps `channel` and performs the Handshake; rejects (and closes the channel) if it fails. */
   static async connect(channel: Duplex, options: AgentConnectOptions = {}): Promise<AgentClient> {
@@ -131,6 +149,57 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     return this.rpc.closed;
   }
 
+  /** Multiplies every call's deadline (config `agent_deadline_scale`); for calls sent from now on. */
+  setDeadlineScale(scale: number): void {
+    agentCallDeadlineMs('signalProcess', scale); // validates
+    this.deadlineScale = scale;
+  }
+
+  /** The deadline the next `call` gets, in ms. */
+  deadlineOf(call: DeadlineCall): number {
+    return agentCallDeadlineMs(call, this.deadlineScale);
+  }
+
+  /**
+   * Sends one call under its deadline (AGENT_CALL_DEADLINES_MS, scaled). The agent answers
+   * requests one at a time, so the clock starts only once every call sent before this one has
+   * settled: a short call queued behind a long one gets its full time. On expiry the call
+   * rejects with DeadlineExceeded naming it, and `deadlineExceeded` is emitted. A caller that
+   * passes its own `timeoutMs` (a restore's reseed) gets just that bound, enforced by ttrpc.
+   */
+  private async withDeadline<T>(
+    call: DeadlineCall, what: string, options: CallOptions | undefined, send: (options: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    if (options?.timeoutMs !== undefined) return send(options);
+    const deadlineMs = this.deadlineOf(call);
+    const method = AgentDefinition.methods[call].name;
+    const expired = new AbortController();
+    let settle!: () => void;
+    const settled = new Promise<void>((resolve) => { settle = resolve; });
+    const ahead = this.callsAnswered;
+    this.callsAnswered = Promise.all([ahead, settled]).then(() => undefined);
+    let armed: { cancel(): void } | null = null;
+    let done = false;
+    void ahead.then(() => {
+      if (!done) armed = this.deadlineClock.arm(deadlineMs, () => expired.abort());
+    });
+    const signal = options?.signal ? AbortSignal.any([options.signal, expired.signal]) : expired.signal;
+    try {
+      return await send({ ...options, signal });
+    } catch (err) {
+      if (!expired.signal.aborted) throw err;
+      // The caller adds `what` to the error it throws (withContext); the event carries it whole.
+      const cause = `no answer from the guest agent to ${method} within ${deadlineMs} ms (its deadline)`;
+      const error = new RpcError(Code.DeadlineExceeded, `${what}: ${cause}`);
+      this.emit('deadlineExceeded', { call, method, deadlineMs, error });
+      throw new RpcError(Code.DeadlineExceeded, cause);
+    } finally {
+      done = true;
+      (armed as { cancel(): void } | null)?.cancel();
+      settle();
+    }
+  }
+
   /**
    * Creates the container and its init process (blocked before exec). The stdio streams are
    * registered before the request goes out, so no early output is lost; stdin starts flowing
@@ -142,8 +211,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     options?: CallOptions,
   ): Promise<{ pid: number; io: ProcessIo }> {
     const terminal = request.process?.terminal ?? false;
-    return this.spawn(request.containerId, '', stdio, terminal, 'create', (streams) =>
-      this.rpc.call(AgentDefinition, 'createContainer', { ...request, stdio: streams }, options));
+    return this.spawn(request.containerId, '', stdio, terminal, 'create', (streams, what) =>
+      this.withDeadline('createContainer', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'createContainer', { ...request, stdio: streams }, o)));
   }
 
   /**
@@ -160,8 +230,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   ): Promise<{ pid: number; io: ProcessIo }> {
     if (!execId) throw new RpcError(Code.InvalidArgument, `container ${containerId}: exec needs a non-empty exec id`);
     this.requireMinor(AGENT_PROTOCOL_MINOR_EXEC, `container ${containerId} exec ${execId}`);
-    return this.spawn(containerId, execId, stdio, process.terminal, 'exec', (streams) =>
-      this.rpc.call(AgentDefinition, 'execProcess', { containerId, execId, process, stdio: streams }, options));
+    return this.spawn(containerId, execId, stdio, process.terminal, 'exec', (streams, what) =>
+      this.withDeadline('execProcess', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'execProcess', { containerId, execId, process, stdio: streams }, o)));
   }
 
   /** Registers the process's streams, sends the request that creates it, and starts stdin. */
@@ -171,7 +242,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     stdio: ProcessStdio,
     terminal: boolean,
     action: string,
-    send: (streams: StdioStreams) => Promise<{ pid: number }>,
+    send: (streams: StdioStreams, what: string) => Promise<{ pid: number }>,
   ): Promise<{ pid: number; io: ProcessIo }> {
     const key = processKey(containerId, execId);
     const what = describe(containerId, execId, action);
@@ -191,7 +262,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     this.processes.set(key, entry);
     let pid: number;
     try {
-      ({ pid } = await send(streams));
+      ({ pid } = await send(streams, what));
     } catch (err) {
       for (const output of entry.outputs) output.detach();
       if (this.processes.get(key) === entry) this.processes.delete(key);
@@ -207,11 +278,13 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   /** Lets a created process exec; returns its guest pid. */
   async startProcess(containerId: string, execId = '', options?: CallOptions): Promise<number> {
+    const what = describe(containerId, execId, 'start');
     try {
-      const { pid } = await this.rpc.call(AgentDefinition, 'startProcess', { containerId, execId }, options);
+      const { pid } = await this.withDeadline('startProcess', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'startProcess', { containerId, execId }, o));
       return pid;
     } catch (err) {
-      throw withContext(err, describe(containerId, execId, 'start'));
+      throw withContext(err, what);
     }
   }
 
@@ -237,10 +310,12 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   }
 
   async signalProcess(containerId: string, execId: string, signal: number, all = false, options?: CallOptions): Promise<void> {
+    const what = describe(containerId, execId, `signal ${signal}`);
     try {
-      await this.rpc.call(AgentDefinition, 'signalProcess', { containerId, execId, signal, all }, options);
+      await this.withDeadline('signalProcess', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'signalProcess', { containerId, execId, signal, all }, o));
     } catch (err) {
-      throw withContext(err, describe(containerId, execId, `signal ${signal}`));
+      throw withContext(err, what);
     }
   }
 
@@ -251,10 +326,12 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
    */
   async closeStdin(containerId: string, execId = '', options?: CallOptions): Promise<void> {
     this.processes.get(processKey(containerId, execId))?.stdin?.stop(true);
+    const what = describe(containerId, execId, 'close stdin');
     try {
-      await this.rpc.call(AgentDefinition, 'closeStdin', { containerId, execId }, options);
+      await this.withDeadline('closeStdin', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'closeStdin', { containerId, execId }, o));
     } catch (err) {
-      throw withContext(err, describe(containerId, execId, 'close stdin'));
+      throw withContext(err, what);
     }
   }
 
@@ -263,7 +340,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const what = describe(containerId, execId, `resize pty to ${width}x${height}`);
     this.requireMinor(AGENT_PROTOCOL_MINOR_EXEC, what);
     try {
-      await this.rpc.call(AgentDefinition, 'resizePty', { containerId, execId, width, height }, options);
+      await this.withDeadline('resizePty', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'resizePty', { containerId, execId, width, height }, o));
     } catch (err) {
       throw withContext(err, what);
     }
@@ -274,7 +352,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const what = describe(containerId, execId, 'remove');
     this.requireMinor(AGENT_PROTOCOL_MINOR_EXEC, what);
     try {
-      await this.rpc.call(AgentDefinition, 'removeProcess', { containerId, execId }, options);
+      await this.withDeadline('removeProcess', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'removeProcess', { containerId, execId }, o));
     } catch (err) {
       throw withContext(err, what);
     } finally {
@@ -283,20 +362,24 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   }
 
   async listProcesses(containerId: string, options?: CallOptions): Promise<ProcessEntry[]> {
+    const what = `container ${containerId}: list processes`;
     try {
-      const { processes } = await this.rpc.call(AgentDefinition, 'listProcesses', { containerId }, options);
+      const { processes } = await this.withDeadline('listProcesses', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'listProcesses', { containerId }, o));
       return processes;
     } catch (err) {
-      throw withContext(err, `container ${containerId}: list processes`);
+      throw withContext(err, what);
     }
   }
 
   /** Kills what is left of the container in the guest, unmounts it, and drops its streams here. */
   async removeContainer(containerId: string, options?: CallOptions): Promise<void> {
+    const what = `container ${containerId}: remove`;
     try {
-      await this.rpc.call(AgentDefinition, 'removeContainer', { containerId }, options);
+      await this.withDeadline('removeContainer', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'removeContainer', { containerId }, o));
     } catch (err) {
-      throw withContext(err, `container ${containerId}: remove`);
+      throw withContext(err, what);
     } finally {
       this.forgetContainer(containerId);
     }
@@ -308,10 +391,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
    * handshake. Resolves with what the guest did (the caller checks `crngReseeded`).
    */
   async reseed(request: ReseedRequest, options?: CallOptions): Promise<ReseedResponse> {
+    const what = 'agent reseed after restore';
     try {
-      return await this.rpc.call(AgentDefinition, 'reseed', request, options);
+      return await this.withDeadline('reseed', what, options, (o) => this.rpc.call(AgentDefinition, 'reseed', request, o));
     } catch (err) {
-      throw withContext(err, 'agent reseed after restore');
+      throw withContext(err, what);
     }
   }
 
@@ -320,7 +404,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const what = `container ${containerId}: update resources`;
     this.requireMinor(AGENT_PROTOCOL_MINOR_CGROUPS, what);
     try {
-      await this.rpc.call(AgentDefinition, 'updateContainer', { containerId, resources }, options);
+      await this.withDeadline('updateContainer', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'updateContainer', { containerId, resources }, o));
     } catch (err) {
       throw withContext(err, what);
     }
@@ -331,7 +416,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const what = `container ${containerId}: stats`;
     this.requireMinor(AGENT_PROTOCOL_MINOR_CGROUPS, what);
     try {
-      return await this.rpc.call(AgentDefinition, 'statsContainer', { containerId }, options);
+      return await this.withDeadline('statsContainer', what, options, (o) =>
+        this.rpc.call(AgentDefinition, 'statsContainer', { containerId }, o));
     } catch (err) {
       throw withContext(err, what);
     }
@@ -353,16 +439,18 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   /** Asks the agent to sync and power the VM off; it answers before powering off. */
   async shutdown(options?: CallOptions): Promise<void> {
+    const what = 'agent shutdown';
     try {
-      await this.rpc.call(AgentDefinition, 'shutdown', {}, options);
+      await this.withDeadline('shutdown', what, options, (o) => this.rpc.call(AgentDefinition, 'shutdown', {}, o));
     } catch (err) {
-      throw withContext(err, 'agent shutdown');
+      throw withContext(err, what);
     }
   }
 
-  /** Closes the channel: pending calls reject with Unavailable and every stream stops. */
-  close(): void {
-    this.rpc.close();
+  /** Closes the channel: pending calls reject with Unavailable (naming `reason` when given)
+   *  and every stream stops. */
+  close(reason?: Error): void {
+    this.rpc.close(reason);
   }
 
   private allocateStreamId(): number {

@@ -85,6 +85,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     vcpus: config.vcpus,
     writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
     templates: config.templates,
+    agentDeadlineScale: config.agentDeadlineScale,
     log,
   });
   const forward = (sig: NodeJS.Signals, num: number) => () => {

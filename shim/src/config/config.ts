@@ -1,6 +1,7 @@
 // smolvm's configuration: /etc/smolvm/config.toml (or SMOLVM_CONFIG, or the runtime options'
 // ConfigPath), over built-in defaults. Unknown keys and wrong types are errors naming the key.
 import * as fs from 'node:fs';
+import { MAX_DEADLINE_SCALE, MIN_DEADLINE_SCALE } from '../agent/deadlines';
 import { parseToml, type TomlTable } from './toml';
 
 export type BackendChoice = 'auto' | 'kvm' | 'tcg';
@@ -17,6 +18,8 @@ export interface SmolvmConfig {
   templates: boolean;
   /** Warm spares: idle shim daemons each holding a restored VM, claimed by `start` (pool/). */
   poolSize: number;
+  /** Multiplies every deadline of the calls to the guest agent (agent/deadlines.ts). */
+  agentDeadlineScale: number;
 }
 
 export const DEFAULT_CONFIG: SmolvmConfig = {
@@ -28,6 +31,7 @@ export const DEFAULT_CONFIG: SmolvmConfig = {
   logLevel: 'info',
   templates: true,
   poolSize: 0,
+  agentDeadlineScale: 1,
 };
 
 export const DEFAULT_CONFIG_PATH = '/etc/smolvm/config.toml';
@@ -43,10 +47,11 @@ function pick<T>(table: TomlTable, key: string, file: string, check: (v: unknown
 export const MAX_POOL_SIZE = 16;
 const isPoolSize = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_POOL_SIZE;
 const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
+const isDeadlineScale = (v: unknown): v is number => typeof v === 'number' && v >= MIN_DEADLINE_SCALE && v <= MAX_DEADLINE_SCALE;
 
 export function parseConfig(text: string, file: string): SmolvmConfig {
   const t = parseToml(text, file);
-  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'pod_max_containers', 'log_level', 'templates', 'pool_size']);
+  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'pod_max_containers', 'log_level', 'templates', 'pool_size', 'agent_deadline_scale']);
   for (const k of Object.keys(t)) if (!known.has(k)) throw new Error(`${file}: unknown key ${k}`);
   const cfg = { ...DEFAULT_CONFIG };
   const backend = pick(t, 'backend', file, (v): v is BackendChoice => v === 'auto' || v === 'kvm' || v === 'tcg', '"auto", "kvm" or "tcg"');
@@ -59,6 +64,7 @@ export function parseConfig(text: string, file: string): SmolvmConfig {
   if (level) cfg.logLevel = level;
   cfg.templates = pick(t, 'templates', file, (v): v is boolean => typeof v === 'boolean', 'true or false') ?? cfg.templates;
   cfg.poolSize = pick(t, 'pool_size', file, isPoolSize, `an integer from 0 to ${MAX_POOL_SIZE}`) ?? cfg.poolSize;
+  cfg.agentDeadlineScale = pick(t, 'agent_deadline_scale', file, isDeadlineScale, `a number from ${MIN_DEADLINE_SCALE} to ${MAX_DEADLINE_SCALE}`) ?? cfg.agentDeadlineScale;
   return cfg;
 }
 

@@ -165,9 +165,9 @@ export class PodVm {
     return this.pairs.filter((p) => p.member !== null).length;
   }
 
-  /** False once the VMM has exited or the VM is being torn down. */
+  /** False once the VMM has exited, the VM is declared lost, or it is being torn down. */
   get alive(): boolean {
-    return !this.vmGone && !this.destroying;
+    return !this.vmGone && !this.destroying && !this.sandbox.lost;
   }
 
   /**

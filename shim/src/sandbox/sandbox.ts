@@ -4,12 +4,13 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AgentClient } from '../agent/client';
+import { AgentClient, type DeadlineExpiry } from '../agent/client';
 import type { Paths } from '../config/paths';
 import { RpcError } from '../errdefs';
 import type { Logger } from '../log';
 import { removeQuietly } from '../util/fsutil';
-import type { Backend, DiskSlot, VmConfig, VmInstance } from './backend';
+import { killIdentified } from '../util/proc';
+import { VMM_PROGRAM, vmLossReport, type Backend, type DiskSlot, type VmConfig, type VmInstance, type VmLossReport } from './backend';
 import { guestArtifacts } from './guest';
 import { HostShares, sharesDirOf } from './host-mounts';
 import { startVm } from './template/start';
@@ -34,6 +35,8 @@ export interface SandboxOptions {
 
 export class Sandbox {
   private destroyed: Promise<void> | null = null;
+  /** Set once the VM is declared lost (declareLost): why, and what it said last. */
+  private lostReport: VmLossReport | null = null;
   /** The VM's one 9p share (`<dir>/shares`), null when the backend has none: host
    *  directories are bind-mounted into it for the containers (host-mounts.ts). */
   readonly shares: HostShares | null;
@@ -50,6 +53,60 @@ export class Sandbox {
     readonly restoredFrom: string | null,
   ) {
     this.shares = backend.supportsDirShares ? new HostShares(sharesDirOf(dir), log) : null;
+    // A call the guest did not answer in time: the guest is wedged, the VM is given up.
+    agent.on('deadlineExceeded', (expiry: DeadlineExpiry) => this.declareLost(expiry.error.message));
+  }
+
+  /** True once the VM was declared lost: its VMM is killed, its processes end with 137. */
+  get lost(): boolean {
+    return this.lostReport !== null;
+  }
+
+  /**
+   * The one place a VM is given up: a guest that stopped answering (a call past its deadline)
+   * is never waited for again. Records why (with the console's last words, taken before the
+   * VM directory goes), closes the agent channel (every pending call and long poll ends, so
+   * every process of every container in the VM reports exit 137 naming this cause), kills the
+   * VMM with SIGKILL at once (a wedged or stopped VMM would not answer a clean stop) and frees
+   * the VM's files. Idempotent; a VM already being torn down by smolvm is left to that.
+   */
+  declareLost(cause: string): void {
+    if (this.lostReport || this.destroyed) return;
+    const vmm = `${VMM_PROGRAM[this.vm.backend]}, pid ${this.vm.identity.pid}`;
+    this.lostReport = {
+      reason: `${cause}; the VM was declared lost and its VMM (${vmm}) killed`,
+      diagnostics: this.vm.diagnostics(),
+    };
+    this.log.error(`vm lost: ${this.lostReport.reason}`, { diagnostics: this.lostReport.diagnostics });
+    // Calls still pending fail now, saying why (the rest of the teardown closes nothing new).
+    this.agent.close(new Error(`the VM was declared lost: ${cause}`));
+    killIdentified(this.vm.identity, 'SIGKILL');
+    this.destroy().catch((err: unknown) => this.log.warn('tearing down the lost vm failed', { error: String(err) }));
+  }
+
+  /** Why the VM went away under its processes: the declared loss, else what the VMM and console say. */
+  lossReport(): Promise<VmLossReport> {
+    return this.lostReport ? Promise.resolve(this.lostReport) : vmLossReport(this.vm);
+  }
+
+  /**
+   * Pauses the VM on purpose: the agent's deadlines stop first (a paused guest cannot answer,
+   * and that is no wedge); calls sent meanwhile wait for `resume`, then get their full time.
+   */
+  async pause(): Promise<void> {
+    this.agent.deadlineClock.hold();
+    try {
+      await this.vm.pause();
+    } catch (err) {
+      this.agent.deadlineClock.release();
+      throw err;
+    }
+  }
+
+  /** Lets a paused VM run again; the deadlines start over once it runs. */
+  async resume(): Promise<void> {
+    await this.vm.resume();
+    this.agent.deadlineClock.release();
   }
 
   static vmDir(paths: Paths, vmId: string): string {

@@ -13,7 +13,7 @@ import type { Logger } from '../log';
 import { guestCapabilities, guestContainerConfig, withShareSubpaths } from '../oci/guest-config';
 import { guestResources } from '../oci/resources';
 import type { OciProcess, OciSpec } from '../oci/spec';
-import { vmLossReport, type Backend, type DiskSlot, type VmInstance } from '../sandbox/backend';
+import type { Backend, DiskSlot, VmInstance } from '../sandbox/backend';
 import { assertDirSharesSupported } from '../sandbox/host-mounts';
 import { Sandbox } from '../sandbox/sandbox';
 import { resolveCgroupsPath, VmmCgroup } from '../sandbox/host-cgroup';
@@ -62,6 +62,8 @@ export interface ContainerOptions {
   onHostMounts?: (points: string[]) => void;
   /** A running VM to take instead of booting one (a warm-pool spare's), when it fits. */
   warm?: WarmVmSource;
+  /** Multiplies the agent calls' deadlines (config `agent_deadline_scale`; agent/deadlines.ts). */
+  agentDeadlineScale?: number;
 }
 
 /** A VM started before its container came (a pool spare's, pool/spare.ts, or one the daemon
@@ -165,7 +167,7 @@ export class Container {
   ) {
     this.initProcess = new GuestProcess({
       agent: sandbox.agent, containerId: id, execId: '', guestPid, io, terminal, log: opts.log,
-      describeLoss: () => vmLossReport(sandbox.vm), onExit: (info) => opts.onExit?.(info),
+      describeLoss: () => sandbox.lossReport(), onExit: (info) => opts.onExit?.(info),
       onOomCount: (count) => this.noteOomCount(count),
     });
     this.init = this.initProcess.state;
@@ -268,6 +270,8 @@ export class Container {
       // An older agent would ignore the security settings and mounts: refuse instead.
       throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
     }
+    // The daemon's config sets the deadlines of the VM's agent calls (a pod's members share it).
+    if (opts.agentDeadlineScale !== undefined) sandbox.agent.setDeadlineScale(opts.agentDeadlineScale);
     // Host directories: bind-mounted into the VM's share (undone by destroy or leave).
     const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
     const created = await sandbox.agent.createContainer({
@@ -353,7 +357,7 @@ export class Container {
       const exec = new GuestProcess({
         agent: this.sandbox.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
         terminal: options.terminal, log: this.opts.log.child({ exec: execId }),
-        describeLoss: () => vmLossReport(this.sandbox.vm), onExit: options.onExit,
+        describeLoss: () => this.sandbox.lossReport(), onExit: options.onExit,
         onOomCount: (count) => this.noteOomCount(count),
       });
       this.execs.set(execId, exec);
@@ -371,8 +375,8 @@ export class Container {
     try {
       await this.sandbox.agent.removeProcess(this.id, execId);
     } catch (err) {
-      // The VM (or its container) is already gone: so is the exec.
-      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound))) throw err;
+      // The VM (or its container) is already gone, or was just given up: so is the exec.
+      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound || this.sandbox.lost))) throw err;
     }
     exec.state.markExited({ exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() });
     this.execs.delete(execId);

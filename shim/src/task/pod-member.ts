@@ -109,8 +109,9 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
     try {
       await sandbox.agent.removeContainer(id);
     } catch (err) {
-      // The VM (or the container in it) is already gone: nothing left to remove.
-      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound))) {
+      // The VM (or the container in it) is already gone, or was just given up (a removal past
+      // its deadline: sandbox.lost): nothing left to remove.
+      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound || sandbox.lost))) {
         log.warn('removing the container from the pod VM failed', { error: String(err) });
       }
     }

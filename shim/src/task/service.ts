@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RootfsSource } from '../../../rootfs-builder/image';
 import type { Paths } from '../config/paths';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
+import { alreadyExists, Code, codeOf, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
 import type { EventPublisher } from '../events/publisher';
 import { taskCreate, taskDelete, taskExecAdded, taskExecStarted, taskExit, taskOOM, taskPaused, taskResumed, taskStart, Topics } from '../events/topics';
 import { Status } from '../gen/containerd/types/task/task';
@@ -53,6 +53,8 @@ export interface TaskServiceOptions {
   /** After every Create, whatever its outcome, before it answers (the daemon tears down an
    *  early VM the Create did not take, and tops the warm pool up after its first). */
   onCreated?: () => Promise<void>;
+  /** Multiplies the deadlines of the calls to the guest agent (config `agent_deadline_scale`). */
+  agentDeadlineScale?: number;
 }
 
 interface Entry {
@@ -224,7 +226,7 @@ export class TaskService {
         stdio: { stdin: hostStdio.stdin, stdout: hostStdio.stdout, stderr: hostStdio.stderr },
         backend: this.opts.backend, paths: this.opts.paths,
         memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
-        templates: this.opts.templates,
+        templates: this.opts.templates, agentDeadlineScale: this.opts.agentDeadlineScale,
         log, pod: this.podFor(id, spec.annotations), warm: this.opts.warm,
         onVmStarted: (vm, vmDir, hostCgroupDirs) => this.persist(ident, 'creating', null, {
           backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir,
@@ -319,8 +321,28 @@ export class TaskService {
     const target = this.process(e, req.execId);
     if (req.signal <= 0 || req.signal > 64) throw invalidArgument(`container ${req.id}: invalid signal ${req.signal}`);
     if (this.pauses.has(e.id)) return this.killPaused(e, req, target);
-    await target.kill(req.signal, req.all);
+    await this.signal(e, target, req);
     return {};
+  }
+
+  /**
+   * Sends the signal through the agent. When the guest does not take it within its deadline
+   * the VM is declared lost (killed): for SIGKILL that is what was asked, the process is dead
+   * (its exit, 137, follows), so the Kill succeeds and `ctr task rm -f` goes on to Delete;
+   * any other signal fails with DeadlineExceeded naming the call.
+   */
+  private async signal(e: Entry, target: GuestProcess, req: KillRequest): Promise<void> {
+    try {
+      await target.kill(req.signal, req.all);
+    } catch (err) {
+      if (req.signal === SIGKILL && codeOf(err) === Code.DeadlineExceeded && e.container.sandbox.lost) {
+        this.opts.log.warn('SIGKILL not answered in time: the VM was declared lost, which ends the process', {
+          id: e.id, exec: req.execId, error: (err as Error).message,
+        });
+        return;
+      }
+      throw err;
+    }
   }
 
   async delete(req: DeleteRequest): Promise<DeleteResponse> {
@@ -518,7 +540,7 @@ export class TaskService {
       const record: PauseRecord = { state: 'pausing', pendingSignals: [] };
       this.pauses.set(e.id, record);
       try {
-        await e.container.sandbox.vm.pause();
+        await e.container.sandbox.pause();
       } catch (err) {
         this.pauses.delete(e.id);
         throw new Error(`container ${e.id}: pause failed: ${(err as Error).message}`);
@@ -545,7 +567,7 @@ export class TaskService {
 
   private async resumeVm(e: Entry, record: PauseRecord): Promise<void> {
     try {
-      await e.container.sandbox.vm.resume();
+      await e.container.sandbox.resume();
     } catch (err) {
       throw new Error(`container ${e.id}: resume failed: ${(err as Error).message}`);
     }
@@ -576,12 +598,12 @@ export class TaskService {
           this.opts.log.info('paused container resumed to deliver SIGKILL', { id: e.id });
         }
       });
-      await target.kill(req.signal, req.all);
+      await this.signal(e, target, req);
       return {};
     }
     const record = this.pauses.get(e.id);
     if (!record) {
-      await target.kill(req.signal, req.all);
+      await this.signal(e, target, req);
       return {};
     }
     record.pendingSignals.push({ execId: req.execId, signal: req.signal, all: req.all });

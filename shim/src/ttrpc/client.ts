@@ -178,9 +178,9 @@ export class TtrpcClient extends EventEmitter<ClientEvents> {
     return this.connection.send(streamId, FrameType.Data, flags, payload);
   }
 
-  /** Closes the connection; pending calls reject with Unavailable. */
-  close(): void {
-    this.connection.close();
+  /** Closes the connection; pending calls reject with Unavailable (naming `reason` when given). */
+  close(reason?: Error): void {
+    this.connection.close(reason);
   }
 
   private onFrame(frame: Frame): void {
