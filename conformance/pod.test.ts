@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { lines, type PrivateContainerd } from './harness/containerd';
 import { describeResult, sleep } from './harness/exec';
 import { findProcessesByCmdline, mountsUnder } from './harness/host';
+import { isShareExportMount, SHARE_ROOT_PROBE, SHARE_ROOT_REFUSED } from './harness/share';
 import { describeConformance, type ConformanceEnv } from './harness/suite';
 import { taskStatus, waitForStatus } from './harness/tasks';
 
@@ -180,7 +181,7 @@ describeConformance('a pod is one VM', (test) => {
     assert.deepEqual(vmmProcesses(containerd), [], 'the pod VM outlived its last container');
   });
 
-  test('an app joining the running pod VM gets host directories (rw: written through; ro: refused); delete leaves none mounted', 300_000, async (env) => {
+  test('an app joining the running pod VM gets host directories (rw: written through; ro: refused), under a read-only share root; delete leaves none mounted', 300_000, async (env) => {
     if (!env.vm) return;
     const { containerd } = env;
     const pod = env.newId('podvol');
@@ -191,10 +192,24 @@ describeConformance('a pod is one VM', (test) => {
     const configMap = fs.mkdtempSync(path.join(logDir, 'configmap-'));
     fs.writeFileSync(path.join(emptyDir, 'seed'), 'from the host\n');
     fs.writeFileSync(path.join(configMap, 'key'), 'value\n');
-    await runInPod(env, pod, sandbox, `${BOOT_ID}; exec sleep 100000`, path.join(logDir, 'sandbox.log'));
-    const bootId = /^([0-9a-f-]{36})$/m.exec(await waitForFileMatch(path.join(logDir, 'sandbox.log'), /^[0-9a-f-]{36}$/m, 10_000))?.[1];
-    assert.ok(bootId, 'no boot id from the sandbox');
+    // A privileged sandbox, as a guest root: it mounts the pod VM's share itself and finds its
+    // root read-only (then unmounts it: the agent mounts it for the app).
+    const sandboxLog = path.join(logDir, 'sandbox.log');
+    const sandboxRun = await env.run(sandbox, ['sh', '-c', `${SHARE_ROOT_PROBE}; ${BOOT_ID}; exec sleep 100000`], {
+      keep: true, timeoutMs: 90_000,
+      ctrFlags: ['-d', '--privileged', '--annotation', `${SANDBOX_ID}=${pod}`, '--log-uri', `file://${sandboxLog}`],
+    });
+    assert.equal(sandboxRun.exitCode, 0, describeResult(sandboxRun));
+    assert.equal(await waitForStatus(containerd, sandbox, 'RUNNING', 30_000), 'RUNNING');
+    const sandboxOut = await waitForFileMatch(sandboxLog, /^[0-9a-f-]{36}$/m, 10_000);
+    const bootId = /^([0-9a-f-]{36})$/m.exec(sandboxOut)?.[1];
+    assert.ok(bootId, `no boot id from the sandbox:\n${sandboxOut}`);
+    assert.deepEqual(sandboxOut.split('\n').filter((l) => /^(mounted|unmounted|[a-z]+-(ok|refused))$/.test(l)), SHARE_ROOT_REFUSED, sandboxOut);
     const vmm = vmmProcesses(containerd);
+    const vmDirs = path.join(containerd.smolvmRoot, 'run', 'vms');
+    const exportMounts = mountsUnder(vmDirs);
+    assert.equal(exportMounts.length, 2, `the pod VM's share export and its work tmpfs: ${exportMounts.join(' ')}`);
+    assert.ok(exportMounts.every(isShareExportMount), exportMounts.join(' '));
 
     const script = [
       BOOT_ID, 'cat /vol/seed /config/key', 'echo from-the-pod > /vol/written && echo vol-rw',
@@ -212,10 +227,18 @@ describeConformance('a pod is one VM', (test) => {
     assert.equal(fs.readFileSync(path.join(emptyDir, 'written'), 'utf8'), 'from-the-pod\n');
     assert.ok(!fs.existsSync(path.join(configMap, 'new')), 'a read-only volume was written');
     // The app is gone (ctr run --rm): its host bind mounts into the running pod VM's share too.
-    const vmDirs = path.join(containerd.smolvmRoot, 'run', 'vms');
-    let left = mountsUnder(vmDirs);
-    for (const deadline = Date.now() + 15_000; left.length > 0 && Date.now() < deadline; left = mountsUnder(vmDirs)) await sleep(200);
+    const hostDirMounts = (): string[] => mountsUnder(vmDirs).filter((p) => !isShareExportMount(p));
+    let left = hostDirMounts();
+    for (const deadline = Date.now() + 15_000; left.length > 0 && Date.now() < deadline; left = hostDirMounts()) await sleep(200);
     assert.deepEqual(left, [], 'the app\'s host bind mounts outlived it');
+    assert.deepEqual(mountsUnder(vmDirs), exportMounts, 'the share export stays while the pod VM runs');
+
+    // Another app joins later still, with the same configMap: a new mount in the same share.
+    const again = await env.run(env.newId('again'), ['sh', '-c', `${BOOT_ID}; cat /config/key`], {
+      timeoutMs: 90_000, ctrFlags: ['--annotation', `${SANDBOX_ID}=${pod}`, '--mount', `type=bind,src=${configMap},dst=/config,options=rbind:ro`],
+    });
+    assert.equal(again.exitCode, 0, describeResult(again));
+    assert.deepEqual(again.stdout.toString().split('\n'), [bootId, 'value', ''], describeResult(again));
 
     await killAndRemove(containerd, sandbox);
     assert.equal(fs.readFileSync(path.join(emptyDir, 'seed'), 'utf8'), 'from the host\n');
@@ -241,13 +264,15 @@ describeConformance('a pod is one VM', (test) => {
     const stateFile = path.join(containerd.smolvmRoot, 'run', 'tasks', containerd.namespace, `${second}.json`);
     const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { shimPid: number; hostMounts?: string[] };
     assert.equal(state.hostMounts?.length, 1, `the state file records the host mount: ${JSON.stringify(state)}`);
-    assert.deepEqual(mountsUnder(path.join(containerd.smolvmRoot, 'run', 'vms')), state.hostMounts);
+    assert.deepEqual(mountsUnder(path.join(containerd.smolvmRoot, 'run', 'vms')).filter((p) => !isShareExportMount(p)), state.hostMounts);
 
     process.kill(state.shimPid, 'SIGKILL');
+    // `ctr tasks ls` stops listing a task as soon as its shim is gone, before `delete` has
+    // run: its unmounts (after the VMM is killed) are waited for too.
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       const pids = await taskPids(containerd);
-      if (!pids.has(first) && !pids.has(second) && vmmProcesses(containerd).length === 0) break;
+      if (!pids.has(first) && !pids.has(second) && vmmProcesses(containerd).length === 0 && mountsUnder(containerd.smolvmRoot).length === 0) break;
       await sleep(200);
     }
     assert.deepEqual(vmmProcesses(containerd), [], 'the pod VM survived its shim');

@@ -9,12 +9,19 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { deleteShim } from '../../shim/src/bootstrap/delete';
 import { Code, codeOf } from '../../shim/src/errdefs';
-import { nullLogger } from '../../shim/src/log';
-import { bindMountHostDir, detachAll, HostShares } from '../../shim/src/sandbox/host-mounts';
+import { nullLogger, type Logger } from '../../shim/src/log';
+import { bindMountHostDir, detachAll, HostShares, mountOptionsAt } from '../../shim/src/sandbox/host-mounts';
 import { StateStore } from '../../shim/src/state/store';
 import { mountPoints, mountPointsUnder, removeQuietly, removeTree } from '../../shim/src/util/fsutil';
 
 const isRoot = process.getuid?.() === 0;
+
+/** The per-mount flags of the mount at `point` that matter here, in a fixed order. */
+function flagsOf(point: string): string[] {
+  const options = mountOptionsAt(point);
+  assert.ok(options, `${point} is not mounted`);
+  return [options.includes('ro') ? 'ro' : 'rw', ...['nosuid', 'nodev', 'noexec'].filter((o) => options.includes(o))];
+}
 
 function writeFails(file: string): string | null {
   try {
@@ -41,7 +48,7 @@ describe('host directories in the VM share, and removal that never crosses a mou
     fs.rmSync(work, { recursive: true, force: true });
   });
 
-  /** A "host" directory with a file, and a VM directory with a share dir and other files. */
+  /** A "host" directory with a file, and a VM directory with other files (`shares` not made). */
   function layout(): { host: string; vmDir: string; shares: string } {
     const host = path.join(work, 'host');
     fs.mkdirSync(path.join(host, 'sub'), { recursive: true });
@@ -49,7 +56,7 @@ describe('host directories in the VM share, and removal that never crosses a mou
     fs.writeFileSync(path.join(host, 'sub', 'deep.txt'), 'keep me too\n');
     const vmDir = path.join(work, 'run', 'vms', 'abc');
     const shares = path.join(vmDir, 'shares');
-    fs.mkdirSync(shares, { recursive: true });
+    fs.mkdirSync(vmDir, { recursive: true });
     fs.writeFileSync(path.join(vmDir, 'console.log'), 'log\n');
     fs.mkdirSync(path.join(vmDir, 'nested', 'more'), { recursive: true });
     fs.writeFileSync(path.join(vmDir, 'nested', 'more', 'f'), 'f');
@@ -59,7 +66,7 @@ describe('host directories in the VM share, and removal that never crosses a mou
   it('removeTree leaves a bind mount under a VM directory alone (same filesystem: same st_dev)', async () => {
     const { host, vmDir, shares } = layout();
     const point = path.join(shares, '0');
-    fs.mkdirSync(point);
+    fs.mkdirSync(point, { recursive: true });
     await bindMountHostDir(host, point, { readOnly: false, recursive: false });
     assert.equal(fs.statSync(point).dev, fs.statSync(vmDir).dev, 'the test needs a bind of the same filesystem');
 
@@ -81,7 +88,7 @@ describe('host directories in the VM share, and removal that never crosses a mou
   it('removeTree does not descend into another filesystem, nor remove a mount point given itself', () => {
     const { vmDir, shares } = layout();
     const point = path.join(shares, 'tmp');
-    fs.mkdirSync(point);
+    fs.mkdirSync(point, { recursive: true });
     execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', point]);
     fs.writeFileSync(path.join(point, 'inside'), 'x');
     assert.deepEqual(removeTree(vmDir), [point]);
@@ -123,14 +130,14 @@ describe('host directories in the VM share, and removal that never crosses a mou
     assert.equal(fs.readFileSync(path.join(host, 'precious.txt'), 'utf8'), 'keep me\n');
   });
 
-  it('HostShares: rw, ro and recursive ro binds; release unmounts and removes only the mount points', async () => {
+  it('HostShares: rw, ro and recursive ro binds, all nosuid,nodev; release unmounts and removes only the mount points', async () => {
     const { host, vmDir, shares } = layout();
     const other = path.join(work, 'other');
     fs.mkdirSync(other);
     const nested = path.join(host, 'sub');
     execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', nested]);
     fs.writeFileSync(path.join(nested, 'on-tmpfs'), 'y');
-    const hs = new HostShares(shares, nullLogger);
+    const hs = await HostShares.export(vmDir, nullLogger);
     const recorded: string[][] = [];
     const subpaths = await hs.add('c1', [
       { hostPath: other, readOnly: false, recursive: false, destination: '/rw' },
@@ -146,15 +153,20 @@ describe('host directories in the VM share, and removal that never crosses a mou
     assert.equal(writeFails(path.join(shares, '1', 'sub', 'nope')), 'EROFS', 'rbind: the submount is read-only too');
     assert.equal(fs.readFileSync(path.join(shares, '1', 'sub', 'on-tmpfs'), 'utf8'), 'y', 'rbind brought the submount');
     assert.equal(writeFails(path.join(host, 'still-writable')), null, 'the host directory itself stays writable');
+    assert.deepEqual(flagsOf(path.join(shares, '0')), ['rw', 'nosuid', 'nodev']);
+    assert.deepEqual(flagsOf(path.join(shares, '1')), ['ro', 'nosuid', 'nodev']);
+    assert.deepEqual(flagsOf(path.join(shares, '1', 'sub')), ['ro', 'nosuid', 'nodev'], 'the rbind\'s submount as well');
+    assert.equal(writeFails(path.join(nested, 'still-writable')), null, 'the host\'s own submount stays writable');
 
     // A second owner (a pod's next container) gets new names; releasing one keeps the other.
     assert.deepEqual(await hs.add('c2', [{ hostPath: other, readOnly: true, recursive: false, destination: '/x' }]), ['2']);
     await hs.release('c1');
-    assert.deepEqual(mountPointsUnder(shares), [path.join(shares, '2')]);
-    assert.deepEqual(fs.readdirSync(shares), ['2']);
+    assert.deepEqual(mountPointsUnder(shares), [path.join(shares, '2'), shares]);
+    assert.deepEqual(fs.readdirSync(shares), ['2'], 'the released mount points are gone from the export');
+    assert.deepEqual(fs.readdirSync(path.join(vmDir, 'share-work', 'staging')), [], 'nothing stays staged');
     await hs.releaseAll();
     assert.deepEqual(mountPointsUnder(vmDir), []);
-    assert.deepEqual(fs.readdirSync(shares), []);
+    assert.ok(!fs.existsSync(shares) && !fs.existsSync(path.join(vmDir, 'share-work')), 'the share\'s directories are gone');
     await assert.rejects(hs.add('c3', [{ hostPath: other, readOnly: false, recursive: false, destination: '/y' }]), /being torn down/);
 
     assert.equal(fs.readFileSync(path.join(host, 'precious.txt'), 'utf8'), 'keep me\n');
@@ -162,8 +174,138 @@ describe('host directories in the VM share, and removal that never crosses a mou
     execFileSync('umount', [nested]);
   });
 
-  it('never mounts through a symlink planted at the mount point (a guest writes the share through 9p)', async () => {
+  it('the exported share root is a read-only, nosuid, nodev mount: nothing can be written, made or chmodded there', async () => {
+    const { host, vmDir, shares } = layout();
+    const hs = await HostShares.export(vmDir, nullLogger);
+    await hs.add('c1', [{ hostPath: host, readOnly: false, recursive: false, destination: '/d' }]);
+    // What a guest root asks QEMU (root, passthrough) to do at the share root.
+    assert.deepEqual(flagsOf(shares), ['ro', 'nosuid', 'nodev', 'noexec']);
+    assert.equal(writeFails(path.join(shares, 'planted')), 'EROFS');
+    assert.throws(() => fs.mkdirSync(path.join(shares, 'dir')), /EROFS/);
+    assert.throws(() => fs.symlinkSync('/etc', path.join(shares, 'etc')), /EROFS/);
+    assert.throws(() => execFileSync('mknod', [path.join(shares, 'null'), 'c', '1', '3'], { stdio: 'pipe' }), /Read-only file system/);
+    assert.throws(() => fs.chmodSync(shares, 0o4755), /EROFS/);
+    assert.throws(() => fs.rmdirSync(path.join(shares, '0')), /EROFS|EBUSY/, 'a mount point cannot be removed or swapped');
+    assert.throws(() => fs.renameSync(path.join(shares, '0'), path.join(shares, 'x')), /EROFS|EBUSY|EXDEV/);
+    assert.deepEqual(fs.readdirSync(shares), ['0']);
+    await hs.releaseAll();
+    assert.deepEqual(mountPointsUnder(vmDir), []);
+  });
+
+  it('a host directory whose own mount is read-only (and noexec) stays so when shared read-write', async () => {
+    const { host, vmDir, shares } = layout();
+    const roView = path.join(work, 'ro-view');
+    fs.mkdirSync(roView);
+    execFileSync('mount', ['--bind', host, roView]);
+    execFileSync('mount', ['-o', 'remount,bind,ro,noexec', roView]);
+    const hs = await HostShares.export(vmDir, nullLogger);
+    await hs.add('c1', [{ hostPath: roView, readOnly: false, recursive: false, destination: '/d' }]);
+    assert.deepEqual(flagsOf(path.join(shares, '0')), ['ro', 'nosuid', 'nodev', 'noexec']);
+    assert.equal(writeFails(path.join(shares, '0', 'nope')), 'EROFS');
+    await hs.releaseAll();
+    execFileSync('umount', [roView]);
+  });
+
+  it('a mount added later is seen through the export\'s root opened before it (as QEMU holds it)', async () => {
+    const { host, vmDir, shares } = layout();
+    const hs = await HostShares.export(vmDir, nullLogger);
+    const rootFd = fs.openSync(shares, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    try {
+      await hs.add('member', [{ hostPath: host, readOnly: true, recursive: false, destination: '/late' }]);
+      assert.equal(fs.readFileSync(`/proc/self/fd/${rootFd}/0/precious.txt`, 'utf8'), 'keep me\n');
+      await hs.release('member');
+      assert.throws(() => fs.readFileSync(`/proc/self/fd/${rootFd}/0/precious.txt`), /ENOENT/, 'gone once released');
+    } finally {
+      fs.closeSync(rootFd);
+    }
+    await hs.releaseAll();
+    assert.deepEqual(mountPointsUnder(vmDir), []);
+  });
+
+  it('in a read-write host directory, a device node made through the share cannot be opened there, nor a setuid bit act', async () => {
+    // passthrough mknod and chmod reach the host file system (nodev and nosuid do not refuse
+    // them): what the share's flags guarantee is that such files are inert through it.
+    const { host, vmDir, shares } = layout();
+    const hs = await HostShares.export(vmDir, nullLogger);
+    await hs.add('c1', [{ hostPath: host, readOnly: false, recursive: false, destination: '/d' }]);
+    const node = path.join(shares, '0', 'null');
+    execFileSync('mknod', ['-m', '0666', node, 'c', '1', '3']);
+    assert.ok(fs.statSync(path.join(host, 'null')).isCharacterDevice(), 'observed: the node exists in the host directory');
+    assert.throws(() => fs.openSync(node, 'w'), /EACCES/, 'nodev: not through the share');
+    const id = path.join(shares, '0', 'id');
+    fs.copyFileSync('/usr/bin/id', id);
+    fs.chmodSync(id, 0o4755);
+    assert.equal(fs.statSync(path.join(host, 'id')).mode & 0o4000, 0o4000, 'observed: the setuid bit is set on the host file');
+    const asNobody = (file: string): string => execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', file, '-u'], { encoding: 'utf8' }).trim();
+    assert.equal(asNobody(id), '65534', 'nosuid: run through the share, it gives no root');
+    await hs.releaseAll();
+    assert.deepEqual(mountPointsUnder(vmDir), []);
+  });
+
+  it('under a shared parent mount (systemd\'s /run): nothing is left in the parent or its peers', async () => {
+    const runDir = path.join(work, 'run');
+    const peer = path.join(work, 'peer');
+    fs.mkdirSync(runDir);
+    fs.mkdirSync(peer);
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', runDir]);
+    execFileSync('mount', ['--make-shared', runDir]);
+    execFileSync('mount', ['--bind', runDir, peer]);
+    try {
+      const host = path.join(work, 'host');
+      fs.mkdirSync(path.join(host, 'sub'), { recursive: true });
+      execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', path.join(host, 'sub')]);
+      const vmDir = path.join(runDir, 'vms', 'v1');
+      fs.mkdirSync(vmDir, { recursive: true });
+      const hs = await HostShares.export(vmDir, nullLogger);
+      await hs.add('c1', [{ hostPath: host, readOnly: true, recursive: true, destination: '/d' }]);
+      assert.ok(fs.existsSync(path.join(vmDir, 'shares', '0', 'sub')));
+      assert.deepEqual(mountPointsUnder(path.join(peer, 'vms', 'v1', 'shares', '0')), [], 'a host directory\'s mount stays private');
+      await hs.release('c1');
+      await hs.releaseAll();
+      assert.deepEqual(mountPointsUnder(runDir).filter((p) => p !== runDir), []);
+      assert.deepEqual(mountPointsUnder(peer).filter((p) => p !== peer), [], 'the copies propagated to the peer went too');
+      execFileSync('umount', [path.join(host, 'sub')]);
+    } finally {
+      for (const point of [...mountPointsUnder(peer), ...mountPointsUnder(runDir)]) execFileSync('umount', ['-l', point]);
+    }
+  });
+
+  it('release unmounts plainly; a mount still in use is detached, with a warning naming it', async () => {
+    const { host, vmDir, shares } = layout();
+    const warnings: string[] = [];
+    const quiet = (): void => undefined;
+    const log: Logger = {
+      debug: quiet, info: quiet, error: quiet, child: () => log,
+      warn: (msg, fields) => { warnings.push(`${msg} ${JSON.stringify(fields)}`); },
+    };
+    const hs = await HostShares.export(vmDir, log);
+    await hs.add('idle', [{ hostPath: host, readOnly: true, recursive: false, destination: '/a' }]);
+    await hs.add('busy', [{ hostPath: host, readOnly: true, recursive: false, destination: '/b' }]);
+    await hs.add('brief', [{ hostPath: host, readOnly: true, recursive: false, destination: '/c' }]);
+    await hs.release('idle');
+    // Busy for a moment only (as a VMM just killed, still closing its files): waited for.
+    const brief = fs.openSync(path.join(shares, '2', 'precious.txt'), 'r');
+    setTimeout(() => fs.closeSync(brief), 30);
+    await hs.release('brief');
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(mountPointsUnder(shares), [path.join(shares, '1'), shares]);
+    const held = fs.openSync(path.join(shares, '1', 'precious.txt'), 'r');
+    try {
+      await hs.release('busy');
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(warnings[0]!, new RegExp(`${path.join(shares, '1')} was busy: detached`));
+      assert.deepEqual(mountPointsUnder(shares), [shares]);
+      assert.equal(fs.readFileSync(held, 'utf8'), 'keep me\n', 'an open file stays usable');
+    } finally {
+      fs.closeSync(held);
+    }
+    await hs.releaseAll();
+    assert.deepEqual(mountPointsUnder(vmDir), []);
+  });
+
+  it('never mounts through a symlink planted at the mount point', async () => {
     const { host, shares } = layout();
+    fs.mkdirSync(shares);
     const victim = path.join(work, 'victim');
     fs.mkdirSync(victim);
     fs.writeFileSync(path.join(victim, 'etc-file'), 'host config\n');
@@ -175,8 +317,8 @@ describe('host directories in the VM share, and removal that never crosses a mou
   });
 
   it('HostShares: a failing mount is InvalidArgument naming the host path and destination; nothing stays', async () => {
-    const { host, shares } = layout();
-    const hs = new HostShares(shares, nullLogger);
+    const { host, vmDir, shares } = layout();
+    const hs = await HostShares.export(vmDir, nullLogger);
     const missing = path.join(work, 'gone');
     await assert.rejects(hs.add('c1', [
       { hostPath: host, readOnly: false, recursive: false, destination: '/ok' },
@@ -186,9 +328,12 @@ describe('host directories in the VM share, and removal that never crosses a mou
       assert.match((err as Error).message, new RegExp(`mount /bad: bind-mount host directory ${missing} at `));
       return true;
     });
-    assert.deepEqual(mountPointsUnder(shares), []);
+    assert.deepEqual(mountPointsUnder(shares), [shares], 'only the export itself');
     assert.deepEqual(fs.readdirSync(shares), []);
+    assert.deepEqual(fs.readdirSync(path.join(vmDir, 'share-work', 'staging')), []);
     assert.deepEqual(hs.mountPointsOf('c1'), []);
+    await hs.releaseAll();
+    assert.deepEqual(mountPointsUnder(vmDir), []);
   });
 
   it('delete (daemon killed -9) detaches recorded and leftover mounts, then removes the VM dir; host files stay', async () => {
@@ -200,9 +345,8 @@ describe('host directories in the VM share, and removal that never crosses a mou
       fs.mkdirSync(host);
       fs.writeFileSync(path.join(host, 'precious.txt'), 'keep me\n');
       const vmDir = path.join(root, 'run', 'vms', 'v1');
-      const shares = path.join(vmDir, 'shares');
-      fs.mkdirSync(shares, { recursive: true });
-      const hs = new HostShares(shares, nullLogger);
+      fs.mkdirSync(vmDir, { recursive: true });
+      const hs = await HostShares.export(vmDir, nullLogger);
       let recorded: string[] = [];
       await hs.add('c1', [{ hostPath: host, readOnly: false, recursive: true, destination: '/d' }], (p) => { recorded = p; });
       // Another pod member's mount, not in c1's state file.

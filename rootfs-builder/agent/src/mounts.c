@@ -30,9 +30,13 @@
 #define NINEP_OPTIONS "trans=virtio,version=9p2000.L,msize=262144"
 #define MAX_HOST_FILE (16u << 20)
 /* The VM's one 9p share (the host bind-mounts each host directory into it) and where the
- * agent mounts it: in PID 1's namespace only, so a container sees just its own subdirectory. */
+ * agent mounts it: in PID 1's namespace only, so a container sees just its own subdirectory.
+ * nosuid,nodev here and on every bind of it: a setuid file or a device node in a host
+ * directory does nothing in the guest either. Defence in depth only: a guest root can remount;
+ * the host's own mounts of the share (read-only root, nosuid,nodev binds) are what hold. */
 #define SHARE_TAG "smolvm"
 #define SHARES_DIR "/run/smolvm/shares"
+#define SHARE_MOUNT_FLAGS (MS_NOSUID | MS_NODEV)
 #define MAX_SUBPATH 255
 
 static const char *const fs_types[] = { "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup2" };
@@ -249,7 +253,7 @@ int mounts_prepare_share(const struct create_container_request *req, char *err, 
         snprintf(err, errcap, "mkdir %s: %s", SHARES_DIR, strerror(errno));
         return RPC_INTERNAL;
     }
-    if (mount(SHARE_TAG, SHARES_DIR, "9p", 0, NINEP_OPTIONS) < 0) {
+    if (mount(SHARE_TAG, SHARES_DIR, "9p", SHARE_MOUNT_FLAGS, NINEP_OPTIONS) < 0) {
         int e = errno;
         snprintf(err, errcap, "mount the VM's 9p share \"%s\" at %s: %s%s", SHARE_TAG, SHARES_DIR, strerror(e),
                  e == ENOENT ? " (this VM has no 9p share device: its backend cannot serve host directories)" : "");
@@ -452,6 +456,8 @@ static int spec_mount(int rootfd, const struct agent_mount *m, size_t index, con
             fd_path(dir, src, sizeof src);
             fd = mount_at(rootfd, dest, false, src, NULL, MS_BIND | (m->recursive ? MS_REC : 0), NULL, err, errcap);
             close(dir);
+            /* The remount below sets exactly `flags`: the share's nosuid,nodev must be in them. */
+            flags |= SHARE_MOUNT_FLAGS;
         } else {
             /* A host directory: the 9p device exporting it (read-only is enforced by the VMM
              * too). Mounted directly, with the flags. */

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { acquireLock } from '../../../rootfs-builder/image/lock';
 import { repoRoot, type Paths } from '../config/paths';
+import { detachAll } from '../sandbox/host-mounts';
 import { removeQuietly } from '../util/fsutil';
 import { isSameProcessAlive, killIdentified, liveProcessStartTime, waitGone, type ProcessIdentity } from '../util/proc';
 import { INTERNAL_ENV } from './protocol';
@@ -84,7 +85,11 @@ function spareAlive(entry: SpareEntry): boolean {
 async function sweepEntry(paths: Paths, entry: SpareEntry): Promise<void> {
   if (entry.vm && killIdentified(entry.vm, 'SIGKILL')) await waitGone(entry.vm, 5_000);
   const vmsRoot = path.join(paths.stateDir, 'vms') + path.sep;
-  if (entry.vm?.dir && path.resolve(entry.vm.dir).startsWith(vmsRoot)) removeQuietly(path.resolve(entry.vm.dir));
+  if (entry.vm?.dir && path.resolve(entry.vm.dir).startsWith(vmsRoot)) {
+    // Its 9p share's mounts first: removeQuietly does not cross a mount.
+    await detachAll([], path.resolve(entry.vm.dir));
+    removeQuietly(path.resolve(entry.vm.dir));
+  }
   removeQuietly(entry.dir);
 }
 

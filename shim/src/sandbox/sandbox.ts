@@ -12,7 +12,7 @@ import { removeQuietly } from '../util/fsutil';
 import { killIdentified } from '../util/proc';
 import { VMM_PROGRAM, vmLossReport, type Backend, type DiskSlot, type VmConfig, type VmInstance, type VmLossReport } from './backend';
 import { guestArtifacts } from './guest';
-import { HostShares, sharesDirOf } from './host-mounts';
+import { HostShares } from './host-mounts';
 import { startVm } from './template/start';
 
 export interface SandboxOptions {
@@ -37,9 +37,6 @@ export class Sandbox {
   private destroyed: Promise<void> | null = null;
   /** Set once the VM is declared lost (declareLost): why, and what it said last. */
   private lostReport: VmLossReport | null = null;
-  /** The VM's one 9p share (`<dir>/shares`), null when the backend has none: host
-   *  directories are bind-mounted into it for the containers (host-mounts.ts). */
-  readonly shares: HostShares | null;
 
   private constructor(
     readonly vmId: string,
@@ -48,11 +45,12 @@ export class Sandbox {
     readonly agent: AgentClient,
     readonly slots: DiskSlot[],
     private readonly log: Logger,
-    backend: Backend,
     /** The template key it was restored from, null when cold-booted. */
     readonly restoredFrom: string | null,
+    /** The VM's one 9p share (`<dir>/shares`), null when the backend has none: host
+     *  directories are bind-mounted into it for the containers (host-mounts.ts). */
+    readonly shares: HostShares | null,
   ) {
-    this.shares = backend.supportsDirShares ? new HostShares(sharesDirOf(dir), log) : null;
     // A call the guest did not answer in time: the guest is wedged, the VM is given up.
     agent.on('deadlineExceeded', (expiry: DeadlineExpiry) => this.declareLost(expiry.error.message));
   }
@@ -120,8 +118,10 @@ export class Sandbox {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     // Set by onVmStarted (inside startVm): the VM to kill should anything fail after it.
     let vm = null as VmInstance | null;
+    // The 9p share is exported (read-only, host-mounts.ts) before the VMM opens it.
+    const exporting = opts.backend.supportsDirShares ? HostShares.export(dir, log) : Promise.resolve(null);
     try {
-      const [guest, slots] = await Promise.all([guestArtifacts(opts.paths.cacheDir), opts.prepareSlots(dir)]);
+      const [guest, slots, shares] = await Promise.all([guestArtifacts(opts.paths.cacheDir), opts.prepareSlots(dir), exporting]);
       const config: VmConfig = {
         vmId, dir,
         kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: `${guest.cmdline} ${opts.backend.kernelArgs}`.trim(),
@@ -137,10 +137,12 @@ export class Sandbox {
           opts.onVmStarted?.(started);
         },
       });
-      return new Sandbox(vmId, dir, ready, agent, slots, log, opts.backend, restoredFrom);
+      return new Sandbox(vmId, dir, ready, agent, slots, log, restoredFrom, shares);
     } catch (err) {
       const detail = vm ? vm.diagnostics() : '';
       if (vm) await vm.kill();
+      // Its mounts before the directory (removeQuietly does not cross a mount).
+      await (await exporting.catch(() => null))?.releaseAll();
       removeQuietly(dir);
       const msg = err instanceof Error ? err.message : String(err);
       const full = detail && !msg.includes(detail) ? `${msg}\n${detail}` : msg;

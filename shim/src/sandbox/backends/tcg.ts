@@ -62,11 +62,17 @@ function qemuOptionValue(value: string): string {
 }
 
 /**
- * The VM's one virtio-9p share: `<vmDir>/shares`, empty at boot; the shim bind-mounts host
- * directories into it later (host-mounts.ts), the agent mounts it on first use (a mounted 9p
- * share would block saving the VM as a template). passthrough keeps the host's owners and
- * modes (QEMU runs as root); multidevs=remap keeps inode numbers unique across the bind
- * mounts, which are other filesystems.
+ * The VM's one virtio-9p share: `<vmDir>/shares`, which the Sandbox exported before boot as a
+ * read-only, nosuid, nodev mount holding only mount points (host-mounts.ts); the shim mounts
+ * host directories into it later, nosuid,nodev (ro when asked), and QEMU, which holds the
+ * root open, sees them. The agent mounts the share on first use (a mounted 9p share would
+ * block saving the VM as a template). passthrough keeps the host's owners and modes (QEMU
+ * runs as root): what keeps a guest root from acting as root on the host is those host-side
+ * mount flags, not the guest's. QEMU resolves every path beneath the export itself (each
+ * component opened O_NOFOLLOW from the root's fd, `..` at the root is the root), so neither
+ * `..` nor a symlink leads out. multidevs=remap keeps inode numbers unique across the bind
+ * mounts, which are other filesystems. (A template VM boots with a plain directory there: it
+ * never runs a container.)
  */
 export function ninePShareArgs(sharesDir: string): string[] {
   return [
