@@ -14,6 +14,7 @@ import { selectBackend } from './sandbox/select';
 import { startEarlyVm } from './pool/early-vm';
 import { topUpPool } from './pool/pool';
 import { templatesEnabled } from './sandbox/template/start';
+import { sweepOrphanedVmms, type VmmSweepResult } from './sandbox/vmm-sweep';
 import { StateStore, STATE_VERSION } from './state/store';
 import type { WarmVmSource } from './task/container';
 import { TaskService } from './task/service';
@@ -107,6 +108,11 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     await opts.warm?.release().catch(() => undefined);
     await publisher.close().catch(() => undefined);
     await server.close({ timeoutMs: 2000 }).catch(() => undefined);
+    // What dead shims of this state root left: VMMs whose parent is gone, their directories.
+    await sweepOrphanedVmms(paths.stateDir).then(
+      (swept) => logSweep(log, swept),
+      (err: unknown) => log.warn('could not sweep orphaned VMMs', { error: String(err) }),
+    );
     log.info('shim daemon exiting');
     process.exit(code);
   };
@@ -177,6 +183,13 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
   const bound = fs.statSync(socket);
   listening = { dev: bound.dev, ino: bound.ino };
   log.info('shim daemon serving', { socket, backend: backend.name, since_exec_ms: Math.round(process.uptime() * 1000) });
+}
+
+function logSweep(log: Logger, swept: VmmSweepResult): void {
+  if (swept.killed.length > 0 || swept.removedDirs.length > 0) {
+    log.info('swept orphaned VMMs', { killed: swept.killed.map((v) => v.pid).join(' '), dirs: swept.removedDirs.join(' ') });
+  }
+  for (const problem of swept.problems) log.warn('orphaned VMM sweep', { problem });
 }
 
 /** Logs the daemon's failures instead of dying of them. */

@@ -76,6 +76,13 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
   // binary:// loggers the dead daemon spawned: most see EOF on fd 3/4 and exit by themselves;
   // one that does not is stopped as the daemon would have (SIGTERM, then SIGKILL).
   await stopLoggers(state?.loggers ?? [], flags.id);
+  // The daemon died: what it (or another dead shim) left that no state file names, such as a
+  // VM it was still booting, is swept by the VMMs' own records (sandbox/vmm-sweep.ts).
+  if (state) {
+    const { sweepOrphanedVmms } = await import('../sandbox/vmm-sweep');
+    const swept = await sweepOrphanedVmms(smolvmPaths().stateDir).catch((err: unknown) => ({ problems: [String(err)] }));
+    for (const problem of swept.problems) process.stderr.write(`delete ${flags.id}: ${problem}\n`);
+  }
   store.remove(namespace, flags.id);
   fs.rmSync(path.join(bundle, 'options.pb'), { force: true });
   return encodeDeleteResponse(pid, EXIT_STATUS_KILLED, new Date());

@@ -13,6 +13,7 @@ import type { Backend, DiskSlot, VmConfig, VmInstance } from './backend';
 import { guestArtifacts } from './guest';
 import { HostShares, sharesDirOf } from './host-mounts';
 import { startVm } from './template/start';
+import { markVmDirOwner } from './vmm-exec';
 
 export interface SandboxOptions {
   backend: Backend;
@@ -61,6 +62,7 @@ export class Sandbox {
     const dir = Sandbox.vmDir(opts.paths, vmId);
     const log = opts.log.child({ vm: vmId });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    markVmDirOwner(dir); // whose it is, should we die before its VMM runs (vmm-exec.ts)
     // Set by onVmStarted (inside startVm): the VM to kill should anything fail after it.
     let vm = null as VmInstance | null;
     try {
