@@ -84,8 +84,37 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
     for (const problem of swept.problems) process.stderr.write(`delete ${flags.id}: ${problem}\n`);
   }
   store.remove(namespace, flags.id);
+  removeStaleTemporaries(store.file(namespace, flags.id));
   fs.rmSync(path.join(bundle, 'options.pb'), { force: true });
   return encodeDeleteResponse(pid, EXIT_STATUS_KILLED, new Date());
+}
+
+/** Whether `pid` runs (a zombie, such as a daemon killed a moment ago, does not). */
+function isLive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
+/** A daemon killed while it rewrote the state file (writeFileAtomic: `.<name>.<pid>.<ms>.tmp`)
+ *  left its temporary copy: removed once that writer is dead. */
+function removeStaleTemporaries(stateFile: string): void {
+  const prefix = `.${path.basename(stateFile)}.`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(path.dirname(stateFile));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const writer = Number(name.slice(prefix.length).split('.')[0]);
+    if (Number.isInteger(writer) && writer > 0 && isLive(writer)) continue;
+    fs.rmSync(path.join(path.dirname(stateFile), name), { force: true });
+  }
 }
 
 function varint(out: number[], value: number): void {
