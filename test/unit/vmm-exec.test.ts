@@ -11,7 +11,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VmmClient } from '../../shim/src/sandbox/vmm/client';
 import { vmmBuildStatus, vmmExecBinary } from '../../shim/src/sandbox/vmm/locate';
-import { readVmmRecord, trackedVmms, VM_DIR_ENV, VMM_EXEC_EXIT, VMM_PARENT_ENV, VMM_RECORD_FILE, vmmExecPrefix } from '../../shim/src/sandbox/vmm-exec';
+import {
+  killTrackedVmmsSync, markVmDirOwner, readVmmRecord, trackedVmms, trackVmm, VM_DIR_ENV, VMM_EXEC_EXIT, VMM_PARENT_ENV, VMM_RECORD_FILE, vmmExecPrefix,
+} from '../../shim/src/sandbox/vmm-exec';
+import { mountPoints } from '../../shim/src/util/fsutil';
 import { isSameProcessAlive, processStartTime, type ProcessIdentity } from '../../shim/src/util/proc';
 
 const wrapper = vmmExecBinary();
@@ -176,6 +179,43 @@ describe('smolvm-vmm-exec: the VMM exec wrapper', function () {
       await client.terminated;
     }
     assert.ok(!trackedVmms().some((t) => t.vmDir === dir), 'forgotten once it exited');
+  });
+
+  it('killTrackedVmmsSync: kills the VMMs this process started and removes their directories, mounts and all, before returning', async () => {
+    // A VM directory as Sandbox.boot makes it, with a host directory bound into its share,
+    // and a stand-in VMM started into it through the wrapper.
+    const vmDir = path.join(dir, 'vm');
+    fs.mkdirSync(vmDir);
+    markVmDirOwner(vmDir);
+    const hostDir = path.join(dir, 'host');
+    fs.mkdirSync(hostDir);
+    fs.writeFileSync(path.join(hostDir, 'keep'), 'data');
+    const point = path.join(vmDir, 'shares', '0');
+    fs.mkdirSync(point, { recursive: true });
+    assert.equal(spawnSync('mount', ['--bind', hostDir, point]).status, 0);
+    const notStarted = path.join(dir, 'vm-not-started');
+    fs.mkdirSync(notStarted);
+    markVmDirOwner(notStarted);
+    const tracked = trackVmm(vmDir);
+    const [wrapperPath, ...wrapperArgs] = vmmExecPrefix(vmDir);
+    const child = spawn(wrapperPath!, [...wrapperArgs, 'sleep', '60'], { stdio: 'ignore' });
+    tracked.spawnedAs(child.pid!);
+    child.once('exit', () => tracked.exited());
+    try {
+      await waitFor('the stand-in to run', () => /^sleep\0/.test(fs.readFileSync(`/proc/${child.pid}/cmdline`, 'utf8')));
+      const vmm = readVmmRecord(vmDir)!;
+      assert.deepEqual(killTrackedVmmsSync(), [child.pid]);
+      // Synchronously: nothing of the event loop ran in between.
+      assert.ok(!isSameProcessAlive(vmm), 'the VMM is dead (a zombie until reaped)');
+      assert.ok(!fs.existsSync(vmDir), 'its VM directory is gone');
+      assert.ok(!fs.existsSync(notStarted), 'and the one made for a VMM not started yet');
+      assert.ok(!mountPoints().has(point), 'the bind mount was detached');
+      assert.equal(fs.readFileSync(path.join(hostDir, 'keep'), 'utf8'), 'data', 'the host directory kept its files');
+      assert.deepEqual(trackedVmms(), []);
+    } finally {
+      child.kill('SIGKILL');
+      spawnSync('umount', ['-l', point]);
+    }
   });
 
   it('a VMM started by the addon dies with the node process that started it (the JS thread spawns)', async function () {

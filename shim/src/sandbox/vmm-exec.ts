@@ -16,6 +16,7 @@
 // This module also keeps the VMMs this process started until they exit: a process that
 // leaves at once (a spare told to go while its VM restores, a daemon that failed to start)
 // kills them synchronously first, so that no boot's own failure handling runs afterwards.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { removeQuietly, mountPointsUnder } from '../util/fsutil';
@@ -156,8 +157,8 @@ function sleepSync(ms: number): void {
 /**
  * SIGKILLs every VMM this process started that still runs, waits (synchronously, up to
  * `timeoutMs`) until each is gone, and removes their VM directories (and those it made for a
- * VMM not started yet) unless something is mounted below (vmm-sweep.ts detaches and removes
- * those once this process is gone).
+ * VMM not started yet), unmounting what is mounted below first (what cannot be unmounted
+ * stays, for vmm-sweep.ts once this process is gone).
  * Synchronous on purpose: called right before process.exit, it lets no promise of a boot in
  * progress settle (a restore killed under it would otherwise blame its template). Returns
  * the pids killed.
@@ -182,13 +183,18 @@ export function killTrackedVmmsSync(timeoutMs = 3_000): number[] {
   while (killed.some((id) => liveProcessStartTime(id.pid) === id.startTime) && Date.now() < deadline) sleepSync(2);
   for (const entry of entries) {
     spawned.delete(entry.vmDir);
-    let mounted: string[];
-    try {
-      mounted = mountPointsUnder(entry.vmDir);
-    } catch {
-      continue; // mountinfo unreadable: never guess
-    }
-    if (mounted.length === 0) removeQuietly(entry.vmDir);
+    if (detachAllSync(entry.vmDir)) removeQuietly(entry.vmDir);
   }
   return killed.map((id) => id.pid);
+}
+
+/** Lazily unmounts everything mounted under `dir` (its 9p share's binds), deepest first,
+ *  without returning to the event loop; true when nothing is mounted there any more. */
+function detachAllSync(dir: string): boolean {
+  try {
+    for (const point of mountPointsUnder(dir)) spawnSync('umount', ['-l', point], { stdio: 'ignore', timeout: 5_000 });
+    return mountPointsUnder(dir).length === 0;
+  } catch {
+    return false; // mountinfo unreadable: never guess
+  }
 }
