@@ -14,7 +14,9 @@ import { selectBackend } from './sandbox/select';
 import { startEarlyVm } from './pool/early-vm';
 import { topUpPool } from './pool/pool';
 import { templatesEnabled } from './sandbox/template/start';
-import { StateStore, STATE_VERSION } from './state/store';
+import { killTrackedVmmsSync } from './sandbox/vmm-exec';
+import { sweepOrphanedVmms, type VmmSweepResult } from './sandbox/vmm-sweep';
+import { StateStore, STATE_VERSION, validateId } from './state/store';
 import type { WarmVmSource } from './task/container';
 import { TaskService } from './task/service';
 import { TaskEndpoint } from './grpc/endpoint';
@@ -107,8 +109,12 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     await opts.warm?.release().catch(() => undefined);
     await publisher.close().catch(() => undefined);
     await server.close({ timeoutMs: 2000 }).catch(() => undefined);
-    log.info('shim daemon exiting');
-    process.exit(code);
+    // What dead shims of this state root left: VMMs whose parent is gone, their directories.
+    await sweepOrphanedVmms(paths.stateDir).then(
+      (swept) => logSweep(log, swept),
+      (err: unknown) => log.warn('could not sweep orphaned VMMs', { error: String(err) }),
+    );
+    exitNow(log, code);
   };
   let poolRefill: { timer: NodeJS.Timeout | null; done: boolean } = { timer: null, done: false };
   let refilling: Promise<void> = Promise.resolve();
@@ -180,6 +186,44 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
   log.info('shim daemon serving', { socket, backend: backend.name, since_exec_ms: Math.round(process.uptime() * 1000) });
 }
 
+/** An id or namespace that is safe as a file name (checked again at the entry points). */
+function isPlainIdentifier(value: string): boolean {
+  try {
+    validateId(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a state file exists for the container (one this smolvm cannot read counts). */
+function hasStateFile(store: StateStore, namespace: string, id: string): boolean {
+  try {
+    return store.read(namespace, id) !== null;
+  } catch {
+    return true;
+  }
+}
+
+function logSweep(log: Logger, swept: VmmSweepResult): void {
+  if (swept.killed.length > 0 || swept.removedDirs.length > 0) {
+    log.info('swept orphaned VMMs', { killed: swept.killed.map((v) => v.pid).join(' '), dirs: swept.removedDirs.join(' ') });
+  }
+  for (const problem of swept.problems) log.warn('orphaned VMM sweep', { problem });
+}
+
+/**
+ * Ends the process. A VMM of ours still running here (a VM still booting: nobody holds it
+ * yet) is killed first, synchronously, so that it is gone with its directory before we are
+ * (PDEATHSIG would kill it too, but leave the directory).
+ */
+function exitNow(log: Logger, code: number): never {
+  const killed = killTrackedVmmsSync();
+  if (killed.length > 0) log.warn('killed VMMs still running at exit', { pids: killed.join(' ') });
+  log.info('shim daemon exiting');
+  process.exit(code);
+}
+
 /** Logs the daemon's failures instead of dying of them. */
 export function keepServingOnErrors(log: () => Logger): void {
   process.on('uncaughtException', (err) => log().error('uncaught exception (daemon keeps serving)', { error: err.stack ?? String(err) }));
@@ -201,7 +245,14 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     // The VM restores while containerd sends its Create (pool/early-vm.ts).
     const paths = smolvmPaths();
     const store = new StateStore(paths.stateDir);
-    const early = templatesEnabled(config.templates)
+    const startEarly = templatesEnabled(config.templates);
+    if (startEarly && isPlainIdentifier(flags.id) && isPlainIdentifier(flags.namespace) && !hasStateFile(store, flags.namespace, flags.id)) {
+      // Before its VMM exists: a daemon killed while it restores (before the Create's own
+      // record) leaves a state file, so `delete` goes through node and sweeps its VM
+      // directory (the launcher answers a delete without state file by itself).
+      store.write({ version: STATE_VERSION, id: flags.id, namespace: flags.namespace, bundle, status: 'creating', shimPid: process.pid, vm: null });
+    }
+    const early = startEarly
       ? startEarlyVm({
         backend, paths, config, log,
         record: (vm) => {
@@ -224,6 +275,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   } catch (err) {
     log.error('shim daemon failed to start', { error: String(err) });
     signalReady(`error: ${(err as Error).message}`);
-    process.exit(1);
+    // The early VM may be restoring: it goes (with its directory) before we do.
+    exitNow(log, 1);
   }
 }

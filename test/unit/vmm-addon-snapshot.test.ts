@@ -43,7 +43,7 @@ describe('VmmClient snapshot and restore (addon, /dev/kvm)', function () {
   });
 
   it('pauses, snapshots, and a new VMM restored from it keeps counting', async () => {
-    const first = await VmmClient.spawn();
+    const first = await VmmClient.spawn({ vmDir: work });
     clients.push(first);
     const serialA = path.join(work, 'serial-a.log');
     await first.configure({ memoryMiB: 32, kernel: guest, cmdline: 'counter', serial: serialA, rng: false });
@@ -59,7 +59,7 @@ describe('VmmClient snapshot and restore (addon, /dev/kvm)', function () {
     await first.terminated;
     const before = fs.readFileSync(serialA, 'latin1');
 
-    const second = await VmmClient.spawn();
+    const second = await VmmClient.spawn({ vmDir: work });
     clients.push(second);
     const serialB = path.join(work, 'serial-b.log');
     const restored = await second.restore({ restore: { state, memory }, serial: serialB });
@@ -77,7 +77,7 @@ describe('VmmClient snapshot and restore (addon, /dev/kvm)', function () {
   });
 
   it('refuses a restore from a state file that is not a snapshot, naming it', async () => {
-    const client = await VmmClient.spawn();
+    const client = await VmmClient.spawn({ vmDir: work });
     clients.push(client);
     const bogus = path.join(work, 'bogus.state');
     fs.writeFileSync(bogus, 'not a snapshot');

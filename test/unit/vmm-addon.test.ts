@@ -57,7 +57,7 @@ describe('VMM addon: smolvm-vmm driven through node-addon-api', function () {
   const clients: VmmClient[] = [];
 
   async function spawnClient(logFile?: string): Promise<{ client: VmmClient; events: VmmEvent[] }> {
-    const client = await VmmClient.spawn({ binary: VMM_BINARY, logFile });
+    const client = await VmmClient.spawn({ vmDir: workDir, binary: VMM_BINARY, logFile });
     clients.push(client);
     const events: VmmEvent[] = [];
     client.onEvent((event) => events.push(event));
@@ -199,14 +199,14 @@ describe('VMM addon: smolvm-vmm driven through node-addon-api', function () {
     beforeEach(() => { fdsBefore = openFds('self').size; });
 
     it('a missing binary', async () => {
-      await assert.rejects(VmmClient.spawn({ binary: path.join(workDir, 'no-such-vmm') }),
+      await assert.rejects(VmmClient.spawn({ vmDir: workDir, binary: path.join(workDir, 'no-such-vmm') }),
         /smolvm-vmm binary .*no-such-vmm: No such file or directory \(build it with `npm run build:vmm`\)/);
-      await assert.rejects(VmmClient.spawn({ binary: 'relative/vmm' }), /must be an absolute path/);
+      await assert.rejects(VmmClient.spawn({ vmDir: workDir, binary: 'relative/vmm' }), /must be an absolute path/);
       assert.equal(openFds('self').size, fdsBefore, 'no descriptor leaked');
     });
 
     it('a binary that exits before its hello', async () => {
-      await assert.rejects(VmmClient.spawn({ binary: '/bin/false' }), /exited with code 1 before its hello/);
+      await assert.rejects(VmmClient.spawn({ vmDir: workDir, binary: '/bin/false' }), /exited with code 1 before its hello/);
       await waitUntil('the addon to close the control socket, pidfd and eventfd', () => openFds('self').size <= fdsBefore);
     });
 
@@ -214,7 +214,7 @@ describe('VMM addon: smolvm-vmm driven through node-addon-api', function () {
       const liar = path.join(workDir, 'liar.sh');
       // A 4 GiB frame header on the control socket, then silence.
       fs.writeFileSync(liar, '#!/bin/sh\nprintf \'\\377\\377\\377\\377\' >&3\nexec sleep 30\n', { mode: 0o755 });
-      await assert.rejects(VmmClient.spawn({ binary: liar }), /was killed by SIGKILL \(smolvm-vmm sent a frame of 4294967295 bytes, over the 1048576-byte limit\) before its hello/);
+      await assert.rejects(VmmClient.spawn({ vmDir: workDir, binary: liar }), /was killed by SIGKILL \(smolvm-vmm sent a frame of 4294967295 bytes, over the 1048576-byte limit\) before its hello/);
       await waitUntil('the addon to close its descriptors', () => openFds('self').size <= fdsBefore);
     });
 

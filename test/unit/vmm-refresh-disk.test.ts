@@ -39,7 +39,7 @@ describe('smolvm-vmm refresh_disk', function () {
     const disk = path.join(workDir, 'slot0.disk');
     fs.writeFileSync(disk, '');
     const inode = fs.statSync(disk).ino;
-    const client = await VmmClient.spawn({ binary: VMM_BINARY });
+    const client = await VmmClient.spawn({ vmDir: workDir, binary: VMM_BINARY });
     try {
       await client.configure({
         memoryMiB: 32, kernel: guest, cmdline: 's', serial: path.join(workDir, 'serial.log'),

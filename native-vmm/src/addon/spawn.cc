@@ -53,13 +53,22 @@ void Check(int result, const char* what) {
 
 }  // namespace
 
-SpawnedVmm SpawnVmm(const std::string& binary, int log_fd) {
+SpawnedVmm SpawnVmm(const std::string& binary, int log_fd, const std::vector<std::string>& exec_prefix) {
   if (binary.empty() || binary[0] != '/') {
     throw std::runtime_error("smolvm-vmm binary must be an absolute path, not \"" + binary + "\"");
   }
   if (::access(binary.c_str(), X_OK) != 0) {
     throw std::runtime_error(Errno("smolvm-vmm binary " + binary, errno) +
                              " (build it with `npm run build:vmm`)");
+  }
+  if (!exec_prefix.empty()) {
+    const std::string& wrapper = exec_prefix.front();
+    if (wrapper.empty() || wrapper[0] != '/') {
+      throw std::runtime_error("the VMM exec wrapper must be an absolute path, not \"" + wrapper + "\"");
+    }
+    if (::access(wrapper.c_str(), X_OK) != 0) {
+      throw std::runtime_error(Errno("VMM exec wrapper " + wrapper, errno) + " (build it with `npm run build:launcher`)");
+    }
   }
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
@@ -96,13 +105,18 @@ SpawnedVmm SpawnVmm(const std::string& binary, int log_fd) {
                                  POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID),
         "flags");
 
-  std::string control_arg = std::to_string(kChildControlFd);
-  char* argv[] = {const_cast<char*>(binary.c_str()), const_cast<char*>("--control-fd"),
-                  control_arg.data(), nullptr};
+  const std::string control_arg = std::to_string(kChildControlFd);
+  std::vector<std::string> words(exec_prefix);
+  words.insert(words.end(), {binary, "--control-fd", control_arg});
+  std::vector<char*> argv;
+  argv.reserve(words.size() + 1);
+  for (std::string& word : words) argv.push_back(word.data());
+  argv.push_back(nullptr);
+  const std::string& program = words.front();
   pid_t pid = -1;
-  const int spawn_error = posix_spawn(&pid, binary.c_str(), &setup.actions, &setup.attributes, argv, environ);
+  const int spawn_error = posix_spawn(&pid, program.c_str(), &setup.actions, &setup.attributes, argv.data(), environ);
   if (spawn_error != 0) {
-    throw std::runtime_error(Errno("cannot start " + binary, spawn_error));
+    throw std::runtime_error(Errno("cannot start " + program, spawn_error));
   }
   SpawnedVmm spawned;
   spawned.pid = pid;

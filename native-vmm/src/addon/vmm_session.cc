@@ -256,7 +256,19 @@ Napi::Value VmmSession::Spawn(const Napi::CallbackInfo& info) {
       }
       log_fd = static_cast<int>(number);
     }
-    auto spawned = std::make_unique<SpawnedVmm>(SpawnVmm(Field(options, "binary"), log_fd));
+    // The exec wrapper and its arguments (shim/src/sandbox/vmm-exec.ts), before the VMM's own.
+    std::vector<std::string> exec_prefix;
+    Napi::Value prefix = options.Get("execPrefix");
+    if (!prefix.IsUndefined() && !prefix.IsNull()) {
+      if (!prefix.IsArray()) throw std::runtime_error("spawnVmm: options.execPrefix must be an array of strings");
+      Napi::Array words = prefix.As<Napi::Array>();
+      for (uint32_t i = 0; i < words.Length(); i++) {
+        Napi::Value word = words.Get(i);
+        if (!word.IsString()) throw std::runtime_error("spawnVmm: options.execPrefix[" + std::to_string(i) + "] is not a string");
+        exec_prefix.push_back(word.As<Napi::String>().Utf8Value());
+      }
+    }
+    auto spawned = std::make_unique<SpawnedVmm>(SpawnVmm(Field(options, "binary"), log_fd, exec_prefix));
     auto* data = env.GetInstanceData<ConstructorData>();
     Napi::Object object = data->constructor.New({Napi::External<SpawnedVmm>::New(env, spawned.get())});
     VmmSession* session = Unwrap(object);

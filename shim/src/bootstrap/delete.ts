@@ -76,9 +76,45 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
   // binary:// loggers the dead daemon spawned: most see EOF on fd 3/4 and exit by themselves;
   // one that does not is stopped as the daemon would have (SIGTERM, then SIGKILL).
   await stopLoggers(state?.loggers ?? [], flags.id);
+  // The daemon died: what it (or another dead shim) left that no state file names, such as a
+  // VM it was still booting, is swept by the VMMs' own records (sandbox/vmm-sweep.ts).
+  if (state) {
+    const { sweepOrphanedVmms } = await import('../sandbox/vmm-sweep');
+    const swept = await sweepOrphanedVmms(smolvmPaths().stateDir).catch((err: unknown) => ({ problems: [String(err)] }));
+    for (const problem of swept.problems) process.stderr.write(`delete ${flags.id}: ${problem}\n`);
+  }
   store.remove(namespace, flags.id);
+  removeStaleTemporaries(store.file(namespace, flags.id));
   fs.rmSync(path.join(bundle, 'options.pb'), { force: true });
   return encodeDeleteResponse(pid, EXIT_STATUS_KILLED, new Date());
+}
+
+/** Whether `pid` runs (a zombie, such as a daemon killed a moment ago, does not). */
+function isLive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
+/** A daemon killed while it rewrote the state file (writeFileAtomic: `.<name>.<pid>.<ms>.tmp`)
+ *  left its temporary copy: removed once that writer is dead. */
+function removeStaleTemporaries(stateFile: string): void {
+  const prefix = `.${path.basename(stateFile)}.`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(path.dirname(stateFile));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const writer = Number(name.slice(prefix.length).split('.')[0]);
+    if (Number.isInteger(writer) && writer > 0 && isLive(writer)) continue;
+    fs.rmSync(path.join(path.dirname(stateFile), name), { force: true });
+  }
 }
 
 function varint(out: number[], value: number): void {

@@ -1,9 +1,10 @@
 // `smolvm pool status|fill|drain`: the warm pool of spare daemons (pool/pool.ts) by hand.
 // fill tops it up to the config's pool_size (or --size N) and, with --wait, returns once every
-// spare takes claims; drain stops every spare and removes what a dead one left.
+// spare takes claims; drain stops every spare and removes what a dead one left, and any
+// orphaned VMM of the state root (sandbox/vmm-sweep.ts).
 import { loadConfig } from '../config/config';
 import { smolvmPaths } from '../config/paths';
-import { drainPool, listSpares, sweepPool, topUpPool, waitForReady } from '../pool/pool';
+import { drainPoolReport, listSpares, sweepPool, topUpPool, waitForReady } from '../pool/pool';
 import { isSameProcessAlive } from '../util/proc';
 
 const USAGE = 'usage: smolvm pool status | fill [--size N] [--wait] | drain';
@@ -47,10 +48,15 @@ export async function poolCommand(args: string[]): Promise<number> {
       return 0;
     }
     case 'drain': {
-      const n = await drainPool(paths);
+      const report = await drainPoolReport(paths);
       await sweepPool(paths);
-      process.stdout.write(`stopped ${n} spare(s)\n`);
-      return 0;
+      process.stdout.write(`stopped ${report.stopped} spare(s)\n`);
+      const { killed, removedDirs, problems } = report.orphans;
+      if (killed.length > 0 || removedDirs.length > 0) {
+        process.stdout.write(`swept ${killed.length} orphaned VMM(s) and ${removedDirs.length} VM director${removedDirs.length === 1 ? 'y' : 'ies'}\n`);
+      }
+      for (const problem of problems) process.stderr.write(`smolvm pool drain: ${problem}\n`);
+      return problems.length > 0 ? 1 : 0;
     }
     default:
       process.stderr.write(`${USAGE}\n`);

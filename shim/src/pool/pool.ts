@@ -3,7 +3,9 @@
 // entries, each naming its daemon and its VMM by pid + start time. Whoever notices the pool
 // short (a daemon after its first Create, a spare just claimed, `smolvm pool fill`) tops it up
 // under fill.lock; entries whose daemon died are swept (their VMM killed, their files removed)
-// on the way.
+// on the way. Every VMM is also recorded in its own VM directory by the exec wrapper and dies
+// with its daemon (sandbox/vmm-exec.ts): a spare killed while its VM restores, before vm.json
+// exists, leaves at most a VM directory, which the orphan sweep removes.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,6 +13,7 @@ import * as path from 'node:path';
 import { acquireLock } from '../../../rootfs-builder/image/lock';
 import { repoRoot, type Paths } from '../config/paths';
 import { detachAll } from '../sandbox/host-mounts';
+import { sweepOrphanedVmms, type VmmSweepResult } from '../sandbox/vmm-sweep';
 import { removeQuietly } from '../util/fsutil';
 import { isSameProcessAlive, killIdentified, liveProcessStartTime, waitGone, type ProcessIdentity } from '../util/proc';
 import { INTERNAL_ENV } from './protocol';
@@ -93,16 +96,24 @@ async function sweepEntry(paths: Paths, entry: SpareEntry): Promise<void> {
   removeQuietly(entry.dir);
 }
 
-/** Removes entries whose daemon is gone, or that never became ready in time. */
+/**
+ * Removes entries whose daemon is gone, or that never became ready in time. A spare that died
+ * while its VM booted left that VM's directory (and, before vm.json, nothing naming it): when
+ * an entry was swept, so are the state root's orphaned VMMs (sandbox/vmm-sweep.ts).
+ */
 export async function sweepPool(paths: Paths): Promise<number> {
   let swept = 0;
   for (const entry of listSpares(paths)) {
     const stuck = !entry.ready && entry.ageMs > SPARE_BOOT_TIMEOUT_MS;
     if (spareAlive(entry) && !stuck) continue;
-    if (stuck && entry.owner) killIdentified(entry.owner, 'SIGKILL');
+    if (stuck && entry.owner) {
+      killIdentified(entry.owner, 'SIGKILL');
+      await waitGone(entry.owner, 5_000);
+    }
     await sweepEntry(paths, entry);
     swept += 1;
   }
+  if (swept > 0) await sweepOrphanedVmms(paths.stateDir);
   return swept;
 }
 
@@ -174,17 +185,32 @@ export async function waitForReady(paths: Paths, size: number, timeoutMs: number
   return false;
 }
 
-/** Stops every spare (SIGTERM: it tears its VM down), then sweeps what is left. A container
- *  claimed meanwhile still refills the pool afterwards (set pool_size = 0 to end it). */
-export async function drainPool(paths: Paths, graceMs = 5_000): Promise<number> {
+export interface DrainReport {
+  /** Spares stopped. */
+  stopped: number;
+  /** The sweep of the state root's orphaned VMMs that followed. */
+  orphans: VmmSweepResult;
+}
+
+/** Stops every spare (SIGTERM: it tears its VM down), then sweeps what is left, orphaned
+ *  VMMs of the state root included. A container claimed meanwhile still refills the pool
+ *  afterwards (set pool_size = 0 to end it). */
+export async function drainPoolReport(paths: Paths, graceMs = 5_000): Promise<DrainReport> {
   // A top-up in progress finishes first (its spares are then drained too); none starts meanwhile.
   fs.mkdirSync(poolDir(paths), { recursive: true, mode: 0o700 });
   const lock = await acquireLock(path.join(poolDir(paths), 'fill.lock'), { timeoutMs: 10_000 });
+  let stopped: number;
   try {
-    return await stopSpares(paths, graceMs);
+    stopped = await stopSpares(paths, graceMs);
   } finally {
     await lock.release();
   }
+  return { stopped, orphans: await sweepOrphanedVmms(paths.stateDir) };
+}
+
+/** drainPoolReport's number of spares stopped. */
+export async function drainPool(paths: Paths, graceMs = 5_000): Promise<number> {
+  return (await drainPoolReport(paths, graceMs)).stopped;
 }
 
 async function stopSpares(paths: Paths, graceMs: number): Promise<number> {

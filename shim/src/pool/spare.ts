@@ -17,6 +17,7 @@ import type { Backend } from '../sandbox/backend';
 import { guestArtifacts } from '../sandbox/guest';
 import { PodVm } from '../sandbox/pod';
 import { selectBackend } from '../sandbox/select';
+import { killTrackedVmmsSync } from '../sandbox/vmm-exec';
 import { writeFileAtomic, removeQuietly } from '../util/fsutil';
 import { liveProcessStartTime } from '../util/proc';
 import { CLAIM_SOCKET, poolDir, reniceProcess, VM_FILE } from './pool';
@@ -63,10 +64,17 @@ async function refusal(state: SpareState, req: ClaimRequest): Promise<{ reason: 
   return null;
 }
 
-/** Leaves the pool for good: the VM torn down, the entry removed. */
+/**
+ * Leaves the pool for good: the VM torn down, the entry removed. A VM still booting (drain's
+ * SIGTERM during a refill: `pod` is null while it restores) is killed synchronously, right
+ * before the exit: its VMM and directory go first, and no failure handling of the boot runs
+ * (it would blame the template). The entry goes only after its VMM.
+ */
 async function retire(state: Pick<SpareState, 'dir' | 'log'> & { pod: PodVm | null }, why: string): Promise<never> {
   state.log.info('pool spare leaving', { why });
   await state.pod?.destroy().catch(() => undefined);
+  const killed = killTrackedVmmsSync();
+  if (killed.length > 0) state.log.info('pool spare: killed the VM it was booting', { vm_pids: killed.join(' ') });
   removeQuietly(state.dir);
   process.exit(0);
 }

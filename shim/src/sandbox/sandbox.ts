@@ -14,6 +14,7 @@ import { VMM_PROGRAM, vmLossReport, type Backend, type DiskSlot, type VmConfig, 
 import { guestArtifacts } from './guest';
 import { HostShares } from './host-mounts';
 import { startVm } from './template/start';
+import { markVmDirOwner } from './vmm-exec';
 
 export interface SandboxOptions {
   backend: Backend;
@@ -116,6 +117,7 @@ export class Sandbox {
     const dir = Sandbox.vmDir(opts.paths, vmId);
     const log = opts.log.child({ vm: vmId });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    markVmDirOwner(dir); // whose it is, should we die before its VMM runs (vmm-exec.ts)
     // Set by onVmStarted (inside startVm): the VM to kill should anything fail after it.
     let vm = null as VmInstance | null;
     // The 9p share is exported (read-only, host-mounts.ts) before the VMM opens it.

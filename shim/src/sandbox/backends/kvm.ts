@@ -222,7 +222,7 @@ export class KvmBackend implements Backend {
       throw failedPrecondition(`backend kvm: ${PVM_HINT} (${FORCE_ON_PVM_ENV}=1 boots anyway, e.g. a PVM-patched guest kernel)`);
     }
     log.debug('booting kvm vm', { vm: config.vmId, binary: this.binary ?? build.artifacts.binary });
-    const client = await VmmClient.spawn({ binary: this.binary ?? build.artifacts.binary, logFile: vmmLog });
+    const client = await VmmClient.spawn({ vmDir: config.dir, binary: this.binary ?? build.artifacts.binary, logFile: vmmLog });
     const startTime = processStartTime(client.pid);
     const vm = new KvmVm(
       { pid: client.pid, startTime: startTime ?? '' },

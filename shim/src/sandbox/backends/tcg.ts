@@ -2,7 +2,7 @@
 // needed) and slow; the same kernel, initramfs and disk images as the kvm backend. The agent
 // channel is a raw virtserialport (not virtconsole: its tty layer rewrites bytes) wired to a
 // unix socket that QEMU listens on.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -11,6 +11,8 @@ import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
 import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
 import { SHARE_MOUNT_TAG, sharesDirOf } from '../host-mounts';
+import { findOnPath } from '../template/key';
+import { trackVmm, vmmExecPrefix } from '../vmm-exec';
 import { QmpChannel, QmpError } from './qmp';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -374,18 +376,38 @@ export class TcgBackend implements Backend {
     log.debug('booting tcg vm', { vm: config.vmId, qemu: this.qemuBinary });
     const stdio: ('ignore' | number)[] = ['ignore', out, out];
     if (state !== null) stdio[INCOMING_STATE_FD] = state;
-    const child = spawn(this.qemuBinary, args, { stdio, detached: false });
-    fs.closeSync(out);
-    if (state !== null) fs.closeSync(state);
+    let child: ChildProcess;
+    let wrapper = '';
+    const tracked = trackVmm(config.dir);
+    try {
+      // Found here, not by the wrapper's exec: a missing QEMU is a clear error, not an exit code.
+      const qemu = findOnPath(this.qemuBinary);
+      if (qemu === null) throw new Error(`${this.qemuBinary} not found: install Debian package qemu-system-x86`);
+      // Through the exec wrapper (vmm-exec.ts): recorded and tied to this process before it runs.
+      const [execWrapper, ...execArgs] = vmmExecPrefix(config.dir);
+      wrapper = execWrapper!;
+      child = spawn(wrapper, [...execArgs, qemu, ...args], { stdio, detached: false });
+    } catch (err) {
+      tracked.exited();
+      throw err;
+    } finally {
+      fs.closeSync(out);
+      if (state !== null) fs.closeSync(state);
+    }
+    // Known at once (fork happened): a process leaving before the 'spawn' event still kills it.
+    if (child.pid !== undefined) tracked.spawnedAs(child.pid);
+    const exited = new Promise<VmExit>((resolve) => {
+      child.once('exit', (code, signal) => {
+        tracked.exited();
+        resolve({ code, signal });
+      });
+    });
     const spawned = await new Promise<number>((resolve, reject) => {
       child.once('spawn', () => resolve(child.pid!));
-      child.once('error', (err) => reject(new Error(
-        (err as NodeJS.ErrnoException).code === 'ENOENT'
-          ? `${this.qemuBinary} not found: install Debian package qemu-system-x86`
-          : `cannot start ${this.qemuBinary}: ${err.message}`)));
-    });
-    const exited = new Promise<VmExit>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', (err) => {
+        tracked.exited();
+        reject(new Error(`cannot start ${this.qemuBinary} through ${wrapper}: ${err.message}`));
+      });
     });
     const startTime = processStartTime(spawned);
     if (startTime === null) {

@@ -14,6 +14,7 @@ import { familyOf, hashFile, TEMPLATE_FORMAT, TEMPLATE_SLOT_BYTES } from './key'
 import { templateInputs, type VmShape } from './inputs';
 import { recordBuildVm, STATE_FILE, TemplateStore, type TemplateManifest } from './store';
 import { saveTcgState } from './tcg';
+import { markVmDirOwner } from '../vmm-exec';
 
 /** Time for the template guest to boot and answer the handshake. */
 const BUILD_BOOT_TIMEOUT_MS = 120_000;
@@ -117,6 +118,7 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
   const vmId = `tpl-${randomBytes(4).toString('hex')}`;
   const vmDir = path.join(req.paths.stateDir, 'templates', vmId);
   fs.mkdirSync(vmDir, { recursive: true, mode: 0o700 });
+  markVmDirOwner(vmDir); // whose it is, should the builder die before its VMM runs (vmm-exec.ts)
   let vm: VmInstance | null = null;
   let agent: AgentClient | null = null;
   try {

@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { loadVmmAddon, type AddonVmmSession } from './addon';
+import { readVmmRecord, trackVmm, vmmExecFailure, vmmExecPrefix, VMM_RECORD_FILE } from '../vmm-exec';
 import { vmmArtifacts } from './locate';
 import {
   parseConfigured,
@@ -22,6 +23,8 @@ import {
 } from './protocol';
 
 export interface VmmSpawnOptions {
+  /** The VM's directory: the exec wrapper records the VMM there (sandbox/vmm-exec.ts). */
+  vmDir: string;
   /** smolvm-vmm; default: the built one (locate.ts). */
   binary?: string;
   /** Where the VMM's own stderr goes (appended, 0600); /dev/null when absent. */
@@ -87,20 +90,42 @@ export class VmmClient {
     this.terminated = new Promise((resolve) => { this.resolveTermination = resolve; });
   }
 
-  /** Starts smolvm-vmm and waits for its hello. */
-  static async spawn(options: VmmSpawnOptions = {}): Promise<VmmClient> {
+  /**
+   * Starts smolvm-vmm through the exec wrapper (recorded in `vmDir`, killed with this
+   * process) and waits for its hello.
+   */
+  static async spawn(options: VmmSpawnOptions): Promise<VmmClient> {
     const addon = loadVmmAddon();
     const binary = options.binary ?? vmmArtifacts().binary;
+    const execPrefix = vmmExecPrefix(options.vmDir);
     const ownLog = options.logFile !== undefined ? fs.openSync(options.logFile, 'a', 0o600) : undefined;
     const client = new VmmClient(null);
+    const tracked = trackVmm(options.vmDir);
+    let session: AddonVmmSession;
     try {
-      client.session = await addon.spawnVmm({
+      session = await addon.spawnVmm({
         binary,
         logFd: ownLog ?? options.logFd,
+        execPrefix,
         onEvent: (raw) => client.dispatch(raw),
       });
+    } catch (err) {
+      tracked.exited();
+      const message = err instanceof Error ? err.message : String(err);
+      const wrapperFailure = vmmExecFailure(Number(/exited with code (\d+)/.exec(message)?.[1] ?? NaN));
+      throw new Error(wrapperFailure ? `${message}: ${wrapperFailure} (its message is in ${options.logFile ?? 'the VMM log'})` : message);
     } finally {
       if (ownLog !== undefined) fs.closeSync(ownLog);
+    }
+    client.session = session;
+    tracked.spawnedAs(session.pid);
+    void client.terminated.then(() => tracked.exited());
+    // The wrapper wrote it before the exec: none means an addon built before it took execPrefix.
+    const record = readVmmRecord(options.vmDir);
+    if (record?.pid !== session.pid) {
+      session.signal(os.constants.signals.SIGKILL);
+      await client.terminated;
+      throw new Error(`smolvm-vmm (pid ${session.pid}) was not started through the exec wrapper (no ${VMM_RECORD_FILE} in ${options.vmDir}): rebuild the addon with \`npm run build:addon\``);
     }
     return client;
   }

@@ -1,5 +1,7 @@
 // Where the native VMM's two built artifacts are: the per-VM process `smolvm-vmm` (CMake,
-// `npm run build:vmm`) and the node addon that drives it (node-gyp, run by `npm install`).
+// `npm run build:vmm`) and the node addon that drives it (node-gyp, run by `npm install`);
+// and the exec wrapper every VMM of either backend is started through, `bin/smolvm-vmm-exec`
+// (launcher/vmm-exec, `npm run build:launcher`), next to the launcher it is built with.
 // Environment overrides let tests and packagers point elsewhere.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,6 +32,12 @@ export function vmmArtifacts(env: NodeJS.ProcessEnv = process.env): VmmArtifacts
   };
 }
 
+/** Absolute path of the VMM exec wrapper (SMOLVM_VMM_EXEC overrides): see sandbox/vmm-exec.ts. */
+export function vmmExecBinary(env: NodeJS.ProcessEnv = process.env): string {
+  const root = repoRoot() ?? path.resolve(__dirname, '..', '..', '..', '..');
+  return path.resolve(env.SMOLVM_VMM_EXEC ?? path.join(root, 'bin', 'smolvm-vmm-exec'));
+}
+
 export interface VmmBuildStatus {
   artifacts: VmmArtifacts;
   binaryBuilt: boolean;
@@ -38,7 +46,7 @@ export interface VmmBuildStatus {
   problem: string;
 }
 
-function isExecutable(file: string): boolean {
+export function isExecutable(file: string): boolean {
   try {
     fs.accessSync(file, fs.constants.X_OK);
     return fs.statSync(file).isFile();
