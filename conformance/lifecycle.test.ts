@@ -5,6 +5,7 @@ import { PrivateContainerd, RUN_MARKER_ENV, lines } from './harness/containerd';
 import { findMarkedProcesses, findProcessesByCmdline } from './harness/host';
 import { describeResult, sleep } from './harness/exec';
 import { describeConformance } from './harness/suite';
+import { TasksClient } from './harness/tasks-rpc';
 
 interface TaskRow {
   readonly id: string;
@@ -62,5 +63,27 @@ describeConformance('detached lifecycle', (test) => {
 
     const containerRemoved = await containerd.ctr(['containers', 'rm', id], { timeoutMs: 30_000 });
     assert.equal(containerRemoved.exitCode, 0, describeResult(containerRemoved));
+  });
+
+  // containerd starts the next task of a container as soon as the last one's Delete (and the
+  // daemon's Shutdown) answered: a `start` in that moment must not find the leaving daemon,
+  // or the Create fails with "ttrpc: closed". The Tasks API gives ctr's gap a millisecond.
+  test('a task of the same container again right after Delete, 10 times over', 240_000, async (env) => {
+    const { containerd } = env;
+    const id = env.newId('again');
+    await containerd.ctrChecked(['containers', 'create', '--runtime', env.runtime, '--', env.image.ref, id, 'sh', '-c', 'exit 3'], { timeoutMs: 60_000 });
+    const tasks = new TasksClient(containerd);
+    try {
+      for (let round = 1; round <= 10; round++) {
+        await tasks.create(id).catch((err: unknown) => { throw new Error(`round ${round}: Create right after the last Delete: ${(err as Error).message}`); });
+        await tasks.start(id);
+        const exit = await tasks.wait(id, '', 60_000);
+        assert.equal(exit.exitStatus, 3, `round ${round}`);
+        await tasks.delete(id);
+      }
+    } finally {
+      tasks.close();
+    }
+    await containerd.ctrChecked(['containers', 'rm', id], { timeoutMs: 30_000 });
   });
 });

@@ -132,12 +132,3 @@ export function walkTree(dir: string, maxDepth: number, visit: (full: string, en
   };
   walk(dir, 0);
 }
-
-/** Paths at or below `dir` whose base name contains any of `needles`. */
-export function pathsNamed(dir: string, needles: readonly string[]): string[] {
-  const found: string[] = [];
-  walkTree(dir, 12, (full, entry) => {
-    if (needles.some((needle) => entry.name.includes(needle))) found.push(full);
-  });
-  return found;
-}

@@ -3,9 +3,10 @@
 // moment after `ctr run --rm` returns, so checks are polled up to a bound before they fail.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { findVmmProcesses } from '../../shim/src/sandbox/vmm-sweep';
 import { PrivateContainerd, RUN_MARKER_ENV, lines } from './containerd';
 import { sleep } from './exec';
-import { fifosUnder, findMarkedProcesses, findProcessesByCmdline, mountsUnder, pathsNamed, walkTree } from './host';
+import { fifosUnder, findMarkedProcesses, findProcessesByCmdline, mountsUnder, walkTree } from './host';
 
 /** Where ctr 1.6 makes the FIFOs of `ctr run` (defaults.DefaultFIFODir), shared by every containerd. */
 export const CTR_FIFO_DIR = '/run/containerd/fifo';
@@ -49,6 +50,11 @@ export async function findLeaks(scope: LeakScope): Promise<string[]> {
   for (const proc of findProcessesByCmdline([containerd.smolvmRoot, containerd.address], [containerd.pid])) {
     processes.set(proc.pid, proc.cmdline);
   }
+  // Every VMM of this runtime root, by the exec wrapper's records and its /proc marker (a VMM
+  // whose shim is gone included): none may outlive its containers.
+  for (const vmm of findVmmProcesses(path.join(containerd.smolvmRoot, 'run'))) {
+    processes.set(vmm.pid, `${vmm.orphaned ? 'orphaned ' : ''}VMM of ${vmm.vmDir}: ${vmm.cmdline}`);
+  }
   leaks.push(...[...processes].map(([pid, cmdline]) => `process ${pid}: ${cmdline}`));
 
   for (const dir of [containerd.baseDir, containerd.smolvmRoot]) {
@@ -58,7 +64,6 @@ export async function findLeaks(scope: LeakScope): Promise<string[]> {
   if (containerIds.length > 0) {
     const ours = (name: string): boolean => containerIds.some((id) => name.startsWith(`${id}-`));
     leaks.push(...fifosUnder(CTR_FIFO_DIR, ours).map((fifo) => `fifo: ${fifo}`));
-    leaks.push(...pathsNamed(path.join(containerd.smolvmRoot, 'run'), containerIds).map((p) => `runtime state: ${p}`));
     leaks.push(...cgroupLeaks(containerd.namespace, containerIds).map((dir) => `cgroup: ${dir}`));
   }
   // VM directories have random names: everything of the runtime's roots is checked, by kind.

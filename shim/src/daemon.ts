@@ -149,6 +149,7 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
       // A VM started ahead that the first Create did not take has no use any more.
       await opts.warm?.release().catch((err: unknown) => log.warn('could not tear down an unused warm vm', { error: String(err) }));
     },
+    onShutdownAccepted: () => unlinkOwnSocket(),
     onShutdown: () => void exit(0),
   });
   server.registerTask({

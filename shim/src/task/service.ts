@@ -44,6 +44,9 @@ export interface TaskServiceOptions {
   writableDiskBytes: number;
   /** Called when Shutdown finds no container left: the daemon exits. */
   onShutdown: () => void;
+  /** Called before that Shutdown is answered: the daemon stops being findable (its socket
+   *  goes), so that a `start` right after the answer spawns a new daemon, never this one. */
+  onShutdownAccepted?: () => void;
   /** Containers one pod VM holds (config pod_max_containers; capped by the backend). */
   podMaxContainers?: number;
   /** Restore VMs from templates when valid (config `templates`, default true). */
@@ -486,6 +489,9 @@ export class TaskService {
   async shutdown(_req: ShutdownRequest): Promise<Empty> {
     if (this.containerCount > 0) return {};
     this.shuttingDown = true;
+    // containerd starts the next task of this group (e.g. the same id again) as soon as this
+    // answer arrives: by then no `start` may find this daemon, which is leaving.
+    this.opts.onShutdownAccepted?.();
     // Answer first, then exit: containerd waits for the reply.
     setImmediate(() => this.opts.onShutdown());
     return {};
