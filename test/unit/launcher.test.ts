@@ -27,6 +27,7 @@ import { socketPath, toAddress, SOCKET_DIR } from '../../shim/src/bootstrap/addr
 import { encodeDeleteResponse, EXIT_STATUS_KILLED } from '../../shim/src/bootstrap/delete';
 import { DeleteResponse } from '../../shim/src/gen/containerd/task/v2/shim';
 import { decodeClaim, type ClaimRequest } from '../../shim/src/pool/protocol';
+import { identifierProblem } from '../../shim/src/util/identifiers';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 /** SMOLVM_LAUNCHER_BIN: another build of it (`make -C launcher test` runs the ASan/UBSan one). */
@@ -327,13 +328,23 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       assert.equal(d.exitStatus, EXIT_STATUS_KILLED);
     });
 
-    it('hands over to node, with the same arguments, for names it does not handle', async () => {
-      for (const args of [['-namespace', 'ns1', '-id', '../x', 'delete'], ['-namespace', 'a/b', '-id', 'x', 'delete'],
-        ['-namespace', 'ns1', 'delete'], ['-namespace', 'ns1', '-id', 'x', 'delete', 'extra'], ['-namespace', 'ns1', '-id']]) {
+    it('hands over to node, with the same arguments, for command lines and bundles it does not handle', async () => {
+      for (const args of [['-namespace', 'ns1', '-id', 'x', 'delete', 'extra'], ['-namespace', 'ns1', '-id'],
+        ['-namespace', 'ns1', '-id', 'x', '-bundle', 'relative', 'delete'], ['-namespace', 'ns1', '-id', 'x', '-bundle', '/a/../b', 'delete']]) {
         fs.rmSync(path.join(fakeOut, 'args'), { force: true });
         const r = await run(args, { cwd: bundle, env: fakeNodeEnv() });
         assert.equal(r.code, FAKE_NODE_EXIT, `${args.join(' ')}: ${r.stderr}`);
         assert.deepEqual(fakeNodeArgs(), [mainJs, ...args]);
+      }
+    });
+
+    it('refuses an id or namespace that is not a containerd identifier itself, as node would (bad-ids.test.ts has them all)', async () => {
+      for (const [args, what, value] of [[['-namespace', 'ns1', '-id', '../x', 'delete'], 'container id', '../x'],
+        [['-namespace', 'a/b', '-id', 'x', 'delete'], 'namespace', 'a/b'], [['-namespace', 'ns1', 'delete'], 'container id', '']] as const) {
+        const r = await run([...args], { cwd: bundle, env: fakeNodeEnv() });
+        assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+        assert.equal(r.stderr, `containerd-shim-smolvm-v1: delete: ${identifierProblem(what, value)}\n`);
+        assert.equal(fakeNodeArgs(), null, 'node was not run');
       }
     });
   });
@@ -566,13 +577,9 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
         { env: { TTRPC_ADDRESS: 'a\nb' } },
         { env: { SMOLVM_X: 'a\nb' } },
         { args: ['-namespace', ns, '-id', 'c6', '-address', 'a\nb', 'start'] },
-        { args: ['-id', 'c6', 'start'] }, // no namespace
-        { args: ['-namespace', ns, '-id', '..', 'start'] },
         // Addresses node's path.join would normalize (or that are not what it hashes as is).
         ...['x/containerd.sock', '/x/', '/', '//x', '/x//y', '/x/./y', '/x/../y', '/x/é', '/x/\t', ''].map(
           (address) => ({ args: ['-namespace', ns, '-id', 'c6', '-address', address, 'start'] })),
-        { args: ['-namespace', 'né', '-id', 'c6', '-address', CONTAINERD, 'start'] },
-        { args: ['-namespace', ns, '-id', 'c\x01', '-address', CONTAINERD, 'start'] },
       ];
       for (const c of cases) {
         const args = c.args ?? startArgs('c6');
@@ -580,6 +587,21 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
         const r = await run(args, { cwd: bundle, env: fakeNodeEnv(c.env) });
         assert.equal(r.code, FAKE_NODE_EXIT, `${JSON.stringify(c)}: ${r.stderr}`);
         assert.deepEqual(fakeNodeArgs(), [mainJs, ...args]);
+      }
+      assert.equal(spare.requests.length + spare.errors.length, 0, 'the spare was never contacted');
+      // Ids and namespaces that are not containerd identifiers: refused first, whoever the caller.
+      for (const c of [
+        { args: ['-id', 'c6', 'start'], what: 'namespace', value: '' },
+        { args: ['-namespace', ns, '-id', '..', 'start'], what: 'container id', value: '..' },
+        { args: ['-namespace', 'né', '-id', 'c6', '-address', CONTAINERD, 'start'], what: 'namespace', value: 'né' },
+        { args: ['-namespace', ns, '-id', 'c\x01', '-address', CONTAINERD, 'start'], what: 'container id', value: 'c\x01' },
+        { args: startArgs('c/6'), env: { MAX_SHIM_VERSION: '2' }, what: 'container id', value: 'c/6' },
+      ]) {
+        fs.rmSync(path.join(fakeOut, 'args'), { force: true });
+        const r = await run(c.args, { cwd: bundle, env: fakeNodeEnv(c.env) });
+        assert.equal(r.code, 1, `${JSON.stringify(c)}: ${r.stderr}`);
+        assert.equal(r.stderr, `containerd-shim-smolvm-v1: start: ${identifierProblem(c.what, c.value)}\n`);
+        assert.equal(fakeNodeArgs(), null, 'node was not run');
       }
       assert.equal(spare.requests.length + spare.errors.length, 0, 'the spare was never contacted');
     });

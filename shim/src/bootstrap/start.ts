@@ -11,6 +11,7 @@ import { fromAddress, removeStaleSocket, socketAnswers, socketPath, toAddress, S
 import type { ShimFlags } from './flags';
 import { chooseAnswer, needsContainerdMajor, parseMaxShimVersion, parsePreferredProtocol, renderTextAnswer } from './negotiate';
 import type { BootstrapExtension, BootstrapParams } from './wire';
+import { validateIdentifier } from '../util/identifiers';
 
 /** Annotations that put several containers in one daemon (one VM per pod). */
 const GROUP_ANNOTATIONS = ['io.kubernetes.cri.sandbox-id', 'io.containerd.runc.v2.group'];
@@ -54,8 +55,9 @@ function runtimeOptionsOf(params: BootstrapParams): BootstrapExtension | undefin
 }
 
 export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.ProcessEnv = process.env): Promise<StartResult> {
-  if (!flags.id) throw new Error('start: -id is required');
-  if (!flags.namespace) throw new Error('start: -namespace is required');
+  // First of all: the id, namespace and group name sockets, files and claims.
+  validateIdentifier('container id', flags.id, 'start');
+  validateIdentifier('namespace', flags.namespace, 'start');
   const bundle = process.cwd();
   const maxShimVersion = parseMaxShimVersion(env);
   const preferred = parsePreferredProtocol(env);
@@ -83,6 +85,8 @@ export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.Pro
   const debug = flags.debug || (wire !== undefined && bootstrap !== undefined && bootstrap.logLevel <= wire.LOG_LEVEL_DEBUG);
 
   const group = groupOf(bundle, flags.id);
+  // An annotation's group joins the socket hash: "../ns2/g" would reach another namespace's daemon.
+  if (group !== flags.id) validateIdentifier(`group (config.json annotation ${GROUP_ANNOTATIONS.join(' or ')})`, group, 'start');
   const socket = socketPath(containerdAddress, flags.namespace, group, socketDir);
   fs.mkdirSync(socketDir, { recursive: true, mode: 0o711 });
   const address = toAddress(socket);
