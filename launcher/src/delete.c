@@ -1,5 +1,7 @@
 #include "delete.h"
 
+#include "identifier.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -74,8 +76,9 @@ static int state_file_absent(const char *namespace_, const char *id)
 enum fast_result delete_fast(const struct shim_flags *f)
 {
 	const char *namespace_ = f->namespace_[0] ? f->namespace_ : "default";
-	if (!is_plain_name(f->id) || !is_plain_name(namespace_))
-		return FAST_FALLBACK;
+	/* Before any path is built: the id and namespace name the state file. */
+	if (!check_identifier("delete", "container id", f->id) || !check_identifier("delete", "namespace", namespace_))
+		return FAST_FAILED;
 	if (state_file_absent(namespace_, f->id) != 0)
 		return FAST_FALLBACK;
 
@@ -86,7 +89,8 @@ enum fast_result delete_fast(const struct shim_flags *f)
 			return FAST_FALLBACK;
 		bundle = cwd;
 	}
-	if (has_dotdot_component(bundle) || path_join(options, sizeof(options), bundle, "options.pb") != 0)
+	/* containerd passes an absolute, clean bundle path: anything else is node's to refuse. */
+	if (bundle[0] != '/' || has_dotdot_component(bundle) || path_join(options, sizeof(options), bundle, "options.pb") != 0)
 		return FAST_FALLBACK;
 	/* The runtime options start left for the daemon; anything but "already gone" is node's. */
 	if (unlink(options) != 0 && errno != ENOENT)

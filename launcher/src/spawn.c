@@ -154,11 +154,14 @@ static int drain(int fd, struct ready *r)
 	}
 }
 
-/* Waits for EOF on the ready pipe, the child's exit, or the timeout; fills *why on failure. */
+/* Waits for the daemon's answer: EOF on the ready pipe, or its exit (what it wrote before it
+ * exited is all in the pipe by then, even while something it started holds the pipe open).
+ * Which of the two is noticed first is a race: the answer is decided by what it wrote either
+ * way ("ok" is ready), the exit status only explains silence. Fills *why on failure. */
 static bool wait_ready(pid_t pid, int fd, struct ready *r, char *why, size_t why_cap)
 {
 	int64_t deadline = monotonic_ms() + READY_TIMEOUT_MS;
-	while (!r->eof) {
+	while (!r->eof && !r->exited) {
 		int64_t left = deadline - monotonic_ms();
 		if (left <= 0) {
 			snprintf(why, why_cap, "not ready within %d s", READY_TIMEOUT_MS / 1000);
@@ -174,19 +177,13 @@ static bool wait_ready(pid_t pid, int fd, struct ready *r, char *why, size_t why
 			snprintf(why, why_cap, "reading the ready pipe: %s", strerror(errno));
 			return false;
 		}
-		if (r->eof)
-			break;
-		if (waitpid(pid, &r->status, WNOHANG) == pid) {
-			/* Exited while something it started still holds the pipe: what it wrote is there. */
+		if (!r->eof && waitpid(pid, &r->status, WNOHANG) == pid) {
+			/* It may have written and exited since the drain above: read what it left. */
 			r->exited = true;
-			if (drain(fd, r) != 0)
-				r->len = 0;
-			r->text[r->len] = '\0';
-			trim(r->text);
-			char st[64];
-			describe_status(r->status, st, sizeof(st));
-			snprintf(why, why_cap, "exited during start (%s)%s%s", st, r->text[0] ? ": " : "", r->text);
-			return false;
+			if (drain(fd, r) != 0) {
+				snprintf(why, why_cap, "reading the ready pipe: %s", strerror(errno));
+				return false;
+			}
 		}
 	}
 	r->text[r->len] = '\0';
@@ -260,7 +257,7 @@ enum fast_result spawn_daemon(const struct shim_flags *f, const char *socket, co
 	char why[MAX_READY_MESSAGE + 256];
 	memset(&r, 0, sizeof(r));
 	if (wait_ready(pid, pipefd[0], &r, why, sizeof(why))) {
-		result = FAST_DONE; /* not reaped: it runs on, detached */
+		result = FAST_DONE; /* it runs on, detached (reaped only if it exited after "ok") */
 		goto out;
 	}
 	/* Its process group too (setsid made it the leader; the group outlives a leader that

@@ -2,6 +2,7 @@
 
 #include "claim.h"
 #include "fallback.h"
+#include "identifier.h"
 #include "socket.h"
 #include "spawn.h"
 
@@ -159,7 +160,10 @@ out:
  * check that could send the case to node has passed (stdin aside, which is put back). */
 enum fast_result start_fast(const struct shim_flags *f)
 {
-	if (!env_allows_fast_start() || !is_plain_name(f->id) || !is_plain_name(f->namespace_))
+	/* First of all, whoever answers: the id and namespace name sockets, files and claims. */
+	if (!check_identifier("start", "container id", f->id) || !check_identifier("start", "namespace", f->namespace_))
+		return FAST_FAILED;
+	if (!env_allows_fast_start())
 		return FAST_FALLBACK;
 	char bundle[PATH_MAX];
 	if (!getcwd(bundle, sizeof(bundle)) || bundle[0] != '/' || !is_line_safe(bundle))

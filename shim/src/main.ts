@@ -30,19 +30,27 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'daemon': {
+      let failure: string;
       try {
-        const { runDaemon } = await import('./daemon');
-        await runDaemon(flags);
-      } catch (err) {
-        // Before the daemon's own logging exists: tell `start` through the ready pipe (fd 3).
-        try {
-          require('node:fs').writeSync(3, `error: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-        } catch {
-          // not started by `start`
+        // It names the state file of its early VM and serves this namespace: checked first.
+        const { identifierProblem } = await import('./util/identifiers');
+        const bad = identifierProblem('container id', flags.id) ?? identifierProblem('namespace', flags.namespace);
+        if (bad === undefined) {
+          const { runDaemon } = await import('./daemon');
+          await runDaemon(flags);
+          return -1; // keep running
         }
-        return 1;
+        failure = `daemon: ${bad}`;
+      } catch (err) {
+        failure = err instanceof Error ? err.stack ?? err.message : String(err);
       }
-      return -1; // keep running
+      // Before the daemon's own logging exists: tell `start` through the ready pipe (fd 3).
+      try {
+        require('node:fs').writeSync(3, `error: ${failure}`);
+      } catch {
+        process.stderr.write(`containerd-shim-smolvm-v1: ${failure}\n`); // not started by `start`
+      }
+      return 1;
     }
     case 'spare': {
       // A warm-pool spare (pool/spare.ts), spawned by the pool, never by containerd.

@@ -14,8 +14,10 @@
 //
 // /run/containerd/s: the launcher probes (and may remove a stale socket at) the hashed path of
 // its group there. Every case uses a namespace of its own (pid + random bytes), so that path
-// cannot be anything real; the cases that make a socket there remove it. The cases that need the
-// directory are skipped when it does not exist or is not writable (they never create it).
+// cannot be anything real; the cases that make a socket there remove it. The directory is where
+// containerd 1.6's shims put their sockets (the shim library fixes it, containerd never says
+// it), and the launcher creates it (mkdir -p, 0711) when missing, as start.ts and containerd's
+// own shims do: the tests create it the same way first, so that they run on a fresh machine.
 import * as assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -27,6 +29,7 @@ import { socketPath, toAddress, SOCKET_DIR } from '../../shim/src/bootstrap/addr
 import { encodeDeleteResponse, EXIT_STATUS_KILLED } from '../../shim/src/bootstrap/delete';
 import { DeleteResponse } from '../../shim/src/gen/containerd/task/v2/shim';
 import { decodeClaim, type ClaimRequest } from '../../shim/src/pool/protocol';
+import { identifierProblem } from '../../shim/src/util/identifiers';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 /** SMOLVM_LAUNCHER_BIN: another build of it (`make -C launcher test` runs the ASan/UBSan one). */
@@ -56,6 +59,8 @@ case "$FAKE_DAEMON" in
   error) printf 'error: boom' >&3; exit 1 ;;
   exit) exit 4 ;;
   hold) sleep 30 & echo $! > "$out/held-by"; exit 5 ;;
+  ok-hold) sleep 3 & echo $! > "$out/held-by"; printf ok >&3; exit 0 ;;
+  error-hold) sleep 3 & echo $! > "$out/held-by"; printf 'error: boom' >&3; exit 1 ;;
   hang) exec sleep 30 ;;
   *) printf ok >&3; exit 0 ;;
 esac
@@ -111,23 +116,6 @@ function run(args: string[], opts: RunOptions): Promise<RunResult> {
     child.stdin!.on('error', () => { /* the launcher may exit before reading */ });
     child.stdin!.end(opts.stdin ?? Buffer.alloc(0));
   });
-}
-
-/** /run/containerd/s is there and writable (the tests never create it: a real containerd does). */
-function socketDirUsable(): boolean {
-  try {
-    fs.accessSync(SOCKET_DIR, fs.constants.W_OK | fs.constants.X_OK);
-    return fs.statSync(SOCKET_DIR).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-function needsSocketDir(ctx: Mocha.Context): void {
-  if (!socketDirUsable()) {
-    console.warn(`    skipped: ${SOCKET_DIR} is not a writable directory (the launcher would create it)`);
-    ctx.skip();
-  }
 }
 
 function isLink(file: string): boolean {
@@ -206,6 +194,8 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       console.warn(`    skipped: the launcher is not built (${launcher}): run \`make -C launcher\``);
       this.skip();
     }
+    // What the launcher's make_socket_dir() does on a machine where no shim ran yet.
+    fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
   });
 
   beforeEach(() => {
@@ -327,20 +317,29 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       assert.equal(d.exitStatus, EXIT_STATUS_KILLED);
     });
 
-    it('hands over to node, with the same arguments, for names it does not handle', async () => {
-      for (const args of [['-namespace', 'ns1', '-id', '../x', 'delete'], ['-namespace', 'a/b', '-id', 'x', 'delete'],
-        ['-namespace', 'ns1', 'delete'], ['-namespace', 'ns1', '-id', 'x', 'delete', 'extra'], ['-namespace', 'ns1', '-id']]) {
+    it('hands over to node, with the same arguments, for command lines and bundles it does not handle', async () => {
+      for (const args of [['-namespace', 'ns1', '-id', 'x', 'delete', 'extra'], ['-namespace', 'ns1', '-id'],
+        ['-namespace', 'ns1', '-id', 'x', '-bundle', 'relative', 'delete'], ['-namespace', 'ns1', '-id', 'x', '-bundle', '/a/../b', 'delete']]) {
         fs.rmSync(path.join(fakeOut, 'args'), { force: true });
         const r = await run(args, { cwd: bundle, env: fakeNodeEnv() });
         assert.equal(r.code, FAKE_NODE_EXIT, `${args.join(' ')}: ${r.stderr}`);
         assert.deepEqual(fakeNodeArgs(), [mainJs, ...args]);
       }
     });
+
+    it('refuses an id or namespace that is not a containerd identifier itself, as node would (bad-ids.test.ts has them all)', async () => {
+      for (const [args, what, value] of [[['-namespace', 'ns1', '-id', '../x', 'delete'], 'container id', '../x'],
+        [['-namespace', 'a/b', '-id', 'x', 'delete'], 'namespace', 'a/b'], [['-namespace', 'ns1', 'delete'], 'container id', '']] as const) {
+        const r = await run([...args], { cwd: bundle, env: fakeNodeEnv() });
+        assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+        assert.equal(r.stderr, `containerd-shim-smolvm-v1: delete: ${identifierProblem(what, value)}\n`);
+        assert.equal(fakeNodeArgs(), null, 'node was not run');
+      }
+    });
   });
 
   describe('start', () => {
     it('claims a spare: prints its address, writes bundle/address, sends the request protocol.ts reads', async function () {
-      needsSocketDir(this);
       const spare = await addSpare('1700000000000-100', 'ok unix:///run/containerd/s/abc\n');
       const env = fakeNodeEnv({
         SMOLVM_FOO: 'bar', SMOLVM_SHIM_SOCKET: '/internal', SMOLVM_SHIM_GROUP: 'g', SMOLVM_SPARE_DIR: '/d',
@@ -362,7 +361,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('tries spares oldest first, skips busy ones and entries that take no claims', async function () {
-      needsSocketDir(this);
       // Made newest first, so that directory order is unlikely to be name order.
       const newer = await addSpare('1700000000003-3', 'ok unix:///run/containerd/s/newer\n');
       const second = await addSpare('1700000000002-2', 'ok unix:///run/containerd/s/second\n');
@@ -383,7 +381,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('moves on from a spare that does not answer within CLAIM_TIMEOUT_MS', async function () {
-      needsSocketDir(this);
       const silent = await addSpare('1700000000001-1', null);
       await addSpare('1700000000002-2', 'ok unix:///run/containerd/s/second\n');
       const r = await run(startArgs('c3'), { cwd: bundle, env: fakeNodeEnv() });
@@ -394,7 +391,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('spawns the daemon when every spare is busy or refuses, or the pool is empty', async function () {
-      needsSocketDir(this);
       const a = await addSpare('1700000000001-1', 'refused another SMOLVM_* environment\n');
       const b = await addSpare('1700000000002-2', 'busy\n');
       const c = await addSpare('1700000000003-3', 'ok unix://\n'); // no path: not an answer
@@ -420,7 +416,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('spawns the daemon as start.ts does: its socket is address.ts socketPath(), detached, ready pipe on fd 3', async function () {
-      needsSocketDir(this);
       const env = fakeNodeEnv({
         SMOLVM_SHIM_SOCKET: '/stale', SMOLVM_SHIM_GROUP: 'stale', TTRPC_ADDRESS: '/x/containerd.sock.ttrpc', OTHER: 'kept',
       });
@@ -456,7 +451,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('answers with the socket of a live daemon of the group: node never runs', async function () {
-      needsSocketDir(this);
       const socket = socketPath(CONTAINERD, ns, 'c2');
       const server = net.createServer((conn) => conn.destroy());
       await new Promise<void>((resolve, reject) => {
@@ -479,7 +473,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('removes a stale socket of the group (nobody listens) and spawns the daemon', async function () {
-      needsSocketDir(this);
       const socket = socketPath(CONTAINERD, ns, 'c3');
       // A listener killed outright leaves its socket file behind.
       const killed = spawnSync(process.execPath, ['-e',
@@ -494,7 +487,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('reports a daemon that fails to start: exit 1 with its message, nothing on stdout', async function () {
-      needsSocketDir(this);
       const r = await run(startArgs('c5'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'error' }) });
       assert.equal(r.code, 1);
       assert.equal(r.stderr, 'containerd-shim-smolvm-v1: shim daemon failed to start: error: boom\n');
@@ -504,7 +496,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('notices a daemon that exits without a word, also while something it started holds the pipe', async function () {
-      needsSocketDir(this);
       const r = await run(startArgs('c6'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'exit' }) });
       assert.equal(r.code, 1);
       assert.match(r.stderr, /^containerd-shim-smolvm-v1: shim daemon failed to start: exited during start \(exit code 4\) without a word\n$/);
@@ -512,7 +503,7 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
 
       const held = await run(startArgs('c6'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'hold' }) });
       assert.equal(held.code, 1);
-      assert.match(held.stderr, /^containerd-shim-smolvm-v1: shim daemon failed to start: exited during start \(exit code 5\)\n$/);
+      assert.match(held.stderr, /^containerd-shim-smolvm-v1: shim daemon failed to start: exited during start \(exit code 5\) without a word\n$/);
       assert.ok(held.ms < 2_000, `promptly (${held.ms} ms)`);
       // What it left holding the pipe was in its process group: killed with it.
       const holder = Number(fakeOutFile('held-by'));
@@ -520,8 +511,28 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       assert.equal(fakeNodeArgs(), null);
     });
 
+    it('goes by what the daemon wrote before it exited, also when the exit is noticed first', async function () {
+      // Something the daemon started holds the pipe: its exit is seen before EOF, every time
+      // (under load, a daemon that writes and exits at once can be seen so too).
+      const ok = await run(startArgs('c6'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'ok-hold' }) });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stderr, '');
+      assert.equal(ok.stdout.toString(), toAddress(socketPath(CONTAINERD, ns, 'c6')));
+      assert.ok(ok.ms < 2_000, `without waiting for the pipe's holder (${ok.ms} ms)`);
+      const holder = Number(fakeOutFile('held-by'));
+      const holderStat = fs.readFileSync(`/proc/${holder}/stat`, 'utf8');
+      assert.match(holderStat.slice(holderStat.lastIndexOf(')') + 2), /^[RSD]/, 'a ready daemon\'s group is left alone');
+      process.kill(holder, 'SIGKILL');
+
+      fs.rmSync(path.join(bundle, 'address'));
+      const failed = await run(startArgs('c6'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'error-hold' }) });
+      assert.equal(failed.code, 1);
+      assert.equal(failed.stderr, 'containerd-shim-smolvm-v1: shim daemon failed to start: error: boom\n');
+      assert.ok(await gone(Number(fakeOutFile('held-by'))), 'the failed daemon\'s group was killed');
+      assert.equal(fs.existsSync(path.join(bundle, 'address')), false);
+    });
+
     it('gives up on a daemon that never answers after 10 s and kills it', async function () {
-      needsSocketDir(this);
       this.timeout(20_000);
       const r = await run(startArgs('c7'), { cwd: bundle, env: fakeNodeEnv({ FAKE_DAEMON: 'hang' }), timeoutMs: 15_000 });
       assert.equal(r.code, 1);
@@ -532,7 +543,6 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
     });
 
     it('says what failed when node cannot be executed for the daemon', async function () {
-      needsSocketDir(this);
       const r = await run(startArgs('c1'), { cwd: bundle, env: { PATH: path.join(root, 'empty'), SMOLVM_ROOT: root } });
       assert.equal(r.code, 1);
       assert.match(r.stderr, /^containerd-shim-smolvm-v1: shim daemon failed to start: error: exec node .*containerd-shim-smolvm-v1\.js: No such file or directory\n$/);
@@ -566,13 +576,9 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
         { env: { TTRPC_ADDRESS: 'a\nb' } },
         { env: { SMOLVM_X: 'a\nb' } },
         { args: ['-namespace', ns, '-id', 'c6', '-address', 'a\nb', 'start'] },
-        { args: ['-id', 'c6', 'start'] }, // no namespace
-        { args: ['-namespace', ns, '-id', '..', 'start'] },
         // Addresses node's path.join would normalize (or that are not what it hashes as is).
         ...['x/containerd.sock', '/x/', '/', '//x', '/x//y', '/x/./y', '/x/../y', '/x/é', '/x/\t', ''].map(
           (address) => ({ args: ['-namespace', ns, '-id', 'c6', '-address', address, 'start'] })),
-        { args: ['-namespace', 'né', '-id', 'c6', '-address', CONTAINERD, 'start'] },
-        { args: ['-namespace', ns, '-id', 'c\x01', '-address', CONTAINERD, 'start'] },
       ];
       for (const c of cases) {
         const args = c.args ?? startArgs('c6');
@@ -580,6 +586,21 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
         const r = await run(args, { cwd: bundle, env: fakeNodeEnv(c.env) });
         assert.equal(r.code, FAKE_NODE_EXIT, `${JSON.stringify(c)}: ${r.stderr}`);
         assert.deepEqual(fakeNodeArgs(), [mainJs, ...args]);
+      }
+      assert.equal(spare.requests.length + spare.errors.length, 0, 'the spare was never contacted');
+      // Ids and namespaces that are not containerd identifiers: refused first, whoever the caller.
+      for (const c of [
+        { args: ['-id', 'c6', 'start'], what: 'namespace', value: '' },
+        { args: ['-namespace', ns, '-id', '..', 'start'], what: 'container id', value: '..' },
+        { args: ['-namespace', 'né', '-id', 'c6', '-address', CONTAINERD, 'start'], what: 'namespace', value: 'né' },
+        { args: ['-namespace', ns, '-id', 'c\x01', '-address', CONTAINERD, 'start'], what: 'container id', value: 'c\x01' },
+        { args: startArgs('c/6'), env: { MAX_SHIM_VERSION: '2' }, what: 'container id', value: 'c/6' },
+      ]) {
+        fs.rmSync(path.join(fakeOut, 'args'), { force: true });
+        const r = await run(c.args, { cwd: bundle, env: fakeNodeEnv(c.env) });
+        assert.equal(r.code, 1, `${JSON.stringify(c)}: ${r.stderr}`);
+        assert.equal(r.stderr, `containerd-shim-smolvm-v1: start: ${identifierProblem(c.what, c.value)}\n`);
+        assert.equal(fakeNodeArgs(), null, 'node was not run');
       }
       assert.equal(spare.requests.length + spare.errors.length, 0, 'the spare was never contacted');
     });

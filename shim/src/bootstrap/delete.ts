@@ -10,6 +10,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { smolvmPaths } from '../config/paths';
 import { StateStore, type LoggerRecord } from '../state/store';
+import { invalidArgument } from '../errdefs';
+import { validateIdentifier } from '../util/identifiers';
 import type { ShimFlags } from './flags';
 
 export const EXIT_STATUS_KILLED = 137;
@@ -38,9 +40,19 @@ async function stopLoggers(loggers: readonly LoggerRecord[], id: string): Promis
   }));
 }
 
+/** An absolute path with no "." or ".." component (what containerd's bundle paths are). */
+function isCleanAbsolute(p: string): boolean {
+  return path.isAbsolute(p) && !p.split('/').some((c) => c === '.' || c === '..');
+}
+
 export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
-  if (!flags.id) throw new Error('delete: -id is required');
   const namespace = flags.namespace || 'default';
+  // Before any path is built: the id and namespace name the state file, the bundle options.pb.
+  validateIdentifier('container id', flags.id, 'delete');
+  validateIdentifier('namespace', namespace, 'delete');
+  if (flags.bundle && !isCleanAbsolute(flags.bundle)) {
+    throw invalidArgument(`delete: invalid bundle ${JSON.stringify(flags.bundle)}: containerd passes an absolute path without . or .. components`);
+  }
   const bundle = flags.bundle || process.cwd();
   const store = new StateStore(smolvmPaths().stateDir);
   let pid = 0;

@@ -4,13 +4,15 @@
 // every container start): no generated protobuf code, no gRPC, no VM code. It reads only
 // config.json's annotations; the 2.3+ bootstrap codec and the containerd version probe are
 // loaded only when the caller is one that needs them.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import { fromAddress, removeStaleSocket, socketAnswers, socketPath, toAddress, SOCKET_DIR } from './address';
 import type { ShimFlags } from './flags';
 import { chooseAnswer, needsContainerdMajor, parseMaxShimVersion, parsePreferredProtocol, renderTextAnswer } from './negotiate';
 import type { BootstrapExtension, BootstrapParams } from './wire';
+import { validateIdentifier } from '../util/identifiers';
 
 /** Annotations that put several containers in one daemon (one VM per pod). */
 const GROUP_ANNOTATIONS = ['io.kubernetes.cri.sandbox-id', 'io.containerd.runc.v2.group'];
@@ -46,6 +48,57 @@ export interface StartResult {
   answer: Buffer;
 }
 
+/** How long the daemon has to answer on its ready pipe (fd 3), as the launcher's spawn.c. */
+const READY_TIMEOUT_MS = 10_000;
+/** After EOF without a word, how long to wait for the exit status of a daemon that just died;
+ *  after its exit, how long to wait for EOF on a pipe something it started may hold. */
+const EXIT_GRACE_MS = 200;
+
+/**
+ * The daemon's answer on fd 3: "ok", or "error: …", then EOF. Its exit may be noticed before
+ * that EOF (a race, or something it started holds the pipe); what it wrote is in the pipe by
+ * then, so the answer is decided by the text either way and the exit only explains silence,
+ * as in the launcher (launcher/src/spawn.c). `why` is undefined when it is ready.
+ */
+function readyAnswer(child: ChildProcess): Promise<{ why: string | undefined }> {
+  const ready = child.stdio[3] as Readable;
+  return new Promise((resolve) => {
+    let text = '';
+    let exit: string | undefined;
+    let settled = false;
+    const settle = (timedOut: boolean): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      ready.destroy(); // a holder's end of the pipe must not keep `start` alive
+      const message = text.trim();
+      if (timedOut) resolve({ why: `not ready within ${READY_TIMEOUT_MS / 1000} s` });
+      else if (message === 'ok') resolve({ why: undefined });
+      else if (message) resolve({ why: message });
+      else resolve({ why: exit ? `exited during start (${exit}) without a word` : 'no reason given' });
+    };
+    const timer = setTimeout(() => settle(true), READY_TIMEOUT_MS);
+    ready.setEncoding('utf8');
+    ready.on('data', (chunk: string) => { text += chunk; });
+    ready.on('end', () => {
+      // Closed without a word: most likely it died; a moment to say how, if it did.
+      if (text.trim() === '' && exit === undefined) setTimeout(() => settle(false), EXIT_GRACE_MS);
+      else settle(false);
+    });
+    child.once('exit', (code, signal) => {
+      exit = signal ? `signal ${signal}` : `exit code ${code}`;
+      // What it wrote and its EOF were in the pipe before its exit was signalled: wait for that
+      // EOF, or, while something it started holds the pipe, briefly, then one more poll phase
+      // (setImmediate) so that what is in the pipe has been read.
+      setTimeout(() => setImmediate(() => settle(false)), EXIT_GRACE_MS);
+    });
+    child.once('error', (err) => {
+      exit = `not started: ${err.message}`;
+      settle(false);
+    });
+  });
+}
+
 /** The runtime options among the 2.3+ bootstrap extensions (what older containerd sent alone). */
 const RUNTIME_OPTIONS_TYPE = /(^|[/.])runtimeoptions\.v1\.Options$/;
 
@@ -54,8 +107,9 @@ function runtimeOptionsOf(params: BootstrapParams): BootstrapExtension | undefin
 }
 
 export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.ProcessEnv = process.env): Promise<StartResult> {
-  if (!flags.id) throw new Error('start: -id is required');
-  if (!flags.namespace) throw new Error('start: -namespace is required');
+  // First of all: the id, namespace and group name sockets, files and claims.
+  validateIdentifier('container id', flags.id, 'start');
+  validateIdentifier('namespace', flags.namespace, 'start');
   const bundle = process.cwd();
   const maxShimVersion = parseMaxShimVersion(env);
   const preferred = parsePreferredProtocol(env);
@@ -83,6 +137,8 @@ export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.Pro
   const debug = flags.debug || (wire !== undefined && bootstrap !== undefined && bootstrap.logLevel <= wire.LOG_LEVEL_DEBUG);
 
   const group = groupOf(bundle, flags.id);
+  // An annotation's group joins the socket hash: "../ns2/g" would reach another namespace's daemon.
+  if (group !== flags.id) validateIdentifier(`group (config.json annotation ${GROUP_ANNOTATIONS.join(' or ')})`, group, 'start');
   const socket = socketPath(containerdAddress, flags.namespace, group, socketDir);
   fs.mkdirSync(socketDir, { recursive: true, mode: 0o711 });
   const address = toAddress(socket);
@@ -132,21 +188,11 @@ export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.Pro
       ...(ttrpcAddress ? { TTRPC_ADDRESS: ttrpcAddress } : {}),
     },
   });
-  const ready = child.stdio[3] as NodeJS.ReadableStream;
-  const message = await new Promise<string>((resolve, reject) => {
-    let text = '';
-    const timer = setTimeout(() => reject(new Error('shim daemon did not become ready within 10s')), 10_000);
-    ready.setEncoding('utf8');
-    ready.on('data', (chunk: string) => { text += chunk; });
-    ready.on('end', () => { clearTimeout(timer); resolve(text); });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`shim daemon exited during start (code ${code}, signal ${signal}): ${text.trim()}`));
-    });
-  });
-  if (message.trim() !== 'ok') {
-    try { child.kill('SIGKILL'); } catch { /* already gone */ }
-    throw new Error(`shim daemon failed to start: ${message.trim() || 'no reason given'}`);
+  const outcome = await readyAnswer(child);
+  if (outcome.why !== undefined) {
+    // Its process group too (detached: it leads one): what it started goes with it.
+    try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+    throw new Error(`shim daemon failed to start: ${outcome.why}`);
   }
   child.unref();
   fs.writeFileSync(path.join(bundle, 'address'), address);

@@ -36,6 +36,8 @@
 // The claimer writes the bundle's `address` file and prints the address as its start answer.
 // A spare that answered `ok` has removed its pool entry (it is not counted any more).
 
+import { identifierProblem } from '../util/identifiers';
+
 export const CLAIM_MAGIC = 'smolvm-claim 1';
 export const MAX_CLAIM_BYTES = 64 * 1024;
 /** A spare answers within milliseconds; past this the claimer moves on. */
@@ -134,6 +136,11 @@ export function decodeClaim(raw: Buffer): ClaimRequest {
   }
   for (const key of ['namespace', 'id', 'bundle', 'group'] as const) {
     if (!req[key]) throw new Error(`claim: ${key} is required`);
+  }
+  // The spare writes state files and binds the socket these name: containerd's identifiers only.
+  for (const [key, what] of [['namespace', 'namespace'], ['id', 'container id'], ['group', 'group']] as const) {
+    const problem = identifierProblem(what, req[key]);
+    if (problem !== undefined) throw new Error(`claim: ${problem}`);
   }
   if (!req.bundle.startsWith('/')) throw new Error(`claim: bundle ${JSON.stringify(req.bundle)} is not absolute`);
   if (req.socketDir && !req.socketDir.startsWith('/')) throw new Error(`claim: socket_dir ${JSON.stringify(req.socketDir)} is not absolute`);

@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../util/fsutil';
+import { validateIdentifier } from '../util/identifiers';
 
 export const STATE_VERSION = 1;
 
@@ -82,9 +83,7 @@ export class StateStore {
   }
 }
 
-/** Container ids become file names: keep them to containerd's own identifier rules. */
+/** Container ids become file names: containerd's identifier rule (InvalidArgument otherwise). */
 export function validateId(id: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/.test(id)) {
-    throw new Error(`invalid container id ${JSON.stringify(id)}: must match [A-Za-z0-9][A-Za-z0-9_.-]* and be at most 76 characters`);
-  }
+  validateIdentifier('container id', id);
 }

@@ -22,7 +22,8 @@ import { parseUpdateResources } from '../oci/resources';
 import { loadBundleSpec } from '../oci/spec';
 import type { Backend } from '../sandbox/backend';
 import { openHostStdio, type HostStdio } from '../stdio/host-stdio';
-import { StateStore, validateId, type ContainerState, type LoggerRecord } from '../state/store';
+import { StateStore, type ContainerState, type LoggerRecord } from '../state/store';
+import { validateIdentifier } from '../util/identifiers';
 import { toTimestamp } from '../util/time';
 import { PodRegistry } from '../sandbox/pod-registry';
 import { Container, type WarmVmSource } from './container';
@@ -104,8 +105,6 @@ function processDetails(execId: string): Any {
 }
 
 const MAX_UINT32 = 0xffff_ffff;
-/** containerd's identifier rule (as for container ids); the agent accepts a superset. */
-const EXEC_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
 
 const statusCode: Record<ProcessStatus, Status> = {
   created: Status.CREATED,
@@ -136,6 +135,7 @@ export class TaskService {
   private readonly pods = new PodRegistry();
 
   constructor(private readonly opts: TaskServiceOptions) {
+    validateIdentifier('namespace', opts.namespace);
     this.store = new StateStore(opts.paths.stateDir);
   }
 
@@ -156,13 +156,16 @@ export class TaskService {
     return this.entries.size + this.creating.size;
   }
 
+  /** Every request's container (and exec) id is checked before anything else: InvalidArgument. */
   private entry(id: string): Entry {
+    validateIdentifier('container id', id);
     const e = this.entries.get(id);
     if (!e) throw notFound(`container ${id} not found in this shim`);
     return e;
   }
 
   private execEntry(e: Entry, execId: string): ExecEntry {
+    validateIdentifier('exec id', execId, `container ${e.id}`);
     const x = e.execs.get(execId);
     if (!x) throw notFound(`container ${e.id}: exec ${execId} not found`);
     return x;
@@ -195,11 +198,7 @@ export class TaskService {
 
   async create(req: CreateTaskRequest): Promise<CreateTaskResponse> {
     const id = req.id;
-    try {
-      validateId(id);
-    } catch (err) {
-      throw invalidArgument((err as Error).message);
-    }
+    validateIdentifier('container id', id);
     if (this.shuttingDown) throw failedPrecondition(`container ${id}: shim is shutting down`);
     if (this.entries.has(id) || this.creating.has(id)) throw alreadyExists(`container ${id} already exists`);
     if (req.checkpoint) throw unimplemented(`container ${id}: restore from checkpoint is not supported`);
@@ -404,12 +403,12 @@ export class TaskService {
    * its exec id. The spec is the JSON OCI process; stdio as for Create.
    */
   async exec(req: ExecProcessRequest): Promise<Empty> {
-    const e = this.entry(req.id);
     const execId = req.execId;
+    // Both ids first, whether or not the container is here.
+    validateIdentifier('container id', req.id);
+    validateIdentifier('exec id', execId, `container ${req.id}`);
+    const e = this.entry(req.id);
     const what = `container ${e.id} exec ${JSON.stringify(execId)}`;
-    if (!EXEC_ID.test(execId)) {
-      throw invalidArgument(`${what}: invalid exec id: must match [A-Za-z0-9][A-Za-z0-9_.-]* and be at most 76 characters`);
-    }
     if (e.execs.has(execId)) throw alreadyExists(`${what}: exec id already exists`);
     if (e.deleted || e.container.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
     if (this.pauses.has(e.id)) throw failedPrecondition(`${what}: container is paused; resume it first`);
