@@ -27,6 +27,7 @@ import { busyboxImage, importImage, type OciImage } from './harness/image';
 import { waitForNoLeaks } from './harness/leaks';
 import { vmmProcsOf } from '../test/helpers/vmm-procs';
 import { repoRoot, selectedRuntime, SMOLVM_RUNTIME } from './harness/suite';
+import { skipBecause } from '../test/helpers/skip';
 
 const READY_MS = 120_000;
 
@@ -73,7 +74,7 @@ describe(`warm pool [${SMOLVM_RUNTIME}]`, function () {
   });
 
   before(async function () {
-    if (selectedRuntime() !== SMOLVM_RUNTIME) this.skip();
+    if (selectedRuntime() !== SMOLVM_RUNTIME) skipBecause(this, { notHere: 'the warm pool is smolvm\'s' });
     this.timeout(180_000);
     configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-pool-'));
     configFile = path.join(configDir, 'config.toml');

@@ -12,6 +12,7 @@ import { describeResult, sleep } from './harness/exec';
 import { hostMountFlags, SHARE_ROOT_PROBE, SHARE_ROOT_REFUSED } from './harness/share';
 import { describeConformance } from './harness/suite';
 import { waitForStatus } from './harness/tasks';
+import { skipBecause } from '../test/helpers/skip';
 
 describeConformance('the VM\'s 9p share, as a guest root sees it', (test) => {
   let work = '';
@@ -19,7 +20,7 @@ describeConformance('the VM\'s 9p share, as a guest root sees it', (test) => {
   afterEach(() => { fs.rmSync(work, { recursive: true, force: true }); });
 
   test('a guest root that mounts the share itself can neither write, mkdir, mknod, chmod u+s nor symlink at its root', 120_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip();
+    if (!env.vm) skipBecause(ctx, { notHere: 'runc has no 9p share: host directories are bind mounts' });
     const r = await env.run(env.newId('shareroot'), ['sh', '-c', SHARE_ROOT_PROBE], { ctrFlags: ['--privileged'], timeoutMs: 90_000 });
     assert.equal(r.exitCode, 0, describeResult(r));
     assert.deepEqual(r.stdout.toString().split('\n'), [...SHARE_ROOT_REFUSED, ''], describeResult(r));
@@ -27,7 +28,7 @@ describeConformance('the VM\'s 9p share, as a guest root sees it', (test) => {
   });
 
   test('host directories: rw takes writes, ro refuses them; each is nosuid,nodev on the host and in the guest, under a read-only root', 180_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip();
+    if (!env.vm) skipBecause(ctx, { notHere: 'runc has no 9p share: host directories are bind mounts' });
     const { containerd } = env;
     const rwDir = fs.mkdtempSync(path.join(work, 'rw-'));
     const roDir = fs.mkdtempSync(path.join(work, 'ro-'));

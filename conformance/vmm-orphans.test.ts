@@ -8,12 +8,13 @@ import * as path from 'node:path';
 import { sleep } from './harness/exec';
 import { describeConformance } from './harness/suite';
 import { cmdlineOf, vmmProcsOf, type VmmProc } from '../test/helpers/vmm-procs';
+import { skipBecause } from '../test/helpers/skip';
 
 const ROUNDS = 4;
 
 describeConformance('orphaned VMMs', (test) => {
   test('the shim daemon killed -9 while its container\'s VM boots: its VMM dies with it, nothing stays', 400_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip();
+    if (!env.vm) skipBecause(ctx, { notHere: 'runc has no VMM' });
     const stateDir = path.join(env.containerd.smolvmRoot, 'run');
     const vmsDir = path.join(stateDir, 'vms');
     /** The first VMM a shim daemon (not a template builder) starts. */

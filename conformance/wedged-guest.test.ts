@@ -28,6 +28,7 @@ import { EventWatcher, type ObservedEvent } from './harness/events';
 import { type RunResult, describeResult, sleep } from './harness/exec';
 import { describeConformance, type ConformanceEnv } from './harness/suite';
 import { taskStatus, waitForStatus } from './harness/tasks';
+import { skipBecause } from '../test/helpers/skip';
 
 /** Short enough to keep the test quick, long enough for a healthy guest under load: every
  *  deadline is still over 50 times the slowest round trip bench/agent-rtt.ts measured. */
@@ -189,7 +190,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
 
   for (const how of [QMP_STOP, SIGSTOP]) {
     test(`${how.name}: ctr task kill, ctr task exec and ctr task rm -f each answer within the deadline + 1 s; 137 for all`, 420_000, async (env, ctx) => {
-      if (!env.vm) ctx.skip(); // runc has no guest to wedge
+      if (!env.vm) skipBecause(ctx, { notHere: 'runc has no guest to wedge' });
       const { containerd } = env;
       const watcher = await EventWatcher.start(containerd);
       const frozen: Array<NonNullable<ContainerState['vm']>> = [];
@@ -201,7 +202,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
         await runSleeper(env, b, pod);
         let vm = vmOf(containerd, a);
         assert.equal(vmOf(containerd, b).pid, vm.pid, 'the pod\'s containers do not share a VM');
-        if (!how.applies(env, vm)) ctx.skip();
+        if (!how.applies(env, vm)) skipBecause(ctx, { notHere: `this way of freezing a guest does not apply to a ${vm.backend} VM` });
         let offset = containerd.logOffset();
         frozen.push(vm);
         await how.freeze(vm);
@@ -258,7 +259,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
   }
 
   test('pause is not a wedge: paused past every deadline with a call waiting, it resumes healthy; SIGKILL of a paused task as before', 300_000, async (env, ctx) => {
-    if (!env.vm) ctx.skip();
+    if (!env.vm) skipBecause(ctx, { notHere: 'runc has no VM to pause' });
     const { containerd } = env;
     const id = env.newId('wedge-pause');
     const log = path.join(dir, 'counter.log');

@@ -14,6 +14,7 @@ import { runInLab } from '../../lab/lab';
 import { agentCallDeadlineMs } from '../../shim/src/agent/deadlines';
 import { repoRoot } from '../../shim/src/config/paths';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
+import { skipBecause } from '../helpers/skip';
 
 const SCALE = 0.3;
 const SMOLVM = path.join(repoRoot(), 'bin', 'smolvm');
@@ -25,7 +26,7 @@ describe('KVM lab: a wedged kvm guest (SIGSTOP of smolvm-vmm)', function () {
 
   before(function () {
     // The lab is a QEMU-TCG VM (lab/lab.ts says what else it needs, clearly, when missing).
-    if (!fs.existsSync('/usr/bin/qemu-system-x86_64')) this.skip();
+    if (!fs.existsSync('/usr/bin/qemu-system-x86_64')) skipBecause(this, { lacks: 'setup', detail: 'no qemu-system-x86_64 (Debian package qemu-system-x86)' });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-wedged-lab-'));
   });
 

@@ -13,6 +13,7 @@ import { nullLogger, type Logger } from '../../shim/src/log';
 import { bindMountHostDir, detachAll, HostShares, mountOptionsAt } from '../../shim/src/sandbox/host-mounts';
 import { StateStore } from '../../shim/src/state/store';
 import { mountPoints, mountPointsUnder, removeQuietly, removeTree } from '../../shim/src/util/fsutil';
+import { skipBecause } from '../helpers/skip';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -37,7 +38,7 @@ describe('host directories in the VM share, and removal that never crosses a mou
   let work: string;
 
   before(function () {
-    if (!isRoot) this.skip();
+    if (!isRoot) skipBecause(this, { lacks: 'root', detail: 'bind mounts need root' });
   });
   beforeEach(() => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-hostmounts-'));

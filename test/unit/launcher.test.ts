@@ -30,6 +30,7 @@ import { encodeDeleteResponse, EXIT_STATUS_KILLED } from '../../shim/src/bootstr
 import { DeleteResponse } from '../../shim/src/gen/containerd/task/v2/shim';
 import { decodeClaim, type ClaimRequest } from '../../shim/src/pool/protocol';
 import { identifierProblem } from '../../shim/src/util/identifiers';
+import { skipBecause } from '../helpers/skip';
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 /** SMOLVM_LAUNCHER_BIN: another build of it (`make -C launcher test` runs the ASan/UBSan one). */
@@ -190,10 +191,7 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
   let ns: string;
 
   before(function () {
-    if (!isElf(launcher)) {
-      console.warn(`    skipped: the launcher is not built (${launcher}): run \`make -C launcher\``);
-      this.skip();
-    }
+    if (!isElf(launcher)) skipBecause(this, { lacks: 'setup', detail: `the launcher is not built (${launcher}): run \`make -C launcher\`` });
     // What the launcher's make_socket_dir() does on a machine where no shim ran yet.
     fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
   });
@@ -253,10 +251,7 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
 
   describe('sha256 (launcher/src/sha256.c, through launcher/test/sha256-test.c)', () => {
     before(function () {
-      if (!isElf(sha256Test)) {
-        console.warn(`    skipped: the SHA-256 test tool is not built (${sha256Test}): run \`make -C launcher\``);
-        this.skip();
-      }
+      if (!isElf(sha256Test)) skipBecause(this, { lacks: 'setup', detail: `the SHA-256 test tool is not built (${sha256Test}): run \`make -C launcher\`` });
     });
 
     it('computes what node\'s crypto computes, across the padding boundaries', () => {

@@ -16,6 +16,7 @@ import {
 } from '../../shim/src/sandbox/vmm-exec';
 import { mountPoints } from '../../shim/src/util/fsutil';
 import { isSameProcessAlive, processStartTime, type ProcessIdentity } from '../../shim/src/util/proc';
+import { skipBecause } from '../helpers/skip';
 
 const wrapper = vmmExecBinary();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -165,7 +166,7 @@ describe('smolvm-vmm-exec: the VMM exec wrapper', function () {
 
   it('smolvm-vmm (the addon\'s posix_spawn) runs through it: recorded, marked, tracked until it exits', async function () {
     const status = vmmBuildStatus();
-    if (!status.binaryBuilt || !status.addonBuilt) this.skip();
+    if (!status.binaryBuilt || !status.addonBuilt) skipBecause(this, { lacks: 'setup', detail: 'smolvm-vmm or its addon is not built' });
     const client = await VmmClient.spawn({ vmDir: dir, binary: status.artifacts.binary });
     try {
       const vmm = readVmmRecord(dir);
@@ -220,7 +221,7 @@ describe('smolvm-vmm-exec: the VMM exec wrapper', function () {
 
   it('a VMM started by the addon dies with the node process that started it (the JS thread spawns)', async function () {
     const status = vmmBuildStatus();
-    if (!status.addonBuilt) this.skip();
+    if (!status.addonBuilt) skipBecause(this, { lacks: 'setup', detail: 'the smolvm-vmm addon is not built' });
     // Not smolvm-vmm, which stops by itself when its control socket closes: a stand-in that
     // ignores it and never says hello, so that only PDEATHSIG can end it.
     const standIn = path.join(dir, 'stand-in-vmm');
