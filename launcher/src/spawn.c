@@ -212,6 +212,52 @@ static bool wait_ready(pid_t pid, int fd, struct ready *r, char *why, size_t why
 	return false;
 }
 
+/* How long node's `delete` may take to clean after a daemon that failed to start (containerd
+ * gives its own `delete` about 5 s). */
+#define CLEANUP_TIMEOUT_MS 5000
+
+/* Waits up to `ms` for child `pid` to end; true once it has (or is no child of ours). */
+static bool reap_within(pid_t pid, int ms)
+{
+	for (int waited = 0;; waited += 10) {
+		pid_t got = waitpid(pid, NULL, WNOHANG);
+		if (got == pid || (got < 0 && errno != EINTR))
+			return true;
+		if (waited >= ms)
+			return false;
+		usleep(10 * 1000);
+	}
+}
+
+/* The daemon died (or was killed) before it served. containerd runs no `delete` for a shim it
+ * never reached, so what the daemon left (its state file, an early VM's directory; its VMM
+ * died with it) is cleaned here by node's `delete` for this id, bounded. Its stdout (a
+ * DeleteResponse) is dropped; its stderr goes where the launcher's does. */
+static void clean_after_failed_start(const struct shim_flags *f, const char *main_js, pid_t daemon)
+{
+	/* Reaped first: the sweep in `delete` leaves a VM directory alone while its owner lives. */
+	reap_within(daemon, 2000);
+	pid_t pid = fork();
+	if (pid < 0)
+		return;
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
+			_exit(127);
+		close_from(3);
+		char *args[] = { "node", (char *)main_js, "-namespace", (char *)f->namespace_, "-id", (char *)f->id,
+				 "-address", (char *)f->address, "-publish-binary", (char *)f->publish_binary,
+				 "delete", NULL };
+		execvp("node", args);
+		_exit(127);
+	}
+	if (!reap_within(pid, CLEANUP_TIMEOUT_MS)) {
+		kill(pid, SIGKILL);
+		reap_within(pid, 1000);
+		fprintf(stderr, PROG ": start: cleaning up after the daemon took over %d ms; stopped\n", CLEANUP_TIMEOUT_MS);
+	}
+}
+
 enum fast_result spawn_daemon(const struct shim_flags *f, const char *socket, const char *group)
 {
 	static char main_js[PATH_MAX];
@@ -266,6 +312,7 @@ enum fast_result spawn_daemon(const struct shim_flags *f, const char *socket, co
 	if (!r.exited)
 		kill(pid, SIGKILL);
 	fprintf(stderr, PROG ": shim daemon failed to start: %s\n", why);
+	clean_after_failed_start(f, main_js, pid);
 	result = FAST_FAILED;
 out:
 	if (result == FAST_FALLBACK)

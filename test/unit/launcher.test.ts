@@ -243,6 +243,10 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
   const daemonArgs = (): string[] | null => fakeOutFile('daemon-args')?.split('\0').slice(0, -1) ?? null;
   const expectedDaemonArgs = (id: string, debug = false): string[] => [mainJs, '-namespace', ns, '-id', id,
     '-address', CONTAINERD, '-publish-binary', '/usr/bin/containerd', ...(debug ? ['-debug'] : []), 'daemon'];
+  /** After a failed start the launcher runs node's `delete` for the id: containerd runs none
+   *  for a shim it never reached, and the dead daemon may have left a state file and a VM. */
+  const expectedCleanupArgs = (id: string): string[] => [mainJs, '-namespace', ns, '-id', id,
+    '-address', CONTAINERD, '-publish-binary', '/usr/bin/containerd', 'delete'];
   const decodeDelete = (out: Buffer): { pid: number; exitStatus: number; ms: number } => {
     const decoded = DeleteResponse.decode(out);
     assert.ok(decoded.exitedAt, 'exited_at is set');
@@ -487,7 +491,7 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       assert.equal(r.stderr, 'containerd-shim-smolvm-v1: shim daemon failed to start: error: boom\n');
       assert.equal(r.stdout.length, 0);
       assert.equal(fs.existsSync(path.join(bundle, 'address')), false);
-      assert.equal(fakeNodeArgs(), null, 'no node start after the failure');
+      assert.deepEqual(fakeNodeArgs(), expectedCleanupArgs('c5'), 'node cleans up with `delete` after the failure, nothing else');
     });
 
     it('notices a daemon that exits without a word, also while something it started holds the pipe', async function () {
@@ -503,7 +507,7 @@ describe('launcher (bin/containerd-shim-smolvm-v1)', function () {
       // What it left holding the pipe was in its process group: killed with it.
       const holder = Number(fakeOutFile('held-by'));
       assert.ok(await gone(holder), `the process holding the pipe (${holder}) was killed`);
-      assert.equal(fakeNodeArgs(), null);
+      assert.deepEqual(fakeNodeArgs(), expectedCleanupArgs('c6'), 'node cleans up with `delete` after the failure, nothing else');
     });
 
     it('goes by what the daemon wrote before it exited, also when the exit is noticed first', async function () {

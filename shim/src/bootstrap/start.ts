@@ -192,9 +192,31 @@ export async function startShim(flags: ShimFlags, entry: string, env: NodeJS.Pro
   if (outcome.why !== undefined) {
     // Its process group too (detached: it leads one): what it started goes with it.
     try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+    await cleanAfterFailedStart(child, flags, bundle);
     throw new Error(`shim daemon failed to start: ${outcome.why}`);
   }
   child.unref();
   fs.writeFileSync(path.join(bundle, 'address'), address);
   return result();
+}
+
+/**
+ * The daemon died (or was killed) before it served. containerd runs no `delete` for a shim it
+ * never reached, so what the daemon left (its state file, an early VM's directory; its VMM
+ * died with it) is cleaned here as `delete` would, once the daemon is gone (the sweep leaves a
+ * VM directory alone while its owner lives). Best effort: the start fails either way.
+ */
+async function cleanAfterFailedStart(child: ChildProcess, flags: ShimFlags, bundle: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 2_000);
+      child.once('exit', () => { clearTimeout(timer); resolve(); });
+    });
+  }
+  try {
+    const { deleteShim } = await import('./delete');
+    await deleteShim({ ...flags, bundle });
+  } catch (err) {
+    process.stderr.write(`start: cleaning up after the daemon: ${(err as Error).message}\n`);
+  }
 }
