@@ -206,7 +206,7 @@ describe('pod VM from a template (tcg): hotplug after a restore', function () {
     const dir = path.join(paths.stateDir, 'vms', vmId);
     fs.mkdirSync(dir, { recursive: true });
     return {
-      vmId, dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
+      vmId, dir, dataDir: dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
       cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB: 256, vcpus: 1, slots: [], diskHotplug: true,
     };
   }

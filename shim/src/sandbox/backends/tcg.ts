@@ -1,15 +1,18 @@
 // The tcg backend: Debian's qemu-system-x86_64, `-M microvm` under TCG. Portable (no KVM
 // needed) and slow; the same kernel, initramfs and disk images as the kvm backend. The agent
 // channel is a raw virtserialport (not virtconsole: its tty layer rewrites bytes) wired to a
-// unix socket that QEMU listens on.
+// unix socket that QEMU listens on. The guest console and QEMU's own output reach the host
+// through socketpairs that this process reads into capped logs in the VM's data dir
+// (capped-log.ts): a guest cannot fill the host's disk with its console.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { Duplex } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
 import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { CappedLog, DEFAULT_LOG_MAX_BYTES, logsDrained } from '../capped-log';
 import { SHARE_MOUNT_TAG, sharesDirOf } from '../host-mounts';
 import { QmpChannel, QmpError } from './qmp';
 
@@ -36,6 +39,10 @@ const HOTPLUG_SERIAL = /^[A-Za-z0-9_-]{1,20}$/;
 
 /** The fd on which a restoring QEMU reads VmConfig.incomingState. */
 const INCOMING_STATE_FD = 3;
+/** QEMU's end of the guest console's socketpair (a `-chardev socket,fd=`): the shim reads the
+ *  other end. A socket chardev never blocks QEMU: when the reader lags, the emulated UART
+ *  holds the byte and retries; when the reader is gone, output is dropped. */
+export const CONSOLE_FD = 4;
 
 /** Disk slots one VM can have: the transports left besides rng, the agent's serial and 9p. */
 export const TCG_MAX_DISK_SLOTS = MICROVM_VIRTIO_TRANSPORTS - FIXED_VIRTIO_DEVICES;
@@ -75,7 +82,7 @@ export function ninePShareArgs(sharesDir: string): string[] {
   ];
 }
 
-export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: string): string[] {
+export function qemuArgs(config: VmConfig, agentSocket: string): string[] {
   const args = [
     '-name', `smolvm-${config.vmId}`,
     // acpi=off: QEMU then appends virtio_mmio.device=… for every device to the command line,
@@ -89,7 +96,8 @@ export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: stri
     '-kernel', config.kernel,
     '-initrd', config.initramfs,
     '-append', config.cmdline,
-    '-chardev', `file,id=console,path=${consoleLog}`,
+    // Not `-chardev file`: a file cannot be capped (see CONSOLE_FD).
+    '-chardev', `socket,id=console,fd=${CONSOLE_FD},server=off`,
     '-serial', 'chardev:console',
   ];
   config.slots.forEach((slot, i) => {
@@ -147,13 +155,21 @@ class TcgVm implements VmInstance {
   constructor(
     readonly identity: ProcessIdentity,
     readonly sockets: Record<string, string>,
-    readonly consoleLog: string,
+    private readonly console: CappedLog,
     readonly exited: Promise<VmExit>,
     private readonly qemuLog: string,
     private readonly slots: readonly DiskSlot[] = [],
     private readonly diskHotplug = false,
   ) {
     this.qmp = new QmpChannel(sockets.qmp!);
+  }
+
+  get consoleLog(): string {
+    return this.console.file;
+  }
+
+  consoleSays(text: string, timeoutMs: number): Promise<boolean> {
+    return this.console.waitFor(text, timeoutMs);
   }
 
   /**
@@ -354,8 +370,8 @@ export class TcgBackend implements Backend {
 
   async boot(config: VmConfig, log: Logger): Promise<VmInstance> {
     const agentSocket = path.join(config.dir, 'agent.sock');
-    const consoleLog = path.join(config.dir, 'console.log');
-    const qemuLog = path.join(config.dir, 'qemu.log');
+    const consoleLog = path.join(config.dataDir, 'console.log');
+    const qemuLog = path.join(config.dataDir, 'qemu.log');
     for (const slot of config.slots) {
       if (!fs.existsSync(slot.path)) throw new Error(`disk slot ${slot.serial}: ${slot.path} does not exist`);
     }
@@ -363,23 +379,44 @@ export class TcgBackend implements Backend {
     fs.mkdirSync(sharesDirOf(config.dir), { recursive: true, mode: 0o700 });
     // Opened before QEMU exists, so a missing state file is a clear error, not a QEMU exit.
     const state = config.incomingState ? fs.openSync(config.incomingState, 'r') : null;
-    const out = fs.openSync(qemuLog, 'a', 0o600);
-    const args = qemuArgs(config, agentSocket, consoleLog);
+    const args = qemuArgs(config, agentSocket);
     log.debug('booting tcg vm', { vm: config.vmId, qemu: this.qemuBinary });
-    const stdio: ('ignore' | number)[] = ['ignore', out, out];
+    // QEMU's stdout/stderr and the console: socketpairs read into capped logs (the caps also
+    // bound what QEMU itself prints about a misbehaving guest).
+    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe', 'ignore', 'pipe'];
     if (state !== null) stdio[INCOMING_STATE_FD] = state;
-    const child = spawn(this.qemuBinary, args, { stdio, detached: false });
-    fs.closeSync(out);
-    if (state !== null) fs.closeSync(state);
+    const qemuOutput = new CappedLog(qemuLog, config.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+    const guestConsole = new CappedLog(consoleLog, config.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(this.qemuBinary, args, { stdio, detached: false });
+    } catch (err) {
+      qemuOutput.close();
+      guestConsole.close();
+      throw err;
+    } finally {
+      if (state !== null) fs.closeSync(state);
+    }
+    for (const stream of [child.stdout, child.stderr]) if (stream) qemuOutput.attach(stream);
+    const consoleStream = child.stdio[CONSOLE_FD];
+    if (consoleStream instanceof Readable) guestConsole.attach(consoleStream);
     const spawned = await new Promise<number>((resolve, reject) => {
       child.once('spawn', () => resolve(child.pid!));
       child.once('error', (err) => reject(new Error(
         (err as NodeJS.ErrnoException).code === 'ENOENT'
           ? `${this.qemuBinary} not found: install Debian package qemu-system-x86`
           : `cannot start ${this.qemuBinary}: ${err.message}`)));
+    }).catch((err: unknown) => {
+      qemuOutput.close();
+      guestConsole.close();
+      throw err;
     });
+    // Exited, and its last words logged: the logs reach EOF as QEMU exits (bounded wait).
     const exited = new Promise<VmExit>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
+    }).then(async (exit) => {
+      await logsDrained([qemuOutput, guestConsole]);
+      return exit;
     });
     const startTime = processStartTime(spawned);
     if (startTime === null) {
@@ -387,6 +424,6 @@ export class TcgBackend implements Backend {
       throw new Error(`qemu exited at once (code ${exit.code}, signal ${exit.signal}): ${tailFile(qemuLog, 10)}`);
     }
     const sockets = { agent: agentSocket, qmp: path.join(config.dir, QMP_SOCKET_NAME) };
-    return new TcgVm({ pid: spawned, startTime }, sockets, consoleLog, exited, qemuLog, config.slots, config.diskHotplug ?? false);
+    return new TcgVm({ pid: spawned, startTime }, sockets, guestConsole, exited, qemuLog, config.slots, config.diskHotplug ?? false);
   }
 }
