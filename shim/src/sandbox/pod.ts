@@ -265,6 +265,9 @@ export class PodVm {
     const n = this.diskSeq++;
     const image: DiskSlot = { serial: `pod${n}-img`, path: content.imagePath, readOnly: true };
     const ready = this.readyWritable?.bytes === content.writableDiskBytes ? this.readyWritable : null;
+    // Made ahead with the config's size, but this container asked for another (its annotation):
+    // it gets a disk of its own size; the one made ahead is of no use to anyone, it goes.
+    if (!ready) await this.discardReadyWritable();
     if (ready) {
       // Made and attached before this container came (prepareWritable): it is this member's now.
       this.readyWritable = null;
@@ -282,6 +285,20 @@ export class PodVm {
     await vm.attachDisk(image);
     disks.attached.push(image.serial);
     return { image: { serial: image.serial, sizeBytes: 0 }, writable: { serial: writable.serial, sizeBytes: 0 } };
+  }
+
+  /** Hotplug: detaches and removes the writable disk made ahead (prepareWritable), if any. */
+  private async discardReadyWritable(): Promise<void> {
+    const ready = this.readyWritable;
+    if (!ready) return;
+    this.readyWritable = null;
+    try {
+      await this.sandbox.vm.detachDisk?.(ready.slot.serial);
+      await fs.promises.rm(ready.slot.path, { force: true });
+    } catch (err) {
+      // Still attached: it goes with the VM's data dir.
+      this.log.warn('could not remove an unused writable disk', { pod: this.sandboxId, serial: ready.slot.serial, error: String(err) });
+    }
   }
 
   /** Hotplug: removes the member's disks from the VM and its writable file. */
