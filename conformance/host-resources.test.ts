@@ -40,20 +40,34 @@ function usedBytes(dir: string): number {
   return (st.blocks - st.bfree) * st.bsize;
 }
 
-/** What the container's state file (<stateDir>/tasks/<ns>/<id>.json) says of its VM. */
-function vmRecord(fx: Fixture, id: string): { dir: string; dataDir?: string } {
+interface VmPlaces {
+  /** Its state dir, <stateDir>/vms/<vm>, as the container's state file names it. */
+  dir: string;
+  /** Where the README says its disks and logs are: <SMOLVM_ROOT>/lib/vms/<vm>. */
+  dataDir: string;
+  /** What the state file records as its data dir (undefined: none). */
+  recordedDataDir: string | undefined;
+}
+
+/** The container's VM, from its state file (<stateDir>/tasks/<ns>/<id>.json). */
+function vmPlaces(fx: Fixture, id: string): VmPlaces {
   const file = path.join(fx.stateDir, 'tasks', fx.containerd.namespace, `${id}.json`);
   const state = JSON.parse(fs.readFileSync(file, 'utf8')) as { vm: { dir: string; dataDir?: string } | null };
   assert.ok(state.vm, `no VM recorded in ${file}`);
-  return state.vm;
+  return { dir: state.vm.dir, dataDir: path.join(fx.dataRoot, path.basename(state.vm.dir)), recordedDataDir: state.vm.dataDir };
 }
 
-/** The container's writable disk: the ext4 file in its VM's data dir (a VM of its own, or the
- *  pod-shaped early VM it took). */
-function writableDisk(dataDir: string): string {
-  const disks = fs.readdirSync(dataDir).filter((f) => f.endsWith('.ext4'));
-  assert.equal(disks.length, 1, `writable disks in ${dataDir}: ${disks.join(', ')}`);
-  return path.join(dataDir, disks[0]!);
+/** The VM's files named like `pattern`, wherever they are (its state dir or its data dir). */
+function vmFiles(vm: VmPlaces, pattern: RegExp): string[] {
+  return [vm.dir, vm.dataDir].flatMap((dir) => (fs.existsSync(dir) ? fs.readdirSync(dir) : [])
+    .filter((name) => pattern.test(name)).map((name) => path.join(dir, name)));
+}
+
+/** The container's writable disk (its VM's own, or the pod-shaped early VM's it took). */
+function writableDisk(vm: VmPlaces): string {
+  const disks = vmFiles(vm, /\.ext4$/);
+  assert.equal(disks.length, 1, `writable disks of the VM: ${disks.join(', ')}`);
+  return disks[0]!;
 }
 
 async function sh(fx: Fixture, id: string, execId: string, line: string, timeoutMs = 120_000): Promise<ReturnType<PrivateContainerd['ctr']>> {
@@ -139,18 +153,18 @@ describe(`host resources a guest can use up [${selectedRuntime()}]`, function ()
     const started = await f.containerd.ctr(['run', '-d', '--runtime', SMOLVM_RUNTIME, f.image.ref, c, 'sleep', '600'], { timeoutMs: 120_000 });
     assert.equal(started.exitCode, 0, describeResult(started));
     assert.equal(await waitForStatus(f.containerd, c, 'RUNNING', 60_000), 'RUNNING');
-    const vm = vmRecord(f, c);
-    assert.ok(vm.dataDir, 'the state file names the VM\'s data dir');
-    assert.equal(path.dirname(vm.dataDir), f.dataRoot, 'the data dir is <SMOLVM_ROOT>/lib/vms/<vm>');
-    const disk = writableDisk(vm.dataDir);
+    const vm = vmPlaces(f, c);
+    const disk = writableDisk(vm);
     const stateUsedBefore = usedBytes(f.stateDir);
 
-    const wrote = await sh(f, c, 'dd', 'dd if=/dev/zero of=/big bs=1M count=600 conv=fsync && echo wrote', 240_000);
-    assert.equal(wrote.exitCode, 0, describeResult(wrote));
-    assert.match(wrote.stdout.toString(), /wrote/);
-
+    // ~10 s here; a disk on the state dir's 64 MiB tmpfs would fill it (QEMU then stops the VM).
+    const wrote = await sh(f, c, 'dd', 'dd if=/dev/zero of=/big bs=1M count=600 conv=fsync && echo wrote', 180_000);
     const grown = usedBytes(f.stateDir) - stateUsedBefore;
     assert.ok(grown < 10 * MiB, `the state dir's filesystem grew by ${(grown / MiB).toFixed(1)} MiB`);
+    assert.equal(wrote.exitCode, 0, describeResult(wrote));
+    assert.match(wrote.stdout.toString(), /wrote/);
+    assert.equal(disk, path.join(vm.dataDir, path.basename(disk)), 'the writable disk lies in <SMOLVM_ROOT>/lib/vms/<vm>');
+    assert.equal(vm.recordedDataDir, vm.dataDir, 'the state file names the VM\'s data dir');
     const allocated = fs.statSync(disk).blocks * 512;
     assert.ok(allocated >= 600 * MiB, `${disk} holds ${(allocated / MiB).toFixed(1)} MiB`);
 
@@ -166,7 +180,7 @@ describe(`host resources a guest can use up [${selectedRuntime()}]`, function ()
     const started = await f.containerd.ctr(['run', '-d', '--runtime', SMOLVM_RUNTIME, '--annotation', `${WRITABLE_DISK_ANNOTATION}=64`, f.image.ref, c, 'sleep', '600'], { timeoutMs: 120_000 });
     assert.equal(started.exitCode, 0, describeResult(started));
     assert.equal(await waitForStatus(f.containerd, c, 'RUNNING', 60_000), 'RUNNING');
-    const disk = writableDisk(vmRecord(f, c).dataDir!);
+    const disk = writableDisk(vmPlaces(f, c));
     assert.equal(fs.statSync(disk).size, 64 * MiB, 'the annotation sized the writable disk');
 
     const full = await sh(f, c, 'fill', 'dd if=/dev/zero of=/fill bs=1M count=200 conv=fsync');
@@ -199,11 +213,11 @@ describe(`host resources a guest can use up [${selectedRuntime()}]`, function ()
       'echo "<3>flood-done" > /kmsg; sleep 600';
     const started = await f.containerd.ctr(['run', '-d', '--privileged', '--runtime', SMOLVM_RUNTIME, f.image.ref, c, 'sh', '-c', flood], { timeoutMs: 120_000 });
     assert.equal(started.exitCode, 0, describeResult(started));
-    const dataDir = vmRecord(f, c).dataDir!;
-    const consoleFiles = (): string[] => fs.readdirSync(dataDir).filter((n) => n.startsWith('console.log')).map((n) => path.join(dataDir, n));
-    const consoleText = (): string => ['console.log.1', 'console.log'].map((n) => {
+    const vm = vmPlaces(f, c);
+    const consoleFiles = (): string[] => vmFiles(vm, /^console\.log/).sort().reverse();  // .1 first
+    const consoleText = (): string => consoleFiles().map((file) => {
       try {
-        return fs.readFileSync(path.join(dataDir, n), 'latin1');
+        return fs.readFileSync(file, 'latin1');
       } catch {
         return '';
       }
@@ -228,16 +242,17 @@ describe(`host resources a guest can use up [${selectedRuntime()}]`, function ()
     const started = await f.containerd.ctr(['run', '-d', '--null-io', '--runtime', SMOLVM_RUNTIME, f.image.ref, c, 'sh', '-c', 'echo data > /file; sleep 600'], { timeoutMs: 120_000 });
     assert.equal(started.exitCode, 0, describeResult(started));
     assert.equal(await waitForStatus(f.containerd, c, 'RUNNING', 60_000), 'RUNNING');
-    const dataDir = vmRecord(f, c).dataDir!;
-    assert.ok(fs.existsSync(writableDisk(dataDir)));
+    const vm = vmPlaces(f, c);
+    const disk = writableDisk(vm);
     const daemons = findMarkedProcesses(RUN_MARKER_ENV, f.containerd.marker).filter((p) =>
       /containerd-shim-/.test(p.cmdline) && ` ${p.cmdline} `.includes(` -id ${c} `) && !/ (start|delete)$/.test(p.cmdline));
     assert.equal(daemons.length, 1, `shim daemons of ${c}: ${JSON.stringify(daemons)}`);
     process.kill(daemons[0]!.pid, 'SIGKILL');
     // containerd notices, runs `containerd-shim-smolvm-v1 delete` (from the state file alone).
     const deadline = Date.now() + 60_000;
-    while (fs.existsSync(dataDir) && Date.now() < deadline) await sleep(200);
-    assert.equal(fs.existsSync(dataDir), false, `${dataDir} left after the delete of a killed shim`);
+    while ((fs.existsSync(disk) || fs.existsSync(vm.dataDir)) && Date.now() < deadline) await sleep(200);
+    assert.equal(fs.existsSync(disk), false, `${disk} left after the delete of a killed shim`);
+    assert.equal(fs.existsSync(vm.dataDir), false, `${vm.dataDir} left after the delete of a killed shim`);
     await f.containerd.ctr(['tasks', 'rm', '-f', c], { timeoutMs: 30_000 });
     await f.containerd.ctrChecked(['containers', 'rm', c], { timeoutMs: 30_000 });
     await assertNothingLeft(f, [c]);
