@@ -44,12 +44,13 @@ export class CappedLog {
   /** Why writing stopped (e.g. the host disk is full), once it has. */
   private writeError: string | null = null;
 
-  /** Creates `file` empty (and removes an older `<file>.1`). */
+  /** Creates `file` anew, empty (an older `<file>` and `<file>.1` are removed first: a log of
+   *  an earlier VM still open, e.g. a restore that fell back to a cold boot, keeps its inode). */
   constructor(readonly file: string, maxBytes: number) {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 2) throw new Error(`capped log ${file}: cap ${maxBytes} is not a byte count of at least 2`);
     this.halfBytes = Math.floor(maxBytes / 2);
-    fs.rmSync(file + ROTATED_SUFFIX, { force: true });
-    this.fd = fs.openSync(file, 'w', 0o600);
+    for (const name of logFiles(file)) fs.rmSync(name, { force: true });
+    this.fd = fs.openSync(file, 'wx', 0o600);
     this.drained = new Promise((resolve) => { this.resolveDrained = resolve; });
   }
 

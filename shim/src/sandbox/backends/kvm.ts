@@ -193,6 +193,9 @@ class KvmVm implements VmInstance {
           if (!inTime && !this.client.exited) this.client.signal('SIGKILL');
         }
         await Promise.race([this.exited, waitGone(this.identity, 5000)]);
+        // Gone (or not killable): nothing written to its files from now on.
+        this.console.close();
+        this.vmmOutput.close();
       })();
     }
     return this.killing;

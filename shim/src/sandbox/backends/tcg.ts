@@ -157,7 +157,7 @@ class TcgVm implements VmInstance {
     readonly sockets: Record<string, string>,
     private readonly console: CappedLog,
     readonly exited: Promise<VmExit>,
-    private readonly qemuLog: string,
+    private readonly qemuOutput: CappedLog,
     private readonly slots: readonly DiskSlot[] = [],
     private readonly diskHotplug = false,
   ) {
@@ -328,7 +328,7 @@ class TcgVm implements VmInstance {
 
   /** What went wrong, from QEMU's own output and the guest console. */
   diagnostics(): string {
-    const qemu = tailFile(this.qemuLog, 10);
+    const qemu = tailFile(this.qemuOutput.file, 10);
     const console = tailFile(this.consoleLog, 15);
     return [qemu && `qemu: ${qemu}`, console && `guest console:\n${console}`].filter(Boolean).join('\n') || 'no output';
   }
@@ -339,6 +339,9 @@ class TcgVm implements VmInstance {
       killIdentified(this.identity, 'SIGKILL');
     }
     await Promise.race([this.exited, waitGone(this.identity, 5000)]);
+    // Gone (or not killable): nothing written to its files from now on.
+    this.console.close();
+    this.qemuOutput.close();
   }
 }
 
@@ -424,6 +427,6 @@ export class TcgBackend implements Backend {
       throw new Error(`qemu exited at once (code ${exit.code}, signal ${exit.signal}): ${tailFile(qemuLog, 10)}`);
     }
     const sockets = { agent: agentSocket, qmp: path.join(config.dir, QMP_SOCKET_NAME) };
-    return new TcgVm({ pid: spawned, startTime }, sockets, guestConsole, exited, qemuLog, config.slots, config.diskHotplug ?? false);
+    return new TcgVm({ pid: spawned, startTime }, sockets, guestConsole, exited, qemuOutput, config.slots, config.diskHotplug ?? false);
   }
 }
