@@ -40,8 +40,10 @@ const HOTPLUG_SERIAL = /^[A-Za-z0-9_-]{1,20}$/;
 /** The fd on which a restoring QEMU reads VmConfig.incomingState. */
 const INCOMING_STATE_FD = 3;
 /** QEMU's end of the guest console's socketpair (a `-chardev socket,fd=`): the shim reads the
- *  other end. A socket chardev never blocks QEMU: when the reader lags, the emulated UART
- *  holds the byte and retries; when the reader is gone, output is dropped. */
+ *  other end. A socket chardev never blocks QEMU itself: when the reader lags, the emulated
+ *  UART holds its byte until the socket takes it (the guest's console output slows to the
+ *  reader's pace; measured: a reader that never reads stalls the guest's printk); when the
+ *  reader is gone (the shim died), output is dropped and the guest runs on. */
 export const CONSOLE_FD = 4;
 
 /** Disk slots one VM can have: the transports left besides rng, the agent's serial and 9p. */
