@@ -135,6 +135,8 @@ describe(`host resources a guest can use up [${selectedRuntime()}]`, function ()
 
   after(async function () {
     this.timeout(120_000);
+    // The shims' logs (in containerd's): an exception the daemon survived is still a failure.
+    const survived = fx ? fx.containerd.logSince(0, 64 * MiB).split('\n').filter((l) => /uncaught exception|unhandled rejection/.test(l)) : [];
     try {
       await fx?.containerd.stop();
     } finally {
@@ -142,6 +144,7 @@ describe(`host resources a guest can use up [${selectedRuntime()}]`, function ()
       if (mounted && mountsUnder(path.join(root, 'smolvm', 'run')).length > 0) execFileSync('umount', ['-l', path.join(root, 'smolvm', 'run')]);
       if (root) fs.rmSync(root, { recursive: true, force: true });
     }
+    assert.deepEqual(survived, [], 'the shim daemons logged exceptions they survived');
   });
 
   const id = (label: string): string => `hostres-${label}-${process.pid}`;
