@@ -1,6 +1,7 @@
 #include "devices/output_sink.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,12 +10,21 @@
 #include "util/log.h"
 
 namespace smolvm {
+namespace {
+
+constexpr int kPipeBytes = 1 << 20;  // fs.pipe-max-size's default
+
+}  // namespace
 
 OutputSink::OutputSink(int fd, std::string device) : fd_(fd), device_(std::move(device)) {
   if (fd_ < 0) return;
   const int flags = ::fcntl(fd_, F_GETFL);
   if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK) != 0)
     LogWarning(device_ + ": cannot make the output non-blocking: " + std::strerror(errno));
+  // A pipe holds 64 KiB by default: room for a second or so of a busy reader (its pages are
+  // only allocated when used). Not a pipe, or above the system's limit: it stays as it is.
+  struct stat status {};
+  if (::fstat(fd_, &status) == 0 && S_ISFIFO(status.st_mode)) ::fcntl(fd_, F_SETPIPE_SZ, kPipeBytes);
 }
 
 void OutputSink::Write(const uint8_t* data, size_t len) {
