@@ -80,7 +80,7 @@ async function main(): Promise<void> {
       const writable = path.join(dir, 'writable.ext4');
       await createWritableDisk(writable, 1024 * 1024 * 1024, { cacheDir: paths.cacheDir });
       return {
-        vmId, dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
+        vmId, dir, dataDir: dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
         cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB: opts.memoryMiB, vcpus: 1,
         slots: [
           { serial: 'slot0', path: image.path, readOnly: true },

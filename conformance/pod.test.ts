@@ -119,9 +119,9 @@ describeConformance('a pod is one VM', (test) => {
     };
     assert.equal(await owner(sandbox), 'sandbox');
     for (const app of apps) assert.equal(await owner(app.id), `app${app.n}`);
-    // Hot-added disks (tcg): one writable file per container in the pod VM's dir, removed with
-    // the container (slot pairs, kvm: fixed files).
-    const vmDir = path.join(containerd.smolvmRoot, 'run', 'vms');
+    // Hot-added disks (tcg): one writable file per container in the pod VM's data dir (on disk),
+    // removed with the container (slot pairs, kvm: fixed files).
+    const vmDir = path.join(containerd.smolvmRoot, 'lib', 'vms');
     const disksLeft = (): string[] => fs.readdirSync(vmDir, { recursive: true }).map(String).filter((f) => /-rw\.ext4$/.test(f));
     const hotplug = disksLeft().length > 0;
     if (hotplug) assert.equal(disksLeft().length, 4, `one writable disk per container: ${disksLeft().join(' ')}`);

@@ -93,8 +93,9 @@ describe(`warm pool [${SMOLVM_RUNTIME}]`, function () {
       assert.deepEqual(listSpares(paths), [], 'drain removes every pool entry');
       const leaks = await waitForNoLeaks({ containerd, containerIds: ids });
       assert.deepEqual(leaks, [], 'nothing is left after the pool is drained');
-      const vms = path.join(paths.stateDir, 'vms');
-      assert.deepEqual(fs.existsSync(vms) ? fs.readdirSync(vms) : [], [], 'no VM directory is left');
+      for (const vms of [path.join(paths.stateDir, 'vms'), path.join(paths.cacheDir, 'vms')]) {
+        assert.deepEqual(fs.existsSync(vms) ? fs.readdirSync(vms) : [], [], `no VM directory is left in ${vms}`);
+      }
     } finally {
       await containerd.stop();
       fs.rmSync(configDir, { recursive: true, force: true });

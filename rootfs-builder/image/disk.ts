@@ -7,6 +7,7 @@
 // ftruncate + a few pwrites of those blocks: measured ~1 ms, vs ~10-20 ms for mkfs.ext4 per
 // disk and ~5 ms for `cp --sparse=always` of a template (no FICLONE on the host's ext4).
 // Every disk of a size shares one filesystem UUID; the guest mounts by device, never by UUID.
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -76,36 +77,87 @@ function decodeBlockImage(buf: Buffer, size: number): BlockImage | undefined {
   return dataAt === buf.length ? { size, extents } : undefined;
 }
 
-/** Reads a file and keeps its non-zero blocks, merged into extents. */
+/** A byte range of a file: [start, end). */
+interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * The ranges of `file` that hold written data (neither holes nor unwritten preallocation), from
+ * `filefrag -e` (e2fsprogs, FIEMAP; Node has no SEEK_DATA). Null when it cannot tell: the
+ * caller then reads everything. mkfs.ext4 writes a few MB into a file of the disk's size:
+ * reading only those keeps a 16 GiB disk's first template at well under a second, not ~40 s
+ * of reading zeros (the writable disk's size is per container: its annotation).
+ */
+async function writtenRanges(file: string): Promise<ByteRange[] | null> {
+  let filefrag: string;
+  try {
+    filefrag = (await findTool('filefrag', 'e2fsprogs')).path;
+  } catch {
+    return null;
+  }
+  const output = await new Promise<string | null>((resolve) => {
+    execFile(filefrag, ['-e', file], { maxBuffer: 16 * 1024 * 1024 }, (err, stdout) => resolve(err ? null : stdout));
+  });
+  if (output === null) return null;
+  const blockSize = /\(\d+ blocks? of (\d+) bytes\)/.exec(output)?.[1];
+  const found = /: (\d+) extents? found/.exec(output)?.[1];
+  if (!blockSize || found === undefined) return null;
+  const bytes = Number(blockSize);
+  const ranges: ByteRange[] = [];
+  let seen = 0;
+  for (const line of output.split('\n')) {
+    const m = /^\s*\d+:\s+(\d+)\.\.\s*(\d+):\s+\d+\.\.\s*\d+:\s+\d+:\s*(?:\d+:)?\s*(.*)$/.exec(line);
+    if (!m) continue;
+    seen += 1;
+    if (m[3]!.split(',').includes('unwritten')) continue;  // reads as zeros
+    ranges.push({ start: Number(m[1]) * bytes, end: (Number(m[2]) + 1) * bytes });
+  }
+  // Extent lines parsed (their count may exceed the summary's, which merges some) and in order:
+  // else trust nothing.
+  if ((seen === 0 && Number(found) > 0) || ranges.some((r, i) => r.end <= r.start || (i > 0 && r.start < ranges[i - 1]!.end))) return null;
+  return ranges;
+}
+
+/** Reads a file's written ranges and keeps their non-zero blocks, merged into extents. */
 async function scanNonZero(file: string, size: number): Promise<BlockImage> {
   const chunk = Buffer.alloc(4 * 1024 * 1024);
   const zeroChunk = Buffer.alloc(chunk.length);
   const zeroBlock = zeroChunk.subarray(0, BLOCK);
   const extents: Array<{ offset: number; data: Buffer }> = [];
   let runStart = -1;
+  let runBytes = 0;
   let runParts: Buffer[] = [];
   const closeRun = (): void => {
     if (runStart >= 0) extents.push({ offset: runStart, data: Buffer.concat(runParts) });
     runStart = -1;
+    runBytes = 0;
     runParts = [];
   };
+  const ranges = (await writtenRanges(file)) ?? [{ start: 0, end: size }];
   const handle = await fs.promises.open(file, 'r');
   try {
-    for (let pos = 0; pos < size; pos += chunk.length) {
-      const { bytesRead } = await handle.read(chunk, 0, Math.min(chunk.length, size - pos), pos);
-      if (bytesRead === 0) break;
-      // Most of an empty filesystem is holes: skip all-zero chunks with one memcmp.
-      if (chunk.subarray(0, bytesRead).equals(zeroChunk.subarray(0, bytesRead))) {
-        closeRun();
-        continue;
-      }
-      for (let off = 0; off < bytesRead; off += BLOCK) {
-        const block = chunk.subarray(off, Math.min(off + BLOCK, bytesRead));
-        if (block.equals(zeroBlock.subarray(0, block.length))) {
+    for (const range of ranges) {
+      if (range.start !== runStart + runBytes) closeRun();  // a hole (or unwritten space) before it
+      const end = Math.min(range.end, size);
+      for (let pos = range.start; pos < end; pos += chunk.length) {
+        const { bytesRead } = await handle.read(chunk, 0, Math.min(chunk.length, end - pos), pos);
+        if (bytesRead === 0) break;
+        // Most of an empty filesystem is zeros: skip all-zero chunks with one memcmp.
+        if (chunk.subarray(0, bytesRead).equals(zeroChunk.subarray(0, bytesRead))) {
           closeRun();
-        } else {
-          if (runStart < 0) runStart = pos + off;
-          runParts.push(Buffer.from(block));
+          continue;
+        }
+        for (let off = 0; off < bytesRead; off += BLOCK) {
+          const block = chunk.subarray(off, Math.min(off + BLOCK, bytesRead));
+          if (block.equals(zeroBlock.subarray(0, block.length))) {
+            closeRun();
+          } else {
+            if (runStart < 0) runStart = pos + off;
+            runParts.push(Buffer.from(block));
+            runBytes += block.length;
+          }
         }
       }
     }

@@ -137,6 +137,8 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     memoryMiB: config.memoryMiB,
     vcpus: config.vcpus,
     writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
+    writableDiskMaxBytes: config.writableDiskMaxMiB * 1024 * 1024,
+    logMaxBytes: config.consoleLogMaxKiB * 1024,
     podMaxContainers: config.podMaxContainers,
     templates: config.templates,
     agentDeadlineScale: config.agentDeadlineScale,

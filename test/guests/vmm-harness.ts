@@ -5,7 +5,9 @@
  * 4-byte little-endian length + JSON, one object per frame.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -92,28 +94,62 @@ export class VmmProcess {
   private readonly control: Socket;
   private buffer = Buffer.alloc(0);
   private serial = '';
+  /** The serial output file (unlinked), read incrementally from serialRead on. */
+  private serialFd: number | null;
+  private serialRead = 0;
+  private readonly serialPoll: NodeJS.Timeout;
   private stderrText = '';
   private nextId = 1;
   private waiters: Array<() => void> = [];
   private exitCode: number | null | undefined = undefined;
   private serialEnded = false;
 
-  /** Spawns smolvm-vmm with the control socket on fd 3 and a serial pipe on fd 4. */
+  /**
+   * Spawns smolvm-vmm with the control socket on fd 3 and its serial output on fd 4: a file
+   * (unlinked at once), never a pipe. The VMM writes serial output non-blocking and drops what
+   * a lagging pipe reader cannot take (native-vmm/src/devices/output_sink.h); a test that
+   * reads a guest's output needs every byte.
+   */
   constructor(binary: string = VMM_BINARY) {
-    this.child = spawn(binary, ['--control-fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
+    const serialFile = path.join(os.tmpdir(), `smolvm-vmm-serial-${process.pid}-${randomBytes(4).toString('hex')}`);
+    this.serialFd = fs.openSync(serialFile, 'w+', 0o600);
+    fs.unlinkSync(serialFile);
+    this.child = spawn(binary, ['--control-fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', this.serialFd] });
     this.control = this.child.stdio[3] as Socket;
-    const serial = this.child.stdio[4] as Readable;
     (this.child.stderr as Readable).on('data', (chunk: Buffer) => { this.stderrText += chunk.toString('utf8'); });
-    serial.on('data', (chunk: Buffer) => { this.serial += chunk.toString('latin1'); this.wake(); });
-    serial.on('error', () => undefined);
-    serial.on('close', () => { this.serialEnded = true; this.wake(); });
+    this.serialPoll = setInterval(() => { if (this.readSerial()) this.wake(); }, 10);
+    this.serialPoll.unref();
     this.control.on('data', (chunk: Buffer) => this.onData(chunk));
     this.control.on('error', () => undefined);
     this.control.on('close', () => this.wake());
-    this.child.on('exit', (code) => { this.exitCode = code; this.wake(); });
+    this.child.on('exit', (code) => {
+      this.exitCode = code;
+      // Exited: every byte it wrote is in the file.
+      clearInterval(this.serialPoll);
+      this.readSerial();
+      if (this.serialFd !== null) fs.closeSync(this.serialFd);
+      this.serialFd = null;
+      this.serialEnded = true;
+      this.wake();
+    });
   }
 
-  get serialText(): string { return this.serial; }
+  /** Appends what the VMM wrote to the serial file since the last read; true if anything. */
+  private readSerial(): boolean {
+    if (this.serialFd === null) return false;
+    const size = fs.fstatSync(this.serialFd).size;
+    if (size <= this.serialRead) return false;
+    const chunk = Buffer.alloc(size - this.serialRead);
+    const got = fs.readSync(this.serialFd, chunk, 0, chunk.length, this.serialRead);
+    this.serialRead += got;
+    this.serial += chunk.subarray(0, got).toString('latin1');
+    return got > 0;
+  }
+
+  get serialText(): string {
+    this.readSerial();
+    return this.serial;
+  }
   get stderr(): string { return this.stderrText; }
 
   private wake(): void {
@@ -168,7 +204,7 @@ export class VmmProcess {
   }
 
   async serialContains(text: string, timeoutMs = 10_000): Promise<void> {
-    await this.waitFor(`serial output "${text}"`, () => (this.serial.includes(text) ? true : undefined), timeoutMs);
+    await this.waitFor(`serial output "${text}"`, () => (this.serialText.includes(text) ? true : undefined), timeoutMs);
   }
 
   /** Waits for the process to exit and returns its exit code. */
@@ -176,7 +212,7 @@ export class VmmProcess {
     return this.waitFor('the VMM process to exit', () => this.exitCode, timeoutMs);
   }
 
-  /** Waits until the serial pipe has closed (every byte the VMM wrote has been read). */
+  /** Waits until the VMM has exited and every byte it wrote to the serial file has been read. */
   async serialClosed(timeoutMs = 10_000): Promise<void> {
     await this.waitFor('the serial pipe to close', () => (this.serialEnded ? true : undefined), timeoutMs);
   }

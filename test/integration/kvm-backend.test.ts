@@ -54,8 +54,9 @@ describe('smolvm run --backend kvm', function () {
     spawnSync(smolvm, ['run', '--backend', 'kvm', '--rootfs', rootfs, '--', ...args], { env: { ...env, ...extraEnv }, timeout: 150_000 });
 
   const assertNothingLeft = (): void => {
-    const vms = path.join(work, 'smolvm', 'run', 'vms');
-    assert.deepEqual(fs.existsSync(vms) ? fs.readdirSync(vms) : [], [], 'no VM directory left');
+    for (const vms of [path.join(work, 'smolvm', 'run', 'vms'), path.join(work, 'smolvm', 'lib', 'vms')]) {
+      assert.deepEqual(fs.existsSync(vms) ? fs.readdirSync(vms) : [], [], `no VM directory left in ${vms}`);
+    }
     assert.deepEqual(vmmsUsing(work), [], 'no smolvm-vmm left running');
   };
 

@@ -132,9 +132,9 @@ describe('OCI spec → guest agent (mount options, capabilities, seccomp, sysctl
       '-device', 'virtio-9p-device,fsdev=share,mount_tag=smolvm',
     ]);
     const args = qemuArgs({
-      vmId: 'v', dir: '/vm', kernel: '/k', initramfs: '/i', cmdline: '', memoryMiB: 128, vcpus: 1,
+      vmId: 'v', dir: '/vm', dataDir: '/data/v', kernel: '/k', initramfs: '/i', cmdline: '', memoryMiB: 128, vcpus: 1,
       slots: [{ serial: 'slot0', path: '/vm/a', readOnly: true }, { serial: 'slot1', path: '/vm/b', readOnly: false }],
-    }, '/vm/agent.sock', '/vm/console.log');
+    }, '/vm/agent.sock');
     assert.equal(args.filter((a) => a.startsWith('virtio-9p-device')).length, 1);
     assert.ok(args.includes('local,id=share,path=/vm/shares,security_model=passthrough,multidevs=remap'));
   });

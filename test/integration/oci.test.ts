@@ -123,6 +123,8 @@ describe('OCI spec in the guest (smolvm run --bundle, tcg)', function () {
     assert.match(r.err, /mount \/nfs .*type "nfs" cannot be served in the guest/);
     assert.ok(Date.now() - started < 10_000, 'fails before any VM boots');
     assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')).length, 0);
+    const dataDirs = path.join(work, 'smolvm', 'lib', 'vms');
+    assert.deepEqual(fs.existsSync(dataDirs) ? fs.readdirSync(dataDirs) : [], []);
   });
 
   it('refuses a bind of a missing host path and of a socket, clearly', () => {

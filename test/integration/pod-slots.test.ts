@@ -127,15 +127,18 @@ describe('pod VM disks by hotplug (tcg)', function () {
     assert.ok(a.container.sharesVm && b.container.sharesVm);
   });
 
-  it('hot-added the image from the cache as it is and a writable file in the VM dir per container', async () => {
+  it('hot-added the image from the cache as it is and a writable file in the VM\'s data dir per container', async () => {
     const vmDir = running[0]!.sandbox.dir;
+    const dataDir = running[0]!.sandbox.dataDir;
+    assert.equal(dataDir, path.join(paths.cacheDir, 'vms', path.basename(vmDir)), 'the data dir is <cacheDir>/vms/<vm>');
     const nodes = await blockNodes(vmDir);
     const files = [...nodes.values()];
     assert.equal(nodes.size, 8, `two nodes per disk, two disks per container: ${JSON.stringify([...nodes])}`);
     const images = fs.readdirSync(path.join(paths.cacheDir, 'images'), { recursive: true }).map(String).filter((f) => f.endsWith('.erofs'));
     assert.ok(images.length >= 2, `images in the cache: ${images.join(' ')}`);
     for (const f of files.filter((f) => f.endsWith('.erofs'))) assert.ok(f.startsWith(path.join(paths.cacheDir, 'images')), `image not used from the cache: ${f}`);
-    assert.deepEqual(podDisks(vmDir).sort(), ['pod0-rw.ext4', 'pod1-rw.ext4']);
+    assert.deepEqual(podDisks(dataDir).sort(), ['pod0-rw.ext4', 'pod1-rw.ext4']);
+    assert.deepEqual(podDisks(vmDir), [], 'no disk in the state dir');
   });
 
   it('refuses a container beyond pod_max_containers, naming the limit', async () => {
@@ -151,11 +154,12 @@ describe('pod VM disks by hotplug (tcg)', function () {
     const [a] = running;
     const pid = a!.pid;
     const vmDir = a!.sandbox.dir;
+    const dataDir = a!.sandbox.dataDir;
     const vmm = { pid, startTime: processStartTime(pid)! };
     await remove(a!);
     assert.ok(isSameProcessAlive(vmm), 'the VM outlives one container');
     assert.equal((await blockNodes(vmDir)).size, 4, 'the leaving container\'s block nodes are gone');
-    assert.deepEqual(podDisks(vmDir), ['pod1-rw.ext4'], 'the leaving container\'s writable disk is gone');
+    assert.deepEqual(podDisks(dataDir), ['pod1-rw.ext4'], 'the leaving container\'s writable disk is gone');
     const c = await run('ctr-c', 'c');
     assert.equal(c.exit, 0, c.out);
     assert.equal(c.container.pid, pid, 'joined the same VM');
@@ -168,10 +172,12 @@ describe('pod VM disks by hotplug (tcg)', function () {
   it('ends the VM with the pod\'s last container and leaves nothing behind', async () => {
     const vmm = { pid: running[0]!.pid, startTime: processStartTime(running[0]!.pid)! };
     const vmDir = running[0]!.sandbox.dir;
+    const dataDir = running[0]!.sandbox.dataDir;
     for (const c of [...running]) await remove(c);
     assert.equal(registry.size, 0);
     assert.ok(!isSameProcessAlive(vmm), 'qemu gone');
     assert.ok(!fs.existsSync(vmDir), 'VM directory removed');
+    assert.ok(!fs.existsSync(dataDir), 'VM data directory removed');
   });
 });
 
@@ -206,7 +212,7 @@ describe('pod VM from a template (tcg): hotplug after a restore', function () {
     const dir = path.join(paths.stateDir, 'vms', vmId);
     fs.mkdirSync(dir, { recursive: true });
     return {
-      vmId, dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
+      vmId, dir, dataDir: dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
       cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB: 256, vcpus: 1, slots: [], diskHotplug: true,
     };
   }

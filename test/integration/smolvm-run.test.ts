@@ -51,6 +51,8 @@ describe('smolvm run (tcg)', function () {
     assert.notEqual(r.status, 0);
     assert.match(r.stderr.toString(), /nope/);
     assert.deepEqual(fs.readdirSync(path.join(work, 'smolvm', 'run', 'vms')), []);
+    const dataDirs = path.join(work, 'smolvm', 'lib', 'vms');
+    assert.deepEqual(fs.existsSync(dataDirs) ? fs.readdirSync(dataDirs) : [], [], 'no VM data dir left');
   });
 
   it('rejects bad arguments with a usage message', () => {

@@ -104,7 +104,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     const writable = path.join(dir, 'writable.ext4');
     await createWritableDisk(writable, 64 * 1024 * 1024, { cacheDir: paths.cacheDir });
     return {
-      vmId, dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
+      vmId, dir, dataDir: dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
       cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB, vcpus: 1,
       slots: [
         { serial: 'slot0', path: image.path, readOnly: true },

@@ -20,7 +20,7 @@ import { parseConfig } from '../../shim/src/config/config';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import { AgentDefinition, HandshakeRequest, type CreateContainerRequest } from '../../shim/src/gen/smolvm/agent';
 import type { Logger } from '../../shim/src/log';
-import type { Backend, VmExit, VmInstance } from '../../shim/src/sandbox/backend';
+import type { VmExit, VmInstance } from '../../shim/src/sandbox/backend';
 import { Sandbox } from '../../shim/src/sandbox/sandbox';
 import { GuestProcess } from '../../shim/src/task/guest-process';
 import { TtrpcServer, type MessageCodec } from '../../shim/src/ttrpc';
@@ -386,12 +386,13 @@ class FakeVm implements VmInstance {
     this.onResume();
   }
   async refreshSlot(): Promise<void> {}
+  async consoleSays(): Promise<boolean> { return false; }
 }
 
-const fakeBackend = { name: 'tcg', kernelArgs: '', supportsDirShares: false, maxDiskSlots: 4 } as unknown as Backend;
 
 type SandboxConstructor = new (
-  vmId: string, dir: string, vm: VmInstance, agent: AgentClient, slots: [], log: Logger, backend: Backend, restoredFrom: string | null,
+  vmId: string, dir: string, dataDir: string, vm: VmInstance, agent: AgentClient, slots: [], log: Logger,
+  restoredFrom: string | null, shares: null,
 ) => Sandbox;
 
 describe('agent call deadlines: the lost VM', function () {
@@ -420,7 +421,7 @@ describe('agent call deadlines: the lost VM', function () {
     });
     const client = await AgentClient.connect(socket, { logger, timeoutMs: 5000 });
     client.setDeadlineScale(0.02); // SignalProcess 200 ms, ExecProcess 600 ms
-    sandbox = new (Sandbox as unknown as SandboxConstructor)('fakevm', vmDir, vm, client, [], logger, fakeBackend, null);
+    sandbox = new (Sandbox as unknown as SandboxConstructor)('fakevm', vmDir, path.join(dir, 'data'), vm, client, [], logger, null, null);
   });
 
   afterEach(async () => {

@@ -25,6 +25,7 @@ function fakeVm(consoleLog: string, exited: Promise<VmExit>): VmInstance {
   return {
     backend: 'tcg', identity: { pid: 4242, startTime: '1' }, sockets: {}, consoleLog, exited,
     connectAgent: unused, diagnostics: () => '', kill: unused, pause: unused, resume: unused, refreshSlot: unused,
+    consoleSays: unused,
   } as VmInstance;
 }
 

@@ -1,9 +1,5 @@
 #include "devices/serial.h"
 
-#include <unistd.h>
-
-#include <cerrno>
-
 #include "devices/virtio/state_codec.h"
 
 namespace smolvm {
@@ -26,7 +22,12 @@ constexpr uint32_t kStateVersion = 1;
 }  // namespace
 
 Serial::Serial(std::shared_ptr<IrqLine> irq, int output_fd)
-    : irq_(std::move(irq)), output_fd_(output_fd) {}
+    : irq_(std::move(irq)), output_(output_fd, "serial console") {}
+
+uint64_t Serial::dropped_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return output_.dropped_bytes();
+}
 
 void Serial::Read(uint64_t offset, uint8_t* data, uint32_t len) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -178,13 +179,7 @@ void Serial::WriteRegister(uint64_t offset, uint8_t value) {
 }
 
 void Serial::Emit(uint8_t byte) {
-  if (output_fd_ < 0) return;
-  for (;;) {
-    const ssize_t written = ::write(output_fd_, &byte, 1);
-    if (written == 1) return;
-    if (written < 0 && errno == EINTR) continue;
-    return;  // EAGAIN, EPIPE, ...: the log is best effort, the guest must not stall
-  }
+  output_.Write(&byte, 1);
 }
 
 bool Serial::InterruptPending() const {

@@ -1,6 +1,7 @@
 // 8250/16550A UART (COM1 at 0x3f8, IRQ 4): enough for the Linux 8250 driver and
-// earlyprintk. Transmitted bytes go to an output fd (best effort: a full or closed output
-// never stalls or fails the guest); received bytes are queued with Enqueue().
+// earlyprintk. Transmitted bytes go to an output fd, non-blocking (output_sink.h: a full or
+// closed output never stalls or fails the guest; what is dropped is counted and said in the
+// output); received bytes are queued with Enqueue().
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 
 #include "devices/bus.h"
 #include "devices/irq.h"
+#include "devices/output_sink.h"
 
 namespace smolvm {
 
@@ -22,7 +24,11 @@ constexpr uint32_t kCom1Gsi = 4;
 class Serial : public BusDevice {
  public:
   // `output_fd` may be -1 (output discarded); the caller keeps it open while the device lives.
+  // It is made non-blocking.
   Serial(std::shared_ptr<IrqLine> irq, int output_fd);
+
+  // Output bytes dropped so far because the output was full.
+  uint64_t dropped_bytes() const;
 
   void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
   void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
@@ -44,7 +50,7 @@ class Serial : public BusDevice {
 
   mutable std::mutex mutex_;
   std::shared_ptr<IrqLine> irq_;
-  int output_fd_;
+  OutputSink output_;
   std::deque<uint8_t> input_;
   uint8_t ier_ = 0, lcr_ = 0, mcr_ = 0, scr_ = 0, dll_ = 0x0c, dlm_ = 0, fcr_ = 0;
   bool thr_empty_interrupt_ = false;  // THRE interrupt pending until IIR is read or THR written

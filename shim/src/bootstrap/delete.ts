@@ -8,7 +8,7 @@
 // answers at once, loading no protobuf or sandbox code (the response is encoded by hand).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { smolvmPaths } from '../config/paths';
+import { recordedVmDataDir, smolvmPaths } from '../config/paths';
 import { StateStore, type LoggerRecord } from '../state/store';
 import { invalidArgument } from '../errdefs';
 import { validateIdentifier } from '../util/identifiers';
@@ -83,6 +83,15 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
     if (vmDir) {
       const left = removeQuietly(vmDir);
       if (left.length > 0) process.stderr.write(`delete ${flags.id}: left in place (mounted?): ${left.join(' ')}\n`);
+    }
+    // Its disks and logs, on disk: only a direct child of our own data root (a state file
+    // written before data dirs existed names none: its VM kept everything in vmDir).
+    const dataDir = recordedVmDataDir(smolvmPaths(), state.vm.dataDir);
+    if (dataDir) {
+      const left = removeQuietly(dataDir);
+      if (left.length > 0) process.stderr.write(`delete ${flags.id}: left in place: ${left.join(' ')}\n`);
+    } else if (state.vm.dataDir !== undefined) {
+      process.stderr.write(`delete ${flags.id}: not removing ${JSON.stringify(state.vm.dataDir)}: not a VM data dir under ${smolvmPaths().cacheDir}\n`);
     }
   }
   // binary:// loggers the dead daemon spawned: most see EOF on fd 3/4 and exit by themselves;

@@ -84,6 +84,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     memoryMiB: config.memoryMiB,
     vcpus: config.vcpus,
     writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
+    writableDiskMaxBytes: config.writableDiskMaxMiB * 1024 * 1024,
+    logMaxBytes: config.consoleLogMaxKiB * 1024,
     templates: config.templates,
     agentDeadlineScale: config.agentDeadlineScale,
     log,

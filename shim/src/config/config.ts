@@ -10,7 +10,15 @@ export interface SmolvmConfig {
   backend: BackendChoice;
   memoryMiB: number;
   vcpus: number;
+  /** Each container's writable disk (sparse ext4): the most it can write (a full disk is
+   *  ENOSPC in the guest). A container may ask for another size by annotation, up to
+   *  writableDiskMaxMiB (task/writable-disk.ts). */
   writableDiskMiB: number;
+  /** The largest writable disk the annotation may ask for. */
+  writableDiskMaxMiB: number;
+  /** Cap of each VM's console log, and of its VMM's own log, on the host (KiB): two files of
+   *  half of it each, rotated (sandbox/capped-log.ts). */
+  consoleLogMaxKiB: number;
   /** Containers one pod VM can hold (disk slot pairs it boots with; capped by the backend). */
   podMaxContainers: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
@@ -27,6 +35,8 @@ export const DEFAULT_CONFIG: SmolvmConfig = {
   memoryMiB: 256,
   vcpus: 1,
   writableDiskMiB: 1024,
+  writableDiskMaxMiB: 16 * 1024,
+  consoleLogMaxKiB: 1024,
   podMaxContainers: 8,
   logLevel: 'info',
   templates: true,
@@ -48,17 +58,32 @@ export const MAX_POOL_SIZE = 16;
 const isPoolSize = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_POOL_SIZE;
 const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
 const isDeadlineScale = (v: unknown): v is number => typeof v === 'number' && v >= MIN_DEADLINE_SCALE && v <= MAX_DEADLINE_SCALE;
+const intRange = (min: number, max: number) => (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+/** rootfs-builder/image/disk.ts: 16 MiB .. 16 TiB. */
+export const MIN_WRITABLE_DISK_MIB = 16;
+export const MAX_WRITABLE_DISK_MIB = 16 * 1024 * 1024;
+/** Two rotated files of at least 4 KiB each; at most 1 GiB in all. */
+export const MIN_CONSOLE_LOG_KIB = 8;
+export const MAX_CONSOLE_LOG_KIB = 1024 * 1024;
 
 export function parseConfig(text: string, file: string): SmolvmConfig {
   const t = parseToml(text, file);
-  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'pod_max_containers', 'log_level', 'templates', 'pool_size', 'agent_deadline_scale']);
+  const known = new Set(['backend', 'memory_mib', 'vcpus', 'writable_disk_mib', 'writable_disk_max_mib', 'console_log_max_kib', 'pod_max_containers', 'log_level', 'templates', 'pool_size', 'agent_deadline_scale']);
   for (const k of Object.keys(t)) if (!known.has(k)) throw new Error(`${file}: unknown key ${k}`);
   const cfg = { ...DEFAULT_CONFIG };
   const backend = pick(t, 'backend', file, (v): v is BackendChoice => v === 'auto' || v === 'kvm' || v === 'tcg', '"auto", "kvm" or "tcg"');
   if (backend) cfg.backend = backend;
   cfg.memoryMiB = pick(t, 'memory_mib', file, isPositiveInt, 'a positive integer') ?? cfg.memoryMiB;
   cfg.vcpus = pick(t, 'vcpus', file, isPositiveInt, 'a positive integer') ?? cfg.vcpus;
-  cfg.writableDiskMiB = pick(t, 'writable_disk_mib', file, isPositiveInt, 'a positive integer') ?? cfg.writableDiskMiB;
+  const diskMiB = `an integer from ${MIN_WRITABLE_DISK_MIB} to ${MAX_WRITABLE_DISK_MIB}`;
+  cfg.writableDiskMiB = pick(t, 'writable_disk_mib', file, intRange(MIN_WRITABLE_DISK_MIB, MAX_WRITABLE_DISK_MIB), diskMiB) ?? cfg.writableDiskMiB;
+  const maxDisk = pick(t, 'writable_disk_max_mib', file, intRange(MIN_WRITABLE_DISK_MIB, MAX_WRITABLE_DISK_MIB), diskMiB);
+  if (maxDisk !== undefined && maxDisk < cfg.writableDiskMiB) {
+    throw new Error(`${file}: writable_disk_max_mib (${maxDisk}) is less than writable_disk_mib (${cfg.writableDiskMiB})`);
+  }
+  // Unset, the ceiling is never below the default size itself.
+  cfg.writableDiskMaxMiB = maxDisk ?? Math.max(cfg.writableDiskMaxMiB, cfg.writableDiskMiB);
+  cfg.consoleLogMaxKiB = pick(t, 'console_log_max_kib', file, intRange(MIN_CONSOLE_LOG_KIB, MAX_CONSOLE_LOG_KIB), `an integer from ${MIN_CONSOLE_LOG_KIB} to ${MAX_CONSOLE_LOG_KIB}`) ?? cfg.consoleLogMaxKiB;
   cfg.podMaxContainers = pick(t, 'pod_max_containers', file, isPositiveInt, 'a positive integer') ?? cfg.podMaxContainers;
   const level = pick(t, 'log_level', file, (v): v is SmolvmConfig['logLevel'] => ['debug', 'info', 'warn', 'error'].includes(v as string), 'debug, info, warn or error');
   if (level) cfg.logLevel = level;

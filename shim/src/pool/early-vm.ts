@@ -28,12 +28,13 @@ export function startEarlyVm(opts: EarlyVmOptions): WarmVm {
   const booting: Promise<PodVm | null> = PodVm.boot({
     sandboxId: `early-${process.pid}`, backend: opts.backend, paths: opts.paths, memoryMiB: config.memoryMiB,
     vcpus: config.vcpus, maxContainers: config.podMaxContainers, templates: config.templates, log,
-    onVmStarted: (vm, vmDir) => {
+    logMaxBytes: config.consoleLogMaxKiB * 1024,
+    onVmStarted: (vm, vmDir, dataDir) => {
       // Released before its VMM even existed (the first Create failed at once): no record,
       // that container's state file is gone for good. The boot completes and the VM goes.
       if (warm.releasing) return;
       opts.record({
-        backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir, sockets: vm.sockets, disks: {},
+        backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir, dataDir, sockets: vm.sockets, disks: {},
       });
     },
   }).then(

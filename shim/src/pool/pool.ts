@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { acquireLock } from '../../../rootfs-builder/image/lock';
-import { repoRoot, type Paths } from '../config/paths';
+import { recordedVmDataDir, repoRoot, type Paths } from '../config/paths';
 import { detachAll } from '../sandbox/host-mounts';
 import { sweepOrphanedVmms, type VmmSweepResult } from '../sandbox/vmm-sweep';
 import { removeQuietly } from '../util/fsutil';
@@ -32,7 +32,7 @@ export interface SpareEntry {
   name: string;
   dir: string;
   owner: ProcessIdentity | null;
-  vm: (ProcessIdentity & { dir?: string }) | null;
+  vm: (ProcessIdentity & { dir?: string; dataDir?: string }) | null;
   /** Its claim socket exists: the VM is ready and claims are taken. */
   ready: boolean;
   /** Milliseconds since the entry was made. */
@@ -43,11 +43,15 @@ export function poolDir(paths: Paths): string {
   return path.join(paths.stateDir, 'pool');
 }
 
-function readIdentity(file: string): (ProcessIdentity & { dir?: string }) | null {
+function readIdentity(file: string): (ProcessIdentity & { dir?: string; dataDir?: string }) | null {
   try {
-    const raw = JSON.parse(fs.readFileSync(file, 'utf8')) as { pid?: unknown; startTime?: unknown; dir?: unknown };
+    const raw = JSON.parse(fs.readFileSync(file, 'utf8')) as { pid?: unknown; startTime?: unknown; dir?: unknown; dataDir?: unknown };
     if (!Number.isInteger(raw.pid) || (raw.pid as number) <= 0 || typeof raw.startTime !== 'string') return null;
-    return { pid: raw.pid as number, startTime: raw.startTime, ...(typeof raw.dir === 'string' ? { dir: raw.dir } : {}) };
+    return {
+      pid: raw.pid as number, startTime: raw.startTime,
+      ...(typeof raw.dir === 'string' ? { dir: raw.dir } : {}),
+      ...(typeof raw.dataDir === 'string' ? { dataDir: raw.dataDir } : {}),
+    };
   } catch {
     return null;
   }
@@ -93,6 +97,9 @@ async function sweepEntry(paths: Paths, entry: SpareEntry): Promise<void> {
     await detachAll([], path.resolve(entry.vm.dir));
     removeQuietly(path.resolve(entry.vm.dir));
   }
+  // Its disks and logs: only ever below the data root.
+  const dataDir = recordedVmDataDir(paths, entry.vm?.dataDir);
+  if (dataDir) removeQuietly(dataDir);
   removeQuietly(entry.dir);
 }
 

@@ -8,7 +8,7 @@
 //   fill.lock           held (O_EXCL, {pid,startTime}) by whoever is topping the pool up
 //   <spareId>/          one spare; spareId sorts by age ("<ms since epoch>-<pid>")
 //     owner.json        {"pid":N,"startTime":"…"}: the spare daemon (dead owner: stale entry)
-//     vm.json           {"pid":N,"startTime":"…","dir":"…"}: its VMM, for the sweep after a crash
+//     vm.json           {"pid":N,"startTime":"…","dir":"…","dataDir":"…"}: its VMM and VM dirs, for the sweep after a crash
 //     claim.sock        exists only while the spare takes claims (its VM is ready)
 //
 // A claim is one connection to claim.sock. The claimer writes, in UTF-8:

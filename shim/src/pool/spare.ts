@@ -198,9 +198,10 @@ export async function runSpare(): Promise<void> {
     pod = await PodVm.boot({
       sandboxId: `spare-${name}`, backend, paths, memoryMiB: config.memoryMiB, vcpus: config.vcpus,
       maxContainers: config.podMaxContainers, templates: config.templates, log,
-      onVmStarted: (vm, vmDir) => {
+      logMaxBytes: config.consoleLogMaxKiB * 1024,
+      onVmStarted: (vm, vmDir, dataDir) => {
         // Before the guest runs: a spare that dies from here on leaves a VM the sweep can find.
-        writeFileAtomic(path.join(dir, VM_FILE), JSON.stringify({ pid: vm.identity.pid, startTime: vm.identity.startTime ?? liveProcessStartTime(vm.identity.pid), dir: vmDir }));
+        writeFileAtomic(path.join(dir, VM_FILE), JSON.stringify({ pid: vm.identity.pid, startTime: vm.identity.startTime ?? liveProcessStartTime(vm.identity.pid), dir: vmDir, dataDir }));
       },
     });
     // The container's writable disk is the same for every container: attached now, not then.

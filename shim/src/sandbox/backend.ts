@@ -2,11 +2,10 @@
 // KVM VMM. A backend boots a generic VM — the same kernel, command line and initramfs for every
 // container — with a fixed set of disk slots, and hands back a byte stream to the guest agent.
 // Nothing about a container reaches the backend except the files behind the slots.
-import * as fs from 'node:fs';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log';
 import type { ProcessIdentity } from '../util/proc';
-import { readFileTail } from '../util/fsutil';
+import { readLogTail, tailLog } from './capped-log';
 
 export type BackendName = 'tcg' | 'kvm';
 
@@ -20,8 +19,15 @@ export interface DiskSlot {
 export interface VmConfig {
   /** Short id, used in process names and paths. */
   vmId: string;
-  /** The VM's own directory: sockets, console log. Exists; removed by the caller. */
+  /** The VM's own directory under the state dir (a tmpfs: host RAM): sockets and other small
+   *  state only. Exists; removed by the caller. */
   dir: string;
+  /** The VM's data directory on disk (`<cacheDir>/vms/<vmId>`, config/paths.ts): the console
+   *  and VMM logs, and the caller's disks. Exists; removed by the caller. */
+  dataDir: string;
+  /** Cap of the console log and of the VMM's own log on the host, each (capped-log.ts;
+   *  default DEFAULT_LOG_MAX_BYTES). */
+  logMaxBytes?: number;
   kernel: string;
   initramfs: string;
   cmdline: string;
@@ -49,9 +55,13 @@ export interface VmInstance {
   readonly identity: ProcessIdentity;
   /** Files and sockets to record in the state file (teardown works from these alone). */
   readonly sockets: Record<string, string>;
+  /** The guest console on the host: a capped log (`<file>` and `<file>.1`: readLogTail). */
   readonly consoleLog: string;
-  /** Resolves when the VMM process has exited. Never rejects. */
+  /** Resolves when the VMM process has exited and its logs are written. Never rejects. */
   readonly exited: Promise<VmExit>;
+  /** Resolves true once the guest console prints `text` after this call; false after
+   *  `timeoutMs` or when the VMM is gone first. */
+  consoleSays(text: string, timeoutMs: number): Promise<boolean>;
   /** A byte stream to the guest agent (not yet handshaken). */
   connectAgent(timeoutMs: number): Promise<Duplex>;
   /** What the VMM and the guest console said last: for error messages. */
@@ -122,15 +132,6 @@ export function kernelPanicLine(consoleText: string): string | null {
   return match ? match[0].trim() : null;
 }
 
-/** The end of a file (at most `maxBytes`), or "" when it cannot be read. */
-function fileTail(file: string, maxBytes: number): string {
-  try {
-    return readFileTail(file, maxBytes);
-  } catch {
-    return '';
-  }
-}
-
 /** One line on how a VMM process ended (or that it still runs). */
 export function describeVmmEnd(backend: BackendName, pid: number, exit: VmExit | null): string {
   const vmm = `the VMM (${VMM_PROGRAM[backend]}, pid ${pid})`;
@@ -152,7 +153,7 @@ export async function describeVmLoss(vm: VmInstance, waitMs = 2_000): Promise<st
     new Promise<null>((resolve) => { timer = setTimeout(() => resolve(null), waitMs); }),
   ]).finally(() => clearTimeout(timer));
   const end = describeVmmEnd(vm.backend, vm.identity.pid, exit);
-  const panic = kernelPanicLine(fileTail(vm.consoleLog, CONSOLE_SCAN_BYTES));
+  const panic = kernelPanicLine(readLogTail(vm.consoleLog, CONSOLE_SCAN_BYTES));
   return panic ? `the guest kernel panicked: "${panic}"; ${end}` : end;
 }
 
@@ -168,12 +169,8 @@ export async function vmLossReport(vm: VmInstance): Promise<VmLossReport> {
   return { reason, diagnostics: vm.diagnostics() };
 }
 
-/** The last lines of a log file, for error messages (a guest panic names itself there). */
+/** The last lines of a log file, capped or plain, for error messages (a guest panic names
+ *  itself there). */
 export function tailFile(file: string, maxLines = 20): string {
-  try {
-    const text = fs.readFileSync(file, 'utf8');
-    return text.trimEnd().split('\n').slice(-maxLines).join('\n');
-  } catch {
-    return '';
-  }
+  return tailLog(file, maxLines);
 }

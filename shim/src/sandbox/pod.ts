@@ -3,14 +3,16 @@
 // backend:
 // - hotplug (Backend.hotplugDisks: tcg's virtio-scsi): the VM boots with no disk at all and a
 //   joining container's disks are hot-added (VmInstance.attachDisk): the content-addressed
-//   erofs image from the cache read-only as it is, a fresh sparse ext4 file in the VM dir;
-//   removed again (detachDisk) when it leaves. Only pod_max_containers caps the pod.
+//   erofs image from the cache read-only as it is, a fresh sparse ext4 file in the VM's data
+//   dir (on disk); removed again (detachDisk) when it leaves. Only pod_max_containers caps the pod.
 // - slot pairs (virtio-mmio has no hotplug: kvm): the VM boots with a fixed number of disk slot
-//   pairs behind empty placeholder files. A joining container takes a free pair: its image and
+//   pairs behind empty placeholder files (in the VM's data dir). A joining container takes a free pair: its image and
 //   a fresh ext4 disk are written into the pair's files in place, the VMM is told the sizes
 //   changed (VmInstance.refreshSlot), and the agent mounts them once the guest sees those sizes
 //   (DiskSlot.size_bytes).
-// The VM lives as long as one of its containers.
+// Either way the writable disk has the size the container asked for (its annotation, else the
+// config's): it is the most the container can write. The VM lives as long as one of its
+// containers.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createWritableDisk, rewriteWritableDisk } from '../../../rootfs-builder/image';
@@ -18,7 +20,7 @@ import type { Paths } from '../config/paths';
 import { Code, RpcError, unavailable } from '../errdefs';
 import type { Logger } from '../log';
 import type { Backend, DiskSlot, VmInstance } from './backend';
-import { Sandbox } from './sandbox';
+import { Sandbox, type VmDirs } from './sandbox';
 import { copyIntoSlot, createPlaceholder, emptySlotFile } from './slot-files';
 
 /** A slot as the agent's CreateContainer names it: the serial and the size to wait for. */
@@ -41,7 +43,9 @@ export interface PodBootOptions {
   log: Logger;
   bootTimeoutMs?: number;
   /** As Sandbox's: the VMM exists, the guest has not run (the host cgroup goes here). */
-  onVmStarted?: (vm: VmInstance, vmDir: string) => void;
+  onVmStarted?: (vm: VmInstance, vmDir: string, dataDir: string) => void;
+  /** Cap of the console log and of the VMM's log (config console_log_max_kib). */
+  logMaxBytes?: number;
   /** After the VM is gone for good (the host cgroup is removed here). */
   onDestroyed?: () => Promise<void>;
 }
@@ -129,8 +133,9 @@ export class PodVm {
     const capacity = podCapacity(opts.backend, opts.maxContainers);
     const hotplug = usesHotplug(opts.backend);
     const log = opts.log.child({ pod: opts.sandboxId });
-    let vmDirSeen = '';
+    let dirsSeen: VmDirs = { dir: '', dataDir: '' };
     const sandbox = await Sandbox.boot({
+      logMaxBytes: opts.logMaxBytes,
       diskHotplug: hotplug,
       backend: opts.backend,
       paths: opts.paths,
@@ -139,18 +144,18 @@ export class PodVm {
       templates: opts.templates,
       log,
       bootTimeoutMs: opts.bootTimeoutMs,
-      prepareSlots: async (vmDir: string): Promise<DiskSlot[]> => {
-        vmDirSeen = vmDir;
+      prepareSlots: async (dirs: VmDirs): Promise<DiskSlot[]> => {
+        dirsSeen = dirs;
         const slots: DiskSlot[] = [];
         // Hotplug: no disk at boot (the template of a pod VM holds none either).
         for (let i = 0; !hotplug && i < capacity * 2; i++) {
-          const file = path.join(vmDir, `slot${i}.disk`);
+          const file = path.join(dirs.dataDir, `slot${i}.disk`);
           createPlaceholder(file);
           slots.push({ serial: `slot${i}`, path: file, readOnly: i % 2 === 0 });
         }
         return slots;
       },
-      onVmStarted: (vm) => opts.onVmStarted?.(vm, vmDirSeen),
+      onVmStarted: (vm) => opts.onVmStarted?.(vm, dirsSeen.dir, dirsSeen.dataDir),
     });
     log.info('pod vm ready', { containers_max: capacity, disks: hotplug ? 'hotplug' : 'slot pairs', pid: sandbox.vm.identity.pid });
     return new PodVm(opts.sandboxId, sandbox, sandbox.slots, opts, hotplug ? capacity : null);
@@ -240,7 +245,7 @@ export class PodVm {
     const vm = this.sandbox.vm;
     if (!this.hotplug || this.readyWritable || !vm.attachDisk) return;
     const n = this.diskSeq++;
-    const slot: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dir, `pod${n}-rw.ext4`), readOnly: false };
+    const slot: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dataDir, `pod${n}-rw.ext4`), readOnly: false };
     await createWritableDisk(slot.path, bytes, { cacheDir });
     await vm.attachDisk(slot);
     this.readyWritable = { slot, bytes };
@@ -248,7 +253,7 @@ export class PodVm {
 
   /**
    * Hotplug: the image hot-added read-only as it is (no copy), a fresh sparse ext4 file in the
-   * VM dir hot-added writable. Fresh devices: the agent mounts them as soon as it finds them
+   * VM's data dir hot-added writable. Fresh devices: the agent mounts them as soon as it finds them
    * (size 0: no capacity change to wait for). On a failure what was attached stays recorded
    * and `release` (which the caller always runs) takes it away.
    */
@@ -260,6 +265,9 @@ export class PodVm {
     const n = this.diskSeq++;
     const image: DiskSlot = { serial: `pod${n}-img`, path: content.imagePath, readOnly: true };
     const ready = this.readyWritable?.bytes === content.writableDiskBytes ? this.readyWritable : null;
+    // Made ahead with the config's size, but this container asked for another (its annotation):
+    // it gets a disk of its own size; the one made ahead is of no use to anyone, it goes.
+    if (!ready) await this.discardReadyWritable();
     if (ready) {
       // Made and attached before this container came (prepareWritable): it is this member's now.
       this.readyWritable = null;
@@ -269,7 +277,7 @@ export class PodVm {
       disks.attached.push(image.serial);
       return { image: { serial: image.serial, sizeBytes: 0 }, writable: { serial: ready.slot.serial, sizeBytes: 0 } };
     }
-    const writable: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dir, `pod${n}-rw.ext4`), readOnly: false };
+    const writable: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dataDir, `pod${n}-rw.ext4`), readOnly: false };
     await createWritableDisk(writable.path, content.writableDiskBytes, { cacheDir: content.cacheDir });
     disks.ownFiles.push(writable.path);
     await vm.attachDisk(writable);
@@ -277,6 +285,20 @@ export class PodVm {
     await vm.attachDisk(image);
     disks.attached.push(image.serial);
     return { image: { serial: image.serial, sizeBytes: 0 }, writable: { serial: writable.serial, sizeBytes: 0 } };
+  }
+
+  /** Hotplug: detaches and removes the writable disk made ahead (prepareWritable), if any. */
+  private async discardReadyWritable(): Promise<void> {
+    const ready = this.readyWritable;
+    if (!ready) return;
+    this.readyWritable = null;
+    try {
+      await this.sandbox.vm.detachDisk?.(ready.slot.serial);
+      await fs.promises.rm(ready.slot.path, { force: true });
+    } catch (err) {
+      // Still attached: it goes with the VM's data dir.
+      this.log.warn('could not remove an unused writable disk', { pod: this.sandboxId, serial: ready.slot.serial, error: String(err) });
+    }
   }
 
   /** Hotplug: removes the member's disks from the VM and its writable file. */

@@ -1,16 +1,19 @@
 // A Sandbox is one microVM, booted generic up to "agent ready": the guest agent has answered
 // the handshake and no container exists yet. Containers arrive afterwards through the agent,
-// on disks the VMM put in fixed slots. Everything of the VM lives in its own directory.
+// on disks the VMM put in fixed slots. Everything of the VM lives in its own two directories:
+// small state (sockets) under the state dir, what grows with the guest (disks, logs) in its
+// data dir on disk (config/paths.ts); both are removed with the VM.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient, type DeadlineExpiry } from '../agent/client';
-import type { Paths } from '../config/paths';
+import { vmDataDir, type Paths } from '../config/paths';
 import { RpcError } from '../errdefs';
 import type { Logger } from '../log';
 import { removeQuietly } from '../util/fsutil';
 import { killIdentified } from '../util/proc';
 import { VMM_PROGRAM, vmLossReport, type Backend, type DiskSlot, type VmConfig, type VmInstance, type VmLossReport } from './backend';
+import { DEFAULT_LOG_MAX_BYTES } from './capped-log';
 import { guestArtifacts } from './guest';
 import { HostShares } from './host-mounts';
 import { startVm } from './template/start';
@@ -21,8 +24,9 @@ export interface SandboxOptions {
   paths: Paths;
   memoryMiB: number;
   vcpus: number;
-  /** Called with the VM's directory: returns the files to put behind the disk slots. */
-  prepareSlots: (vmDir: string) => Promise<DiskSlot[]>;
+  /** Called with the VM's directories: returns the files to put behind the disk slots (made
+   *  in `dataDir`, on disk: never under the state dir). */
+  prepareSlots: (dirs: VmDirs) => Promise<DiskSlot[]>;
   log: Logger;
   /** Called as soon as the VMM process exists (before the guest is ready). */
   onVmStarted?: (vm: VmInstance) => void;
@@ -32,6 +36,16 @@ export interface SandboxOptions {
   templates?: boolean;
   /** Boot with the backend's disk hotplug controller (VmConfig.diskHotplug): a pod VM. */
   diskHotplug?: boolean;
+  /** Cap of the console log and of the VMM's log (config console_log_max_kib). */
+  logMaxBytes?: number;
+}
+
+/** A VM's two directories (config/paths.ts). */
+export interface VmDirs {
+  /** `<stateDir>/vms/<vmId>`: sockets and other small state. */
+  dir: string;
+  /** `<cacheDir>/vms/<vmId>`: disks, slot files, logs. */
+  dataDir: string;
 }
 
 export class Sandbox {
@@ -42,6 +56,8 @@ export class Sandbox {
   private constructor(
     readonly vmId: string,
     readonly dir: string,
+    /** On disk: this VM's disks and logs (removed with it). */
+    readonly dataDir: string,
     readonly vm: VmInstance,
     readonly agent: AgentClient,
     readonly slots: DiskSlot[],
@@ -115,6 +131,7 @@ export class Sandbox {
   static async boot(opts: SandboxOptions): Promise<Sandbox> {
     const vmId = randomBytes(6).toString('hex');
     const dir = Sandbox.vmDir(opts.paths, vmId);
+    const dataDir = vmDataDir(opts.paths, vmId);
     const log = opts.log.child({ vm: vmId });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     markVmDirOwner(dir); // whose it is, should we die before its VMM runs (vmm-exec.ts)
@@ -123,9 +140,10 @@ export class Sandbox {
     // The 9p share is exported (read-only, host-mounts.ts) before the VMM opens it.
     const exporting = opts.backend.supportsDirShares ? HostShares.export(dir, log) : Promise.resolve(null);
     try {
-      const [guest, slots, shares] = await Promise.all([guestArtifacts(opts.paths.cacheDir), opts.prepareSlots(dir), exporting]);
+      fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      const [guest, slots, shares] = await Promise.all([guestArtifacts(opts.paths.cacheDir), opts.prepareSlots({ dir, dataDir }), exporting]);
       const config: VmConfig = {
-        vmId, dir,
+        vmId, dir, dataDir, logMaxBytes: opts.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
         kernel: guest.kernel.vmlinux, initramfs: guest.initramfs, cmdline: `${guest.cmdline} ${opts.backend.kernelArgs}`.trim(),
         memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, slots,
         ...(opts.diskHotplug ? { diskHotplug: true } : {}),
@@ -139,13 +157,14 @@ export class Sandbox {
           opts.onVmStarted?.(started);
         },
       });
-      return new Sandbox(vmId, dir, ready, agent, slots, log, restoredFrom, shares);
+      return new Sandbox(vmId, dir, dataDir, ready, agent, slots, log, restoredFrom, shares);
     } catch (err) {
       const detail = vm ? vm.diagnostics() : '';
       if (vm) await vm.kill();
       // Its mounts before the directory (removeQuietly does not cross a mount).
       await (await exporting.catch(() => null))?.releaseAll();
       removeQuietly(dir);
+      removeQuietly(dataDir);
       const msg = err instanceof Error ? err.message : String(err);
       const full = detail && !msg.includes(detail) ? `${msg}\n${detail}` : msg;
       // Keep the errdefs code (bad input stays InvalidArgument for containerd).
@@ -153,7 +172,7 @@ export class Sandbox {
     }
   }
 
-  /** Stops the VM and removes its directory (disks, sockets, logs). Idempotent. */
+  /** Stops the VM and removes its directories (disks, sockets, logs). Idempotent. */
   destroy(): Promise<void> {
     if (!this.destroyed) {
       this.destroyed = (async () => {
@@ -161,7 +180,7 @@ export class Sandbox {
         await this.vm.kill();
         // Host bind mounts first: the removal below never descends into a mount anyway.
         await this.shares?.releaseAll();
-        const left = removeQuietly(this.dir);
+        const left = [...removeQuietly(this.dir), ...removeQuietly(this.dataDir)];
         if (left.length > 0) this.log.warn('vm directory not fully removed (mounts left?)', { left: left.join(' ') });
         this.log.debug('vm destroyed');
       })();

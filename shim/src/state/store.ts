@@ -1,6 +1,6 @@
 // Per-container state on disk, versioned and written atomically. `delete` (run by containerd
 // when the daemon is gone) and any later daemon work from this file alone: it names the VMM
-// process (pid + start time), the VM's directory, sockets and disks.
+// process (pid + start time), the VM's directories, sockets and disks.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../util/fsutil';
@@ -15,8 +15,12 @@ export interface VmRecord {
   /** The VMM process (qemu or smolvm-vmm): pid + /proc start time. */
   pid: number;
   pidStartTime: string;
-  /** Directory holding everything of this VM (sockets, console log, writable disks). */
+  /** The VM's state directory (sockets, small files): `<stateDir>/vms/<vmId>`. */
   dir: string;
+  /** The VM's data directory on disk (writable disks, slot files, console and VMM logs):
+   *  `<cacheDir>/vms/<vmId>`. Absent in state files written before it existed (their VMs kept
+   *  everything in `dir`). */
+  dataDir?: string;
   sockets: Record<string, string>;
   disks: Record<string, string>;
   /** Host cgroup directories smolvm created for the VMM (linux.cgroupsPath), parents first. */

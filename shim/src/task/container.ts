@@ -15,13 +15,14 @@ import { guestResources } from '../oci/resources';
 import type { OciProcess, OciSpec } from '../oci/spec';
 import type { Backend, DiskSlot, VmInstance } from '../sandbox/backend';
 import { assertDirSharesSupported } from '../sandbox/host-mounts';
-import { Sandbox } from '../sandbox/sandbox';
+import { Sandbox, type VmDirs } from '../sandbox/sandbox';
 import { resolveCgroupsPath, VmmCgroup } from '../sandbox/host-cgroup';
 import { PodRegistry } from '../sandbox/pod-registry';
 import type { PodVm } from '../sandbox/pod';
 import { GuestProcess } from './guest-process';
 import { maxLimitForVm, vmMemoryMiB } from './memory-sizing';
 import { joinPod, type PodMembership } from './pod-member';
+import { writableDiskBytes } from './writable-disk';
 import { ProcessState, type ExitInfo } from './process';
 
 /** Fixed slots every VM boots with: the image and the writable layer. */
@@ -40,14 +41,20 @@ export interface ContainerOptions {
   paths: Paths;
   memoryMiB: number;
   vcpus: number;
+  /** The writable disk's size unless the container's annotation asks for another (config
+   *  writable_disk_mib; task/writable-disk.ts). */
   writableDiskBytes: number;
+  /** The largest size the annotation may ask for (config writable_disk_max_mib). */
+  writableDiskMaxBytes?: number;
+  /** Cap of the VM's console log and of its VMM's log (config console_log_max_kib). */
+  logMaxBytes?: number;
   /** Restore the VM from a template when one is valid (default true; config `templates`). */
   templates?: boolean;
   log: Logger;
-  /** Called as soon as the VMM process exists, before it is ready: record it on disk. */
   /** Called as soon as the VMM exists (already in its host cgroup): record it on disk. The
-   *  cgroup directories smolvm created are passed so that `delete` can remove them too. */
-  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[]) => void;
+   *  cgroup directories smolvm created and the VM's data dir are passed so that `delete` can
+   *  remove them too. */
+  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[], dataDir: string) => void;
   /** Called after the init process exited and all its output was delivered. */
   onExit?: (info: ExitInfo) => void;
   /** terminal=true for the init process (containerd's request may say so when the spec does not). */
@@ -184,7 +191,11 @@ export class Container {
     // cgroup enforces the limit itself).
     const limits = guestResources(opts.spec.linux?.resources, `container ${opts.id}`);
     if (limits.notApplied.length > 0) opts.log.warn('linux.resources not applied in the guest', { sections: limits.notApplied.join(',') });
-    opts = { ...opts, memoryMiB: vmMemoryMiB(opts.memoryMiB, limits.memoryLimitBytes, `container ${opts.id}`) };
+    opts = {
+      ...opts,
+      memoryMiB: vmMemoryMiB(opts.memoryMiB, limits.memoryLimitBytes, `container ${opts.id}`),
+      writableDiskBytes: writableDiskBytes(opts.spec.annotations, { defaultBytes: opts.writableDiskBytes, maxBytes: opts.writableDiskMaxBytes }, `container ${opts.id}`),
+    };
     const { id, spec, log } = opts;
     if (!spec.process) throw new RpcError(3, `container ${id}: config.json has no process`);
     const terminal = opts.terminal ?? spec.process.terminal ?? false;
@@ -193,7 +204,7 @@ export class Container {
     const initSpec = agentProcess(spec.process, terminal, `container ${id}`);
     const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
     assertDirSharesSupported(opts.backend, guestConfig.shares, id);
-    let vmDirSeen = '';
+    let dirsSeen: VmDirs = { dir: '', dataDir: '' };
     const takeWarm = async (): Promise<PodVm | undefined> => {
       const warm = (await opts.warm?.take(opts.memoryMiB, opts.vcpus)) ?? undefined;
       if (warm) log.info('vm taken from the warm pool', { spare: warm.sandboxId, restored_from: warm.sandbox.restoredFrom ?? 'cold boot', pid: warm.sandbox.vm.identity.pid });
@@ -217,10 +228,12 @@ export class Container {
       memoryMiB: opts.memoryMiB,
       vcpus: opts.vcpus,
       templates: opts.templates,
+      logMaxBytes: opts.logMaxBytes,
       log,
-      prepareSlots: async (vmDir: string): Promise<DiskSlot[]> => {
-        vmDirSeen = vmDir;
-        const writable = path.join(vmDir, 'writable.ext4');
+      prepareSlots: async (dirs: VmDirs): Promise<DiskSlot[]> => {
+        dirsSeen = dirs;
+        // On disk, in the VM's data dir: what the container writes is never host RAM.
+        const writable = path.join(dirs.dataDir, 'writable.ext4');
         const [image] = await Promise.all([
           ensureImage(opts.rootfs, { cacheDir: opts.paths.cacheDir, log: (m: string) => log.info(m) }),
           createWritableDisk(writable, opts.writableDiskBytes, { cacheDir: opts.paths.cacheDir }),
@@ -235,7 +248,7 @@ export class Container {
         // Before the guest runs anything, so the host accounts and limits the whole VM. A
         // failure here throws out of boot, which kills the VM.
         hostCgroup.place(vm.identity.pid);
-        opts.onVmStarted?.(vm, vmDirSeen, hostCgroup.createdDirs);
+        opts.onVmStarted?.(vm, dirsSeen.dir, hostCgroup.createdDirs, dirsSeen.dataDir);
       },
     }).catch(async (err: unknown) => {
       await hostCgroup.release();
@@ -301,7 +314,7 @@ export class Container {
       registry: pod.registry, sandboxId: pod.sandboxId, containerId: id, rootfs: opts.rootfs,
       writableDiskBytes: opts.writableDiskBytes, backend: opts.backend, paths: opts.paths,
       memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, maxContainers: pod.maxContainers, cgroupPath, log,
-      templates: opts.templates, onVmStarted: opts.onVmStarted, adopt,
+      templates: opts.templates, onVmStarted: opts.onVmStarted, adopt, logMaxBytes: opts.logMaxBytes,
     });
     const sandbox = membership.sandbox;
     try {

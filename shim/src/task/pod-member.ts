@@ -29,8 +29,11 @@ export interface PodJoinOptions {
   /** This container's linux.cgroupsPath, resolved: used if it is the one that boots the VM. */
   cgroupPath: string | null;
   log: Logger;
-  /** The VM exists (booted now or before): record it on disk with its host cgroup dirs. */
-  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[]) => void;
+  /** The VM exists (booted now or before): record it on disk with its host cgroup dirs and
+   *  its data dir. */
+  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[], dataDir: string) => void;
+  /** Cap of the console log and of the VMM's log of a VM booted here. */
+  logMaxBytes?: number;
   /** A VM that is already running (a warm-pool spare's): taken instead of booting one. */
   adopt?: PodVm;
 }
@@ -50,11 +53,12 @@ function bootPod(opts: PodJoinOptions, hostCgroupDirs: string[]): Promise<PodVm>
   return PodVm.boot({
     sandboxId: opts.sandboxId, backend: opts.backend, paths: opts.paths, memoryMiB: opts.memoryMiB,
     vcpus: opts.vcpus, maxContainers: opts.maxContainers, log: opts.log, templates: opts.templates,
-    onVmStarted: (vm, vmDir) => {
+    logMaxBytes: opts.logMaxBytes,
+    onVmStarted: (vm, vmDir, dataDir) => {
       // Before the guest runs: the host accounts and limits the whole pod VM.
       cgroup.place(vm.identity.pid);
       // Recorded at once: a daemon killed during the boot must not leak the VM.
-      opts.onVmStarted?.(vm, vmDir, hostCgroupDirs);
+      opts.onVmStarted?.(vm, vmDir, hostCgroupDirs, dataDir);
     },
     onDestroyed: () => cgroup.release(opts.log),
   }).catch(async (err: unknown) => {
@@ -117,7 +121,7 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
     }
   });
   try {
-    opts.onVmStarted?.(sandbox.vm, sandbox.dir, podCgroupDirs.get(pod) ?? []);
+    opts.onVmStarted?.(sandbox.vm, sandbox.dir, podCgroupDirs.get(pod) ?? [], sandbox.dataDir);
     const built = await image;
     log.info(built.built ? 'guest image built' : 'guest image cache hit', { image: built.key, pod: sandboxId });
     const slots = await pod.fill(id, { imagePath: built.path, writableDiskBytes: opts.writableDiskBytes, cacheDir: opts.paths.cacheDir });

@@ -43,6 +43,10 @@ export interface TaskServiceOptions {
   memoryMiB: number;
   vcpus: number;
   writableDiskBytes: number;
+  /** The largest writable disk a container's annotation may ask for (writable_disk_max_mib). */
+  writableDiskMaxBytes?: number;
+  /** Cap of each VM's console log and VMM log (console_log_max_kib). */
+  logMaxBytes?: number;
   /** Called when Shutdown finds no container left: the daemon exits. */
   onShutdown: () => void;
   /** Called before that Shutdown is answered: the daemon stops being findable (its socket
@@ -228,10 +232,11 @@ export class TaskService {
         stdio: { stdin: hostStdio.stdin, stdout: hostStdio.stdout, stderr: hostStdio.stderr },
         backend: this.opts.backend, paths: this.opts.paths,
         memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
+        writableDiskMaxBytes: this.opts.writableDiskMaxBytes, logMaxBytes: this.opts.logMaxBytes,
         templates: this.opts.templates, agentDeadlineScale: this.opts.agentDeadlineScale,
         log, pod: this.podFor(id, spec.annotations), warm: this.opts.warm,
-        onVmStarted: (vm, vmDir, hostCgroupDirs) => this.persist(ident, 'creating', null, {
-          backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir,
+        onVmStarted: (vm, vmDir, hostCgroupDirs, dataDir) => this.persist(ident, 'creating', null, {
+          backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir, dataDir,
           sockets: vm.sockets, disks: {}, hostCgroupDirs,
         }),
         onHostMounts: (points) => this.persist(ident, 'creating', null, undefined, points),

@@ -27,11 +27,17 @@ std::shared_ptr<VirtioConsole> MakeVirtioConsole(UniqueFd output, UniqueFd input
 VirtioConsole::VirtioConsole(UniqueFd output, UniqueFd input, EventLoop* loop)
     : QueueDeviceBase({kConsoleQueueSize, kConsoleQueueSize}, 0),
       output_(std::move(output)),
+      sink_(output_.get(), "virtio-console"),
       input_(std::move(input)),
       loop_(loop) {}
 
 VirtioConsole::~VirtioConsole() {
   if (input_registered_) loop_->Remove(input_.get());
+}
+
+uint64_t VirtioConsole::dropped_bytes() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return sink_.dropped_bytes();
 }
 
 void VirtioConsole::ReadConfig(uint64_t, uint8_t* data, uint32_t len) {
@@ -52,20 +58,8 @@ void VirtioConsole::TransmitLocked() {
   bool used = false;
   while (std::optional<DescriptorChain> chain = queue.Pop()) {
     SegmentCursor in(*memory_, chain->readable);
-    for (const iovec& span : in.PeekSpans(in.remaining())) {
-      const auto* host = static_cast<const uint8_t*>(span.iov_base);
-      size_t done = 0;
-      while (!output_broken_ && done < span.iov_len) {
-        ssize_t n = write(output_.get(), host + done, span.iov_len - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          Log(std::string("virtio-console: output stopped: ") + strerror(errno));
-          output_broken_ = true;
-          break;
-        }
-        done += static_cast<size_t>(n);
-      }
-    }
+    for (const iovec& span : in.PeekSpans(in.remaining()))
+      sink_.Write(static_cast<const uint8_t*>(span.iov_base), span.iov_len);
     queue.AddUsed(chain->head, 0);
     used = true;
   }

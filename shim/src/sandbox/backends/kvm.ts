@@ -2,6 +2,9 @@
 // the node addon. The same kernel, initramfs and disk slots as tcg; the agent channel is
 // virtio-vsock (guest cid 3, port 1024) whose host side is the VMM's hybrid unix socket
 // (`CONNECT <port>\n` → `OK <port>\n`). Every host file goes to the VMM as a descriptor.
+// The serial console and the VMM's own stderr are pipes this process reads into capped logs in
+// the VM's data dir (capped-log.ts); the VMM writes its serial output non-blocking, so a slow
+// reader costs dropped console bytes, never a stalled vCPU.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -10,7 +13,9 @@ import { failedPrecondition } from '../../errdefs';
 import type { Logger } from '../../log';
 import { processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
 import { tailFile, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { CappedLog, DEFAULT_LOG_MAX_BYTES, logsDrained } from '../capped-log';
 import { probeHost } from '../host';
+import { loadVmmAddon } from '../vmm/addon';
 import { VmmClient } from '../vmm/client';
 import { vmmBuildStatus } from '../vmm/locate';
 import { readExitRecord } from '../vmm/protocol';
@@ -96,13 +101,25 @@ class KvmVm implements VmInstance {
   constructor(
     readonly identity: ProcessIdentity,
     readonly sockets: Record<string, string>,
-    readonly consoleLog: string,
+    private readonly console: CappedLog,
     private readonly client: VmmClient,
-    private readonly vmmLog: string,
+    private readonly vmmOutput: CappedLog,
     private readonly exitRecord: string,
     private readonly hostHint: string,
   ) {
-    this.exited = client.terminated.then((t) => ({ code: t.code, signal: t.signal }));
+    // Exited, and its last words logged: both pipes reach EOF as the VMM exits.
+    this.exited = client.terminated.then(async (t) => {
+      await logsDrained([console, vmmOutput]);
+      return { code: t.code, signal: t.signal };
+    });
+  }
+
+  get consoleLog(): string {
+    return this.console.file;
+  }
+
+  consoleSays(text: string, timeoutMs: number): Promise<boolean> {
+    return this.console.waitFor(text, timeoutMs);
   }
 
   async connectAgent(timeoutMs: number): Promise<Duplex> {
@@ -131,7 +148,7 @@ class KvmVm implements VmInstance {
     const parts: string[] = [];
     const account = this.client.exitReason ?? readExitRecord(this.exitRecord);
     if (account) parts.push(`smolvm-vmm: ${account.reason}${account.detail ? `: ${account.detail}` : ''}`);
-    const vmmLog = tailFile(this.vmmLog, 8);
+    const vmmLog = tailFile(this.vmmOutput.file, 8);
     if (vmmLog) parts.push(`smolvm-vmm log:\n${vmmLog}`);
     const console = tailFile(this.consoleLog, 15);
     parts.push(console ? `guest console:\n${console}` : 'guest console: (empty: the kernel died before printing anything)');
@@ -176,6 +193,9 @@ class KvmVm implements VmInstance {
           if (!inTime && !this.client.exited) this.client.signal('SIGKILL');
         }
         await Promise.race([this.exited, waitGone(this.identity, 5000)]);
+        // Gone (or not killable): nothing written to its files from now on.
+        this.console.close();
+        this.vmmOutput.close();
       })();
     }
     return this.killing;
@@ -211,8 +231,8 @@ export class KvmBackend implements Backend {
     for (const slot of config.slots) {
       if (!fs.existsSync(slot.path)) throw new Error(`disk slot ${slot.serial}: ${slot.path} does not exist`);
     }
-    const consoleLog = path.join(config.dir, 'console.log');
-    const vmmLog = path.join(config.dir, 'vmm.log');
+    const consoleLog = path.join(config.dataDir, 'console.log');
+    const vmmLog = path.join(config.dataDir, 'vmm.log');
     const vsockSocket = path.join(config.dir, 'vsock.sock');
     const exitRecord = path.join(config.dir, 'vmm-exit.json');
     const host = probeHost(true);
@@ -222,13 +242,29 @@ export class KvmBackend implements Backend {
       throw failedPrecondition(`backend kvm: ${PVM_HINT} (${FORCE_ON_PVM_ENV}=1 boots anyway, e.g. a PVM-patched guest kernel)`);
     }
     log.debug('booting kvm vm', { vm: config.vmId, binary: this.binary ?? build.artifacts.binary });
-    const client = await VmmClient.spawn({ vmDir: config.dir, binary: this.binary ?? build.artifacts.binary, logFile: vmmLog });
+    const addon = loadVmmAddon();
+    const vmmOutput = new CappedLog(vmmLog, config.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+    const guestConsole = new CappedLog(consoleLog, config.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+    let client: VmmClient;
+    // The VMM's stdout/stderr: its own warnings, some of them about what the guest does.
+    const logWriteEnd = pipeInto(addon, vmmOutput);
+    try {
+      client = await VmmClient.spawn({ vmDir: config.dir, binary: this.binary ?? build.artifacts.binary, logFd: logWriteEnd });
+    } catch (err) {
+      vmmOutput.close();
+      guestConsole.close();
+      throw err;
+    } finally {
+      fs.closeSync(logWriteEnd);
+    }
     const startTime = processStartTime(client.pid);
     const vm = new KvmVm(
       { pid: client.pid, startTime: startTime ?? '' },
       { vsock: vsockSocket, exitRecord },
-      consoleLog, client, vmmLog, exitRecord, hostHint,
+      guestConsole, client, vmmOutput, exitRecord, hostHint,
     );
+    // COM1's output: the VMM holds the only write end once configure has sent it.
+    const serialWriteEnd = pipeInto(addon, guestConsole);
     try {
       // The VMM is our unreaped child until `terminated`: /proc/<pid>/stat is there.
       if (startTime === null) throw new Error(`smolvm-vmm (pid ${client.pid}) vanished right after its hello`);
@@ -238,7 +274,7 @@ export class KvmBackend implements Backend {
         restore: { state: config.incomingState, memory: kvmMemoryFileOf(config.incomingState) },
         memoryMiB: config.memoryMiB,
         vcpus: config.vcpus,
-        serial: consoleLog,
+        serial: { fd: serialWriteEnd },
         disks,
         vsock: { guestCid: GUEST_CID, udsPath: vsockSocket },
         exitRecordPath: exitRecord,
@@ -248,7 +284,7 @@ export class KvmBackend implements Backend {
         kernel: config.kernel,
         initramfs: config.initramfs,
         cmdline: config.cmdline,
-        serial: consoleLog,
+        serial: { fd: serialWriteEnd },
         disks,
         vsock: { guestCid: GUEST_CID, udsPath: vsockSocket },
         exitRecordPath: exitRecord,
@@ -256,10 +292,20 @@ export class KvmBackend implements Backend {
       log.debug('kvm vm configured', { vm: config.vmId, boot: configured.boot, cmdline: configured.cmdline });
       await client.start();
     } catch (err) {
+      fs.closeSync(serialWriteEnd);
       await vm.kill();
       const msg = err instanceof Error ? err.message : String(err);
       throw new Error(`kvm backend: ${msg}\n${vm.diagnostics()}`);
     }
+    fs.closeSync(serialWriteEnd);
     return vm;
   }
+}
+
+/** A new pipe whose read end feeds `log` (until EOF); returns the write end, for the VMM. */
+function pipeInto(addon: ReturnType<typeof loadVmmAddon>, log: CappedLog): number {
+  const { read, write } = addon.makePipe();
+  // A net.Socket over a pipe fd reads it non-blocking on the event loop (never a pool thread).
+  log.attach(new net.Socket({ fd: read, readable: true, writable: false }));
+  return write;
 }

@@ -1,15 +1,18 @@
 // The tcg backend: Debian's qemu-system-x86_64, `-M microvm` under TCG. Portable (no KVM
 // needed) and slow; the same kernel, initramfs and disk images as the kvm backend. The agent
 // channel is a raw virtserialport (not virtconsole: its tty layer rewrites bytes) wired to a
-// unix socket that QEMU listens on.
+// unix socket that QEMU listens on. The guest console and QEMU's own output reach the host
+// through socketpairs that this process reads into capped logs in the VM's data dir
+// (capped-log.ts): a guest cannot fill the host's disk with its console.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { Duplex } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
 import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { CappedLog, DEFAULT_LOG_MAX_BYTES, logsDrained } from '../capped-log';
 import { SHARE_MOUNT_TAG, sharesDirOf } from '../host-mounts';
 import { findOnPath } from '../template/key';
 import { trackVmm, vmmExecPrefix } from '../vmm-exec';
@@ -38,6 +41,12 @@ const HOTPLUG_SERIAL = /^[A-Za-z0-9_-]{1,20}$/;
 
 /** The fd on which a restoring QEMU reads VmConfig.incomingState. */
 const INCOMING_STATE_FD = 3;
+/** QEMU's end of the guest console's socketpair (a `-chardev socket,fd=`): the shim reads the
+ *  other end. A socket chardev never blocks QEMU itself: when the reader lags, the emulated
+ *  UART holds its byte until the socket takes it (the guest's console output slows to the
+ *  reader's pace; measured: a reader that never reads stalls the guest's printk); when the
+ *  reader is gone (the shim died), output is dropped and the guest runs on. */
+export const CONSOLE_FD = 4;
 
 /** Disk slots one VM can have: the transports left besides rng, the agent's serial and 9p. */
 export const TCG_MAX_DISK_SLOTS = MICROVM_VIRTIO_TRANSPORTS - FIXED_VIRTIO_DEVICES;
@@ -83,7 +92,7 @@ export function ninePShareArgs(sharesDir: string): string[] {
   ];
 }
 
-export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: string): string[] {
+export function qemuArgs(config: VmConfig, agentSocket: string): string[] {
   const args = [
     '-name', `smolvm-${config.vmId}`,
     // acpi=off: QEMU then appends virtio_mmio.device=… for every device to the command line,
@@ -97,7 +106,8 @@ export function qemuArgs(config: VmConfig, agentSocket: string, consoleLog: stri
     '-kernel', config.kernel,
     '-initrd', config.initramfs,
     '-append', config.cmdline,
-    '-chardev', `file,id=console,path=${consoleLog}`,
+    // Not `-chardev file`: a file cannot be capped (see CONSOLE_FD).
+    '-chardev', `socket,id=console,fd=${CONSOLE_FD},server=off`,
     '-serial', 'chardev:console',
   ];
   config.slots.forEach((slot, i) => {
@@ -155,13 +165,21 @@ class TcgVm implements VmInstance {
   constructor(
     readonly identity: ProcessIdentity,
     readonly sockets: Record<string, string>,
-    readonly consoleLog: string,
+    private readonly console: CappedLog,
     readonly exited: Promise<VmExit>,
-    private readonly qemuLog: string,
+    private readonly qemuOutput: CappedLog,
     private readonly slots: readonly DiskSlot[] = [],
     private readonly diskHotplug = false,
   ) {
     this.qmp = new QmpChannel(sockets.qmp!);
+  }
+
+  get consoleLog(): string {
+    return this.console.file;
+  }
+
+  consoleSays(text: string, timeoutMs: number): Promise<boolean> {
+    return this.console.waitFor(text, timeoutMs);
   }
 
   /**
@@ -320,7 +338,7 @@ class TcgVm implements VmInstance {
 
   /** What went wrong, from QEMU's own output and the guest console. */
   diagnostics(): string {
-    const qemu = tailFile(this.qemuLog, 10);
+    const qemu = tailFile(this.qemuOutput.file, 10);
     const console = tailFile(this.consoleLog, 15);
     return [qemu && `qemu: ${qemu}`, console && `guest console:\n${console}`].filter(Boolean).join('\n') || 'no output';
   }
@@ -331,6 +349,9 @@ class TcgVm implements VmInstance {
       killIdentified(this.identity, 'SIGKILL');
     }
     await Promise.race([this.exited, waitGone(this.identity, 5000)]);
+    // Gone (or not killable): nothing written to its files from now on.
+    this.console.close();
+    this.qemuOutput.close();
   }
 }
 
@@ -362,8 +383,8 @@ export class TcgBackend implements Backend {
 
   async boot(config: VmConfig, log: Logger): Promise<VmInstance> {
     const agentSocket = path.join(config.dir, 'agent.sock');
-    const consoleLog = path.join(config.dir, 'console.log');
-    const qemuLog = path.join(config.dir, 'qemu.log');
+    const consoleLog = path.join(config.dataDir, 'console.log');
+    const qemuLog = path.join(config.dataDir, 'qemu.log');
     for (const slot of config.slots) {
       if (!fs.existsSync(slot.path)) throw new Error(`disk slot ${slot.serial}: ${slot.path} does not exist`);
     }
@@ -371,11 +392,18 @@ export class TcgBackend implements Backend {
     fs.mkdirSync(sharesDirOf(config.dir), { recursive: true, mode: 0o700 });
     // Opened before QEMU exists, so a missing state file is a clear error, not a QEMU exit.
     const state = config.incomingState ? fs.openSync(config.incomingState, 'r') : null;
-    const out = fs.openSync(qemuLog, 'a', 0o600);
-    const args = qemuArgs(config, agentSocket, consoleLog);
+    const args = qemuArgs(config, agentSocket);
     log.debug('booting tcg vm', { vm: config.vmId, qemu: this.qemuBinary });
-    const stdio: ('ignore' | number)[] = ['ignore', out, out];
+    // QEMU's stdout/stderr and the console: socketpairs read into capped logs (the caps also
+    // bound what QEMU itself prints about a misbehaving guest).
+    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe', 'ignore', 'pipe'];
     if (state !== null) stdio[INCOMING_STATE_FD] = state;
+    const qemuOutput = new CappedLog(qemuLog, config.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+    const guestConsole = new CappedLog(consoleLog, config.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+    const closeLogs = (): void => {
+      qemuOutput.close();
+      guestConsole.close();
+    };
     let child: ChildProcess;
     let wrapper = '';
     const tracked = trackVmm(config.dir);
@@ -383,24 +411,32 @@ export class TcgBackend implements Backend {
       // Found here, not by the wrapper's exec: a missing QEMU is a clear error, not an exit code.
       const qemu = findOnPath(this.qemuBinary);
       if (qemu === null) throw new Error(`${this.qemuBinary} not found: install Debian package qemu-system-x86`);
-      // Through the exec wrapper (vmm-exec.ts): recorded and tied to this process before it runs.
+      // Through the exec wrapper (vmm-exec.ts): recorded and tied to this process before it
+      // runs; it keeps every inherited fd (the logs' and console's socketpairs, the state).
       const [execWrapper, ...execArgs] = vmmExecPrefix(config.dir);
       wrapper = execWrapper!;
       child = spawn(wrapper, [...execArgs, qemu, ...args], { stdio, detached: false });
     } catch (err) {
       tracked.exited();
+      closeLogs();
       throw err;
     } finally {
-      fs.closeSync(out);
       if (state !== null) fs.closeSync(state);
     }
     // Known at once (fork happened): a process leaving before the 'spawn' event still kills it.
     if (child.pid !== undefined) tracked.spawnedAs(child.pid);
+    for (const stream of [child.stdout, child.stderr]) if (stream) qemuOutput.attach(stream);
+    const consoleStream = child.stdio[CONSOLE_FD];
+    if (consoleStream instanceof Readable) guestConsole.attach(consoleStream);
+    // Exited, and its last words logged: the logs reach EOF as QEMU exits (bounded wait).
     const exited = new Promise<VmExit>((resolve) => {
       child.once('exit', (code, signal) => {
         tracked.exited();
         resolve({ code, signal });
       });
+    }).then(async (exit) => {
+      await logsDrained([qemuOutput, guestConsole]);
+      return exit;
     });
     const spawned = await new Promise<number>((resolve, reject) => {
       child.once('spawn', () => resolve(child.pid!));
@@ -408,6 +444,9 @@ export class TcgBackend implements Backend {
         tracked.exited();
         reject(new Error(`cannot start ${this.qemuBinary} through ${wrapper}: ${err.message}`));
       });
+    }).catch((err: unknown) => {
+      closeLogs();
+      throw err;
     });
     const startTime = processStartTime(spawned);
     if (startTime === null) {
@@ -415,6 +454,6 @@ export class TcgBackend implements Backend {
       throw new Error(`qemu exited at once (code ${exit.code}, signal ${exit.signal}): ${tailFile(qemuLog, 10)}`);
     }
     const sockets = { agent: agentSocket, qmp: path.join(config.dir, QMP_SOCKET_NAME) };
-    return new TcgVm({ pid: spawned, startTime }, sockets, consoleLog, exited, qemuLog, config.slots, config.diskHotplug ?? false);
+    return new TcgVm({ pid: spawned, startTime }, sockets, guestConsole, exited, qemuOutput, config.slots, config.diskHotplug ?? false);
   }
 }

@@ -23,32 +23,8 @@ const SETTLE_MS = 100;
 /** What smolvm-init prints on the console when the host closes the agent channel. */
 const AGENT_HUNG_UP = 'host disconnected';
 const HANGUP_TIMEOUT_MS = 20_000;
-
-function fileSize(file: string): number {
-  return fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0;
-}
-
-/** Polls `file` past byte `from` until it contains `text`; false after `timeoutMs`. */
-async function consoleSays(file: string, from: number, text: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const fd = fs.openSync(file, 'r');
-      try {
-        const size = fs.fstatSync(fd).size;
-        const buffer = Buffer.alloc(Math.max(0, size - from));
-        fs.readSync(fd, buffer, 0, buffer.length, from);
-        if (buffer.toString('utf8').includes(text)) return true;
-      } finally {
-        fs.closeSync(fd);
-      }
-    } catch {
-      // not there yet
-    }
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+/** In the build dir: the template VM's logs while it runs. */
+const BUILD_VM_DATA_DIR = '.vm';
 
 export type BuildOutcome =
   | { kind: 'built'; key: string; ms: number; stateBytes: number; removed: string[] }
@@ -112,13 +88,19 @@ function saveState(backend: Backend, vm: VmInstance, statePath: string): Promise
   return vm.saveState(statePath);
 }
 
-/** Boots the template VM (its sockets in a short dir under the state dir), saves its state. */
+/**
+ * Boots the template VM (its sockets in a short dir under the state dir; its logs in the build
+ * dir, on disk: a dead builder's are swept with it), saves its state.
+ */
 async function bootAndSave(req: BuildRequest, buildDir: string, statePath: string): Promise<void> {
   // Unix socket paths are short (108 bytes): the VM's own dir lives under the state dir.
   const vmId = `tpl-${randomBytes(4).toString('hex')}`;
   const vmDir = path.join(req.paths.stateDir, 'templates', vmId);
   fs.mkdirSync(vmDir, { recursive: true, mode: 0o700 });
   markVmDirOwner(vmDir); // whose it is, should the builder die before its VMM runs (vmm-exec.ts)
+  // A dot name: never part of the published template (see extraFiles), removed below.
+  const dataDir = path.join(buildDir, BUILD_VM_DATA_DIR);
+  fs.mkdirSync(dataDir, { mode: 0o700 });
   let vm: VmInstance | null = null;
   let agent: AgentClient | null = null;
   try {
@@ -129,7 +111,7 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
       return { ...slot, path: placeholder };
     });
     const config: VmConfig = {
-      vmId, dir: vmDir, kernel: req.shape.kernel, initramfs: req.shape.initramfs, cmdline: req.shape.cmdline,
+      vmId, dir: vmDir, dataDir, kernel: req.shape.kernel, initramfs: req.shape.initramfs, cmdline: req.shape.cmdline,
       memoryMiB: req.shape.memoryMiB, vcpus: req.shape.vcpus, slots,
       // A pod VM's template: the hotplug controller with no disk on it.
       ...(req.shape.diskHotplug ? { diskHotplug: true } : {}),
@@ -148,10 +130,10 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
     // Hang up: every restored VM gets its own new connection. The snapshot must not hold the
     // old one (a restored guest would still think it live: kvm's vsock then drops the new
     // one), so it waits until the agent says it saw the host leave, then lets it settle.
-    const consoleMark = fileSize(bootVm.consoleLog);
+    const hungUp = bootVm.consoleSays(AGENT_HUNG_UP, HANGUP_TIMEOUT_MS);
     agent.close();
     agent = null;
-    if (!(await consoleSays(bootVm.consoleLog, consoleMark, AGENT_HUNG_UP, HANGUP_TIMEOUT_MS))) {
+    if (!(await hungUp)) {
       throw new Error(`the template guest's agent did not notice the host hanging up within ${HANGUP_TIMEOUT_MS} ms`);
     }
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
@@ -164,6 +146,7 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
     agent?.close();
     if (vm) await vm.kill();
     removeQuietly(vmDir);
+    removeQuietly(dataDir);
     for (let i = 0; i < req.shape.slots.length; i++) removeQuietly(path.join(buildDir, `placeholder${i}.img`));
   }
 }

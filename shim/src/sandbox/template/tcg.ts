@@ -16,11 +16,11 @@ const SAVE_POLL_MS = 10;
  */
 export function tcgMachine(memoryMiB: number, vcpus: number, slots: readonly SlotShape[], diskHotplug = false): string {
   const config: VmConfig = {
-    vmId: 'template', dir: '/T', kernel: '/K', initramfs: '/I', cmdline: '', memoryMiB, vcpus,
+    vmId: 'template', dir: '/T', dataDir: '/D', kernel: '/K', initramfs: '/I', cmdline: '', memoryMiB, vcpus,
     slots: slots.map((s, i) => ({ serial: s.serial, readOnly: s.readOnly, path: `/T/slot${i}` })),
     ...(diskHotplug ? { diskHotplug: true } : {}),
   };
-  return sha256Hex(JSON.stringify(qemuArgs(config, '/T/agent', '/T/console'))).slice(0, 24);
+  return sha256Hex(JSON.stringify(qemuArgs(config, '/T/agent'))).slice(0, 24);
 }
 
 /** exec: runs through /bin/sh: the path goes in single quotes, so it must hold none. */

@@ -31,6 +31,9 @@ export interface AddonVmmSession {
 export interface VmmAddon {
   spawnVmm(options: AddonSpawnOptions): Promise<AddonVmmSession>;
   probeHost(): Promise<unknown>;
+  /** A new pipe, both ends close-on-exec: for a VMM's log and serial console (its write end
+   *  goes to the VMM, the shim reads the other). The caller closes both. */
+  makePipe(): { read: number; write: number };
   readonly PROTOCOL_VERSION: number;
 }
 
@@ -39,7 +42,8 @@ let loaded: VmmAddon | null = null;
 function isVmmAddon(value: unknown): value is VmmAddon {
   if (typeof value !== 'object' || value === null) return false;
   const record = value as Record<string, unknown>;
-  return typeof record.spawnVmm === 'function' && typeof record.probeHost === 'function' && typeof record.PROTOCOL_VERSION === 'number';
+  return typeof record.spawnVmm === 'function' && typeof record.probeHost === 'function' &&
+    typeof record.makePipe === 'function' && typeof record.PROTOCOL_VERSION === 'number';
 }
 
 /** The addon, loaded on first call. Throws an error naming the file and how to build it. */
@@ -54,7 +58,7 @@ export function loadVmmAddon(file: string = vmmArtifacts().addon): VmmAddon {
     const why = code === 'MODULE_NOT_FOUND' ? 'not built' : `cannot be loaded (${err instanceof Error ? err.message : String(err)})`;
     throw new Error(`the smolvm VMM addon ${file} is ${why}: run \`npm install\` (it builds the addon with node-gyp) or \`bash native-vmm/src/addon/build.sh\``);
   }
-  if (!isVmmAddon(module)) throw new Error(`${file} is not the smolvm VMM addon (spawnVmm/probeHost missing): rebuild it with \`bash native-vmm/src/addon/build.sh\``);
+  if (!isVmmAddon(module)) throw new Error(`${file} is not the smolvm VMM addon (spawnVmm/probeHost/makePipe missing): rebuild it with \`bash native-vmm/src/addon/build.sh\``);
   if (module.PROTOCOL_VERSION !== 1) throw new Error(`the VMM addon speaks control protocol v${module.PROTOCOL_VERSION}; this shim speaks v1: rebuild it`);
   loaded = module;
   return module;

@@ -28,7 +28,8 @@ export interface VmmMachineConfig {
   kernel: HostFile;
   initramfs?: HostFile;
   cmdline?: string;
-  /** COM1 output; a path is opened for append (created 0600). */
+  /** COM1 output; a path is opened for append (created 0600). The kvm backend passes a pipe's
+   *  write end, read into a capped log (capped-log.ts); the VMM writes it non-blocking. */
   serial?: HostFile;
   bootProtocol?: 'auto' | 'pvh' | 'linux64';
   disks?: VmmDisk[];
