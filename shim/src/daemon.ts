@@ -110,7 +110,7 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     await publisher.close().catch(() => undefined);
     await server.close({ timeoutMs: 2000 }).catch(() => undefined);
     // What dead shims of this state root left: VMMs whose parent is gone, their directories.
-    await sweepOrphanedVmms(paths.stateDir).then(
+    await sweepOrphanedVmms(paths).then(
       (swept) => logSweep(log, swept),
       (err: unknown) => log.warn('could not sweep orphaned VMMs', { error: String(err) }),
     );

@@ -103,6 +103,14 @@ describe('orphaned VMM sweep', function () {
     markVmDirOwner(booting);
     const nameless = vmDir(stateA, 'nameless');
     fs.mkdirSync(nameless, { recursive: true });
+    // Data directories (disks, logs) on the data root: of a VM swept now, of a VM booting, and
+    // one whose VM directory is gone already (its shim died between the two removals).
+    const cacheA = path.join(work, 'a', 'lib');
+    const dataDir = (name: string): string => path.join(cacheA, 'vms', name);
+    for (const name of ['deadvmm', 'booting', 'leftover']) {
+      fs.mkdirSync(dataDir(name), { recursive: true });
+      fs.writeFileSync(path.join(dataDir(name), 'writable.ext4'), 'disk');
+    }
 
     const listed = findVmmProcesses(stateA);
     const byPid = new Map(listed.map((v) => [v.pid, v]));
@@ -117,17 +125,21 @@ describe('orphaned VMM sweep', function () {
     assert.deepEqual(findVmmProcesses(stateA, { orphanedOnly: true }).map((v) => v.pid).sort(), [byRecord.pid, byProc.pid, byBoth.pid].sort());
     assert.deepEqual(findVmmProcesses(stateB).map((v) => v.pid), [otherRoot.pid]);
 
-    const swept = await sweepOrphanedVmms(stateA);
+    const swept = await sweepOrphanedVmms({ stateDir: stateA, cacheDir: cacheA });
     assert.deepEqual(swept.problems, []);
     assert.deepEqual(swept.killed.map((v) => v.pid).sort(), [byRecord.pid, byProc.pid, byBoth.pid].sort());
     for (const vmm of [byRecord, byProc, byBoth]) assert.ok(!isSameProcessAlive(vmm), `orphan ${vmm.pid} is dead`);
     for (const vmm of [parented, otherRoot, notVmDir]) assert.ok(isSameProcessAlive(vmm), `${vmm.pid} still runs`);
-    assert.deepEqual(swept.removedDirs.sort(), ['byboth', 'byrecord', 'deadmaker', 'deadvmm'].map((n) => vmDir(stateA, n)).sort());
+    assert.deepEqual(swept.removedDirs.sort(), [
+      ...['byboth', 'byrecord', 'deadmaker', 'deadvmm'].map((n) => vmDir(stateA, n)),
+      ...['deadvmm', 'leftover'].map(dataDir),
+    ].sort());
     assert.deepEqual(fs.readdirSync(path.join(stateA, 'vms')).sort(), ['booting', 'nameless', 'parented']);
+    assert.deepEqual(fs.readdirSync(path.join(cacheA, 'vms')), ['booting'], 'a booting VM keeps its data directory');
     assert.deepEqual(fs.readdirSync(path.join(stateB, 'vms')), ['other']);
     assert.ok(!mountPoints().has(mountPoint), 'the share\'s bind mount was detached first');
     assert.equal(fs.readFileSync(path.join(hostDir, 'keep'), 'utf8'), 'host data', 'and the host directory kept its files');
 
-    assert.deepEqual(await sweepOrphanedVmms(stateA), { killed: [], removedDirs: [], problems: [] }, 'a second sweep finds nothing');
+    assert.deepEqual(await sweepOrphanedVmms({ stateDir: stateA, cacheDir: cacheA }), { killed: [], removedDirs: [], problems: [] }, 'a second sweep finds nothing');
   });
 });

@@ -101,7 +101,7 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
   // VM it was still booting, is swept by the VMMs' own records (sandbox/vmm-sweep.ts).
   if (state) {
     const { sweepOrphanedVmms } = await import('../sandbox/vmm-sweep');
-    const swept = await sweepOrphanedVmms(smolvmPaths().stateDir).catch((err: unknown) => ({ problems: [String(err)] }));
+    const swept = await sweepOrphanedVmms(smolvmPaths()).catch((err: unknown) => ({ problems: [String(err)] }));
     for (const problem of swept.problems) process.stderr.write(`delete ${flags.id}: ${problem}\n`);
   }
   store.remove(namespace, flags.id);

@@ -120,7 +120,7 @@ export async function sweepPool(paths: Paths): Promise<number> {
     await sweepEntry(paths, entry);
     swept += 1;
   }
-  if (swept > 0) await sweepOrphanedVmms(paths.stateDir);
+  if (swept > 0) await sweepOrphanedVmms(paths);
   return swept;
 }
 
@@ -212,7 +212,7 @@ export async function drainPoolReport(paths: Paths, graceMs = 5_000): Promise<Dr
   } finally {
     await lock.release();
   }
-  return { stopped, orphans: await sweepOrphanedVmms(paths.stateDir) };
+  return { stopped, orphans: await sweepOrphanedVmms(paths) };
 }
 
 /** drainPoolReport's number of spares stopped. */

@@ -15,6 +15,7 @@
 // once).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { vmDataDir, vmDataRoot, type Paths } from '../config/paths';
 import { removeQuietly } from '../util/fsutil';
 import { isSameProcessAlive, killIdentified, liveProcessStartTime, waitGone, type ProcessIdentity } from '../util/proc';
 import { readVmDirOwner, readVmmRecord, VM_DIR_ENV, VMM_PARENT_ENV } from './vmm-exec';
@@ -169,12 +170,14 @@ function ownersOf(dir: string): ProcessIdentity[] | null {
 }
 
 /**
- * Kills (SIGKILL, waited for) the orphaned VMMs of the state root `stateDir` and removes the
- * VM directories whose owner (the VMM's parent, or the process that made the directory
- * before any VMM ran in it) is gone. A VMM whose parent lives, a directory whose owner lives
- * or names none, and anything of another state root are left alone.
+ * Kills (SIGKILL, waited for) the orphaned VMMs of the state root `paths.stateDir` and removes
+ * the VM directories whose owner (the VMM's parent, or the process that made the directory
+ * before any VMM ran in it) is gone, with each one's data directory (`<cacheDir>/vms/<id>`:
+ * disks, logs), and data directories whose VM directory is gone. A VMM whose parent lives, a
+ * directory whose owner lives or names none, and anything of another root are left alone.
  */
-export async function sweepOrphanedVmms(stateDir: string): Promise<VmmSweepResult> {
+export async function sweepOrphanedVmms(paths: Paths): Promise<VmmSweepResult> {
+  const { stateDir } = paths;
   const result: VmmSweepResult = { killed: [], removedDirs: [], problems: [] };
   const killAndWait = async (vmms: VmmProcess[]): Promise<void> => {
     const killed = vmms.filter((vmm) => killIdentified(vmm, 'SIGKILL'));
@@ -203,5 +206,28 @@ export async function sweepOrphanedVmms(stateDir: string): Promise<VmmSweepResul
     if ((record && isSameProcessAlive(record)) || orphans.some((vmm) => vmm.vmDir === dir && isSameProcessAlive(vmm))) continue;
     if (await removeVmDir(dir, result.problems)) result.removedDirs.push(dir);
   }
+  removeOrphanedDataDirs(paths, result);
   return result;
+}
+
+/**
+ * Data directories (`<cacheDir>/vms/<id>`) whose VM directory (`<stateDir>/vms/<id>`) is gone:
+ * a VM makes its VM directory first and removes it first, so none of these belongs to a VM
+ * that still runs or is being made.
+ */
+function removeOrphanedDataDirs(paths: Paths, result: VmmSweepResult): void {
+  const root = vmDataRoot(paths);
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (name.startsWith('.') || fs.existsSync(path.join(paths.stateDir, 'vms', name))) continue;
+    const dir = vmDataDir(paths, name);
+    const left = removeQuietly(dir);
+    if (left.length > 0) result.problems.push(`VM data directory ${dir} not fully removed: ${left.join(' ')}`);
+    else result.removedDirs.push(dir);
+  }
 }
