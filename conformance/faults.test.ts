@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { CTR_BINARY, type PrivateContainerd, RUN_MARKER_ENV, lines } from './harness/containerd';
 import { EventWatcher, type ObservedEvent } from './harness/events';
 import { type RunResult, describeResult, runCommand, sleep } from './harness/exec';
-import { findMarkedProcesses } from './harness/host';
+import { findMarkedProcesses, pidAlive, waitPidGone } from './harness/host';
 import { describeConformance } from './harness/suite';
 import { waitForStatus } from './harness/tasks';
 import { makeBusyboxRootfs } from '../test/helpers/rootfs';
@@ -27,20 +27,6 @@ const MAX_TTRPC_MESSAGE = 4 << 20;
 /** Linux's limit on one argv string (MAX_ARG_STRLEN): big payloads go in many arguments. */
 const ARG_CHUNK = 100_000;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitGone(pid: number, boundMs: number): Promise<boolean> {
-  const deadline = Date.now() + boundMs;
-  while (alive(pid) && Date.now() < deadline) await sleep(50);
-  return !alive(pid);
-}
 
 async function waitForFile(file: string, boundMs: number): Promise<string> {
   const deadline = Date.now() + boundMs;
@@ -312,8 +298,8 @@ describeConformance('bad input and faults', (test) => {
       assert.ok(await waitTaskGone(containerd, id, 30_000), `task ${id} still listed after its shim died`);
       if (env.vm) {
         // The VMM (the task's pid) is gone, and so is every logger the dead daemon spawned.
-        assert.ok(await waitGone(taskPidBefore, 10_000), `VMM ${taskPidBefore} still runs`);
-        for (const pid of loggerPids) assert.ok(await waitGone(pid, 10_000), `logger ${pid} still runs after delete`);
+        assert.ok(await waitPidGone(taskPidBefore, 10_000), `VMM ${taskPidBefore} still runs`);
+        for (const pid of loggerPids) assert.ok(await waitPidGone(pid, 10_000), `logger ${pid} still runs after delete`);
       }
       assert.equal(fs.readFileSync(path.join(dir, id, 'stdout'), 'utf8'), 'from-init\n');
       assert.equal(fs.readFileSync(path.join(dir, 'logged', 'stdout'), 'utf8'), 'from-exec\n');
@@ -321,7 +307,7 @@ describeConformance('bad input and faults', (test) => {
     } finally {
       watcher.stop();
       // runc's shim does not stop its loggers on delete: do not leave them to the next test.
-      for (const pid of loggerPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      for (const pid of loggerPids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
     }
   });
 });

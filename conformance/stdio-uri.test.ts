@@ -7,27 +7,14 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describeResult, sleep } from './harness/exec';
+import { describeResult } from './harness/exec';
 import { describeConformance } from './harness/suite';
 import { waitForStatus } from './harness/tasks';
+import { waitPidGone } from './harness/host';
 
 /** `seq 1 N` as the guest prints it. */
 const seqOutput = (n: number): string => Array.from({ length: n }, (_, i) => `${i + 1}\n`).join('');
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitGone(pid: number, boundMs: number): Promise<boolean> {
-  const deadline = Date.now() + boundMs;
-  while (alive(pid) && Date.now() < deadline) await sleep(50);
-  return !alive(pid);
-}
 
 
 /**
@@ -89,7 +76,7 @@ describeConformance('stdio URIs (--log-uri)', (test) => {
     const out = path.join(dir, id);
     const pid = Number(fs.readFileSync(path.join(out, 'pid'), 'utf8'));
     // ctr run --rm deleted the task: the logger had its inputs closed and is gone.
-    assert.ok(await waitGone(pid, 15_000), `logger ${pid} still running after the task was deleted`);
+    assert.ok(await waitPidGone(pid, 15_000), `logger ${pid} still running after the task was deleted`);
     assert.equal(fs.readFileSync(path.join(out, 'stdout'), 'utf8'), `${seqOutput(20000)}no newline`);
     assert.equal(fs.readFileSync(path.join(out, 'stderr'), 'utf8'), 'oops\n');
     assert.deepEqual(fs.readFileSync(path.join(out, 'args'), 'utf8').split('\n').slice(0, -1).sort(), ['debug x', 'level', 'mode', 'test']);
@@ -119,7 +106,7 @@ describeConformance('stdio URIs (--log-uri)', (test) => {
     assert.equal(binExec.exitCode, 0, describeResult(binExec));
     const out = path.join(dir, 'b1'); // for an exec, CONTAINER_ID is the exec id (as runc's shim)
     const pid = Number(fs.readFileSync(path.join(out, 'pid'), 'utf8'));
-    assert.ok(await waitGone(pid, 15_000), `exec logger ${pid} still running after the exec was deleted`);
+    assert.ok(await waitPidGone(pid, 15_000), `exec logger ${pid} still running after the exec was deleted`);
     assert.equal(fs.readFileSync(path.join(out, 'stdout'), 'utf8'), seqOutput(5000));
     assert.deepEqual(fs.readFileSync(path.join(out, 'args'), 'utf8'), 'exec\nb1\n');
 

@@ -29,6 +29,7 @@ import { type RunResult, describeResult, sleep } from './harness/exec';
 import { describeConformance, type ConformanceEnv } from './harness/suite';
 import { taskStatus, waitForStatus } from './harness/tasks';
 import { skipBecause } from '../test/helpers/skip';
+import { waitPidGone } from './harness/host';
 
 /** Short enough to keep the test quick, long enough for a healthy guest under load: every
  *  deadline is still over 50 times the slowest round trip bench/agent-rtt.ts measured. */
@@ -41,20 +42,6 @@ const SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
 
 const deadline = (call: DeadlineCall): number => agentCallDeadlineMs(call, DEADLINE_SCALE);
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitGone(pid: number, boundMs: number): Promise<boolean> {
-  const end = Date.now() + boundMs;
-  while (alive(pid) && Date.now() < end) await sleep(50);
-  return !alive(pid);
-}
 
 /** The container's state file (smolvm's own record of its VM). */
 function stateOf(containerd: PrivateContainerd, id: string): ContainerState {
@@ -169,7 +156,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
       assert.ok(all && exit, `no TaskExit for ${id}/${proc} within ${LOSS_REPORT_BOUND_MS} ms`);
       assert.equal(exit.payload?.exit_status, 137, `TaskExit of ${id}/${proc}: ${exit.raw}`);
     }
-    assert.ok(await waitGone(vmmPid, LOSS_REPORT_BOUND_MS), `the VMM (pid ${vmmPid}) still runs`);
+    assert.ok(await waitPidGone(vmmPid, LOSS_REPORT_BOUND_MS), `the VMM (pid ${vmmPid}) still runs`);
     const log = env.containerd.logSince(logOffset);
     for (const [id, proc] of processes) {
       const who = proc === id ? `container ${id}` : `container ${id} exec ${proc}`;
@@ -244,7 +231,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
         const exit = exitsOf(watcher, d).get(d);
         assert.equal(exit?.payload?.exit_status, 137, `TaskExit: ${exit?.raw}`);
         assert.ok(await watcher.waitFor((e) => e.topic === '/tasks/delete' && e.payload?.container_id === d, 10_000), 'no /tasks/delete');
-        assert.ok(await waitGone(vm.pid, LOSS_REPORT_BOUND_MS), `the VMM (pid ${vm.pid}) still runs`);
+        assert.ok(await waitPidGone(vm.pid, LOSS_REPORT_BOUND_MS), `the VMM (pid ${vm.pid}) still runs`);
         const line = containerd.logSince(offset).split('\n').find((l) => l.includes(`msg="container ${d}: the VM is gone`));
         assert.ok(line && /to SignalProcess within \d+ ms .*declared lost/.test(line), `no log line naming the call: ${line}`);
         await containerd.ctrChecked(['containers', 'rm', d], { timeoutMs: 30_000 });

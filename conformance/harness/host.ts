@@ -32,6 +32,23 @@ function cmdlineOf(pid: number): string | undefined {
   return raw.toString('utf8').replace(/\0+$/, '').split('\0').join(' ');
 }
 
+/** Whether a process with this pid exists (a zombie counts: use for processes we do not reap). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Polls until no process has this pid, or `boundMs` passes; true when it is gone. */
+export async function waitPidGone(pid: number, boundMs: number): Promise<boolean> {
+  const deadline = Date.now() + boundMs;
+  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  return !pidAlive(pid);
+}
+
 /** Live processes whose environment holds `name=value` (inherited from our containerd). */
 export function findMarkedProcesses(name: string, value: string, excludePids: readonly number[] = []): HostProcess[] {
   const needle = `${name}=${value}`;

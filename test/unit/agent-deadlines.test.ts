@@ -10,7 +10,6 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import { AgentClient, type DeadlineExpiry } from '../../shim/src/agent/client';
 import {
   AGENT_CALL_DEADLINES_MS, agentCallDeadlineMs, DeadlineClock, LONG_POLLS, MAX_DEADLINE_SCALE, MIN_DEADLINE_SCALE,
@@ -18,13 +17,14 @@ import {
 } from '../../shim/src/agent/deadlines';
 import { parseConfig } from '../../shim/src/config/config';
 import { Code, RpcError } from '../../shim/src/errdefs';
-import { AgentDefinition, HandshakeRequest, type CreateContainerRequest } from '../../shim/src/gen/smolvm/agent';
+import { AgentDefinition, type CreateContainerRequest } from '../../shim/src/gen/smolvm/agent';
 import type { Logger } from '../../shim/src/log';
 import type { VmExit, VmInstance } from '../../shim/src/sandbox/backend';
 import { Sandbox } from '../../shim/src/sandbox/sandbox';
 import { GuestProcess } from '../../shim/src/task/guest-process';
-import { TtrpcServer, type MessageCodec } from '../../shim/src/ttrpc';
+import { TtrpcServer } from '../../shim/src/ttrpc';
 import { processStartTime } from '../../shim/src/util/proc';
+import { FakeAgentDefinition } from '../helpers/fake-agent-definition';
 
 class MemoryLogger implements Logger {
   readonly lines: string[] = [];
@@ -48,24 +48,6 @@ async function timed<T>(promise: Promise<T>): Promise<{ ms: number; value?: T; e
   }
 }
 
-/** The generated decoder refuses host_time_unix_nano above 2^53 (the real agent is C). */
-const LenientHandshakeRequest: MessageCodec<HandshakeRequest> = {
-  encode: (message, writer) => HandshakeRequest.encode(message, writer),
-  decode(input) {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const message: HandshakeRequest = { protocolVersion: 0, hostTimeUnixNano: 0n, entropy: Buffer.alloc(0) };
-    while (reader.pos < reader.len) {
-      const [field, wireType] = reader.tag();
-      if (field === 1 && wireType === WireType.Varint) message.protocolVersion = reader.uint32();
-      else reader.skip(wireType, field);
-    }
-    return message;
-  },
-};
-const FakeAgentDefinition = {
-  ...AgentDefinition,
-  methods: { ...AgentDefinition.methods, handshake: { ...AgentDefinition.methods.handshake, requestType: LenientHandshakeRequest } },
-} as const;
 
 /**
  * An agent that answers at once until it is wedged: then no call is answered (a frozen guest)

@@ -11,7 +11,6 @@ import { PassThrough, Writable } from 'node:stream';
 import { AgentClient, InboundStream, OutboundStream, StreamMux } from '../../shim/src/agent';
 import { Code, RpcError, notFound } from '../../shim/src/errdefs';
 import {
-  AgentDefinition,
   CreateContainerRequest,
   ExecProcessRequest,
   HandshakeRequest,
@@ -20,9 +19,8 @@ import {
   WaitProcessResponse,
 } from '../../shim/src/gen/smolvm/agent';
 import type { Logger } from '../../shim/src/log';
-import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
-import type { MessageCodec } from '../../shim/src/ttrpc';
 import { FrameConnection, FrameFlag, FrameType, TtrpcServer } from '../../shim/src/ttrpc';
+import { FakeAgentDefinition } from '../helpers/fake-agent-definition';
 
 class MemoryLogger implements Logger {
   readonly lines: string[] = [];
@@ -200,29 +198,6 @@ class FakeAgent {
   }
 }
 
-/**
- * The generated HandshakeRequest decoder (forceLong=number) refuses host_time_unix_nano, which
- * is above 2^53; the real agent is C and unaffected. The fake decodes it by hand.
- */
-const LenientHandshakeRequest: MessageCodec<HandshakeRequest> = {
-  encode: (message, writer) => HandshakeRequest.encode(message, writer),
-  decode(input) {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const message: HandshakeRequest = { protocolVersion: 0, hostTimeUnixNano: 0n, entropy: Buffer.alloc(0) };
-    while (reader.pos < reader.len) {
-      const [field, wireType] = reader.tag();
-      if (field === 1 && wireType === WireType.Varint) message.protocolVersion = reader.uint32();
-      else if (field === 2 && wireType === WireType.Varint) message.hostTimeUnixNano = BigInt(reader.uint64());
-      else if (field === 3 && wireType === WireType.LengthDelimited) message.entropy = Buffer.from(reader.bytes());
-      else reader.skip(wireType, field);
-    }
-    return message;
-  },
-};
-const FakeAgentDefinition = {
-  ...AgentDefinition,
-  methods: { ...AgentDefinition.methods, handshake: { ...AgentDefinition.methods.handshake, requestType: LenientHandshakeRequest } },
-} as const;
 
 const baseCreate = (containerId: string): Omit<CreateContainerRequest, 'stdio'> => ({
   containerId,
