@@ -11,10 +11,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { lines, type PrivateContainerd } from './harness/containerd';
 import { describeResult, sleep } from './harness/exec';
-import { findProcessesByCmdline, mountsUnder } from './harness/host';
+import { mountsUnder } from './harness/host';
 import { isShareExportMount, SHARE_ROOT_PROBE, SHARE_ROOT_REFUSED } from './harness/share';
 import { describeConformance, type ConformanceEnv } from './harness/suite';
 import { taskStatus, waitForStatus } from './harness/tasks';
+import { vmmProcsOf } from '../test/helpers/vmm-procs';
 
 const SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
 const BOOT_ID = 'cat /proc/sys/kernel/random/boot_id';
@@ -31,10 +32,10 @@ async function taskPids(containerd: PrivateContainerd): Promise<Map<string, numb
 }
 
 /** QEMU processes of this containerd's smolvm root (one per VM). */
+/** The VMMs running containers of this root (a template build's VM, which the first container
+ *  of a fresh root starts in the background, is none of them). */
 function vmmProcesses(containerd: PrivateContainerd): number[] {
-  return findProcessesByCmdline([containerd.smolvmRoot])
-    .filter((p) => /qemu-system|smolvm-vmm/.test(p.cmdline.split(/\s/)[0] ?? ''))
-    .map((p) => p.pid);
+  return vmmProcsOf(path.join(containerd.smolvmRoot, 'run')).filter((v) => !v.templateBuild).map((v) => v.pid);
 }
 
 async function waitForFileMatch(file: string, pattern: RegExp, boundMs: number): Promise<string> {
@@ -320,11 +321,14 @@ describeConformance('a pod is one VM', (test) => {
     assert.deepEqual(vmmProcesses(containerd), [vmm]);
 
     process.kill(states[0]!.shimPid, 'SIGKILL');
-    // containerd sees the connection drop and runs `containerd-shim-smolvm-v1 delete` per task.
+    // The VMM dies with its shim at once (the exec wrapper's parent-death signal); containerd
+    // sees the connection drop and runs `containerd-shim-smolvm-v1 delete` per task, a moment
+    // later: wait for the state files too.
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       const pids = await taskPids(containerd);
-      if (!pids.has(first) && !pids.has(second) && vmmProcesses(containerd).length === 0) break;
+      const stateLeft = [first, second].some((id) => fs.existsSync(stateFile(id)));
+      if (!pids.has(first) && !pids.has(second) && vmmProcesses(containerd).length === 0 && !stateLeft) break;
       await sleep(200);
     }
     assert.deepEqual(vmmProcesses(containerd), [], 'the pod VM survived its shim');
