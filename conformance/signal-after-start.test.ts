@@ -91,6 +91,26 @@ describeConformance('a signal right after start', (test) => {
     await stopInitRightAfterStart(env, 'top', CRITEST_TOP, 128 + SIGTERM);
   });
 
+  // Before Start, runc's init waits for its start in a Go process that dies of SIGTERM: a task
+  // killed while created ends with 143 and is never started. Calibrated against runc.
+  test('SIGTERM to a created task that was never started ends it (143), as under runc', 120_000, async (env) => {
+    const { containerd } = env;
+    const id = env.newId('created');
+    const made = await containerd.ctr(['containers', 'create', '--runtime', env.runtime, '--', env.image.ref, id, 'sleep', '600'], { timeoutMs: 60_000 });
+    assert.equal(made.exitCode, 0, describeResult(made));
+    const tasks = new TasksClient(containerd);
+    try {
+      await tasks.create(id);
+      await tasks.kill(id, SIGTERM);
+      const exit = await tasks.wait(id, '', EXIT_BOUND_MS);
+      assert.equal(exit.exitStatus, 128 + SIGTERM, `exit status ${exit.exitStatus}, want 143 (ended by the SIGTERM, as runc's waiting init)`);
+      await tasks.delete(id);
+    } finally {
+      tasks.close();
+    }
+    await containerd.ctrChecked(['containers', 'rm', id], { timeoutMs: 60_000 });
+  });
+
   test(`exec that traps SIGTERM: SIGTERM right after its Start ends it (42 or 143), ${ROUNDS} times`, 600_000, async (env) => {
     const { containerd } = env;
     const id = env.newId('exec');

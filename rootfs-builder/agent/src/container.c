@@ -566,6 +566,25 @@ static bool is_executable_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
+/* Whether sig's default action ends a process (term or core): not SIGKILL and SIGSTOP (not
+ * catchable), nor the ones whose default is to ignore, stop or continue. */
+static bool signal_terminates_by_default(int sig)
+{
+    switch (sig) {
+    case SIGKILL: case SIGSTOP: case SIGCHLD: case SIGCONT: case SIGURG: case SIGWINCH:
+    case SIGTSTP: case SIGTTIN: case SIGTTOU:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* A created process's end by a signal, reported as a signal's end is (128 + sig). */
+static void child_exit_on_signal(int sig)
+{
+    _exit(128 + sig);
+}
+
 /* Resolves args[0] like Go's exec.LookPath (what runc reports): names with a '/' are used as
  * they are, others are searched in the spec's PATH. Runs inside the container's root. */
 static void child_resolve(const char *name, char *const *env, char *out, size_t cap)
@@ -844,6 +863,16 @@ static int child_main(void *arg)
     memset(&ready, 0, sizeof ready);
     if (write(3, &ready, sizeof ready) != (ssize_t)sizeof ready)
         _exit(127);
+    /* Created, not started: a signal must end the process as it would end runc's init waiting
+     * for its start (its default action), though as its namespace's PID 1 with SIG_DFL the
+     * kernel would drop it. From StartProcess to the exec the agent holds signals instead
+     * (signal_hold.h); execve puts these handlers back to SIG_DFL. */
+    struct sigaction created_exit = { .sa_handler = child_exit_on_signal };
+    sigemptyset(&created_exit.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (signal_terminates_by_default(sig))
+            sigaction(sig, &created_exit, NULL);
+    }
     char go;
     ssize_t n;
     do
@@ -1603,6 +1632,10 @@ static bool hold_init_signal(struct container *c, int sig)
 {
     struct process *p = &c->init;
     if (p->exited || p->pid <= 0)
+        return false;
+    /* Created and not started: the child waits with handlers that end it (as runc's init
+     * waiting for its start ends): sent at once, never held. */
+    if (p->state == PROC_CREATED)
         return false;
     uint64_t now = monotonic_ms();
     struct signal_masks masks;

@@ -15,8 +15,10 @@
  * - Only a container's init process, and only signals other than SIGKILL, SIGSTOP (the kernel
  *   always delivers them) and SIGCONT (it resumes a stopped process when sent, whatever the
  *   disposition). Execs are not namespace inits: the kernel never drops their signals.
- * - Before the process has exec'd (created, or being started), every such signal is held: the
- *   child waiting for its start has SIG_DFL everywhere, so the kernel would drop it.
+ * - A created process (no StartProcess yet) is not held for: it waits for its start with
+ *   handlers that end it with 128 + the signal, as runc's init waiting for its start ends.
+ * - From StartProcess until the exec, every such signal is held: the kernel would drop it
+ *   (the child is between its handlers and the exec's SIG_DFL).
  * - From the exec on, for SIGNAL_HOLD_WINDOW_MS, a signal the process neither catches, ignores
  *   nor blocks (/proc/<pid>/status SigCgt, SigIgn, SigBlk) is held; one it does is sent at once
  *   (a blocked one is queued by the kernel, an ignored one is ignored, as under runc).
