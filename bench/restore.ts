@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createWritableDisk, ensureImage } from '../rootfs-builder/image';
+import { createWritableDisk, ensureImage } from '../shim/src/image';
 import type { Paths } from '../shim/src/config/paths';
 import { nullLogger } from '../shim/src/log';
 import type { Backend, VmConfig } from '../shim/src/sandbox/backend';

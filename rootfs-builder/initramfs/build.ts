@@ -5,7 +5,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { repoRoot } from '../../shim/src/config/paths';
+import { sourceTree } from '../source-tree';
 import { type CpioEntry, writeCpio } from './cpio';
 
 export interface InitramfsArtifact {
@@ -22,7 +22,7 @@ const CONSOLE_MINOR = 1;
 /** Path of the built agent binary (rootfs-builder/agent/build/smolvm-init); throws a clear
  *  error naming `make -C rootfs-builder/agent` when it is missing. */
 export function agentBinaryPath(): string {
-  const binary = path.join(repoRoot(), AGENT_BINARY_RELATIVE);
+  const binary = path.join(sourceTree(), AGENT_BINARY_RELATIVE);
   let stat: fs.Stats;
   try {
     stat = fs.statSync(binary);

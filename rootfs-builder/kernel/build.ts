@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { repoRoot } from '../../shim/src/config/paths';
+import { builderPath } from '../source-tree';
 
 export interface KernelArtifact {
   vmlinux: string;
@@ -44,7 +44,7 @@ const REQUIRED_HEADERS: ReadonlyArray<readonly [header: string, debianPackage: s
 
 /** The config fragment, found from the repository root (works from dist/ and from sources). */
 export function configFragmentPath(): string {
-  return path.join(repoRoot(), 'rootfs-builder', 'kernel', 'microvm.config');
+  return builderPath('kernel', 'microvm.config');
 }
 
 let sourceVersionMemo: string | undefined;

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import type { Mount } from '../../shim/src/gen/containerd/types/mount';
-import { createWritableDisk, ensureImage } from '../../rootfs-builder/image';
+import { createWritableDisk, ensureImage } from '../../shim/src/image';
 import { skipBecause } from '../helpers/skip';
 
 const isRoot = process.getuid?.() === 0;

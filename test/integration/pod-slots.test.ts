@@ -22,7 +22,7 @@ import { qmpExecute } from '../../shim/src/sandbox/backends/qmp';
 import { guestArtifacts } from '../../shim/src/sandbox/guest';
 import { PodRegistry } from '../../shim/src/sandbox/pod-registry';
 import { startVm, shapeOf, templateInputs, TemplateStore, type StartedVm } from '../../shim/src/sandbox/template';
-import { createWritableDisk, ensureImage } from '../../rootfs-builder/image';
+import { createWritableDisk, ensureImage } from '../../shim/src/image';
 import { Container } from '../../shim/src/task/container';
 import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
 import { makeBusyboxRootfs } from '../helpers/rootfs';

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { createWritableDisk, ensureImage, type GuestImage } from '../../rootfs-builder/image';
+import { createWritableDisk, ensureImage, type GuestImage } from '../../shim/src/image';
 import type { Paths } from '../../shim/src/config/paths';
 import type { Logger } from '../../shim/src/log';
 import type { VmConfig } from '../../shim/src/sandbox/backend';

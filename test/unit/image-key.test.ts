@@ -2,8 +2,8 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { computeImageKey } from '../../rootfs-builder/image/key';
-import { resolveSource } from '../../rootfs-builder/image/source';
+import { computeImageKey } from '../../shim/src/image/key';
+import { resolveSource } from '../../shim/src/image/source';
 
 const BUILDER = 'mkfs.erofs@1:2:3 --quiet';
 

@@ -4,9 +4,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import type { Mount } from '../../shim/src/gen/containerd/types/mount';
-import { overlayMountData } from '../../rootfs-builder/image/erofs';
-import { resolveSource, splitLowerdir } from '../../rootfs-builder/image/source';
-import { findTool } from '../../rootfs-builder/image/tools';
+import { overlayMountData } from '../../shim/src/image/erofs';
+import { resolveSource, splitLowerdir } from '../../shim/src/image/source';
+import { findTool } from '../../shim/src/image/tools';
 
 const mount = (type: string, source: string, options: string[]): Mount => ({ type, source, target: '', options });
 

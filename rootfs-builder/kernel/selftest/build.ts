@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { repoRoot } from '../../../shim/src/config/paths';
+import { builderPath } from '../../source-tree';
 
 const execFileAsync = promisify(execFile);
 
@@ -16,7 +16,7 @@ const KERNEL_HEADER_LINKS: ReadonlyArray<readonly [name: string, target: string]
 ];
 
 export function selftestSourcePath(): string {
-  return path.join(repoRoot(), 'rootfs-builder', 'kernel', 'selftest', 'guest-selftest.c');
+  return builderPath('kernel', 'selftest', 'guest-selftest.c');
 }
 
 /** Compiles the self-test into `<buildDir>/guest-selftest` and returns that path. */

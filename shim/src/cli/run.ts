@@ -2,7 +2,7 @@
 // Sandbox code the shim uses. Its exit code is the container's.
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import type { RootfsSource } from '../../../rootfs-builder/image';
+import type { RootfsSource } from '../image';
 import { loadConfig, type BackendChoice } from '../config/config';
 import { smolvmPaths } from '../config/paths';
 import { stderrLogger } from '../log';

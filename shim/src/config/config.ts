@@ -59,7 +59,7 @@ const isPoolSize = (v: unknown): v is number => typeof v === 'number' && Number.
 const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
 const isDeadlineScale = (v: unknown): v is number => typeof v === 'number' && v >= MIN_DEADLINE_SCALE && v <= MAX_DEADLINE_SCALE;
 const intRange = (min: number, max: number) => (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
-/** rootfs-builder/image/disk.ts: 16 MiB .. 16 TiB. */
+/** image/disk.ts: 16 MiB .. 16 TiB. */
 export const MIN_WRITABLE_DISK_MIB = 16;
 export const MAX_WRITABLE_DISK_MIB = 16 * 1024 * 1024;
 /** Two rotated files of at least 4 KiB each; at most 1 GiB in all. */

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { acquireLock } from '../../../rootfs-builder/image/lock';
+import { acquireLock } from '../util/file-lock';
 import { recordedVmDataDir, repoRoot, type Paths } from '../config/paths';
 import { detachAll } from '../sandbox/host-mounts';
 import { sweepOrphanedVmms, type VmmSweepResult } from '../sandbox/vmm-sweep';

@@ -15,7 +15,7 @@
 // containers.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createWritableDisk, rewriteWritableDisk } from '../../../rootfs-builder/image';
+import { createWritableDisk, rewriteWritableDisk } from '../image';
 import type { Paths } from '../config/paths';
 import { Code, RpcError, unavailable } from '../errdefs';
 import type { Logger } from '../log';

@@ -3,7 +3,7 @@
 // its teardown. Used by the containerd task service and by `smolvm run` alike.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createWritableDisk, ensureImage, type RootfsSource } from '../../../rootfs-builder/image';
+import { createWritableDisk, ensureImage, type RootfsSource } from '../image';
 import { AGENT_PROTOCOL_MINOR_CGROUPS, type ProcessIo, type ProcessStdio } from '../agent/client';
 import type { Paths } from '../config/paths';
 import { alreadyExists, Code, failedPrecondition, notFound, RpcError } from '../errdefs';

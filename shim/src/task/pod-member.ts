@@ -3,7 +3,7 @@
 // sandbox/pod.ts), and leave again (the agent removes the container, its disks are removed or
 // its pair freed, the last member ends the VM). The pod's
 // VMM goes into the host cgroup of the container that booted it.
-import { ensureImage, type RootfsSource } from '../../../rootfs-builder/image';
+import { ensureImage, type RootfsSource } from '../image';
 import type { Paths } from '../config/paths';
 import { Code, RpcError } from '../errdefs';
 import type { Logger } from '../log';

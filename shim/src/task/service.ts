@@ -3,7 +3,7 @@
 // microVM; an exec is one more process in the container's namespaces in that VM.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { RootfsSource } from '../../../rootfs-builder/image';
+import type { RootfsSource } from '../image';
 import type { Paths } from '../config/paths';
 import { alreadyExists, Code, codeOf, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
 import type { EventPublisher } from '../events/publisher';

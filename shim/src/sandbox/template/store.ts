@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { acquireLock, ownerAlive, type HeldLock } from '../../../../rootfs-builder/image/lock';
+import { acquireLock, ownerAlive, type HeldLock } from '../../util/file-lock';
 import { killIdentified } from '../../util/proc';
 import type { VmInstance } from '../backend';
 import { familyOf, TEMPLATE_FORMAT, type TemplateInputs } from './key';

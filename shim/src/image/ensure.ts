@@ -5,10 +5,10 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Code, failedPrecondition, invalidArgument, messageOf, RpcError } from '../../shim/src/errdefs';
+import { Code, failedPrecondition, invalidArgument, messageOf, RpcError } from '../errdefs';
 import { buildErofs, builderIdentity, findMkfsErofs } from './erofs';
 import { computeImageKey } from './key';
-import { acquireLock } from './lock';
+import { acquireLock } from '../util/file-lock';
 import { resolveSource, type ResolvedSource, type RootfsSource } from './source';
 import type { Tool } from './tools';
 

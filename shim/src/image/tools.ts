@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { failedPrecondition, internal } from '../../shim/src/errdefs';
+import { failedPrecondition, internal } from '../errdefs';
 
 /** A program found on disk, with what identifies its exact build (for cache keys). */
 export interface Tool {

@@ -12,8 +12,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { alreadyExists, internal, invalidArgument } from '../../shim/src/errdefs';
-import { smolvmPaths } from '../../shim/src/config/paths';
+import { alreadyExists, internal, invalidArgument } from '../errdefs';
+import { smolvmPaths } from '../config/paths';
 import { findTool, runTool } from './tools';
 
 export interface WritableDiskOptions {

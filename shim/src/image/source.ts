@@ -8,8 +8,8 @@
 // A plain directory (an OCI bundle's rootfs/, `smolvm run --rootfs DIR`) is the third kind.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Mount } from '../../shim/src/gen/containerd/types/mount';
-import { invalidArgument, RpcError } from '../../shim/src/errdefs';
+import type { Mount } from '../gen/containerd/types/mount';
+import { invalidArgument, RpcError } from '../errdefs';
 
 export type RootfsSource = { kind: 'mounts'; mounts: Mount[] } | { kind: 'dir'; path: string };
 

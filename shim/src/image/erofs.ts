@@ -6,7 +6,7 @@
 // when it exits, for any reason, including our own death, the kernel drops the mount. No mount
 // can leak into the host, and nothing needs unmounting. A single layer is read directly.
 import * as path from 'node:path';
-import { invalidArgument } from '../../shim/src/errdefs';
+import { invalidArgument } from '../errdefs';
 import type { ResolvedSource } from './source';
 import { findTool, runTool, type Tool } from './tools';
 

@@ -12,8 +12,8 @@
 // very record found stale, so two waiters can never remove each other's fresh lock.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import { unavailable } from '../../shim/src/errdefs';
-import { liveProcessStartTime } from '../../shim/src/util/proc';
+import { unavailable } from '../errdefs';
+import { liveProcessStartTime } from './proc';
 
 export interface LockOwner {
   readonly bootId: string;

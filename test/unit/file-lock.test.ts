@@ -4,10 +4,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, RpcError } from '../../shim/src/errdefs';
-import { acquireLock, ownerAlive } from '../../rootfs-builder/image/lock';
+import { acquireLock, ownerAlive } from '../../shim/src/util/file-lock';
 
-const LOCK_MODULE = path.resolve(__dirname, '../../rootfs-builder/image/lock.js');
-const IMAGE_MODULE = path.resolve(__dirname, '../../rootfs-builder/image/index.js');
+const LOCK_MODULE = path.resolve(__dirname, '../../shim/src/util/file-lock.js');
+const IMAGE_MODULE = path.resolve(__dirname, '../../shim/src/image/index.js');
 
 function runNode(script: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
