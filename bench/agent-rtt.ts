@@ -15,8 +15,8 @@ import { loadConfig } from '../shim/src/config/config';
 import { smolvmPaths } from '../shim/src/config/paths';
 import { stderrLogger } from '../shim/src/log';
 import type { OciSpec } from '../shim/src/oci/spec';
-import { PodRegistry } from '../shim/src/sandbox/pod-registry';
-import { selectBackend } from '../shim/src/sandbox/select';
+import { PodRegistry } from '../shim/src/vm/pods';
+import { selectBackend } from '../shim/src/vm/select';
 import { Container } from '../shim/src/task/container';
 import { makeBusyboxRootfs } from '../test/helpers/rootfs';
 
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   const common = {
     rootfs: { kind: 'dir' as const, path: rootfs }, backend: selectBackend(config.backend), paths,
     memoryMiB: config.memoryMiB, vcpus: config.vcpus, writableDiskBytes: 64 << 20, log,
-    pod: { registry, sandboxId: 'rtt', maxContainers: rounds + 1 },
+    pod: { registry, podId: 'rtt', maxContainers: rounds + 1 },
   };
   try {
     // The first container boots the pod VM (not timed as a round: boot dominates it).

@@ -13,11 +13,11 @@ import * as path from 'node:path';
 import { createWritableDisk, ensureImage } from '../shim/src/image';
 import type { Paths } from '../shim/src/config/paths';
 import { nullLogger } from '../shim/src/log';
-import type { Backend, VmConfig } from '../shim/src/sandbox/backend';
-import { KvmBackend } from '../shim/src/sandbox/backends/kvm';
-import { TcgBackend } from '../shim/src/sandbox/backends/tcg';
-import { guestArtifacts } from '../shim/src/sandbox/guest';
-import { buildTemplate, shapeOf, startVm, TemplateStore } from '../shim/src/sandbox/template';
+import type { Backend, VmConfig } from '../shim/src/vm/backend';
+import { KvmBackend } from '../shim/src/vm/backends/kvm';
+import { TcgBackend } from '../shim/src/vm/backends/tcg';
+import { guestArtifacts } from '../shim/src/vm/guest';
+import { buildTemplate, shapeOf, startVm, TemplateStore } from '../shim/src/vm/template';
 import { makeBusyboxRootfs } from '../test/helpers/rootfs';
 
 interface Options {

@@ -4,7 +4,7 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseCgroupMounts } from '../shim/src/sandbox/host-cgroup';
+import { parseCgroupMounts } from '../shim/src/vm/host-cgroup';
 import { lines } from './harness/containerd';
 import { describeResult, sleep } from './harness/exec';
 import { describeConformance } from './harness/suite';

@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { agentCallDeadlineMs, type DeadlineCall } from '../shim/src/agent/deadlines';
-import { qmpExecute } from '../shim/src/sandbox/backends/qmp';
+import { qmpExecute } from '../shim/src/vm/backends/qmp';
 import type { ContainerState } from '../shim/src/state/store';
 import type { PrivateContainerd } from './harness/containerd';
 import { EventWatcher, type ObservedEvent } from './harness/events';

@@ -3,7 +3,7 @@
 // moment after `ctr run --rm` returns, so checks are polled up to a bound before they fail.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { findVmmProcesses } from '../../shim/src/sandbox/vmm-sweep';
+import { findVmmProcesses } from '../../shim/src/vm/vmm-sweep';
 import { PrivateContainerd, RUN_MARKER_ENV, lines } from './containerd';
 import { sleep } from './exec';
 import { fifosUnder, findMarkedProcesses, findProcessesByCmdline, mountsUnder, walkTree } from './host';

@@ -1,5 +1,5 @@
 // What a guest root can do at the root of a VM's 9p share, and the host mounts behind it
-// (shim/src/sandbox/host-mounts.ts), for the share and pod tests.
+// (shim/src/vm/host-mounts.ts), for the share and pod tests.
 import * as fs from 'node:fs';
 
 /** The guest's 9p mount tag of the share (host-mounts.ts SHARE_MOUNT_TAG). */

@@ -1,5 +1,5 @@
 // Removing a test's temporary SMOLVM_ROOT. A Create that finds no template starts a detached
-// template builder (shim/src/sandbox/template/builder.ts) that outlives the test and keeps
+// template builder (shim/src/vm/template/builder.ts) that outlives the test and keeps
 // writing under the root's cache dir, so a plain recursive removal can race it (ENOTEMPTY).
 // Stop those builders first (SIGTERM: a builder kills its QEMU and leaves no half template),
 // then remove the directory.

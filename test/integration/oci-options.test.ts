@@ -10,7 +10,7 @@ import {
   withShareSubpaths,
 } from '../../shim/src/oci/guest-config';
 import type { OciSpec } from '../../shim/src/oci/spec';
-import { ninePShareArgs, qemuArgs } from '../../shim/src/sandbox/backends/tcg';
+import { ninePShareArgs, qemuArgs } from '../../shim/src/vm/backends/tcg';
 import { removeWorkDir } from '../helpers/work-dir';
 
 const invalid = (pattern: RegExp) => (err: unknown): boolean => {

@@ -16,12 +16,12 @@ import { smolvmPaths } from '../../shim/src/config/paths';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import { nullLogger } from '../../shim/src/log';
 import type { OciSpec } from '../../shim/src/oci/spec';
-import type { VmConfig } from '../../shim/src/sandbox/backend';
-import { QMP_SOCKET_NAME, TcgBackend } from '../../shim/src/sandbox/backends/tcg';
-import { qmpExecute } from '../../shim/src/sandbox/backends/qmp';
-import { guestArtifacts } from '../../shim/src/sandbox/guest';
-import { PodRegistry } from '../../shim/src/sandbox/pod-registry';
-import { startVm, shapeOf, templateInputs, TemplateStore, type StartedVm } from '../../shim/src/sandbox/template';
+import type { VmConfig } from '../../shim/src/vm/backend';
+import { QMP_SOCKET_NAME, TcgBackend } from '../../shim/src/vm/backends/tcg';
+import { qmpExecute } from '../../shim/src/vm/backends/qmp';
+import { guestArtifacts } from '../../shim/src/vm/guest';
+import { PodRegistry } from '../../shim/src/vm/pods';
+import { startVm, shapeOf, templateInputs, TemplateStore, type StartedVm } from '../../shim/src/vm/template';
 import { createWritableDisk, ensureImage } from '../../shim/src/image';
 import { Container } from '../../shim/src/task/container';
 import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
@@ -98,7 +98,7 @@ describe('pod VM disks by hotplug (tcg)', function () {
       id, spec: spec(), rootfs: { kind: 'dir', path: rootfs[image]! },
       stdio: { stdout, stderr: new PassThrough() },
       backend, paths, memoryMiB: 256, vcpus: 1, writableDiskBytes: 64 * 1024 * 1024, log: nullLogger,
-      pod: { registry, sandboxId: 'pod-1', maxContainers: 2 },
+      pod: { registry, podId: 'pod-1', maxContainers: 2 },
     });
     running.push(container);
     await container.start();
@@ -128,8 +128,8 @@ describe('pod VM disks by hotplug (tcg)', function () {
   });
 
   it('hot-added the image from the cache as it is and a writable file in the VM\'s data dir per container', async () => {
-    const vmDir = running[0]!.sandbox.dir;
-    const dataDir = running[0]!.sandbox.dataDir;
+    const vmDir = running[0]!.vm.dir;
+    const dataDir = running[0]!.vm.dataDir;
     assert.equal(dataDir, path.join(paths.cacheDir, 'vms', path.basename(vmDir)), 'the data dir is <cacheDir>/vms/<vm>');
     const nodes = await blockNodes(vmDir);
     const files = [...nodes.values()];
@@ -153,8 +153,8 @@ describe('pod VM disks by hotplug (tcg)', function () {
   it('hot-removes a leaving container\'s disks; another image of another size joins', async () => {
     const [a] = running;
     const pid = a!.pid;
-    const vmDir = a!.sandbox.dir;
-    const dataDir = a!.sandbox.dataDir;
+    const vmDir = a!.vm.dir;
+    const dataDir = a!.vm.dataDir;
     const vmm = { pid, startTime: processStartTime(pid)! };
     await remove(a!);
     assert.ok(isSameProcessAlive(vmm), 'the VM outlives one container');
@@ -171,8 +171,8 @@ describe('pod VM disks by hotplug (tcg)', function () {
 
   it('ends the VM with the pod\'s last container and leaves nothing behind', async () => {
     const vmm = { pid: running[0]!.pid, startTime: processStartTime(running[0]!.pid)! };
-    const vmDir = running[0]!.sandbox.dir;
-    const dataDir = running[0]!.sandbox.dataDir;
+    const vmDir = running[0]!.vm.dir;
+    const dataDir = running[0]!.vm.dataDir;
     for (const c of [...running]) await remove(c);
     assert.equal(registry.size, 0);
     assert.ok(!isSameProcessAlive(vmm), 'qemu gone');

@@ -12,7 +12,7 @@ import { EventsDefinition, type Envelope } from '../../shim/src/gen/containerd/s
 import { DeleteResponse, TaskDefinition } from '../../shim/src/gen/containerd/task/v2/shim';
 import { Status } from '../../shim/src/gen/containerd/types/task/task';
 import { nullLogger } from '../../shim/src/log';
-import { parseCgroupMounts } from '../../shim/src/sandbox/host-cgroup';
+import { parseCgroupMounts } from '../../shim/src/vm/host-cgroup';
 import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
 import { TtrpcClient } from '../../shim/src/ttrpc/client';
 import { TtrpcServer } from '../../shim/src/ttrpc/server';

@@ -14,13 +14,13 @@ import { PassThrough } from 'node:stream';
 import { createWritableDisk, ensureImage, type GuestImage } from '../../shim/src/image';
 import type { Paths } from '../../shim/src/config/paths';
 import type { Logger } from '../../shim/src/log';
-import type { VmConfig } from '../../shim/src/sandbox/backend';
-import { KvmBackend } from '../../shim/src/sandbox/backends/kvm';
-import { TcgBackend } from '../../shim/src/sandbox/backends/tcg';
-import { guestArtifacts, type GuestArtifacts } from '../../shim/src/sandbox/guest';
-import { STATE_FILE, startVm, TemplateStore, templateInputs, shapeOf, type StartedVm } from '../../shim/src/sandbox/template';
+import type { VmConfig } from '../../shim/src/vm/backend';
+import { KvmBackend } from '../../shim/src/vm/backends/kvm';
+import { TcgBackend } from '../../shim/src/vm/backends/tcg';
+import { guestArtifacts, type GuestArtifacts } from '../../shim/src/vm/guest';
+import { STATE_FILE, startVm, TemplateStore, templateInputs, shapeOf, type StartedVm } from '../../shim/src/vm/template';
 import type { OciSpec } from '../../shim/src/oci/spec';
-import { PodVm } from '../../shim/src/sandbox/pod';
+import { PodVm } from '../../shim/src/vm/pod-vm';
 import { Container } from '../../shim/src/task/container';
 import { isSameProcessAlive } from '../../shim/src/util/proc';
 import { makeBusyboxRootfs } from '../helpers/rootfs';
@@ -263,7 +263,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     const lines: LogLine[] = [];
     const log = recordingLogger(lines);
     const boot = (): Promise<PodVm> => PodVm.boot({
-      sandboxId: 'spare-test', backend, paths, memoryMiB: 256, vcpus: 1, maxContainers: 2, log, templates: true,
+      podId: 'spare-test', backend, paths, memoryMiB: 256, vcpus: 1, maxContainers: 2, log, templates: true,
     });
     const cold = await boot();
     const podKey = /^vm cold boot: no template (\S+) \(building\)$/.exec(lines.find((l) => l.msg.startsWith('vm cold boot'))?.msg ?? '')?.[1];
@@ -271,7 +271,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     assert.ok(podKey, JSON.stringify(lines));
     await waitForTemplate(podKey);
     const pod = await boot();
-    assert.equal(pod.sandbox.restoredFrom, podKey, JSON.stringify(lines.filter((l) => l.level === 'warn')));
+    assert.equal(pod.vm.restoredFrom, podKey, JSON.stringify(lines.filter((l) => l.level === 'warn')));
     await pod.prepareWritable(64 * 1024 * 1024, paths.cacheDir);
 
     const stdout = new PassThrough();
@@ -289,7 +289,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     });
     try {
       assert.equal(offered, 1);
-      assert.equal(container.pid, pod.sandbox.vm.identity.pid, 'the container runs in the warm VM');
+      assert.equal(container.pid, pod.vm.vmm.identity.pid, 'the container runs in the warm VM');
       assert.ok(lines.some((l) => l.msg === 'vm taken from the warm pool'), JSON.stringify(lines));
       await container.start();
       const exit = await container.init.exited;
@@ -298,8 +298,8 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     } finally {
       await container.destroy();
     }
-    assert.ok(!isSameProcessAlive(pod.sandbox.vm.identity), 'the warm VM ends with its container');
-    const left = fs.existsSync(pod.sandbox.dir) ? fs.readdirSync(pod.sandbox.dir) : [];
-    assert.ok(!fs.existsSync(pod.sandbox.dir), `its directory is removed; left: ${JSON.stringify(left)}; warnings: ${JSON.stringify(lines.filter((l) => l.level !== 'info' && l.level !== 'debug'))}`);
+    assert.ok(!isSameProcessAlive(pod.vm.vmm.identity), 'the warm VM ends with its container');
+    const left = fs.existsSync(pod.vm.dir) ? fs.readdirSync(pod.vm.dir) : [];
+    assert.ok(!fs.existsSync(pod.vm.dir), `its directory is removed; left: ${JSON.stringify(left)}; warnings: ${JSON.stringify(lines.filter((l) => l.level !== 'info' && l.level !== 'debug'))}`);
   });
 });

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { fromAddress } from '../../shim/src/bootstrap/address';
 import { smolvmPaths, type Paths } from '../../shim/src/config/paths';
 import { listSpares } from '../../shim/src/pool/pool';
-import { TemplateStore } from '../../shim/src/sandbox/template';
+import { TemplateStore } from '../../shim/src/vm/template';
 import { vmmProcsOf, type VmmProc } from '../helpers/vmm-procs';
 import { removeWorkDir, templateBuildersUnder } from '../helpers/work-dir';
 

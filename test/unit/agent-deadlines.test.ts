@@ -19,8 +19,8 @@ import { parseConfig } from '../../shim/src/config/config';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import { AgentDefinition, type CreateContainerRequest } from '../../shim/src/gen/smolvm/agent';
 import type { Logger } from '../../shim/src/log';
-import type { VmExit, VmInstance } from '../../shim/src/sandbox/backend';
-import { Sandbox } from '../../shim/src/sandbox/sandbox';
+import type { VmExit, Vmm } from '../../shim/src/vm/backend';
+import { Vm } from '../../shim/src/vm/vm';
 import { GuestProcess } from '../../shim/src/task/guest-process';
 import { TtrpcServer } from '../../shim/src/ttrpc';
 import { processStartTime } from '../../shim/src/util/proc';
@@ -338,7 +338,7 @@ describe('agent call deadlines: AgentClient', function () {
 });
 
 /** A stand-in VMM: a real process (so SIGKILL and pid checks are real), paused and resumed by the test. */
-class FakeVm implements VmInstance {
+class FakeVm implements Vmm {
   readonly backend = 'tcg' as const;
   readonly sockets = {};
   readonly exited: Promise<VmExit>;
@@ -373,9 +373,9 @@ class FakeVm implements VmInstance {
 
 
 type SandboxConstructor = new (
-  vmId: string, dir: string, dataDir: string, vm: VmInstance, agent: AgentClient, slots: [], log: Logger,
+  vmId: string, dir: string, dataDir: string, vm: Vmm, agent: AgentClient, slots: [], log: Logger,
   restoredFrom: string | null, shares: null,
-) => Sandbox;
+) => Vm;
 
 describe('agent call deadlines: the lost VM', function () {
   this.timeout(15_000);
@@ -384,7 +384,7 @@ describe('agent call deadlines: the lost VM', function () {
   let logger: MemoryLogger;
   let vmm: ChildProcess;
   let vm: FakeVm;
-  let sandbox: Sandbox;
+  let sandbox: Vm;
 
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-lost-'));
@@ -403,7 +403,7 @@ describe('agent call deadlines: the lost VM', function () {
     });
     const client = await AgentClient.connect(socket, { logger, timeoutMs: 5000 });
     client.setDeadlineScale(0.02); // SignalProcess 200 ms, ExecProcess 600 ms
-    sandbox = new (Sandbox as unknown as SandboxConstructor)('fakevm', vmDir, path.join(dir, 'data'), vm, client, [], logger, null, null);
+    sandbox = new (Vm as unknown as SandboxConstructor)('fakevm', vmDir, path.join(dir, 'data'), vm, client, [], logger, null, null);
   });
 
   afterEach(async () => {

@@ -1,4 +1,4 @@
-// The capped logs a VM's console and its VMM's output go to (sandbox/capped-log.ts): never
+// The capped logs a VM's console and its VMM's output go to (vm/capped-log.ts): never
 // more than the cap on disk, the newest output kept, the panic line found across a rotation,
 // watches that see text whatever the rotation does, and an end that is noticed.
 import * as assert from 'node:assert/strict';
@@ -6,8 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { kernelPanicLine } from '../../shim/src/sandbox/backend';
-import { CappedLog, logBytes, logsDrained, readLogTail, ROTATED_SUFFIX, tailLog } from '../../shim/src/sandbox/capped-log';
+import { kernelPanicLine } from '../../shim/src/vm/backend';
+import { CappedLog, logBytes, logsDrained, readLogTail, ROTATED_SUFFIX, tailLog } from '../../shim/src/vm/capped-log';
 
 describe('capped log (console and VMM logs on the host)', () => {
   let dir: string;

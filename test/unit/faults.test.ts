@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { deleteShim } from '../../shim/src/bootstrap/delete';
 import { DeleteResponse } from '../../shim/src/gen/containerd/task/v2/shim';
-import { describeVmLoss, describeVmmEnd, kernelPanicLine, type VmExit, type VmInstance } from '../../shim/src/sandbox/backend';
+import { describeVmLoss, describeVmmEnd, kernelPanicLine, type VmExit, type Vmm } from '../../shim/src/vm/backend';
 import { StateStore } from '../../shim/src/state/store';
 import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
 
@@ -20,13 +20,13 @@ const PANIC_CONSOLE = [
   '',
 ].join('\r\n');
 
-function fakeVm(consoleLog: string, exited: Promise<VmExit>): VmInstance {
+function fakeVm(consoleLog: string, exited: Promise<VmExit>): Vmm {
   const unused = (): never => { throw new Error('not used'); };
   return {
     backend: 'tcg', identity: { pid: 4242, startTime: '1' }, sockets: {}, consoleLog, exited,
     connectAgent: unused, diagnostics: () => '', kill: unused, pause: unused, resume: unused, refreshSlot: unused,
     consoleSays: unused,
-  } as VmInstance;
+  } as Vmm;
 }
 
 describe('lost VM diagnostics', () => {

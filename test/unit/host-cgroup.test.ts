@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Code, RpcError } from '../../shim/src/errdefs';
-import { expandSlice, parseCgroupMounts, placeInCgroup, removeCgroupPlacement, resolveCgroupsPath } from '../../shim/src/sandbox/host-cgroup';
+import { expandSlice, parseCgroupMounts, placeInCgroup, removeCgroupPlacement, resolveCgroupsPath } from '../../shim/src/vm/host-cgroup';
 
 function refused(cgroupsPath: string, pattern: RegExp): void {
   assert.throws(() => resolveCgroupsPath(cgroupsPath), (err: unknown) => {

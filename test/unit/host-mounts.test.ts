@@ -1,4 +1,4 @@
-// Host directories through the VM's one 9p share (shim/src/sandbox/host-mounts.ts) and the
+// Host directories through the VM's one 9p share (shim/src/vm/host-mounts.ts) and the
 // removal that never crosses into a mount (shim/src/util/fsutil.ts removeTree): real bind
 // mounts on this host (root only), no VM. The point of the safety tests: a host directory
 // bind-mounted under a VM directory must keep its files whatever removes that directory.
@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { deleteShim } from '../../shim/src/bootstrap/delete';
 import { Code, codeOf } from '../../shim/src/errdefs';
 import { nullLogger, type Logger } from '../../shim/src/log';
-import { bindMountHostDir, detachAll, HostShares, mountOptionsAt } from '../../shim/src/sandbox/host-mounts';
+import { bindMountHostDir, detachAll, HostShares, mountOptionsAt } from '../../shim/src/vm/host-mounts';
 import { StateStore } from '../../shim/src/state/store';
 import { mountPoints, mountPointsUnder, removeQuietly, removeTree } from '../../shim/src/util/fsutil';
 import { skipBecause } from '../helpers/skip';

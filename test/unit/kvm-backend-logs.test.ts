@@ -9,10 +9,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { stderrLogger } from '../../shim/src/log';
-import type { VmConfig, VmInstance } from '../../shim/src/sandbox/backend';
-import { FORCE_ON_PVM_ENV, KvmBackend } from '../../shim/src/sandbox/backends/kvm';
-import { logBytes, readLogTail, ROTATED_SUFFIX } from '../../shim/src/sandbox/capped-log';
-import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
+import type { VmConfig, Vmm } from '../../shim/src/vm/backend';
+import { FORCE_ON_PVM_ENV, KvmBackend } from '../../shim/src/vm/backends/kvm';
+import { logBytes, readLogTail, ROTATED_SUFFIX } from '../../shim/src/vm/capped-log';
+import { vmmBuildStatus } from '../../shim/src/vm/vmm/locate';
 import { buildGuest, ensureVmmBuilt, kvmUsable, REPO_ROOT, VMM_BINARY } from '../guests/vmm-harness';
 
 describe('kvm backend: console and VMM logs through pipes, capped', function () {
@@ -21,7 +21,7 @@ describe('kvm backend: console and VMM logs through pipes, capped', function () 
   let longGuest = '';
   let pvhGuest = '';
   let forceBefore: string | undefined;
-  const vms: VmInstance[] = [];
+  const vms: Vmm[] = [];
   const log = stderrLogger('error');
 
   before(function () {

@@ -3,8 +3,8 @@
 // container to leave destroys the VM, and one arriving after that boots a new one; a container
 // arriving while the last one leaves never gets the VM being torn down.
 import * as assert from 'node:assert/strict';
-import type { PodVm } from '../../shim/src/sandbox/pod';
-import { PodRegistry, SANDBOX_ID_ANNOTATION } from '../../shim/src/sandbox/pod-registry';
+import type { PodVm } from '../../shim/src/vm/pod-vm';
+import { PodRegistry, SANDBOX_ID_ANNOTATION } from '../../shim/src/vm/pods';
 
 class FakePod {
   readonly members = new Set<string>();
@@ -23,9 +23,9 @@ const asPod = (fake: FakePod): PodVm => fake as unknown as PodVm;
 
 describe('PodRegistry', () => {
   it('reads the CRI sandbox id annotation', () => {
-    assert.equal(PodRegistry.sandboxIdOf({ [SANDBOX_ID_ANNOTATION]: 'abc' }), 'abc');
-    assert.equal(PodRegistry.sandboxIdOf({ [SANDBOX_ID_ANNOTATION]: '' }), null);
-    assert.equal(PodRegistry.sandboxIdOf(undefined), null);
+    assert.equal(PodRegistry.podIdOf({ [SANDBOX_ID_ANNOTATION]: 'abc' }), 'abc');
+    assert.equal(PodRegistry.podIdOf({ [SANDBOX_ID_ANNOTATION]: '' }), null);
+    assert.equal(PodRegistry.podIdOf(undefined), null);
   });
 
   it('boots once for concurrent joins and destroys with the last leave', async () => {

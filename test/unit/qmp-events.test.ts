@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fakeMonitor } from '../helpers/fake-qmp';
-import { QmpChannel, QmpError } from '../../shim/src/sandbox/backends/qmp';
+import { QmpChannel, QmpError } from '../../shim/src/vm/backends/qmp';
 
 
 const deleted = (id: string) => `{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "DEVICE_DELETED", "data": {"device": "${id}", "path": "/machine/peripheral/${id}"}}\r\n`;

@@ -5,8 +5,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fakeMonitor, type QmpScript } from '../helpers/fake-qmp';
-import { QmpChannel, QmpError, qmpExecute } from '../../shim/src/sandbox/backends/qmp';
-import { qemuArgs } from '../../shim/src/sandbox/backends/tcg';
+import { QmpChannel, QmpError, qmpExecute } from '../../shim/src/vm/backends/qmp';
+import { qemuArgs } from '../../shim/src/vm/backends/tcg';
 import { skipBecause } from '../helpers/skip';
 
 type Script = QmpScript;

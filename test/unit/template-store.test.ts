@@ -5,9 +5,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { familyOf, fileSha256, TEMPLATE_FORMAT, templateKey, type TemplateInputs } from '../../shim/src/sandbox/template/key';
-import { STATE_FILE, TemplateStore, type TemplateManifest } from '../../shim/src/sandbox/template/store';
-import { templatesEnabled } from '../../shim/src/sandbox/template/start';
+import { familyOf, fileSha256, TEMPLATE_FORMAT, templateKey, type TemplateInputs } from '../../shim/src/vm/template/key';
+import { STATE_FILE, TemplateStore, type TemplateManifest } from '../../shim/src/vm/template/store';
+import { templatesEnabled } from '../../shim/src/vm/template/start';
 import { parseConfig } from '../../shim/src/config/config';
 
 const baseInputs: TemplateInputs = {

@@ -7,11 +7,11 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { connectHybridVsock, KvmBackend } from '../../shim/src/sandbox/backends/kvm';
-import { TcgBackend } from '../../shim/src/sandbox/backends/tcg';
-import { probeHost } from '../../shim/src/sandbox/host';
-import { selectBackend } from '../../shim/src/sandbox/select';
-import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
+import { connectHybridVsock, KvmBackend } from '../../shim/src/vm/backends/kvm';
+import { TcgBackend } from '../../shim/src/vm/backends/tcg';
+import { probeHost } from '../../shim/src/vm/host';
+import { selectBackend } from '../../shim/src/vm/select';
+import { vmmBuildStatus } from '../../shim/src/vm/vmm/locate';
 import { skipBecause } from '../helpers/skip';
 
 /** A fake VMM host socket: `answer` decides what a client's CONNECT line gets. */

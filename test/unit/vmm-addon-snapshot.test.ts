@@ -5,7 +5,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VmmClient } from '../../shim/src/sandbox/vmm';
+import { VmmClient } from '../../shim/src/vm/vmm';
 import { buildGuest, ensureVmmBuilt, kvmUsable } from '../guests/vmm-harness';
 import { skipBecause } from '../helpers/skip';
 

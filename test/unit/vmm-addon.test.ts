@@ -1,5 +1,5 @@
 /**
- * The node addon (native-vmm/src/addon) through its typed wrapper (shim/src/sandbox/vmm): it
+ * The node addon (native-vmm/src/addon) through its typed wrapper (shim/src/vm/vmm): it
  * spawns smolvm-vmm with exactly fds 0-3, passes host files as descriptors (SCM_RIGHTS), speaks
  * the control protocol on its own thread, and reports events and the process's exit (pidfd).
  * The guests are the tiny freestanding ones of test/guests, on this machine's /dev/kvm.
@@ -9,10 +9,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VmmClient } from '../../shim/src/sandbox/vmm/client';
-import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
-import { probeKvm } from '../../shim/src/sandbox/vmm/probe';
-import type { VmmEvent } from '../../shim/src/sandbox/vmm/protocol';
+import { VmmClient } from '../../shim/src/vm/vmm/client';
+import { vmmBuildStatus } from '../../shim/src/vm/vmm/locate';
+import { probeKvm } from '../../shim/src/vm/vmm/probe';
+import type { VmmEvent } from '../../shim/src/vm/vmm/protocol';
 import { processStartTime } from '../../shim/src/util/proc';
 import { buildGuest, ensureVmmBuilt, kvmUsable, REPO_ROOT, VMM_BINARY } from '../guests/vmm-harness';
 import { skipBecause } from '../helpers/skip';

@@ -9,11 +9,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VmmClient } from '../../shim/src/sandbox/vmm/client';
-import { vmmBuildStatus, vmmExecBinary } from '../../shim/src/sandbox/vmm/locate';
+import { VmmClient } from '../../shim/src/vm/vmm/client';
+import { vmmBuildStatus, vmmExecBinary } from '../../shim/src/vm/vmm/locate';
 import {
   killTrackedVmmsSync, markVmDirOwner, readVmmRecord, trackedVmms, trackVmm, VM_DIR_ENV, VMM_EXEC_EXIT, VMM_PARENT_ENV, VMM_RECORD_FILE, vmmExecPrefix,
-} from '../../shim/src/sandbox/vmm-exec';
+} from '../../shim/src/vm/vmm-exec';
 import { mountPoints } from '../../shim/src/util/fsutil';
 import { isSameProcessAlive, processStartTime, type ProcessIdentity } from '../../shim/src/util/proc';
 import { skipBecause } from '../helpers/skip';
@@ -226,7 +226,7 @@ describe('smolvm-vmm-exec: the VMM exec wrapper', function () {
     // ignores it and never says hello, so that only PDEATHSIG can end it.
     const standIn = path.join(dir, 'stand-in-vmm');
     fs.writeFileSync(standIn, '#!/bin/sh\nexec sleep 60\n', { mode: 0o755 });
-    const client = path.resolve(__dirname, '..', '..', 'shim', 'src', 'sandbox', 'vmm', 'client.js');
+    const client = path.resolve(__dirname, '..', '..', 'shim', 'src', 'vm', 'vmm', 'client.js');
     const script = `require(${JSON.stringify(client)}).VmmClient.spawn({ vmDir: ${JSON.stringify(dir)}, binary: ${JSON.stringify(standIn)} });
       setInterval(() => undefined, 1000);`;
     const node = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });

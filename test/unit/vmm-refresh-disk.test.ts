@@ -6,8 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { VmmClient } from '../../shim/src/sandbox/vmm/client';
-import { vmmBuildStatus } from '../../shim/src/sandbox/vmm/locate';
+import { VmmClient } from '../../shim/src/vm/vmm/client';
+import { vmmBuildStatus } from '../../shim/src/vm/vmm/locate';
 import { buildGuest, ensureVmmBuilt, kvmUsable, REPO_ROOT, VMM_BINARY } from '../guests/vmm-harness';
 import { skipBecause } from '../helpers/skip';
 

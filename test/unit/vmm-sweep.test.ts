@@ -1,4 +1,4 @@
-// The orphaned-VMM sweep (shim/src/sandbox/vmm-sweep.ts) with stand-ins: `sleep` processes
+// The orphaned-VMM sweep (shim/src/vm/vmm-sweep.ts) with stand-ins: `sleep` processes
 // play VMMs, their records and environment markers name a parent that is alive (this test) or
 // dead (a process it started and reaped). Orphans of this state root are found by record and
 // by /proc, killed and their VM directories removed (mounts detached first); a VMM whose
@@ -8,8 +8,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { markVmDirOwner, VM_DIR_ENV, VM_OWNER_FILE, VMM_PARENT_ENV, VMM_RECORD_FILE } from '../../shim/src/sandbox/vmm-exec';
-import { findVmmProcesses, isVmDirOf, sweepOrphanedVmms } from '../../shim/src/sandbox/vmm-sweep';
+import { markVmDirOwner, VM_DIR_ENV, VM_OWNER_FILE, VMM_PARENT_ENV, VMM_RECORD_FILE } from '../../shim/src/vm/vmm-exec';
+import { findVmmProcesses, isVmDirOf, sweepOrphanedVmms } from '../../shim/src/vm/vmm-sweep';
 import { mountPoints } from '../../shim/src/util/fsutil';
 import { isSameProcessAlive, processStartTime, type ProcessIdentity } from '../../shim/src/util/proc';
 

@@ -59,7 +59,7 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
   const state = store.read(namespace, flags.id);
   if (state?.vm) {
     const [{ removeCgroupPlacement }, { detachAll }, { removeQuietly }, { killIdentified, waitGone }] = await Promise.all([
-      import('../sandbox/host-cgroup'), import('../sandbox/host-mounts'), import('../util/fsutil'), import('../util/proc'),
+      import('../vm/host-cgroup'), import('../vm/host-mounts'), import('../util/fsutil'), import('../util/proc'),
     ]);
     pid = state.vm.pid;
     const identity = { pid: state.vm.pid, startTime: state.vm.pidStartTime };
@@ -98,9 +98,9 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
   // one that does not is stopped as the daemon would have (SIGTERM, then SIGKILL).
   await stopLoggers(state?.loggers ?? [], flags.id);
   // The daemon died: what it (or another dead shim) left that no state file names, such as a
-  // VM it was still booting, is swept by the VMMs' own records (sandbox/vmm-sweep.ts).
+  // VM it was still booting, is swept by the VMMs' own records (vm/vmm-sweep.ts).
   if (state) {
-    const { sweepOrphanedVmms } = await import('../sandbox/vmm-sweep');
+    const { sweepOrphanedVmms } = await import('../vm/vmm-sweep');
     const swept = await sweepOrphanedVmms(smolvmPaths()).catch((err: unknown) => ({ problems: [String(err)] }));
     for (const problem of swept.problems) process.stderr.write(`delete ${flags.id}: ${problem}\n`);
   }

@@ -4,9 +4,9 @@
 import { execFileSync } from 'node:child_process';
 import { cachedKernel } from '../../../rootfs-builder/kernel/build';
 import { smolvmPaths } from '../config/paths';
-import { probeHost } from '../sandbox/host';
-import { probeKvm, type KvmProbe } from '../sandbox/vmm/probe';
-import { vmmBuildStatus } from '../sandbox/vmm/locate';
+import { probeHost } from '../vm/host';
+import { probeKvm, type KvmProbe } from '../vm/vmm/probe';
+import { vmmBuildStatus } from '../vm/vmm/locate';
 
 function versionOf(cmd: string, args: string[]): string | null {
   try {

@@ -1,7 +1,7 @@
 // `smolvm pool status|fill|drain`: the warm pool of spare daemons (pool/pool.ts) by hand.
 // fill tops it up to the config's pool_size (or --size N) and, with --wait, returns once every
 // spare takes claims; drain stops every spare and removes what a dead one left, and any
-// orphaned VMM of the state root (sandbox/vmm-sweep.ts).
+// orphaned VMM of the state root (vm/vmm-sweep.ts).
 import { loadConfig } from '../config/config';
 import { smolvmPaths } from '../config/paths';
 import { drainPoolReport, listSpares, sweepPool, topUpPool, waitForReady } from '../pool/pool';

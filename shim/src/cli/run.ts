@@ -7,7 +7,7 @@ import { loadConfig, type BackendChoice } from '../config/config';
 import { smolvmPaths } from '../config/paths';
 import { stderrLogger } from '../log';
 import { loadBundleSpec, type OciSpec } from '../oci/spec';
-import { selectBackend } from '../sandbox/select';
+import { selectBackend } from '../vm/select';
 import { Container } from '../task/container';
 
 export interface RunArgs {

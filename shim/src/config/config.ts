@@ -17,7 +17,7 @@ export interface SmolvmConfig {
   /** The largest writable disk the annotation may ask for. */
   writableDiskMaxMiB: number;
   /** Cap of each VM's console log, and of its VMM's own log, on the host (KiB): two files of
-   *  half of it each, rotated (sandbox/capped-log.ts). */
+   *  half of it each, rotated (vm/capped-log.ts). */
   consoleLogMaxKiB: number;
   /** Containers one pod VM can hold (disk slot pairs it boots with; capped by the backend). */
   podMaxContainers: number;

@@ -2,7 +2,7 @@
 // 1.2): capability sets, umask, linux.* security settings, and `mounts` with their options
 // split into mount(2) flags. Host-side facts are resolved here, before any VM boots: a bind
 // of a host FILE carries its content; a bind of a host DIRECTORY goes through the VM's one
-// virtio-9p share (sandbox/host-mounts.ts binds it into the share on the host; its subpath
+// virtio-9p share (vm/host-mounts.ts binds it into the share on the host; its subpath
 // there is filled in by withShareSubpaths). Everything the guest cannot serve is an
 // InvalidArgument naming the mount or field, never a silent skip.
 import * as fs from 'node:fs';

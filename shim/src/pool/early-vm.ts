@@ -8,8 +8,8 @@
 import type { SmolvmConfig } from '../config/config';
 import type { Paths } from '../config/paths';
 import type { Logger } from '../log';
-import type { Backend } from '../sandbox/backend';
-import { PodVm } from '../sandbox/pod';
+import type { Backend } from '../vm/backend';
+import { PodVm } from '../vm/pod-vm';
 import type { VmRecord } from '../state/store';
 import { WarmVm } from './warm-vm';
 
@@ -26,7 +26,7 @@ export interface EarlyVmOptions {
 export function startEarlyVm(opts: EarlyVmOptions): WarmVm {
   const { config, log } = opts;
   const booting: Promise<PodVm | null> = PodVm.boot({
-    sandboxId: `early-${process.pid}`, backend: opts.backend, paths: opts.paths, memoryMiB: config.memoryMiB,
+    podId: `early-${process.pid}`, backend: opts.backend, paths: opts.paths, memoryMiB: config.memoryMiB,
     vcpus: config.vcpus, maxContainers: config.podMaxContainers, templates: config.templates, log,
     logMaxBytes: config.consoleLogMaxKiB * 1024,
     onVmStarted: (vm, vmDir, dataDir) => {

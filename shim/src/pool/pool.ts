@@ -4,7 +4,7 @@
 // short (a daemon after its first Create, a spare just claimed, `smolvm pool fill`) tops it up
 // under fill.lock; entries whose daemon died are swept (their VMM killed, their files removed)
 // on the way. Every VMM is also recorded in its own VM directory by the exec wrapper and dies
-// with its daemon (sandbox/vmm-exec.ts): a spare killed while its VM restores, before vm.json
+// with its daemon (vm/vmm-exec.ts): a spare killed while its VM restores, before vm.json
 // exists, leaves at most a VM directory, which the orphan sweep removes.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,8 +12,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { acquireLock } from '../util/file-lock';
 import { recordedVmDataDir, repoRoot, type Paths } from '../config/paths';
-import { detachAll } from '../sandbox/host-mounts';
-import { sweepOrphanedVmms, type VmmSweepResult } from '../sandbox/vmm-sweep';
+import { detachAll } from '../vm/host-mounts';
+import { sweepOrphanedVmms, type VmmSweepResult } from '../vm/vmm-sweep';
 import { removeQuietly } from '../util/fsutil';
 import { isSameProcessAlive, killIdentified, liveProcessStartTime, waitGone, type ProcessIdentity } from '../util/proc';
 import { INTERNAL_ENV } from './protocol';
@@ -106,7 +106,7 @@ async function sweepEntry(paths: Paths, entry: SpareEntry): Promise<void> {
 /**
  * Removes entries whose daemon is gone, or that never became ready in time. A spare that died
  * while its VM booted left that VM's directory (and, before vm.json, nothing naming it): when
- * an entry was swept, so are the state root's orphaned VMMs (sandbox/vmm-sweep.ts).
+ * an entry was swept, so are the state root's orphaned VMMs (vm/vmm-sweep.ts).
  */
 export async function sweepPool(paths: Paths): Promise<number> {
   let swept = 0;

@@ -1,5 +1,5 @@
 // The warm pool's claim protocol. A spare is an idle shim daemon that already holds a VM
-// restored up to "agent ready" (sandbox/pod.ts's shape: disks are attached when a container
+// restored up to "agent ready" (vm/pod.ts's shape: disks are attached when a container
 // arrives). `start` (this TypeScript one, or the C launcher in launcher/) claims a spare
 // instead of spawning a daemon and waiting for a VM: the spare takes the container's place
 // (namespace, id, bundle, containerd's addresses), binds the shim socket and answers.

@@ -13,11 +13,11 @@ import { loadConfig, type SmolvmConfig } from '../config/config';
 import { smolvmPaths, type Paths } from '../config/paths';
 import { keepServingOnErrors, serveShim } from '../daemon';
 import { openLogFifo, retargetableLogger, type Logger, type LogTarget } from '../log';
-import type { Backend } from '../sandbox/backend';
-import { guestArtifacts } from '../sandbox/guest';
-import { PodVm } from '../sandbox/pod';
-import { selectBackend } from '../sandbox/select';
-import { killTrackedVmmsSync } from '../sandbox/vmm-exec';
+import type { Backend } from '../vm/backend';
+import { guestArtifacts } from '../vm/guest';
+import { PodVm } from '../vm/pod-vm';
+import { selectBackend } from '../vm/select';
+import { killTrackedVmmsSync } from '../vm/vmm-exec';
 import { writeFileAtomic, removeQuietly } from '../util/fsutil';
 import { liveProcessStartTime } from '../util/proc';
 import { CLAIM_SOCKET, poolDir, reniceProcess, VM_FILE } from './pool';
@@ -113,7 +113,7 @@ async function becomeDaemon(state: SpareState, req: ClaimRequest, socket: string
   fs.closeSync(logFile);
   // Back to normal priority: it runs a container now, not a refill.
   reniceProcess(process.pid, 0);
-  reniceProcess(state.pod.sandbox.vm.identity.pid, 0);
+  reniceProcess(state.pod.vm.vmm.identity.pid, 0);
   await serveShim({
     wiring: {
       namespace: req.namespace, address: req.address, publishBinary: req.publishBinary,
@@ -171,7 +171,7 @@ async function answerClaim(state: SpareState, conn: net.Socket, claimed: ClaimSl
     await reply({ kind: 'refused', reason: `could not serve: ${(err as Error).message}` });
     await retire(state, 'failed to serve its claim');
   }
-  state.log.info('claimed from the warm pool', { id: req.id, spare: state.name, vm_pid: state.pod.sandbox.vm.identity.pid });
+  state.log.info('claimed from the warm pool', { id: req.id, spare: state.name, vm_pid: state.pod.vm.vmm.identity.pid });
   await reply({ kind: 'ok', address: toAddress(socket) });
 }
 
@@ -196,7 +196,7 @@ export async function runSpare(): Promise<void> {
     const backend = selectBackend(config.backend);
     const guest = await guestArtifacts(paths.cacheDir);
     pod = await PodVm.boot({
-      sandboxId: `spare-${name}`, backend, paths, memoryMiB: config.memoryMiB, vcpus: config.vcpus,
+      podId: `spare-${name}`, backend, paths, memoryMiB: config.memoryMiB, vcpus: config.vcpus,
       maxContainers: config.podMaxContainers, templates: config.templates, log,
       logMaxBytes: config.consoleLogMaxKiB * 1024,
       onVmStarted: (vm, vmDir, dataDir) => {
@@ -212,7 +212,7 @@ export async function runSpare(): Promise<void> {
     };
     const ready = pod;
     const claimed: ClaimSlot = { done: false, close: () => server.close() };
-    void ready.sandbox.vm.exited.then(() => {
+    void ready.vm.vmm.exited.then(() => {
       if (!claimed.done) void retire(state, 'its VM exited while idle');
     });
     const server = net.createServer((conn) => {
@@ -223,7 +223,7 @@ export async function runSpare(): Promise<void> {
       server.once('error', reject);
       server.listen(path.join(dir, CLAIM_SOCKET), () => resolve());
     });
-    log.info('pool spare ready', { spare: name, vm_pid: ready.sandbox.vm.identity.pid, restored_from: ready.sandbox.restoredFrom ?? 'cold boot' });
+    log.info('pool spare ready', { spare: name, vm_pid: ready.vm.vmm.identity.pid, restored_from: ready.vm.restoredFrom ?? 'cold boot' });
   } catch (err) {
     await retire({ ...early, pod }, `failed to start: ${(err as Error).message}`);
   }

@@ -4,7 +4,7 @@
 // Create (or at exit), it is torn down. A boot under way is let finish first: killing it
 // mid-restore would count as a bad template (removed, rebuilt, a cold boot started instead).
 import type { Logger } from '../log';
-import type { PodVm } from '../sandbox/pod';
+import type { PodVm } from '../vm/pod-vm';
 import type { WarmVmSource } from '../task/container';
 
 export class WarmVm implements WarmVmSource {

@@ -13,12 +13,12 @@ import type { Logger } from '../log';
 import { guestCapabilities, guestContainerConfig, withShareSubpaths } from '../oci/guest-config';
 import { guestResources } from '../oci/resources';
 import type { OciProcess, OciSpec } from '../oci/spec';
-import type { Backend, DiskSlot, VmInstance } from '../sandbox/backend';
-import { assertDirSharesSupported } from '../sandbox/host-mounts';
-import { Sandbox, type VmDirs } from '../sandbox/sandbox';
-import { resolveCgroupsPath, VmmCgroup } from '../sandbox/host-cgroup';
-import { PodRegistry } from '../sandbox/pod-registry';
-import type { PodVm } from '../sandbox/pod';
+import type { Backend, DiskSlot, Vmm } from '../vm/backend';
+import { assertDirSharesSupported } from '../vm/host-mounts';
+import { Vm, type VmDirs } from '../vm/vm';
+import { resolveCgroupsPath, VmmCgroup } from '../vm/host-cgroup';
+import { PodRegistry } from '../vm/pods';
+import type { PodVm } from '../vm/pod-vm';
 import { GuestProcess } from './guest-process';
 import { maxLimitForVm, vmMemoryMiB } from './memory-sizing';
 import { joinPod, type PodMembership } from './pod-member';
@@ -54,7 +54,7 @@ export interface ContainerOptions {
   /** Called as soon as the VMM exists (already in its host cgroup): record it on disk. The
    *  cgroup directories smolvm created and the VM's data dir are passed so that `delete` can
    *  remove them too. */
-  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[], dataDir: string) => void;
+  onVmStarted?: (vm: Vmm, vmDir: string, hostCgroupDirs: string[], dataDir: string) => void;
   /** Called after the init process exited and all its output was delivered. */
   onExit?: (info: ExitInfo) => void;
   /** terminal=true for the init process (containerd's request may say so when the spec does not). */
@@ -63,7 +63,7 @@ export interface ContainerOptions {
    *  process it killed (TaskOOM, then TaskExit), or on its own when it killed a child. */
   onOom?: () => void;
   /** Run in this pod's shared VM (io.kubernetes.cri.sandbox-id) instead of a VM of its own. */
-  pod?: { registry: PodRegistry; sandboxId: string; maxContainers: number };
+  pod?: { registry: PodRegistry; podId: string; maxContainers: number };
   /** Called with every host mount point of this container's host directories (bind mounts
    *  into the VM's 9p share) before they are made: record them on disk for `delete`. */
   onHostMounts?: (points: string[]) => void;
@@ -111,7 +111,7 @@ export function agentProcess(proc: OciProcess, terminal = proc.terminal ?? false
 }
 
 /** The spec's linux.resources for CreateContainer; refused when the agent cannot apply them. */
-function createResources(sandbox: Sandbox, opts: ContainerOptions): AgentLinuxResources | undefined {
+function createResources(sandbox: Vm, opts: ContainerOptions): AgentLinuxResources | undefined {
   const { resources } = guestResources(opts.spec.linux?.resources, `container ${opts.id}`);
   if (resources && sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_CGROUPS) {
     throw new RpcError(Code.FailedPrecondition, `container ${opts.id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; linux.resources need 1.${AGENT_PROTOCOL_MINOR_CGROUPS} (rebuild the guest initramfs)`);
@@ -123,7 +123,7 @@ function createResources(sandbox: Sandbox, opts: ContainerOptions): AgentLinuxRe
  * Bind-mounts the container's host directories into its VM's 9p share (host-mounts.ts) and
  * returns the guest mounts naming their subpaths there.
  */
-async function shareHostDirectories(sandbox: Sandbox, opts: ContainerOptions, guestConfig: ReturnType<typeof guestContainerConfig>): Promise<AgentMounts | undefined> {
+async function shareHostDirectories(sandbox: Vm, opts: ContainerOptions, guestConfig: ReturnType<typeof guestContainerConfig>): Promise<AgentMounts | undefined> {
   if (guestConfig.shares.length === 0) return guestConfig.mounts;
   if (!sandbox.shares) throw new RpcError(Code.InvalidArgument, `container ${opts.id}: mount ${guestConfig.shares[0]!.destination}: this VM has no 9p share for host directories`);
   const subpaths = await sandbox.shares.add(opts.id, guestConfig.shares, opts.onHostMounts);
@@ -143,7 +143,7 @@ export interface ExecOptions {
 }
 
 /** The size of the file behind a slot, as the guest must see it before mounting. */
-function slotBytes(sandbox: Sandbox, serial: string): bigint {
+function slotBytes(sandbox: Vm, serial: string): bigint {
   const slot = sandbox.slots.find((s) => s.serial === serial);
   if (!slot) throw new RpcError(Code.Internal, `VM has no disk slot ${serial}`);
   return BigInt(fs.statSync(slot.path).size);
@@ -166,15 +166,15 @@ export class Container {
 
   private constructor(
     readonly id: string,
-    readonly sandbox: Sandbox,
+    readonly vm: Vm,
     readonly guestPid: number,
     io: ProcessIo,
     terminal: boolean,
     private readonly opts: ContainerOptions,
   ) {
     this.initProcess = new GuestProcess({
-      agent: sandbox.agent, containerId: id, execId: '', guestPid, io, terminal, log: opts.log,
-      describeLoss: () => sandbox.lossReport(), onExit: (info) => opts.onExit?.(info),
+      agent: vm.agent, containerId: id, execId: '', guestPid, io, terminal, log: opts.log,
+      describeLoss: () => vm.lossReport(), onExit: (info) => opts.onExit?.(info),
       onOomCount: (count) => this.noteOomCount(count),
     });
     this.init = this.initProcess.state;
@@ -183,7 +183,7 @@ export class Container {
 
   /** The pid containerd sees: the VMM process's. */
   get pid(): number {
-    return this.sandbox.vm.identity.pid;
+    return this.vm.vmm.identity.pid;
   }
 
   static async create(opts: ContainerOptions): Promise<Container> {
@@ -207,22 +207,22 @@ export class Container {
     let dirsSeen: VmDirs = { dir: '', dataDir: '' };
     const takeWarm = async (): Promise<PodVm | undefined> => {
       const warm = (await opts.warm?.take(opts.memoryMiB, opts.vcpus)) ?? undefined;
-      if (warm) log.info('vm taken from the warm pool', { spare: warm.sandboxId, restored_from: warm.sandbox.restoredFrom ?? 'cold boot', pid: warm.sandbox.vm.identity.pid });
+      if (warm) log.info('vm taken from the warm pool', { spare: warm.podId, restored_from: warm.vm.restoredFrom ?? 'cold boot', pid: warm.vm.vmm.identity.pid });
       return warm;
     };
     if (opts.pod) {
       // A pod's first container (usually its sandbox) may bring the VM of a warm spare.
-      const warm = opts.pod.registry.membersOf(opts.pod.sandboxId) === 0 ? await takeWarm() : undefined;
+      const warm = opts.pod.registry.membersOf(opts.pod.podId) === 0 ? await takeWarm() : undefined;
       return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath, warm);
     }
     const warm = await takeWarm();
     if (warm) {
       // A pod of one: the spare's VM takes its disks the way a pod member's do.
-      const own = { registry: new PodRegistry(), sandboxId: `warm-${id}`, maxContainers: warm.capacity };
+      const own = { registry: new PodRegistry(), podId: `warm-${id}`, maxContainers: warm.capacity };
       return Container.createInPod(opts, own, terminal, initSpec, guestConfig, cgroupPath, warm);
     }
     const hostCgroup = new VmmCgroup(cgroupPath);
-    const sandbox = await Sandbox.boot({
+    const sandbox = await Vm.boot({
       backend: opts.backend,
       paths: opts.paths,
       memoryMiB: opts.memoryMiB,
@@ -274,7 +274,7 @@ export class Container {
    * the VM's share, then the agent's CreateContainer on the given disks; exits are watched.
    */
   private static async createInGuest(
-    sandbox: Sandbox, opts: ContainerOptions, terminal: boolean, initSpec: AgentProcess,
+    sandbox: Vm, opts: ContainerOptions, terminal: boolean, initSpec: AgentProcess,
     guestConfig: ReturnType<typeof guestContainerConfig>,
     disks: { image: { serial: string; sizeBytes: bigint }; writable: { serial: string; sizeBytes: bigint } },
   ): Promise<Container> {
@@ -311,12 +311,12 @@ export class Container {
   ): Promise<Container> {
     const { id, log } = opts;
     const membership = await joinPod({
-      registry: pod.registry, sandboxId: pod.sandboxId, containerId: id, rootfs: opts.rootfs,
+      registry: pod.registry, podId: pod.podId, containerId: id, rootfs: opts.rootfs,
       writableDiskBytes: opts.writableDiskBytes, backend: opts.backend, paths: opts.paths,
       memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, maxContainers: pod.maxContainers, cgroupPath, log,
       templates: opts.templates, onVmStarted: opts.onVmStarted, adopt, logMaxBytes: opts.logMaxBytes,
     });
-    const sandbox = membership.sandbox;
+    const sandbox = membership.vm;
     try {
       // The pod's share exists from the VM's boot: this container's directories join it.
       const container = await Container.createInGuest(sandbox, opts, terminal, initSpec, guestConfig, {
@@ -334,7 +334,7 @@ export class Container {
 
   /** The pod this container runs in (its sandbox id), or null for a VM of its own. */
   get podId(): string | null {
-    return this.podMembership?.sandboxId ?? null;
+    return this.podMembership?.podId ?? null;
   }
 
   /** True while other containers run in the same VM (a pod with more than this one). */
@@ -366,11 +366,11 @@ export class Container {
     if (this.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
     this.pendingExecs.add(execId);
     try {
-      const created = await this.sandbox.agent.execProcess(this.id, execId, agentProcess(options.process, options.terminal, what), options.stdio);
+      const created = await this.vm.agent.execProcess(this.id, execId, agentProcess(options.process, options.terminal, what), options.stdio);
       const exec = new GuestProcess({
-        agent: this.sandbox.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
+        agent: this.vm.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
         terminal: options.terminal, log: this.opts.log.child({ exec: execId }),
-        describeLoss: () => this.sandbox.lossReport(), onExit: options.onExit,
+        describeLoss: () => this.vm.lossReport(), onExit: options.onExit,
         onOomCount: (count) => this.noteOomCount(count),
       });
       this.execs.set(execId, exec);
@@ -386,10 +386,10 @@ export class Container {
     const exec = this.process(execId);
     if (exec.state.status === 'running') throw failedPrecondition(`container ${this.id} exec ${execId}: still running; kill it first`);
     try {
-      await this.sandbox.agent.removeProcess(this.id, execId);
+      await this.vm.agent.removeProcess(this.id, execId);
     } catch (err) {
       // The VM (or its container) is already gone, or was just given up: so is the exec.
-      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound || this.sandbox.lost))) throw err;
+      if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound || this.vm.lost))) throw err;
     }
     exec.state.markExited({ exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() });
     this.execs.delete(execId);
@@ -410,7 +410,7 @@ export class Container {
   /** The container's processes in the guest, each with its exec id ("" for the init's). */
   async guestProcesses(): Promise<Array<{ pid: number; execId: string }>> {
     if (this.init.status === 'stopped') return [];
-    const procs = await this.sandbox.agent.listProcesses(this.id);
+    const procs = await this.vm.agent.listProcesses(this.id);
     return procs.map((p) => ({ pid: p.pid, execId: p.execId }));
   }
 
@@ -429,12 +429,12 @@ export class Container {
     }
     if (notApplied.length > 0) this.opts.log.warn('linux.resources not applied in the guest', { sections: notApplied.join(',') });
     if (!resources) return;
-    await this.sandbox.agent.updateContainer(this.id, resources);
+    await this.vm.agent.updateContainer(this.id, resources);
   }
 
   /** The guest cgroup's counters (Stats). */
   async stats(): Promise<StatsContainerResponse> {
-    return this.sandbox.agent.statsContainer(this.id);
+    return this.vm.agent.statsContainer(this.id);
   }
 
   /** A new OOM-kill count from the guest: reports each increase once. */
@@ -447,7 +447,7 @@ export class Container {
 
   /** Long-polls the agent for OOM kills that end no process we wait for (a child's). */
   private watchOom(): void {
-    const agent = this.sandbox.agent;
+    const agent = this.vm.agent;
     if (agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_CGROUPS) return;
     void (async () => {
       while (!agent.closed && !this.leaving) {
@@ -478,9 +478,9 @@ export class Container {
       this.leaving ??= this.podMembership.leave();
       await this.leaving;
       // The guest no longer uses them: this container's host bind mounts go.
-      await this.sandbox.shares?.release(this.id);
+      await this.vm.shares?.release(this.id);
     } else {
-      await this.sandbox.destroy();
+      await this.vm.destroy();
     }
     // After the VMM is gone: only an empty cgroup can be removed.
     await this.hostCgroup?.release(this.opts.log);

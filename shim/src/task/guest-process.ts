@@ -4,7 +4,7 @@
 import type { AgentClient, ProcessIo } from '../agent/client';
 import { notFound } from '../errdefs';
 import type { Logger } from '../log';
-import type { VmLossReport } from '../sandbox/backend';
+import type { VmLossReport } from '../vm/backend';
 import { ProcessState, type ExitInfo } from './process';
 
 /** Exit status reported when the VM is gone before the process reported its own. */

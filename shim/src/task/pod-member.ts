@@ -1,21 +1,21 @@
 // A container's place in its pod's VM: join (booting the VM when the pod has none), get its
 // image and a fresh writable disk into the VM (hot-added on tcg, a refilled slot pair on kvm:
-// sandbox/pod.ts), and leave again (the agent removes the container, its disks are removed or
+// vm/pod.ts), and leave again (the agent removes the container, its disks are removed or
 // its pair freed, the last member ends the VM). The pod's
 // VMM goes into the host cgroup of the container that booted it.
 import { ensureImage, type RootfsSource } from '../image';
 import type { Paths } from '../config/paths';
 import { Code, RpcError } from '../errdefs';
 import type { Logger } from '../log';
-import type { Backend, VmInstance } from '../sandbox/backend';
-import { VmmCgroup } from '../sandbox/host-cgroup';
-import { PodVm, type FilledSlot } from '../sandbox/pod';
-import type { PodRegistry } from '../sandbox/pod-registry';
-import type { Sandbox } from '../sandbox/sandbox';
+import type { Backend, Vmm } from '../vm/backend';
+import { VmmCgroup } from '../vm/host-cgroup';
+import { PodVm, type FilledSlot } from '../vm/pod-vm';
+import type { PodRegistry } from '../vm/pods';
+import type { Vm } from '../vm/vm';
 
 export interface PodJoinOptions {
   registry: PodRegistry;
-  sandboxId: string;
+  podId: string;
   containerId: string;
   rootfs: RootfsSource;
   writableDiskBytes: number;
@@ -31,7 +31,7 @@ export interface PodJoinOptions {
   log: Logger;
   /** The VM exists (booted now or before): record it on disk with its host cgroup dirs and
    *  its data dir. */
-  onVmStarted?: (vm: VmInstance, vmDir: string, hostCgroupDirs: string[], dataDir: string) => void;
+  onVmStarted?: (vm: Vmm, vmDir: string, hostCgroupDirs: string[], dataDir: string) => void;
   /** Cap of the console log and of the VMM's log of a VM booted here. */
   logMaxBytes?: number;
   /** A VM that is already running (a warm-pool spare's): taken instead of booting one. */
@@ -39,9 +39,9 @@ export interface PodJoinOptions {
 }
 
 export interface PodMembership {
-  readonly sandboxId: string;
+  readonly podId: string;
   readonly pod: PodVm;
-  readonly sandbox: Sandbox;
+  readonly vm: Vm;
   readonly image: FilledSlot;
   readonly writable: FilledSlot;
   /** Removes the container from the guest (if the VM still runs) and gives its slots back. */
@@ -51,7 +51,7 @@ export interface PodMembership {
 function bootPod(opts: PodJoinOptions, hostCgroupDirs: string[]): Promise<PodVm> {
   const cgroup = new VmmCgroup(opts.cgroupPath, hostCgroupDirs);
   return PodVm.boot({
-    sandboxId: opts.sandboxId, backend: opts.backend, paths: opts.paths, memoryMiB: opts.memoryMiB,
+    podId: opts.podId, backend: opts.backend, paths: opts.paths, memoryMiB: opts.memoryMiB,
     vcpus: opts.vcpus, maxContainers: opts.maxContainers, log: opts.log, templates: opts.templates,
     logMaxBytes: opts.logMaxBytes,
     onVmStarted: (vm, vmDir, dataDir) => {
@@ -73,7 +73,7 @@ async function adoptPod(opts: PodJoinOptions, pod: PodVm, hostCgroupDirs: string
   const cgroup = new VmmCgroup(opts.cgroupPath, hostCgroupDirs);
   pod.adopt(opts.log, () => cgroup.release(opts.log));
   try {
-    cgroup.place(pod.sandbox.vm.identity.pid);
+    cgroup.place(pod.vm.vmm.identity.pid);
   } catch (err) {
     // Nobody else holds this VM: it goes with the failed Create (and the placement with it).
     await pod.destroy();
@@ -86,7 +86,7 @@ async function adoptPod(opts: PodJoinOptions, pod: PodVm, hostCgroupDirs: string
 const podCgroupDirs = new WeakMap<PodVm, string[]>();
 
 export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
-  const { registry, sandboxId, containerId: id, log } = opts;
+  const { registry, podId, containerId: id, log } = opts;
   // The image is built (or found) while the pod's VM boots.
   const image = ensureImage(opts.rootfs, { cacheDir: opts.paths.cacheDir, log: (m: string) => log.info(m) });
   image.catch(() => undefined);
@@ -94,7 +94,7 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
   let adopted = false;
   let pod: PodVm;
   try {
-    pod = await registry.join(sandboxId, id, async () => {
+    pod = await registry.join(podId, id, async () => {
       adopted = opts.adopt !== undefined;
       const booted = opts.adopt ? await adoptPod(opts, opts.adopt, dirs) : await bootPod(opts, dirs);
       podCgroupDirs.set(booted, dirs);
@@ -103,12 +103,12 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
   } finally {
     // Another container of the pod brought its VM first: the warm one is not needed.
     if (opts.adopt && !adopted) {
-      log.info('warm vm not needed: the pod has its VM', { pod: sandboxId });
+      log.info('warm vm not needed: the pod has its VM', { pod: podId });
       void opts.adopt.destroy();
     }
   }
-  const sandbox = pod.sandbox;
-  const leave = (): Promise<void> => registry.leaveGuest(sandboxId, id, async () => {
+  const sandbox = pod.vm;
+  const leave = (): Promise<void> => registry.leaveGuest(podId, id, async () => {
     if (!pod.alive) return;
     try {
       await sandbox.agent.removeContainer(id);
@@ -121,14 +121,14 @@ export async function joinPod(opts: PodJoinOptions): Promise<PodMembership> {
     }
   });
   try {
-    opts.onVmStarted?.(sandbox.vm, sandbox.dir, podCgroupDirs.get(pod) ?? [], sandbox.dataDir);
+    opts.onVmStarted?.(sandbox.vmm, sandbox.dir, podCgroupDirs.get(pod) ?? [], sandbox.dataDir);
     const built = await image;
-    log.info(built.built ? 'guest image built' : 'guest image cache hit', { image: built.key, pod: sandboxId });
+    log.info(built.built ? 'guest image built' : 'guest image cache hit', { image: built.key, pod: podId });
     const slots = await pod.fill(id, { imagePath: built.path, writableDiskBytes: opts.writableDiskBytes, cacheDir: opts.paths.cacheDir });
-    log.info('joined pod vm', { pod: sandboxId, image_disk: slots.image.serial, writable_disk: slots.writable.serial, disks: pod.hotplug ? 'hotplug' : 'slot pair', members: pod.memberCount });
-    return { sandboxId, pod, sandbox, image: slots.image, writable: slots.writable, leave };
+    log.info('joined pod vm', { pod: podId, image_disk: slots.image.serial, writable_disk: slots.writable.serial, disks: pod.hotplug ? 'hotplug' : 'slot pair', members: pod.memberCount });
+    return { podId, pod, vm: sandbox, image: slots.image, writable: slots.writable, leave };
   } catch (err) {
-    await registry.leave(sandboxId, id);
+    await registry.leave(podId, id);
     throw err;
   }
 }

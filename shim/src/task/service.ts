@@ -20,12 +20,12 @@ import { ProcessDetails } from '../gen/containerd/runc/options/oci';
 import type { Logger } from '../log';
 import { parseUpdateResources } from '../oci/resources';
 import { loadBundleSpec } from '../oci/spec';
-import type { Backend } from '../sandbox/backend';
+import type { Backend } from '../vm/backend';
 import { openHostStdio, type HostStdio } from '../stdio/host-stdio';
 import { StateStore, type ContainerState, type LoggerRecord } from '../state/store';
 import { validateIdentifier } from '../util/identifiers';
 import { toTimestamp } from '../util/time';
-import { PodRegistry } from '../sandbox/pod-registry';
+import { PodRegistry } from '../vm/pods';
 import { Container, type WarmVmSource } from './container';
 import { parseExecProcessSpec } from './exec-spec';
 import { packCgroupMetrics, toCgroupMetrics } from './metrics';
@@ -145,15 +145,15 @@ export class TaskService {
 
   /** The pod (sandbox id) a container joins, or undefined for a VM of its own. Refused while
    *  the pod's VM is paused: its agent could not take the container. */
-  private podFor(id: string, annotations: Record<string, string> | undefined): { registry: PodRegistry; sandboxId: string; maxContainers: number } | undefined {
-    const sandboxId = PodRegistry.sandboxIdOf(annotations);
-    if (!sandboxId) return undefined;
+  private podFor(id: string, annotations: Record<string, string> | undefined): { registry: PodRegistry; podId: string; maxContainers: number } | undefined {
+    const podId = PodRegistry.podIdOf(annotations);
+    if (!podId) return undefined;
     for (const pausedId of this.pauses.keys()) {
-      if (this.entries.get(pausedId)?.container.podId === sandboxId) {
-        throw failedPrecondition(`container ${id}: pod ${sandboxId} is paused (container ${pausedId}); resume it first`);
+      if (this.entries.get(pausedId)?.container.podId === podId) {
+        throw failedPrecondition(`container ${id}: pod ${podId} is paused (container ${pausedId}); resume it first`);
       }
     }
-    return { registry: this.pods, sandboxId, maxContainers: this.opts.podMaxContainers ?? 8 };
+    return { registry: this.pods, podId, maxContainers: this.opts.podMaxContainers ?? 8 };
   }
 
   get containerCount(): number {
@@ -342,7 +342,7 @@ export class TaskService {
     try {
       await target.kill(req.signal, req.all);
     } catch (err) {
-      if (req.signal === SIGKILL && codeOf(err) === Code.DeadlineExceeded && e.container.sandbox.lost) {
+      if (req.signal === SIGKILL && codeOf(err) === Code.DeadlineExceeded && e.container.vm.lost) {
         this.opts.log.warn('SIGKILL not answered in time: the VM was declared lost, which ends the process', {
           id: e.id, exec: req.execId, error: (err as Error).message,
         });
@@ -550,7 +550,7 @@ export class TaskService {
       const record: PauseRecord = { state: 'pausing', pendingSignals: [] };
       this.pauses.set(e.id, record);
       try {
-        await e.container.sandbox.pause();
+        await e.container.vm.pause();
       } catch (err) {
         this.pauses.delete(e.id);
         throw new Error(`container ${e.id}: pause failed: ${(err as Error).message}`);
@@ -577,7 +577,7 @@ export class TaskService {
 
   private async resumeVm(e: Entry, record: PauseRecord): Promise<void> {
     try {
-      await e.container.sandbox.resume();
+      await e.container.vm.resume();
     } catch (err) {
       throw new Error(`container ${e.id}: resume failed: ${(err as Error).message}`);
     }

@@ -9,7 +9,7 @@ import { AgentClient } from '../../agent/client';
 import type { Paths } from '../../config/paths';
 import type { Logger } from '../../log';
 import { removeQuietly } from '../../util/fsutil';
-import type { Backend, VmConfig, VmInstance } from '../backend';
+import type { Backend, VmConfig, Vmm } from '../backend';
 import { familyOf, hashFile, TEMPLATE_FORMAT, TEMPLATE_SLOT_BYTES } from './key';
 import { templateInputs, type VmShape } from './inputs';
 import { recordBuildVm, STATE_FILE, TemplateStore, type TemplateManifest } from './store';
@@ -39,7 +39,7 @@ export interface BuildRequest {
   expectedKey?: string;
   log: Logger;
   /** Called when the template VM exists (the builder kills it if it is itself signalled). */
-  onVmStarted?: (vm: VmInstance) => void;
+  onVmStarted?: (vm: Vmm) => void;
 }
 
 export async function buildTemplate(req: BuildRequest): Promise<BuildOutcome> {
@@ -82,7 +82,7 @@ export async function buildTemplate(req: BuildRequest): Promise<BuildOutcome> {
 }
 
 /** tcg saves through QMP's migration; VMMs that save themselves (kvm) through saveState. */
-function saveState(backend: Backend, vm: VmInstance, statePath: string): Promise<void> {
+function saveState(backend: Backend, vm: Vmm, statePath: string): Promise<void> {
   if (backend.name === 'tcg') return saveTcgState(vm, statePath);
   if (!vm.saveState) throw new Error(`the ${backend.name} backend cannot save a VM`);
   return vm.saveState(statePath);
@@ -101,7 +101,7 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
   // A dot name: never part of the published template (see extraFiles), removed below.
   const dataDir = path.join(buildDir, BUILD_VM_DATA_DIR);
   fs.mkdirSync(dataDir, { mode: 0o700 });
-  let vm: VmInstance | null = null;
+  let vm: Vmm | null = null;
   let agent: AgentClient | null = null;
   try {
     const slots = req.shape.slots.map((slot, i) => {

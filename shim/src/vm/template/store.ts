@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { acquireLock, ownerAlive, type HeldLock } from '../../util/file-lock';
 import { killIdentified } from '../../util/proc';
-import type { VmInstance } from '../backend';
+import type { Vmm } from '../backend';
 import { familyOf, TEMPLATE_FORMAT, type TemplateInputs } from './key';
 
 export const STATE_FILE = 'state.bin';
@@ -308,7 +308,7 @@ export class TemplateStore {
   }
 }
 
-export function recordBuildVm(buildDir: string, vm: VmInstance): void {
+export function recordBuildVm(buildDir: string, vm: Vmm): void {
   fs.writeFileSync(path.join(buildDir, BUILD_VM_FILE), `${vm.identity.pid} ${vm.identity.startTime}\n`);
 }
 

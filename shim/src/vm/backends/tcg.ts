@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { Readable, type Duplex } from 'node:stream';
 import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
-import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type Vmm } from '../backend';
 import { CappedLog, DEFAULT_LOG_MAX_BYTES, logsDrained } from '../capped-log';
 import { SHARE_MOUNT_TAG, sharesDirOf } from '../host-mounts';
 import { findOnPath } from '../template/key';
@@ -152,7 +152,7 @@ interface HotplugDisk {
   scsiId: number;
 }
 
-class TcgVm implements VmInstance {
+class TcgVm implements Vmm {
   readonly backend = 'tcg' as const;
   private killed = false;
   private readonly qmp: QmpChannel;
@@ -381,7 +381,7 @@ export class TcgBackend implements Backend {
 
   constructor(private readonly qemuBinary = QEMU_BINARY) {}
 
-  async boot(config: VmConfig, log: Logger): Promise<VmInstance> {
+  async boot(config: VmConfig, log: Logger): Promise<Vmm> {
     const agentSocket = path.join(config.dir, 'agent.sock');
     const consoleLog = path.join(config.dataDir, 'console.log');
     const qemuLog = path.join(config.dataDir, 'qemu.log');

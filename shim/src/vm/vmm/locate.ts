@@ -32,7 +32,7 @@ export function vmmArtifacts(env: NodeJS.ProcessEnv = process.env): VmmArtifacts
   };
 }
 
-/** Absolute path of the VMM exec wrapper (SMOLVM_VMM_EXEC overrides): see sandbox/vmm-exec.ts. */
+/** Absolute path of the VMM exec wrapper (SMOLVM_VMM_EXEC overrides): see vm/vmm-exec.ts. */
 export function vmmExecBinary(env: NodeJS.ProcessEnv = process.env): string {
   const root = repoRoot() ?? path.resolve(__dirname, '..', '..', '..', '..');
   return path.resolve(env.SMOLVM_VMM_EXEC ?? path.join(root, 'bin', 'smolvm-vmm-exec'));

@@ -19,8 +19,8 @@ import { createWritableDisk, rewriteWritableDisk } from '../image';
 import type { Paths } from '../config/paths';
 import { Code, RpcError, unavailable } from '../errdefs';
 import type { Logger } from '../log';
-import type { Backend, DiskSlot, VmInstance } from './backend';
-import { Sandbox, type VmDirs } from './sandbox';
+import type { Backend, DiskSlot, Vmm } from './backend';
+import { Vm, type VmDirs } from './vm';
 import { copyIntoSlot, createPlaceholder, emptySlotFile } from './slot-files';
 
 /** A slot as the agent's CreateContainer names it: the serial and the size to wait for. */
@@ -30,7 +30,7 @@ export interface FilledSlot {
 }
 
 export interface PodBootOptions {
-  sandboxId: string;
+  podId: string;
   backend: Backend;
   paths: Paths;
   memoryMiB: number;
@@ -43,7 +43,7 @@ export interface PodBootOptions {
   log: Logger;
   bootTimeoutMs?: number;
   /** As Sandbox's: the VMM exists, the guest has not run (the host cgroup goes here). */
-  onVmStarted?: (vm: VmInstance, vmDir: string, dataDir: string) => void;
+  onVmStarted?: (vm: Vmm, vmDir: string, dataDir: string) => void;
   /** Cap of the console log and of the VMM's log (config console_log_max_kib). */
   logMaxBytes?: number;
   /** After the VM is gone for good (the host cgroup is removed here). */
@@ -100,8 +100,8 @@ export class PodVm {
   private onDestroyed: (() => Promise<void>) | undefined;
 
   private constructor(
-    readonly sandboxId: string,
-    readonly sandbox: Sandbox,
+    readonly podId: string,
+    readonly vm: Vm,
     slots: DiskSlot[],
     private readonly opts: PodBootOptions,
     private readonly hotplugCapacity: number | null,
@@ -111,7 +111,7 @@ export class PodVm {
     for (let i = 0; i + 1 < slots.length; i += 2) {
       this.pairs.push({ image: slots[i]!, writable: slots[i + 1]!, member: null, freedSeq: 0 });
     }
-    void sandbox.vm.exited.then(() => { this.vmGone = true; });
+    void vm.vmm.exited.then(() => { this.vmGone = true; });
     this.onDestroyed = opts.onDestroyed;
   }
 
@@ -132,9 +132,9 @@ export class PodVm {
   static async boot(opts: PodBootOptions): Promise<PodVm> {
     const capacity = podCapacity(opts.backend, opts.maxContainers);
     const hotplug = usesHotplug(opts.backend);
-    const log = opts.log.child({ pod: opts.sandboxId });
+    const log = opts.log.child({ pod: opts.podId });
     let dirsSeen: VmDirs = { dir: '', dataDir: '' };
-    const sandbox = await Sandbox.boot({
+    const sandbox = await Vm.boot({
       logMaxBytes: opts.logMaxBytes,
       diskHotplug: hotplug,
       backend: opts.backend,
@@ -157,8 +157,8 @@ export class PodVm {
       },
       onVmStarted: (vm) => opts.onVmStarted?.(vm, dirsSeen.dir, dirsSeen.dataDir),
     });
-    log.info('pod vm ready', { containers_max: capacity, disks: hotplug ? 'hotplug' : 'slot pairs', pid: sandbox.vm.identity.pid });
-    return new PodVm(opts.sandboxId, sandbox, sandbox.slots, opts, hotplug ? capacity : null);
+    log.info('pod vm ready', { containers_max: capacity, disks: hotplug ? 'hotplug' : 'slot pairs', pid: sandbox.vmm.identity.pid });
+    return new PodVm(opts.podId, sandbox, sandbox.slots, opts, hotplug ? capacity : null);
   }
 
   get capacity(): number {
@@ -172,7 +172,7 @@ export class PodVm {
 
   /** False once the VMM has exited, the VM is declared lost, or it is being torn down. */
   get alive(): boolean {
-    return !this.vmGone && !this.destroying && !this.sandbox.lost;
+    return !this.vmGone && !this.destroying && !this.vm.lost;
   }
 
   /**
@@ -181,20 +181,20 @@ export class PodVm {
    * A full pod: ResourceExhausted naming the limit; a dead VM: Unavailable.
    */
   reserve(member: string): void {
-    if (!this.alive) throw unavailable(`pod ${this.sandboxId}: its VM is gone; delete the pod's containers and create it again`);
+    if (!this.alive) throw unavailable(`pod ${this.podId}: its VM is gone; delete the pod's containers and create it again`);
     if (this.pairs.some((p) => p.member === member) || this.hotplugMembers.has(member)) {
-      throw new RpcError(Code.AlreadyExists, `pod ${this.sandboxId}: container ${member} is already in it`);
+      throw new RpcError(Code.AlreadyExists, `pod ${this.podId}: container ${member} is already in it`);
     }
     if (this.hotplugCapacity !== null) {
       if (this.hotplugMembers.size >= this.hotplugCapacity) {
-        throw new RpcError(Code.ResourceExhausted, `pod ${this.sandboxId} is full: its VM holds ${this.hotplugCapacity} containers (pod_max_containers)`);
+        throw new RpcError(Code.ResourceExhausted, `pod ${this.podId} is full: its VM holds ${this.hotplugCapacity} containers (pod_max_containers)`);
       }
       this.hotplugMembers.set(member, { attached: [], ownFiles: [] });
       return;
     }
     const free = this.pairs.filter((p) => p.member === null).sort((a, b) => a.freedSeq - b.freedSeq)[0];
     if (!free) {
-      throw new RpcError(Code.ResourceExhausted, `pod ${this.sandboxId} is full: its VM holds ${this.pairs.length} containers (pod_max_containers, capped at ${Math.floor(this.opts.backend.maxDiskSlots / 2)} by the ${this.opts.backend.name} backend's ${this.opts.backend.maxDiskSlots} disk slots)`);
+      throw new RpcError(Code.ResourceExhausted, `pod ${this.podId} is full: its VM holds ${this.pairs.length} containers (pod_max_containers, capped at ${Math.floor(this.opts.backend.maxDiskSlots / 2)} by the ${this.opts.backend.name} backend's ${this.opts.backend.maxDiskSlots} disk slots)`);
     }
     free.member = member;
   }
@@ -211,8 +211,8 @@ export class PodVm {
       copyIntoSlot(pair.image.path, content.imagePath),
       rewriteWritableDisk(pair.writable.path, content.writableDiskBytes, { cacheDir: content.cacheDir }),
     ]);
-    await this.sandbox.vm.refreshSlot(pair.image.serial);
-    await this.sandbox.vm.refreshSlot(pair.writable.serial);
+    await this.vm.vmm.refreshSlot(pair.image.serial);
+    await this.vm.vmm.refreshSlot(pair.writable.serial);
     return {
       image: { serial: pair.image.serial, sizeBytes: imageBytes },
       writable: { serial: pair.writable.serial, sizeBytes: content.writableDiskBytes },
@@ -233,7 +233,7 @@ export class PodVm {
     if (!this.alive) return;
     // The guest no longer reads them; give the blocks back to the host now.
     await Promise.all([emptySlotFile(pair.image.path), emptySlotFile(pair.writable.path)]).catch((err: unknown) => {
-      this.log.warn('could not empty a freed pod slot', { pod: this.sandboxId, error: String(err) });
+      this.log.warn('could not empty a freed pod slot', { pod: this.podId, error: String(err) });
     });
   }
 
@@ -242,10 +242,10 @@ export class PodVm {
    * while it waits), so that a Create only hot-adds its image. A no-op for slot pairs.
    */
   async prepareWritable(bytes: number, cacheDir: string): Promise<void> {
-    const vm = this.sandbox.vm;
+    const vm = this.vm.vmm;
     if (!this.hotplug || this.readyWritable || !vm.attachDisk) return;
     const n = this.diskSeq++;
-    const slot: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dataDir, `pod${n}-rw.ext4`), readOnly: false };
+    const slot: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.vm.dataDir, `pod${n}-rw.ext4`), readOnly: false };
     await createWritableDisk(slot.path, bytes, { cacheDir });
     await vm.attachDisk(slot);
     this.readyWritable = { slot, bytes };
@@ -259,9 +259,9 @@ export class PodVm {
    */
   private async attach(member: string, content: PodContent): Promise<{ image: FilledSlot; writable: FilledSlot }> {
     const disks = this.hotplugMembers.get(member);
-    if (!disks) throw new Error(`pod ${this.sandboxId}: container ${member} holds no place in the VM`);
-    const vm = this.sandbox.vm;
-    if (!vm.attachDisk || !vm.detachDisk) throw new Error(`pod ${this.sandboxId}: the ${vm.backend} VM cannot hot-add disks`);
+    if (!disks) throw new Error(`pod ${this.podId}: container ${member} holds no place in the VM`);
+    const vm = this.vm.vmm;
+    if (!vm.attachDisk || !vm.detachDisk) throw new Error(`pod ${this.podId}: the ${vm.backend} VM cannot hot-add disks`);
     const n = this.diskSeq++;
     const image: DiskSlot = { serial: `pod${n}-img`, path: content.imagePath, readOnly: true };
     const ready = this.readyWritable?.bytes === content.writableDiskBytes ? this.readyWritable : null;
@@ -277,7 +277,7 @@ export class PodVm {
       disks.attached.push(image.serial);
       return { image: { serial: image.serial, sizeBytes: 0 }, writable: { serial: ready.slot.serial, sizeBytes: 0 } };
     }
-    const writable: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.sandbox.dataDir, `pod${n}-rw.ext4`), readOnly: false };
+    const writable: DiskSlot = { serial: `pod${n}-rw`, path: path.join(this.vm.dataDir, `pod${n}-rw.ext4`), readOnly: false };
     await createWritableDisk(writable.path, content.writableDiskBytes, { cacheDir: content.cacheDir });
     disks.ownFiles.push(writable.path);
     await vm.attachDisk(writable);
@@ -293,11 +293,11 @@ export class PodVm {
     if (!ready) return;
     this.readyWritable = null;
     try {
-      await this.sandbox.vm.detachDisk?.(ready.slot.serial);
+      await this.vm.vmm.detachDisk?.(ready.slot.serial);
       await fs.promises.rm(ready.slot.path, { force: true });
     } catch (err) {
       // Still attached: it goes with the VM's data dir.
-      this.log.warn('could not remove an unused writable disk', { pod: this.sandboxId, serial: ready.slot.serial, error: String(err) });
+      this.log.warn('could not remove an unused writable disk', { pod: this.podId, serial: ready.slot.serial, error: String(err) });
     }
   }
 
@@ -306,21 +306,21 @@ export class PodVm {
     const disks = this.hotplugMembers.get(member);
     if (!disks) return;
     this.hotplugMembers.delete(member);
-    const vm = this.sandbox.vm;
+    const vm = this.vm.vmm;
     for (const serial of [...disks.attached].reverse()) {
       if (!this.alive || !vm.detachDisk) break;
       try {
         await vm.detachDisk(serial);
       } catch (err) {
         // QEMU may still hold the file: the VM's end closes it.
-        this.log.warn('could not hot-remove a pod disk', { pod: this.sandboxId, member, serial, error: String(err) });
+        this.log.warn('could not hot-remove a pod disk', { pod: this.podId, member, serial, error: String(err) });
       }
     }
     // Only files made for this member (never the shared image). Unlinking one QEMU still holds
     // open is harmless: its blocks go when QEMU closes it.
     for (const file of disks.ownFiles) {
       await fs.promises.rm(file, { force: true }).catch((err: unknown) => {
-        this.log.warn('could not remove a pod writable disk', { pod: this.sandboxId, member, file, error: String(err) });
+        this.log.warn('could not remove a pod writable disk', { pod: this.podId, member, file, error: String(err) });
       });
     }
   }
@@ -329,7 +329,7 @@ export class PodVm {
   destroy(): Promise<void> {
     if (!this.destroying) {
       this.destroying = (async () => {
-        await this.sandbox.destroy();
+        await this.vm.destroy();
         await this.onDestroyed?.();
       })();
     }
@@ -338,7 +338,7 @@ export class PodVm {
 
   private pairOf(member: string): SlotPair {
     const pair = this.pairs.find((p) => p.member === member);
-    if (!pair) throw new Error(`pod ${this.sandboxId}: container ${member} holds no slot pair`);
+    if (!pair) throw new Error(`pod ${this.podId}: container ${member} holds no slot pair`);
     return pair;
   }
 }

@@ -23,7 +23,7 @@ import {
 } from './protocol';
 
 export interface VmmSpawnOptions {
-  /** The VM's directory: the exec wrapper records the VMM there (sandbox/vmm-exec.ts). */
+  /** The VM's directory: the exec wrapper records the VMM there (vm/vmm-exec.ts). */
   vmDir: string;
   /** smolvm-vmm; default: the built one (locate.ts). */
   binary?: string;

@@ -37,7 +37,7 @@ export interface VmConfig {
   /** Boot with a disk hotplug controller (backends with `hotplugDisks`: tcg's virtio-scsi) and
    *  take disks later with VmInstance.attachDisk. A pod VM; part of the template key. */
   diskHotplug?: boolean;
-  /** Start from this saved VM state (a template, see sandbox/template; files the backend keeps
+  /** Start from this saved VM state (a template, see vm/template; files the backend keeps
    *  next to it, e.g. kvm's memory.bin, come along) instead of booting:
    *  same kernel, memory, vcpus and slot layout as the VM that saved it, other files behind
    *  the slots. Only backends with `restoresState`; the guest runs once the state is loaded. */
@@ -49,7 +49,7 @@ export interface VmExit {
   signal: string | null;
 }
 
-export interface VmInstance {
+export interface Vmm {
   readonly backend: BackendName;
   /** The VMM process: its pid is what containerd sees as the task's pid. */
   readonly identity: ProcessIdentity;
@@ -94,7 +94,7 @@ export interface VmInstance {
   /**
    * Stops the VM and writes its whole state to `stateFile` (a backend may put more files next
    * to it, e.g. kvm's memory.bin): a template. The VM stays stopped. Backends whose VMs save
-   * themselves this way; the tcg template saves through QMP instead (sandbox/template/tcg.ts).
+   * themselves this way; the tcg template saves through QMP instead (vm/template/tcg.ts).
    */
   saveState?(stateFile: string): Promise<void>;
 }
@@ -104,7 +104,7 @@ export interface Backend {
   /** Kernel arguments this backend needs, the same for every VM it boots. */
   readonly kernelArgs: string;
   /** Whether every VM exports `<dir>/shares` over virtio-9p (tag "smolvm"): host directories
-   *  are bind-mounted into it for containers (sandbox/host-mounts.ts). */
+   *  are bind-mounted into it for containers (vm/host-mounts.ts). */
   readonly supportsDirShares: boolean;
   /** Most disk slots one VM can have (virtio-mmio transports left for disks). */
   readonly maxDiskSlots: number;
@@ -114,7 +114,7 @@ export interface Backend {
   readonly hotplugDisks?: boolean;
   /** Whether VmConfig.incomingState (a restore from a template's saved state) works. */
   readonly restoresState?: boolean;
-  boot(config: VmConfig, log: Logger): Promise<VmInstance>;
+  boot(config: VmConfig, log: Logger): Promise<Vmm>;
 }
 
 /** The VMM program of each backend, for log lines about its process. */
@@ -146,7 +146,7 @@ export function describeVmmEnd(backend: BackendName, pid: number, exit: VmExit |
  * exits), else the VMM's end (e.g. killed by SIGKILL from outside). Waits up to `waitMs` for
  * the VMM's exit status, since the agent channel may close a moment before the VMM is reaped.
  */
-export async function describeVmLoss(vm: VmInstance, waitMs = 2_000): Promise<string> {
+export async function describeVmLoss(vm: Vmm, waitMs = 2_000): Promise<string> {
   let timer: NodeJS.Timeout | undefined;
   const exit = await Promise.race([
     vm.exited,
@@ -164,7 +164,7 @@ export interface VmLossReport {
   diagnostics: string;
 }
 
-export async function vmLossReport(vm: VmInstance): Promise<VmLossReport> {
+export async function vmLossReport(vm: Vmm): Promise<VmLossReport> {
   const reason = await describeVmLoss(vm);
   return { reason, diagnostics: vm.diagnostics() };
 }

@@ -1,7 +1,7 @@
 // The tcg backend's part of templates: what the QEMU machine is (for the key) and saving a
 // stopped VM's state to a file with QEMU's migration (`stop`, `migrate "exec:cat > FILE"`).
 // Restoring is the backend's own `-incoming` (VmConfig.incomingState, backends/tcg.ts).
-import type { VmConfig, VmInstance } from '../backend';
+import type { VmConfig, Vmm } from '../backend';
 import { qemuArgs } from '../backends/tcg';
 import { QmpChannel, QmpError } from '../backends/qmp';
 import { sha256Hex, type SlotShape } from './key';
@@ -33,7 +33,7 @@ function shellQuoted(file: string): string {
  * Stops the VM and writes its whole state (devices, CPU, RAM) to `file`; the VM stays stopped
  * (the caller kills it). Rejects naming QEMU's error when the migration fails.
  */
-export async function saveTcgState(vm: VmInstance, file: string): Promise<void> {
+export async function saveTcgState(vm: Vmm, file: string): Promise<void> {
   const socket = vm.sockets.qmp;
   if (!socket) throw new Error('tcg VM has no QMP socket');
   const qmp = new QmpChannel(socket);

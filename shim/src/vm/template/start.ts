@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { AgentClient } from '../../agent/client';
 import type { Paths } from '../../config/paths';
 import type { Logger } from '../../log';
-import type { Backend, VmConfig, VmInstance } from '../backend';
+import type { Backend, VmConfig, Vmm } from '../backend';
 import { scheduleBuild } from './builder';
 import { TEMPLATE_SLOT_BYTES } from './key';
 import { shapeOf, templateInputs, templatesUnsupported } from './inputs';
@@ -37,11 +37,11 @@ export interface StartVmRequest {
   /** Hostname a restored VM takes in the reseed (empty: keep the template's). */
   hostname?: string;
   /** Called once, with the VM that will be returned, before its handshake when cold-booted. */
-  onVmStarted?: (vm: VmInstance) => void;
+  onVmStarted?: (vm: Vmm) => void;
 }
 
 export interface StartedVm {
-  vm: VmInstance;
+  vm: Vmm;
   agent: AgentClient;
   /** The template key when restored, null when cold-booted. */
   restoredFrom: string | null;
@@ -124,14 +124,14 @@ class RestoreFailed extends Error {
   }
 }
 
-async function restore(req: StartVmRequest, template: Template): Promise<{ vm: VmInstance; agent: AgentClient }> {
+async function restore(req: StartVmRequest, template: Template): Promise<{ vm: Vmm; agent: AgentClient }> {
   for (const slot of req.config.slots) {
     const size = fs.statSync(slot.path).size;
     if (size > TEMPLATE_SLOT_BYTES) {
       throw new RestoreFailed(`disk slot ${slot.serial} holds ${size} bytes, more than a template slot (${TEMPLATE_SLOT_BYTES})`, false);
     }
   }
-  let vm: VmInstance;
+  let vm: Vmm;
   try {
     vm = await req.backend.boot({ ...req.config, incomingState: template.statePath }, req.log);
   } catch (err) {
@@ -177,17 +177,17 @@ async function restore(req: StartVmRequest, template: Template): Promise<{ vm: V
  * vsock connections are gone (TRANSPORT_RESET) and holds our connection until the guest has
  * handled that event, so the first connection lasts (native-vmm/src/devices/virtio/vsock.h).
  */
-async function connectRestored(req: StartVmRequest, vm: VmInstance, exited: Promise<never>): Promise<AgentClient> {
+async function connectRestored(req: StartVmRequest, vm: Vmm, exited: Promise<never>): Promise<AgentClient> {
   const channel = await Promise.race([vm.connectAgent(RESTORE_TIMEOUT_MS), exited]);
   return await Promise.race([AgentClient.connect(channel, { timeoutMs: RESTORE_TIMEOUT_MS, logger: req.log }), exited]);
 }
 
-async function refreshSlots(vm: VmInstance, config: VmConfig): Promise<void> {
+async function refreshSlots(vm: Vmm, config: VmConfig): Promise<void> {
   for (const slot of config.slots) await vm.refreshSlot(slot.serial);
 }
 
 /** Boots the VM from scratch up to the agent's handshake (the path before templates). */
-async function coldBoot(req: StartVmRequest): Promise<{ vm: VmInstance; agent: AgentClient }> {
+async function coldBoot(req: StartVmRequest): Promise<{ vm: Vmm; agent: AgentClient }> {
   const vm = await req.backend.boot(req.config, req.log);
   req.onVmStarted?.(vm);
   const channel = await vm.connectAgent(req.bootTimeoutMs);

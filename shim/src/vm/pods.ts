@@ -2,7 +2,7 @@
 // container of a pod boots its VM, the others join it (waiting for a boot in progress), the
 // last one to leave destroys it. Whichever container comes first boots: the sandbox (pause)
 // container usually does, but nothing here depends on it.
-import type { PodVm } from './pod';
+import type { PodVm } from './pod-vm';
 
 /** The annotation CRI puts on every container of a pod (and on the sandbox container). */
 export const SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
@@ -17,7 +17,7 @@ export class PodRegistry {
   private readonly pods = new Map<string, PodEntry>();
 
   /** The sandbox id a spec's annotations put the container in, or null (a VM of its own). */
-  static sandboxIdOf(annotations: Record<string, string> | undefined): string | null {
+  static podIdOf(annotations: Record<string, string> | undefined): string | null {
     const id = annotations?.[SANDBOX_ID_ANNOTATION];
     return id ? id : null;
   }
@@ -32,15 +32,15 @@ export class PodRegistry {
    * reserves a slot pair for it. The caller must `leave` once it is done (also after a failed
    * fill); on a failure here nothing is held.
    */
-  async join(sandboxId: string, member: string, boot: () => Promise<PodVm>): Promise<PodVm> {
-    let entry = this.pods.get(sandboxId);
+  async join(podId: string, member: string, boot: () => Promise<PodVm>): Promise<PodVm> {
+    let entry = this.pods.get(podId);
     if (!entry) {
       const created: PodEntry = { pod: boot(), members: new Set() };
       // A failed boot is forgotten at once: the next container boots afresh.
       created.pod.catch(() => {
-        if (this.pods.get(sandboxId) === created) this.pods.delete(sandboxId);
+        if (this.pods.get(podId) === created) this.pods.delete(podId);
       });
-      this.pods.set(sandboxId, created);
+      this.pods.set(podId, created);
       entry = created;
     }
     entry.members.add(member);
@@ -50,19 +50,19 @@ export class PodRegistry {
       return pod;
     } catch (err) {
       entry.members.delete(member);
-      await this.dropIfEmpty(sandboxId, entry);
+      await this.dropIfEmpty(podId, entry);
       throw err;
     }
   }
 
   /** Gives the member's slots back; the last member destroys the VM. */
-  async leave(sandboxId: string, member: string): Promise<void> {
-    const entry = this.pods.get(sandboxId);
+  async leave(podId: string, member: string): Promise<void> {
+    const entry = this.pods.get(podId);
     if (!entry || !entry.members.delete(member)) return;
     const pod = await entry.pod;
     const last = entry.members.size === 0;
     // Forgotten before the teardown: a container arriving meanwhile boots a new VM.
-    if (last && this.pods.get(sandboxId) === entry) this.pods.delete(sandboxId);
+    if (last && this.pods.get(podId) === entry) this.pods.delete(podId);
     await pod.release(member);
     if (last) await pod.destroy();
   }
@@ -72,29 +72,29 @@ export class PodRegistry {
    * guest and its disks out of the VM first would only delay the kill. Any other member
    * runs `removeFromGuest` first, then gives its slots back.
    */
-  async leaveGuest(sandboxId: string, member: string, removeFromGuest: () => Promise<void>): Promise<void> {
-    const entry = this.pods.get(sandboxId);
+  async leaveGuest(podId: string, member: string, removeFromGuest: () => Promise<void>): Promise<void> {
+    const entry = this.pods.get(podId);
     if (!entry || !entry.members.has(member)) return;
     if (entry.members.size === 1) {
       // Decided synchronously: a container joining from now on boots a VM of its own.
       entry.members.delete(member);
-      this.pods.delete(sandboxId);
+      this.pods.delete(podId);
       const pod = await entry.pod;
       await pod.destroy();
       return;
     }
     await removeFromGuest();
-    await this.leave(sandboxId, member);
+    await this.leave(podId, member);
   }
 
   /** The member count of a pod (joined or joining), 0 when it has no VM. */
-  membersOf(sandboxId: string): number {
-    return this.pods.get(sandboxId)?.members.size ?? 0;
+  membersOf(podId: string): number {
+    return this.pods.get(podId)?.members.size ?? 0;
   }
 
-  private async dropIfEmpty(sandboxId: string, entry: PodEntry): Promise<void> {
+  private async dropIfEmpty(podId: string, entry: PodEntry): Promise<void> {
     if (entry.members.size > 0) return;
-    if (this.pods.get(sandboxId) === entry) this.pods.delete(sandboxId);
+    if (this.pods.get(podId) === entry) this.pods.delete(podId);
     const pod = await entry.pod.catch(() => null);
     // A VM booted for a container whose join then failed: nobody else holds it.
     if (pod && pod.memberCount === 0) await pod.destroy();

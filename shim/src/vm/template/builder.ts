@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Paths } from '../../config/paths';
 import { stderrLogger, type Level, type Logger } from '../../log';
-import type { Backend, BackendName, VmInstance } from '../backend';
+import type { Backend, BackendName, Vmm } from '../backend';
 import { KvmBackend } from '../backends/kvm';
 import { TcgBackend } from '../backends/tcg';
 import { buildTemplate } from './build';
@@ -85,7 +85,7 @@ async function main(): Promise<number> {
   log.info('template build starting', { backend: job.backend, memoryMiB: job.shape.memoryMiB, vcpus: job.shape.vcpus });
   // Signals end the builder, but never leave its QEMU behind (the lock and the build dir of a
   // dead builder are swept by the next one).
-  let vm: VmInstance | null = null;
+  let vm: Vmm | null = null;
   const store = new TemplateStore(job.paths.cacheDir);
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     process.once(signal, () => {

@@ -8,7 +8,7 @@ export interface AddonSpawnOptions {
   binary: string;
   /** stdout/stderr of the VMM (its warnings); /dev/null when absent. */
   logFd?: number;
-  /** The exec wrapper and its arguments up to `--` (sandbox/vmm-exec.ts): spawned instead,
+  /** The exec wrapper and its arguments up to `--` (vm/vmm-exec.ts): spawned instead,
    *  with the VMM's command line after them. */
   execPrefix?: string[];
   /** hello, events, protocol errors and finally `process-exit`, in order, on the JS thread. */

@@ -12,14 +12,14 @@ import { RpcError } from '../errdefs';
 import type { Logger } from '../log';
 import { removeQuietly } from '../util/fsutil';
 import { killIdentified } from '../util/proc';
-import { VMM_PROGRAM, vmLossReport, type Backend, type DiskSlot, type VmConfig, type VmInstance, type VmLossReport } from './backend';
+import { VMM_PROGRAM, vmLossReport, type Backend, type DiskSlot, type VmConfig, type Vmm, type VmLossReport } from './backend';
 import { DEFAULT_LOG_MAX_BYTES } from './capped-log';
 import { guestArtifacts } from './guest';
 import { HostShares } from './host-mounts';
 import { startVm } from './template/start';
 import { markVmDirOwner } from './vmm-exec';
 
-export interface SandboxOptions {
+export interface VmBootOptions {
   backend: Backend;
   paths: Paths;
   memoryMiB: number;
@@ -29,7 +29,7 @@ export interface SandboxOptions {
   prepareSlots: (dirs: VmDirs) => Promise<DiskSlot[]>;
   log: Logger;
   /** Called as soon as the VMM process exists (before the guest is ready). */
-  onVmStarted?: (vm: VmInstance) => void;
+  onVmStarted?: (vm: Vmm) => void;
   /** Time for the guest to boot and answer the handshake. */
   bootTimeoutMs?: number;
   /** Restore from a template snapshot when one is valid (default true; config `templates`). */
@@ -48,7 +48,7 @@ export interface VmDirs {
   dataDir: string;
 }
 
-export class Sandbox {
+export class Vm {
   private destroyed: Promise<void> | null = null;
   /** Set once the VM is declared lost (declareLost): why, and what it said last. */
   private lostReport: VmLossReport | null = null;
@@ -58,7 +58,7 @@ export class Sandbox {
     readonly dir: string,
     /** On disk: this VM's disks and logs (removed with it). */
     readonly dataDir: string,
-    readonly vm: VmInstance,
+    readonly vmm: Vmm,
     readonly agent: AgentClient,
     readonly slots: DiskSlot[],
     private readonly log: Logger,
@@ -87,21 +87,21 @@ export class Sandbox {
    */
   declareLost(cause: string): void {
     if (this.lostReport || this.destroyed) return;
-    const vmm = `${VMM_PROGRAM[this.vm.backend]}, pid ${this.vm.identity.pid}`;
+    const vmm = `${VMM_PROGRAM[this.vmm.backend]}, pid ${this.vmm.identity.pid}`;
     this.lostReport = {
       reason: `${cause}; the VM was declared lost and its VMM (${vmm}) killed`,
-      diagnostics: this.vm.diagnostics(),
+      diagnostics: this.vmm.diagnostics(),
     };
     this.log.error(`vm lost: ${this.lostReport.reason}`, { diagnostics: this.lostReport.diagnostics });
     // Calls still pending fail now, saying why (the rest of the teardown closes nothing new).
     this.agent.close(new Error(`the VM was declared lost: ${cause}`));
-    killIdentified(this.vm.identity, 'SIGKILL');
+    killIdentified(this.vmm.identity, 'SIGKILL');
     this.destroy().catch((err: unknown) => this.log.warn('tearing down the lost vm failed', { error: String(err) }));
   }
 
   /** Why the VM went away under its processes: the declared loss, else what the VMM and console say. */
   lossReport(): Promise<VmLossReport> {
-    return this.lostReport ? Promise.resolve(this.lostReport) : vmLossReport(this.vm);
+    return this.lostReport ? Promise.resolve(this.lostReport) : vmLossReport(this.vmm);
   }
 
   /**
@@ -111,7 +111,7 @@ export class Sandbox {
   async pause(): Promise<void> {
     this.agent.deadlineClock.hold();
     try {
-      await this.vm.pause();
+      await this.vmm.pause();
     } catch (err) {
       this.agent.deadlineClock.release();
       throw err;
@@ -120,7 +120,7 @@ export class Sandbox {
 
   /** Lets a paused VM run again; the deadlines start over once it runs. */
   async resume(): Promise<void> {
-    await this.vm.resume();
+    await this.vmm.resume();
     this.agent.deadlineClock.release();
   }
 
@@ -128,15 +128,15 @@ export class Sandbox {
     return path.join(paths.stateDir, 'vms', vmId);
   }
 
-  static async boot(opts: SandboxOptions): Promise<Sandbox> {
+  static async boot(opts: VmBootOptions): Promise<Vm> {
     const vmId = randomBytes(6).toString('hex');
-    const dir = Sandbox.vmDir(opts.paths, vmId);
+    const dir = Vm.vmDir(opts.paths, vmId);
     const dataDir = vmDataDir(opts.paths, vmId);
     const log = opts.log.child({ vm: vmId });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     markVmDirOwner(dir); // whose it is, should we die before its VMM runs (vmm-exec.ts)
     // Set by onVmStarted (inside startVm): the VM to kill should anything fail after it.
-    let vm = null as VmInstance | null;
+    let vm = null as Vmm | null;
     // The 9p share is exported (read-only, host-mounts.ts) before the VMM opens it.
     const exporting = opts.backend.supportsDirShares ? HostShares.export(dir, log) : Promise.resolve(null);
     try {
@@ -157,7 +157,7 @@ export class Sandbox {
           opts.onVmStarted?.(started);
         },
       });
-      return new Sandbox(vmId, dir, dataDir, ready, agent, slots, log, restoredFrom, shares);
+      return new Vm(vmId, dir, dataDir, ready, agent, slots, log, restoredFrom, shares);
     } catch (err) {
       const detail = vm ? vm.diagnostics() : '';
       if (vm) await vm.kill();
@@ -177,7 +177,7 @@ export class Sandbox {
     if (!this.destroyed) {
       this.destroyed = (async () => {
         this.agent.close();
-        await this.vm.kill();
+        await this.vmm.kill();
         // Host bind mounts first: the removal below never descends into a mount anyway.
         await this.shares?.releaseAll();
         const left = [...removeQuietly(this.dir), ...removeQuietly(this.dataDir)];

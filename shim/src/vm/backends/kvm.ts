@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { failedPrecondition } from '../../errdefs';
 import type { Logger } from '../../log';
 import { processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
-import { tailFile, type Backend, type VmConfig, type VmExit, type VmInstance } from '../backend';
+import { tailFile, type Backend, type VmConfig, type VmExit, type Vmm } from '../backend';
 import { CappedLog, DEFAULT_LOG_MAX_BYTES, logsDrained } from '../capped-log';
 import { probeHost } from '../host';
 import { loadVmmAddon } from '../vmm/addon';
@@ -93,7 +93,7 @@ export function connectHybridVsock(socketPath: string, port: number, timeoutMs: 
   });
 }
 
-class KvmVm implements VmInstance {
+class KvmVm implements Vmm {
   readonly backend = 'kvm' as const;
   readonly exited: Promise<VmExit>;
   private killing: Promise<void> | null = null;
@@ -224,7 +224,7 @@ export class KvmBackend implements Backend {
 
   constructor(private readonly binary?: string) {}
 
-  async boot(config: VmConfig, log: Logger): Promise<VmInstance> {
+  async boot(config: VmConfig, log: Logger): Promise<Vmm> {
     const build = vmmBuildStatus();
     // With an explicit binary only the addon must be built (its loader says so clearly).
     if (build.problem && !this.binary) throw new Error(`backend kvm: ${build.problem}`);
