@@ -15,8 +15,9 @@ import { loadConfig } from '../shim/src/config/config';
 import { smolvmPaths } from '../shim/src/config/paths';
 import { stderrLogger } from '../shim/src/log';
 import type { OciSpec } from '../shim/src/oci/spec';
-import { PodRegistry } from '../shim/src/vm/pods';
-import { selectBackend } from '../shim/src/vm/select';
+import { VmBuilder } from '../shim/src/vm/builder';
+import { VmPlacer } from '../shim/src/vm/placement';
+import { createBackend } from '../shim/src/vm/backends';
 import { Container } from '../shim/src/task/container';
 import { makeBusyboxRootfs } from '../test/helpers/rootfs';
 
@@ -84,12 +85,11 @@ async function main(): Promise<void> {
   const paths = smolvmPaths({ SMOLVM_ROOT: path.join(root, 'smolvm') });
   const rootfs = makeBusyboxRootfs(root);
   const log = stderrLogger('warn', { cmd: 'agent-rtt' });
-  const registry = new PodRegistry();
   const sink = (): PassThrough => new PassThrough().resume();
   const common = {
-    rootfs: { kind: 'dir' as const, path: rootfs }, backend: selectBackend(config.backend), paths,
-    memoryMiB: config.memoryMiB, vcpus: config.vcpus, writableDiskBytes: 64 << 20, log,
-    pod: { registry, podId: 'rtt', maxContainers: rounds + 1 },
+    rootfs: { kind: 'dir' as const, path: rootfs }, log, podId: 'rtt', record: () => undefined,
+    placer: new VmPlacer(VmBuilder.fromConfig(config, createBackend(config.backend), paths), { podMaxContainers: rounds + 1 }),
+    sizing: { memoryMiB: config.memoryMiB, vcpus: config.vcpus, writableDiskBytes: 64 << 20 },
   };
   try {
     // The first container boots the pod VM (not timed as a round: boot dominates it).
@@ -108,11 +108,11 @@ async function main(): Promise<void> {
       await exec.kill(9, false);
       await exec.state.exited;
       await c.removeExec('x');
-      await c.kill(9, false);
+      await c.kill('', 9, false);
       await c.init.exited;
       await c.destroy();
     }
-    await first.kill(9, false);
+    await first.kill('', 9, false);
     await first.init.exited;
     await first.destroy();
   } finally {

@@ -6,18 +6,18 @@
 //
 // usage: node dist/bench/restore.js [--n 7] [--backend tcg|kvm] [--memory 256] [--json]
 // (kvm: in the KVM lab, where only the ratio means something)
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createWritableDisk, ensureImage } from '../shim/src/image';
 import type { Paths } from '../shim/src/config/paths';
 import { nullLogger } from '../shim/src/log';
-import type { Backend, VmConfig } from '../shim/src/vm/backend';
+import type { Backend } from '../shim/src/vm/backend';
 import { KvmBackend } from '../shim/src/vm/backends/kvm';
 import { TcgBackend } from '../shim/src/vm/backends/tcg';
-import { guestArtifacts } from '../shim/src/vm/guest';
-import { buildTemplate, shapeOf, startVm, TemplateStore } from '../shim/src/vm/template';
+import { VmBuilder } from '../shim/src/vm/builder';
+import { containerVmShape } from '../shim/src/vm/shape';
+import { buildTemplate, TemplateStore } from '../shim/src/vm/template';
 import { makeBusyboxRootfs } from '../test/helpers/rootfs';
 
 interface Options {
@@ -69,38 +69,26 @@ async function main(): Promise<void> {
   const backend: Backend = opts.backend === 'kvm' ? new KvmBackend() : new TcgBackend();
   try {
     const rootfs = makeBusyboxRootfs(work);
-    const [guest, image] = await Promise.all([
-      guestArtifacts(paths.cacheDir),
-      ensureImage({ kind: 'dir', path: rootfs }, { cacheDir: paths.cacheDir }),
-    ]);
-    const configFor = async (): Promise<VmConfig> => {
-      const vmId = randomBytes(6).toString('hex');
-      const dir = path.join(paths.stateDir, 'vms', vmId);
-      fs.mkdirSync(dir, { recursive: true });
-      const writable = path.join(dir, 'writable.ext4');
-      await createWritableDisk(writable, 1024 * 1024 * 1024, { cacheDir: paths.cacheDir });
-      return {
-        vmId, dir, dataDir: dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
-        cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB: opts.memoryMiB, vcpus: 1,
-        slots: [
-          { serial: 'slot0', path: image.path, readOnly: true },
-          { serial: 'slot1', path: writable, readOnly: false },
-        ],
-      };
-    };
+    const image = await ensureImage({ kind: 'dir', path: rootfs }, { cacheDir: paths.cacheDir });
+    const shape = containerVmShape(backend, opts.memoryMiB, 1);
+    const builderWith = (templates: boolean): VmBuilder => new VmBuilder({ backend, paths, templates });
     const buildStarted = Date.now();
-    const built = await buildTemplate({ backend, paths, shape: shapeOf(await configFor()), log: nullLogger });
+    const built = await buildTemplate({ backend, paths, shape, guest: await builderWith(true).guest(), log: nullLogger });
     const buildMs = Date.now() - buildStarted;
 
     const runOnce = async (templates: boolean): Promise<number> => {
-      const config = await configFor();
       const started = process.hrtime.bigint();
-      const vm = await startVm({ backend, config, paths, log: nullLogger, templates, bootTimeoutMs: 60_000 });
+      const vm = await builderWith(templates).start({
+        shape, log: nullLogger,
+        slotFiles: async (dirs) => {
+          const writable = path.join(dirs.dataDir, 'writable.ext4');
+          await createWritableDisk(writable, 1024 * 1024 * 1024, { cacheDir: paths.cacheDir });
+          return [image.path, writable];
+        },
+      });
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       if ((vm.restoredFrom !== null) !== templates) throw new Error(`expected a ${templates ? 'restore' : 'cold boot'}, got the other`);
-      vm.agent.close();
-      await vm.vm.kill();
-      fs.rmSync(config.dir, { recursive: true, force: true });
+      await vm.destroy();
       return ms;
     };
     // Warm-up (page cache, memo files), not counted.

@@ -10,14 +10,15 @@ import { Any } from './gen/google/protobuf/any';
 import { Options as RuntimeOptions } from './gen/runtimeoptions/runtimeoptions';
 import { fdLogger, openLogFifo, type Logger } from './log';
 import type { Backend } from './vm/backend';
-import { selectBackend } from './vm/select';
+import { createBackend } from './vm/backends';
 import { startEarlyVm } from './pool/early-vm';
 import { topUpPool } from './pool/pool';
-import { templatesEnabled } from './vm/template/start';
 import { killTrackedVmmsSync } from './vm/vmm-exec';
 import { sweepOrphanedVmms, type VmmSweepResult } from './vm/vmm-sweep';
 import { StateStore, STATE_VERSION, validateId } from './state/store';
-import type { WarmVmSource } from './task/container';
+import { containerSizing } from './task/container';
+import { VmBuilder, templatesEnabled } from './vm/builder';
+import { VmPlacer, type WarmVmSource } from './vm/placement';
 import { TaskService } from './task/service';
 import { TaskEndpoint } from './grpc/endpoint';
 
@@ -128,21 +129,14 @@ export async function serveShim(opts: ServeOptions): Promise<void> {
     );
     return refilling;
   };
+  const placer = new VmPlacer(VmBuilder.fromConfig(config, backend, paths), { podMaxContainers: config.podMaxContainers, warm: opts.warm });
   const service = new TaskService({
     namespace: wiring.namespace,
     paths,
-    backend,
     publisher,
     log,
-    memoryMiB: config.memoryMiB,
-    vcpus: config.vcpus,
-    writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
-    writableDiskMaxBytes: config.writableDiskMaxMiB * 1024 * 1024,
-    logMaxBytes: config.consoleLogMaxKiB * 1024,
-    podMaxContainers: config.podMaxContainers,
-    templates: config.templates,
-    agentDeadlineScale: config.agentDeadlineScale,
-    warm: opts.warm,
+    placer,
+    sizing: containerSizing(config),
     onCreated: async () => {
       if (!poolRefill.done && !poolRefill.timer && config.poolSize > 0) {
         poolRefill.timer = setTimeout(() => void refillPool(), opts.poolRefillDelayMs ?? 0);
@@ -244,7 +238,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     process.umask(0o077);
     const config = loadConfig(configPathFromOptions(bundle));
     if (config.logLevel === 'debug' && !flags.debug) log = fdLogger(logFd ?? 2, 'debug', { runtime: 'smolvm', pid: process.pid });
-    const backend = selectBackend(config.backend);
+    const backend = createBackend(config.backend);
     // The VM restores while containerd sends its Create (pool/early-vm.ts).
     const paths = smolvmPaths();
     const store = new StateStore(paths.stateDir);
@@ -257,7 +251,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     }
     const early = startEarly
       ? startEarlyVm({
-        backend, paths, config, log,
+        builder: VmBuilder.fromConfig(config, backend, paths), config, log,
         record: (vm) => {
           try {
             store.write({ version: STATE_VERSION, id: flags.id, namespace: flags.namespace, bundle, status: 'creating', shimPid: process.pid, vm });

@@ -37,7 +37,7 @@ export function vmmProcsOf(stateDir: string): VmmProc[] {
       const ppid = Number(fields[1]);
       found.push({
         pid: Number(name), ppid, cmdline: argv.join(' ').slice(0, 300), restoring: argv.includes('-incoming'),
-        templateBuild: argvOf(ppid).some((a) => a.endsWith('template/builder.js')),
+        templateBuild: argvOf(ppid).some((a) => a.endsWith('template/build-process.js')),
       });
     } catch {
       // gone while we looked

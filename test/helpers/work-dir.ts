@@ -1,5 +1,5 @@
 // Removing a test's temporary SMOLVM_ROOT. A Create that finds no template starts a detached
-// template builder (shim/src/vm/template/builder.ts) that outlives the test and keeps
+// template builder (shim/src/vm/template/build-process.ts) that outlives the test and keeps
 // writing under the root's cache dir, so a plain recursive removal can race it (ENOTEMPTY).
 // Stop those builders first (SIGTERM: a builder kills its QEMU and leaves no half template),
 // then remove the directory.
@@ -12,7 +12,7 @@ export function templateBuildersUnder(dir: string): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv.some((a) => a.endsWith('template/builder.js')) && argv.some((a) => a.includes(dir))) pids.push(Number(entry));
+      if (argv.some((a) => a.endsWith('template/build-process.js')) && argv.some((a) => a.includes(dir))) pids.push(Number(entry));
     } catch {
       // gone while we looked
     }

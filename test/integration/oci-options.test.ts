@@ -12,6 +12,8 @@ import {
 import type { OciSpec } from '../../shim/src/oci/spec';
 import { ninePShareArgs, qemuArgs } from '../../shim/src/vm/backends/tcg';
 import { removeWorkDir } from '../helpers/work-dir';
+import { containerVmShape } from '../../shim/src/vm/shape';
+import { TcgBackend } from '../../shim/src/vm/backends/tcg';
 
 const invalid = (pattern: RegExp) => (err: unknown): boolean => {
   assert.equal(codeOf(err), Code.InvalidArgument, (err as Error).message);
@@ -132,7 +134,8 @@ describe('OCI spec → guest agent (mount options, capabilities, seccomp, sysctl
       '-device', 'virtio-9p-device,fsdev=share,mount_tag=smolvm',
     ]);
     const args = qemuArgs({
-      vmId: 'v', dir: '/vm', dataDir: '/data/v', kernel: '/k', initramfs: '/i', cmdline: '', memoryMiB: 128, vcpus: 1,
+      vmId: 'v', dir: '/vm', dataDir: '/data/v', shape: containerVmShape(new TcgBackend(), 128, 1),
+      guest: { kernel: '/k', initramfs: '/i', cmdline: '' },
       slots: [{ serial: 'slot0', path: '/vm/a', readOnly: true }, { serial: 'slot1', path: '/vm/b', readOnly: false }],
     }, '/vm/agent.sock');
     assert.equal(args.filter((a) => a.startsWith('virtio-9p-device')).length, 1);

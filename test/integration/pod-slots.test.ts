@@ -16,12 +16,13 @@ import { smolvmPaths } from '../../shim/src/config/paths';
 import { Code, RpcError } from '../../shim/src/errdefs';
 import { nullLogger } from '../../shim/src/log';
 import type { OciSpec } from '../../shim/src/oci/spec';
-import type { VmConfig } from '../../shim/src/vm/backend';
 import { QMP_SOCKET_NAME, TcgBackend } from '../../shim/src/vm/backends/tcg';
 import { qmpExecute } from '../../shim/src/vm/backends/qmp';
-import { guestArtifacts } from '../../shim/src/vm/guest';
-import { PodRegistry } from '../../shim/src/vm/pods';
-import { startVm, shapeOf, templateInputs, TemplateStore, type StartedVm } from '../../shim/src/vm/template';
+import { templateInputs, TemplateStore } from '../../shim/src/vm/template';
+import { VmBuilder } from '../../shim/src/vm/builder';
+import { VmPlacer } from '../../shim/src/vm/placement';
+import { podVmShape, type VmShape } from '../../shim/src/vm/shape';
+import type { Vm } from '../../shim/src/vm/vm';
 import { createWritableDisk, ensureImage } from '../../shim/src/image';
 import { Container } from '../../shim/src/task/container';
 import { isSameProcessAlive, processStartTime } from '../../shim/src/util/proc';
@@ -60,7 +61,7 @@ describe('pod VM disks by hotplug (tcg)', function () {
   let work = '';
   let paths = smolvmPaths();
   const backend = new TcgBackend();
-  const registry = new PodRegistry();
+  let placer: VmPlacer;
   const rootfs: Record<string, string> = {};
   const payloadSha: Record<string, string> = {};
   const running: Container[] = [];
@@ -71,6 +72,7 @@ describe('pod VM disks by hotplug (tcg)', function () {
     process.env.SMOLVM_TEMPLATES = 'off';
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-pod-'));
     paths = smolvmPaths({ ...process.env, SMOLVM_ROOT: path.join(work, 'root') });
+    placer = new VmPlacer(new VmBuilder({ backend, paths, templates: false }), { podMaxContainers: 2 });
     for (const [name, payloadBytes] of [['a', 0], ['b', 0], ['c', 3 * 1024 * 1024 + 512]] as const) {
       const dir = makeBusyboxRootfs(work);
       fs.writeFileSync(path.join(dir, 'marker'), `image ${name}\n`);
@@ -97,8 +99,8 @@ describe('pod VM disks by hotplug (tcg)', function () {
     const container = await Container.create({
       id, spec: spec(), rootfs: { kind: 'dir', path: rootfs[image]! },
       stdio: { stdout, stderr: new PassThrough() },
-      backend, paths, memoryMiB: 256, vcpus: 1, writableDiskBytes: 64 * 1024 * 1024, log: nullLogger,
-      pod: { registry, podId: 'pod-1', maxContainers: 2 },
+      placer, sizing: { memoryMiB: 256, vcpus: 1, writableDiskBytes: 64 * 1024 * 1024 }, log: nullLogger,
+      podId: 'pod-1', record: () => undefined,
     });
     running.push(container);
     await container.start();
@@ -147,7 +149,7 @@ describe('pod VM disks by hotplug (tcg)', function () {
       assert.match((err as Error).message, /pod pod-1 is full: its VM holds 2 containers/);
       return true;
     });
-    assert.equal(registry.membersOf('pod-1'), 2);
+    assert.equal(placer.podMembers('pod-1'), 2);
   });
 
   it('hot-removes a leaving container\'s disks; another image of another size joins', async () => {
@@ -174,7 +176,7 @@ describe('pod VM disks by hotplug (tcg)', function () {
     const vmDir = running[0]!.vm.dir;
     const dataDir = running[0]!.vm.dataDir;
     for (const c of [...running]) await remove(c);
-    assert.equal(registry.size, 0);
+    assert.equal(placer.podCount, 0);
     assert.ok(!isSameProcessAlive(vmm), 'qemu gone');
     assert.ok(!fs.existsSync(vmDir), 'VM directory removed');
     assert.ok(!fs.existsSync(dataDir), 'VM data directory removed');
@@ -186,18 +188,17 @@ describe('pod VM from a template (tcg): hotplug after a restore', function () {
   const backend = new TcgBackend();
   let work = '';
   let paths = smolvmPaths();
-  const started: StartedVm[] = [];
+  let builder: VmBuilder;
+  const started: Vm[] = [];
 
   before(() => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-podtpl-'));
     paths = smolvmPaths({ ...process.env, SMOLVM_ROOT: path.join(work, 'root') });
+    builder = new VmBuilder({ backend, paths, templates: true, bootTimeoutMs: 90_000 });
   });
 
   after(async () => {
-    for (const vm of started) {
-      vm.agent.close();
-      await vm.vm.kill();
-    }
+    for (const vm of started) await vm.destroy();
     const store = new TemplateStore(paths.cacheDir);
     const deadline = Date.now() + 60_000;
     // A template build still in flight is waited for: nothing outlives the suite.
@@ -206,25 +207,17 @@ describe('pod VM from a template (tcg): hotplug after a restore', function () {
   });
   const keys: string[] = [];
 
-  async function podConfig(): Promise<VmConfig> {
-    const guest = await guestArtifacts(paths.cacheDir);
-    const vmId = randomBytes(6).toString('hex');
-    const dir = path.join(paths.stateDir, 'vms', vmId);
-    fs.mkdirSync(dir, { recursive: true });
-    return {
-      vmId, dir, dataDir: dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
-      cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB: 256, vcpus: 1, slots: [], diskHotplug: true,
-    };
-  }
+  /** A pod VM's shape on tcg: no disk, a hotplug controller. */
+  const podShape = (): VmShape => podVmShape(backend, 256, 1, 2);
 
   it('has its own template key, restores from it and takes hot-added disks', async () => {
     const store = new TemplateStore(paths.cacheDir);
-    const config = await podConfig();
-    const key = (await templateInputs(backend, shapeOf(config), store.memoDir)).key;
+    const guest = await builder.guest();
+    const key = (await templateInputs(backend, podShape(), guest, store.memoDir)).key;
     keys.push(key);
-    const plain = (await templateInputs(backend, shapeOf({ ...config, diskHotplug: false }), store.memoDir)).key;
+    const plain = (await templateInputs(backend, { ...podShape(), diskHotplug: false }, guest, store.memoDir)).key;
     assert.notEqual(key, plain, 'a pod VM (scsi controller) is its own template');
-    const first = await startVm({ backend, config, paths, log: nullLogger, bootTimeoutMs: 90_000 });
+    const first = await builder.start({ shape: podShape(), log: nullLogger });
     started.push(first);
     assert.equal(first.restoredFrom, null);
     const deadline = Date.now() + 180_000;
@@ -234,21 +227,20 @@ describe('pod VM from a template (tcg): hotplug after a restore', function () {
     }
     while (await store.buildInProgress(key)) await new Promise((r) => setTimeout(r, 50));
 
-    const restoredConfig = await podConfig();
-    const vm = await startVm({ backend, config: restoredConfig, paths, log: nullLogger, bootTimeoutMs: 90_000 });
+    const vm = await builder.start({ shape: podShape(), log: nullLogger });
     started.push(vm);
     assert.equal(vm.restoredFrom, key);
     const rootfs = makeBusyboxRootfs(work);
     fs.writeFileSync(path.join(rootfs, 'marker'), 'restored pod\n');
     const image = await ensureImage({ kind: 'dir', path: rootfs }, { cacheDir: paths.cacheDir });
-    const writable = path.join(restoredConfig.dir, 'w0-rw.ext4');
+    const writable = path.join(vm.dataDir, 'w0-rw.ext4');
     await createWritableDisk(writable, 64 * 1024 * 1024, { cacheDir: paths.cacheDir });
-    await vm.vm.attachDisk!({ serial: 'w0-img', path: image.path, readOnly: true });
-    await vm.vm.attachDisk!({ serial: 'w0-rw', path: writable, readOnly: false });
+    await vm.vmm.attachDisk!({ serial: 'w0-img', path: image.path, readOnly: true });
+    await vm.vmm.attachDisk!({ serial: 'w0-rw', path: writable, readOnly: false });
     // Bad input: a clear error naming the serial, nothing attached.
-    await assert.rejects(vm.vm.attachDisk!({ serial: 'w0-img', path: image.path, readOnly: true }), /"w0-img": the VM already has a disk/);
-    await assert.rejects(vm.vm.attachDisk!({ serial: 'w1-img', path: path.join(work, 'nope'), readOnly: true }), /"w1-img".*no such file/);
-    assert.equal((await blockNodes(restoredConfig.dir)).size, 4);
+    await assert.rejects(vm.vmm.attachDisk!({ serial: 'w0-img', path: image.path, readOnly: true }), /"w0-img": the VM already has a disk/);
+    await assert.rejects(vm.vmm.attachDisk!({ serial: 'w1-img', path: path.join(work, 'nope'), readOnly: true }), /"w1-img".*no such file/);
+    assert.equal((await blockNodes(vm.dir)).size, 4);
 
     const stdout = new PassThrough();
     let out = '';
@@ -269,10 +261,10 @@ describe('pod VM from a template (tcg): hotplug after a restore', function () {
     assert.equal(exit.exitStatus, 0, out);
     assert.equal(out, 'restored pod\nx\n');
     await vm.agent.removeContainer('c1');
-    await vm.vm.detachDisk!('w0-img');
-    await vm.vm.detachDisk!('w0-rw');
-    await vm.vm.detachDisk!('w0-rw');
-    assert.equal((await blockNodes(restoredConfig.dir)).size, 0, 'QEMU holds no disk after the detach');
+    await vm.vmm.detachDisk!('w0-img');
+    await vm.vmm.detachDisk!('w0-rw');
+    await vm.vmm.detachDisk!('w0-rw');
+    assert.equal((await blockNodes(vm.dir)).size, 0, 'QEMU holds no disk after the detach');
     // A disk never attached is unknown to the agent: a clear error naming its serial.
     await assert.rejects(vm.agent.createContainer({
       containerId: 'c2',

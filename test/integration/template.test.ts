@@ -14,11 +14,13 @@ import { PassThrough } from 'node:stream';
 import { createWritableDisk, ensureImage, type GuestImage } from '../../shim/src/image';
 import type { Paths } from '../../shim/src/config/paths';
 import type { Logger } from '../../shim/src/log';
-import type { VmConfig } from '../../shim/src/vm/backend';
 import { KvmBackend } from '../../shim/src/vm/backends/kvm';
 import { TcgBackend } from '../../shim/src/vm/backends/tcg';
-import { guestArtifacts, type GuestArtifacts } from '../../shim/src/vm/guest';
-import { STATE_FILE, startVm, TemplateStore, templateInputs, shapeOf, type StartedVm } from '../../shim/src/vm/template';
+import { VmBuilder } from '../../shim/src/vm/builder';
+import { VmPlacer } from '../../shim/src/vm/placement';
+import { containerVmShape, podVmShape, type VmShape } from '../../shim/src/vm/shape';
+import { STATE_FILE, TemplateStore, templateInputs } from '../../shim/src/vm/template';
+import type { Vm } from '../../shim/src/vm/vm';
 import type { OciSpec } from '../../shim/src/oci/spec';
 import { PodVm } from '../../shim/src/vm/pod-vm';
 import { Container } from '../../shim/src/task/container';
@@ -64,28 +66,23 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
   const backend = BACKEND === 'kvm' ? new KvmBackend() : new TcgBackend();
   let work: string;
   let paths: Paths;
-  let guest: GuestArtifacts;
+  let builder: VmBuilder;
   let image: GuestImage;
   let store: TemplateStore;
   let rootfsDir = '';
-  const running: StartedVm[] = [];
+  const running: Vm[] = [];
 
   before(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'smolvm-template-'));
     paths = { stateDir: path.join(work, 'run'), cacheDir: path.join(work, 'lib') };
     store = new TemplateStore(paths.cacheDir);
+    builder = new VmBuilder({ backend, paths, templates: true });
     rootfsDir = makeBusyboxRootfs(work);
-    [guest, image] = await Promise.all([
-      guestArtifacts(paths.cacheDir),
-      ensureImage({ kind: 'dir', path: rootfsDir }, { cacheDir: paths.cacheDir }),
-    ]);
+    image = await ensureImage({ kind: 'dir', path: rootfsDir }, { cacheDir: paths.cacheDir });
   });
 
   afterEach(async () => {
-    for (const vm of running.splice(0)) {
-      vm.agent.close();
-      await vm.vm.kill();
-    }
+    for (const vm of running.splice(0)) await vm.destroy();
   });
 
   after(async () => {
@@ -97,30 +94,26 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     assert.deepEqual(left, [], 'processes left behind');
   });
 
-  async function vmConfig(memoryMiB = 256): Promise<VmConfig> {
-    const vmId = randomBytes(6).toString('hex');
-    const dir = path.join(paths.stateDir, 'vms', vmId);
-    fs.mkdirSync(dir, { recursive: true });
-    const writable = path.join(dir, 'writable.ext4');
-    await createWritableDisk(writable, 64 * 1024 * 1024, { cacheDir: paths.cacheDir });
-    return {
-      vmId, dir, dataDir: dir, kernel: guest.kernel.vmlinux, initramfs: guest.initramfs,
-      cmdline: `${guest.cmdline} ${backend.kernelArgs}`.trim(), memoryMiB, vcpus: 1,
-      slots: [
-        { serial: 'slot0', path: image.path, readOnly: true },
-        { serial: 'slot1', path: writable, readOnly: false },
-      ],
-    };
+  /** A VM of one container: the image and a fresh 64 MiB writable disk behind its slots. */
+  function containerShape(memoryMiB = 256): VmShape {
+    return containerVmShape(backend, memoryMiB, 1);
   }
 
-  async function start(config: VmConfig, lines: LogLine[] = []): Promise<StartedVm> {
-    const vm = await startVm({ backend, config, paths, log: recordingLogger(lines), bootTimeoutMs: 60_000 });
+  async function start(shape: VmShape, lines: LogLine[] = []): Promise<Vm> {
+    const vm = await builder.start({
+      shape, log: recordingLogger(lines),
+      slotFiles: async (dirs) => {
+        const writable = path.join(dirs.dataDir, 'writable.ext4');
+        await createWritableDisk(writable, 64 * 1024 * 1024, { cacheDir: paths.cacheDir });
+        return [image.path, writable];
+      },
+    });
     running.push(vm);
     return vm;
   }
 
   /** Runs `sh -c script` as a container in the VM; its stdout. */
-  async function run(vm: StartedVm, script: string): Promise<string> {
+  async function run(vm: Vm, script: string): Promise<string> {
     const out = new PassThrough();
     const err = new PassThrough();
     let stdout = '';
@@ -158,17 +151,16 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     while (await store.buildInProgress(key)) await sleep(50);
   }
 
-  async function keyOf(config: VmConfig): Promise<string> {
-    return (await templateInputs(backend, shapeOf(config), store.memoDir)).key;
+  async function keyOf(shape: VmShape): Promise<string> {
+    return (await templateInputs(backend, shape, await builder.guest(), store.memoDir)).key;
   }
 
   let key: string;
 
   it('cold-boots the first VM and builds the template in the background', async () => {
-    const config = await vmConfig();
-    key = await keyOf(config);
+    key = await keyOf(containerShape());
     const lines: LogLine[] = [];
-    const vm = await start(config, lines);
+    const vm = await start(containerShape(), lines);
     assert.equal(vm.restoredFrom, null);
     assert.ok(lines.some((l) => l.msg === `vm cold boot: no template ${key} (building)`), JSON.stringify(lines));
     assert.match(await run(vm, 'echo cold'), /^cold\n$/);
@@ -179,7 +171,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
 
   it('restores later VMs, each with its own RNG state, disks and capacity', async () => {
     const lines: LogLine[] = [];
-    const [a, b] = [await start(await vmConfig(), lines), await start(await vmConfig(), lines)];
+    const [a, b] = [await start(containerShape(), lines), await start(containerShape(), lines)];
     const warnings = (): string => JSON.stringify(lines.filter((l) => l.level === 'warn'));
     assert.equal(a.restoredFrom, key, warnings());
     assert.equal(b.restoredFrom, key, warnings());
@@ -200,18 +192,17 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
   });
 
   it('a changed input (memory) is another key: cold boot, and that template is built too', async () => {
-    const config = await vmConfig(192);
-    const otherKey = await keyOf(config);
+    const otherKey = await keyOf(containerShape(192));
     assert.notEqual(otherKey, key);
     const lines: LogLine[] = [];
-    const vm = await start(config, lines);
+    const vm = await start(containerShape(192), lines);
     assert.equal(vm.restoredFrom, null);
     assert.ok(lines.some((l) => l.msg === `vm cold boot: no template ${otherKey} (building)`), JSON.stringify(lines));
     await waitForTemplate(otherKey);
     // Another family (memory differs): the first template stays.
     assert.equal(store.lookup(key).kind, 'found');
     const againLines: LogLine[] = [];
-    const again = await start(await vmConfig(192), againLines);
+    const again = await start(containerShape(192), againLines);
     assert.equal(again.restoredFrom, otherKey, JSON.stringify(againLines.filter((l) => l.level === 'warn')));
   });
 
@@ -221,26 +212,26 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     fs.writeSync(fd, Buffer.from('this is not a saved VM state, just garbage'), 0);
     fs.closeSync(fd);
     const lines: LogLine[] = [];
-    const vm = await start(await vmConfig(), lines);
+    const vm = await start(containerShape(), lines);
     assert.equal(vm.restoredFrom, null);
     const warning = lines.find((l) => l.level === 'warn' && l.msg.startsWith(`vm cold boot: template ${key} did not restore`));
     assert.ok(warning, JSON.stringify(lines));
     assert.match(await run(vm, 'echo fallback'), /^fallback\n$/);
     await waitForTemplate(key);
     const rebuiltLines: LogLine[] = [];
-    const rebuilt = await start(await vmConfig(), rebuiltLines);
+    const rebuilt = await start(containerShape(), rebuiltLines);
     assert.equal(rebuilt.restoredFrom, key, JSON.stringify(rebuiltLines.filter((l) => l.level === 'warn')));
   });
 
   it('a truncated template is found unusable before any VM starts, removed and rebuilt', async () => {
     fs.truncateSync(path.join(store.dirOf(key), STATE_FILE), 1000);
     const lines: LogLine[] = [];
-    const vm = await start(await vmConfig(), lines);
+    const vm = await start(containerShape(), lines);
     assert.equal(vm.restoredFrom, null);
     assert.ok(lines.some((l) => l.level === 'warn' && l.msg === 'template unusable: removing it'), JSON.stringify(lines));
     await waitForTemplate(key);
     const rebuiltLines: LogLine[] = [];
-    const rebuilt = await start(await vmConfig(), rebuiltLines);
+    const rebuilt = await start(containerShape(), rebuiltLines);
     assert.equal(rebuilt.restoredFrom, key, JSON.stringify(rebuiltLines.filter((l) => l.level === 'warn')));
   });
 
@@ -248,7 +239,7 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
     process.env.SMOLVM_TEMPLATES = 'off';
     try {
       const lines: LogLine[] = [];
-      const vm = await start(await vmConfig(), lines);
+      const vm = await start(containerShape(), lines);
       assert.equal(vm.restoredFrom, null);
       assert.ok(lines.some((l) => l.msg === 'vm cold boot: templates off'), JSON.stringify(lines));
     } finally {
@@ -262,8 +253,8 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
   it('a warm pod VM restored from its template takes a container: its disks, output and exit code', async () => {
     const lines: LogLine[] = [];
     const log = recordingLogger(lines);
-    const boot = (): Promise<PodVm> => PodVm.boot({
-      podId: 'spare-test', backend, paths, memoryMiB: 256, vcpus: 1, maxContainers: 2, log, templates: true,
+    const boot = (): Promise<PodVm> => PodVm.start(builder, {
+      podId: 'spare-test', shape: podVmShape(backend, 256, 1, 2), maxContainers: 2, log,
     });
     const cold = await boot();
     const podKey = /^vm cold boot: no template (\S+) \(building\)$/.exec(lines.find((l) => l.msg.startsWith('vm cold boot'))?.msg ?? '')?.[1];
@@ -284,8 +275,11 @@ describe(`templates (${BACKEND}): restore instead of boot`, function () {
         ociVersion: '1.0.2', root: { path: 'rootfs' }, hostname: 'warm',
         process: { args: ['sh', '-c', 'echo data > /f; cat /f; hostname; exit 5'], env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0 } },
       } as OciSpec,
-      backend, paths, memoryMiB: 256, vcpus: 1, writableDiskBytes: 64 * 1024 * 1024, log,
-      warm: { take: async (memoryMiB, vcpus) => (memoryMiB === 256 && vcpus === 1 && offered++ === 0 ? pod : null) },
+      sizing: { memoryMiB: 256, vcpus: 1, writableDiskBytes: 64 * 1024 * 1024 }, podId: null, record: () => undefined, log,
+      placer: new VmPlacer(builder, {
+        podMaxContainers: 2,
+        warm: { take: async (memoryMiB, vcpus) => (memoryMiB === 256 && vcpus === 1 && offered++ === 0 ? pod : null) },
+      }),
     });
     try {
       assert.equal(offered, 1);

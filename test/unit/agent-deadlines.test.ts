@@ -372,10 +372,7 @@ class FakeVm implements Vmm {
 }
 
 
-type SandboxConstructor = new (
-  vmId: string, dir: string, dataDir: string, vm: Vmm, agent: AgentClient, slots: [], log: Logger,
-  restoredFrom: string | null, shares: null,
-) => Vm;
+
 
 describe('agent call deadlines: the lost VM', function () {
   this.timeout(15_000);
@@ -384,7 +381,7 @@ describe('agent call deadlines: the lost VM', function () {
   let logger: MemoryLogger;
   let vmm: ChildProcess;
   let vm: FakeVm;
-  let sandbox: Vm;
+  let lostVm: Vm;
 
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-lost-'));
@@ -403,12 +400,12 @@ describe('agent call deadlines: the lost VM', function () {
     });
     const client = await AgentClient.connect(socket, { logger, timeoutMs: 5000 });
     client.setDeadlineScale(0.02); // SignalProcess 200 ms, ExecProcess 600 ms
-    sandbox = new (Vm as unknown as SandboxConstructor)('fakevm', vmDir, path.join(dir, 'data'), vm, client, [], logger, null, null);
+    lostVm = new Vm({ vmId: 'fakevm', dir: vmDir, dataDir: path.join(dir, 'data'), vmm: vm, agent: client, slots: [], log: logger, restoredFrom: null, shares: null });
   });
 
   afterEach(async () => {
     agent.unwedge();
-    await sandbox.destroy();
+    await lostVm.destroy();
     await agent.server.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -417,11 +414,11 @@ describe('agent call deadlines: the lost VM', function () {
   async function startProcess(containerId: string, execId = ''): Promise<GuestProcess> {
     const out = new PassThrough().resume();
     const created = execId
-      ? await sandbox.agent.execProcess(containerId, execId, createRequest(containerId).process!, { stdout: out })
-      : await sandbox.agent.createContainer(createRequest(containerId), { stdout: out });
+      ? await lostVm.agent.execProcess(containerId, execId, createRequest(containerId).process!, { stdout: out })
+      : await lostVm.agent.createContainer(createRequest(containerId), { stdout: out });
     const proc = new GuestProcess({
-      agent: sandbox.agent, containerId, execId, guestPid: created.pid, io: created.io, terminal: false, log: logger,
-      describeLoss: () => sandbox.lossReport(),
+      agent: lostVm.agent, containerId, execId, guestPid: created.pid, io: created.io, terminal: false, log: logger,
+      describeLoss: () => lostVm.lossReport(),
     });
     proc.watchExit();
     await proc.start();
@@ -434,10 +431,10 @@ describe('agent call deadlines: the lost VM', function () {
     const aExec = await startProcess('a', 'x');
     const b = await startProcess('b');
     agent.wedgeAll();
-    const kill = await timed(sandbox.agent.signalProcess('a', '', 15));
+    const kill = await timed(lostVm.agent.signalProcess('a', '', 15));
     assert.ok(kill.error instanceof RpcError && kill.error.code === Code.DeadlineExceeded, String(kill.error));
     assert.ok(kill.ms >= 195 && kill.ms < 3000, `Kill answered after ${kill.ms} ms`);
-    assert.equal(sandbox.lost, true);
+    assert.equal(lostVm.lost, true);
     // Every process of every container ends with 137, promptly.
     const exits = await Promise.race([
       Promise.all([a, aExec, b].map((p) => p.state.exited)),
@@ -448,11 +445,11 @@ describe('agent call deadlines: the lost VM', function () {
     // The VMM is killed by SIGKILL, the channel is closed, the VM directory is gone.
     const end = await Promise.race([vm.exited, sleep(3000).then(() => null)]);
     assert.deepEqual(end, { code: null, signal: 'SIGKILL' });
-    assert.equal(sandbox.agent.closed, true);
-    await sandbox.destroy();
-    assert.equal(fs.existsSync(sandbox.dir), false);
+    assert.equal(lostVm.agent.closed, true);
+    await lostVm.destroy();
+    assert.equal(fs.existsSync(lostVm.dir), false);
     // One loss, named after the call that timed out, in the log lines of each process.
-    const report = await sandbox.lossReport();
+    const report = await lostVm.lossReport();
     assert.match(report.reason, /^container a: signal 15: no answer from the guest agent to SignalProcess within 200 ms \(its deadline\); the VM was declared lost and its VMM \(qemu-system-x86_64, pid \d+\) killed$/);
     assert.match(report.diagnostics, /last words of the fake guest/);
     assert.equal(logger.lines.filter((l) => l.startsWith('error vm lost:')).length, 1);
@@ -462,50 +459,50 @@ describe('agent call deadlines: the lost VM', function () {
       assert.match(line, /to SignalProcess within 200 ms .*declared lost.*reporting exit status 137/);
     }
     // Later calls fail at once; a second declaration changes nothing.
-    const after = await timed(sandbox.agent.statsContainer('b'));
+    const after = await timed(lostVm.agent.statsContainer('b'));
     assert.ok(after.error instanceof RpcError && after.error.code === Code.Unavailable && after.ms < 1000, String(after.error));
     assert.match(after.error.message, /the VM was declared lost: container a: signal 15: no answer/);
-    sandbox.declareLost('something else');
-    assert.match((await sandbox.lossReport()).reason, /SignalProcess/);
+    lostVm.declareLost('something else');
+    assert.match((await lostVm.lossReport()).reason, /SignalProcess/);
   });
 
   it('a VM being torn down by smolvm is not declared lost', async () => {
-    const destroyed = sandbox.destroy();
-    sandbox.declareLost('late deadline');
+    const destroyed = lostVm.destroy();
+    lostVm.declareLost('late deadline');
     await destroyed;
-    assert.equal(sandbox.lost, false);
+    assert.equal(lostVm.lost, false);
     assert.equal(logger.lines.filter((l) => l.startsWith('error vm lost:')).length, 0);
   });
 
   it('pause is not a wedge: no deadline fires while the VM is paused on purpose; calls held meanwhile answer after resume', async () => {
     const a = await startProcess('a');
-    await sandbox.pause(); // the fake guest stops answering
+    await lostVm.pause(); // the fake guest stops answering
     assert.equal(vm.pauses, 1);
-    const kill = timed(sandbox.agent.signalProcess('a', '', 10));
-    const stdin = timed(sandbox.agent.closeStdin('a'));
+    const kill = timed(lostVm.agent.signalProcess('a', '', 10));
+    const stdin = timed(lostVm.agent.closeStdin('a'));
     await sleep(800); // four SignalProcess deadlines
-    assert.equal(sandbox.lost, false, 'a paused VM was declared lost');
+    assert.equal(lostVm.lost, false, 'a paused VM was declared lost');
     assert.equal(a.state.status, 'running');
-    await sandbox.resume();
+    await lostVm.resume();
     const [killed, closed] = await Promise.all([kill, stdin]);
     assert.equal(killed.error, undefined, String(killed.error));
     assert.equal(closed.error, undefined, String(closed.error));
-    assert.equal(sandbox.lost, false);
+    assert.equal(lostVm.lost, false);
     // Resumed: a wedge is caught again.
     agent.wedgeAll();
-    const wedged = await timed(sandbox.agent.signalProcess('a', '', 10));
+    const wedged = await timed(lostVm.agent.signalProcess('a', '', 10));
     assert.ok(wedged.error instanceof RpcError && wedged.error.code === Code.DeadlineExceeded);
-    assert.equal(sandbox.lost, true);
+    assert.equal(lostVm.lost, true);
     assert.equal((await a.state.exited).exitStatus, 137);
   });
 
   it('a pause that fails keeps the deadlines running', async () => {
     vm.failPause = true;
-    await assert.rejects(sandbox.pause(), /QMP stop: no answer/);
-    assert.equal(sandbox.agent.deadlineClock.held, false);
+    await assert.rejects(lostVm.pause(), /QMP stop: no answer/);
+    assert.equal(lostVm.agent.deadlineClock.held, false);
     agent.wedgeAll();
-    const wedged = await timed(sandbox.agent.signalProcess('a', '', 10));
+    const wedged = await timed(lostVm.agent.signalProcess('a', '', 10));
     assert.ok(wedged.error instanceof RpcError && wedged.error.code === Code.DeadlineExceeded);
-    assert.equal(sandbox.lost, true);
+    assert.equal(lostVm.lost, true);
   });
 });

@@ -2,7 +2,7 @@
 // agent's Process (terminal, console size).
 import { strict as assert } from 'node:assert';
 import { Code, RpcError } from '../../shim/src/errdefs';
-import { agentProcess } from '../../shim/src/task/container';
+import { agentProcess } from '../../shim/src/oci/agent-process';
 import { OCI_PROCESS_TYPE_URL, parseExecProcessSpec } from '../../shim/src/task/exec-spec';
 
 const any = (value: unknown, typeUrl = OCI_PROCESS_TYPE_URL) => ({

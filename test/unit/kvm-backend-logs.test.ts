@@ -55,7 +55,10 @@ describe('kvm backend: console and VMM logs through pipes, capped', function () 
     const dataDir = path.join(workDir, name, 'data');
     fs.mkdirSync(dir, { recursive: true });
     fs.mkdirSync(dataDir, { recursive: true });
-    return { vmId: name, dir, dataDir, kernel, initramfs: path.join(workDir, 'initramfs.txt'), cmdline, memoryMiB: 32, vcpus: 1, slots: [], logMaxBytes };
+    return {
+      vmId: name, dir, dataDir, logMaxBytes, slots: [], guest: { kernel, initramfs: path.join(workDir, 'initramfs.txt'), cmdline },
+      shape: { memoryMiB: 32, vcpus: 1, disks: [], diskHotplug: false, nics: [], shares: [], jail: {} },
+    };
   }
 
   it('a guest flooding its serial port leaves at most the cap on the host', async () => {

@@ -63,7 +63,10 @@ describe('QMP client', () => {
   });
 
   it('qemuArgs puts the monitor in the VM directory', () => {
-    const args = qemuArgs({ vmId: 'v', dir: '/run/x/vms/v', dataDir: '/var/x/vms/v', kernel: 'k', initramfs: 'i', cmdline: '', memoryMiB: 64, vcpus: 1, slots: [] }, '/run/x/vms/v/agent.sock');
+    const args = qemuArgs({
+      vmId: 'v', dir: '/run/x/vms/v', dataDir: '/var/x/vms/v', guest: { kernel: 'k', initramfs: 'i', cmdline: '' }, slots: [],
+      shape: { memoryMiB: 64, vcpus: 1, disks: [], diskHotplug: false, nics: [], shares: [], jail: {} },
+    }, '/run/x/vms/v/agent.sock');
     const i = args.indexOf('-qmp');
     assert.equal(args[i + 1], 'unix:/run/x/vms/v/qmp.sock,server=on,wait=off');
   });

@@ -5,17 +5,23 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { familyOf, fileSha256, TEMPLATE_FORMAT, templateKey, type TemplateInputs } from '../../shim/src/vm/template/key';
+import { familyOf, TEMPLATE_FORMAT, templateKey, type TemplateInputs } from '../../shim/src/vm/template/key';
 import { STATE_FILE, TemplateStore, type TemplateManifest } from '../../shim/src/vm/template/store';
-import { templatesEnabled } from '../../shim/src/vm/template/start';
+import { templatesEnabled } from '../../shim/src/vm/builder';
+import type { VmShape } from '../../shim/src/vm/shape';
+import { fileSha256 } from '../../shim/src/util/file-identity';
 import { parseConfig } from '../../shim/src/config/config';
 
+const baseShape: VmShape = {
+  memoryMiB: 256, vcpus: 1, diskHotplug: false, nics: [], shares: [{ tag: 'smolvm' }], jail: {},
+  disks: [{ serial: 'slot0', readOnly: true }, { serial: 'slot1', readOnly: false }],
+};
 const baseInputs: TemplateInputs = {
   format: TEMPLATE_FORMAT, backend: 'tcg', kernelSha256: 'k'.repeat(64), initramfsSha256: 'i'.repeat(64),
-  cmdline: 'console=ttyS0', memoryMiB: 256, vcpus: 1,
-  slots: [{ serial: 'slot0', readOnly: true }, { serial: 'slot1', readOnly: false }],
+  cmdline: 'console=ttyS0', shape: baseShape,
   vmm: 'QEMU emulator version 7.2.22', machine: 'm1', host: 'tcg-any',
 };
+const shaped = (shape: Partial<VmShape>): Partial<TemplateInputs> => ({ shape: { ...baseShape, ...shape } });
 
 describe('template keys', () => {
   it('change with every input and never with object construction order', () => {
@@ -25,10 +31,11 @@ describe('template keys', () => {
     assert.equal(templateKey(reordered), key);
     const variants: Partial<TemplateInputs>[] = [
       { backend: 'kvm' }, { kernelSha256: 'x'.repeat(64) }, { initramfsSha256: 'y'.repeat(64) },
-      { cmdline: 'console=ttyS0 quiet' }, { memoryMiB: 512 }, { vcpus: 2 },
-      { slots: [{ serial: 'slot0', readOnly: true }] },
-      { slots: [{ serial: 'slot0', readOnly: false }, { serial: 'slot1', readOnly: false }] },
-      { slots: [{ serial: 'slotA', readOnly: true }, { serial: 'slot1', readOnly: false }] },
+      { cmdline: 'console=ttyS0 quiet' }, shaped({ memoryMiB: 512 }), shaped({ vcpus: 2 }),
+      shaped({ disks: [{ serial: 'slot0', readOnly: true }] }),
+      shaped({ disks: [{ serial: 'slot0', readOnly: false }, { serial: 'slot1', readOnly: false }] }),
+      shaped({ disks: [{ serial: 'slotA', readOnly: true }, { serial: 'slot1', readOnly: false }] }),
+      shaped({ diskHotplug: true }), shaped({ nics: [{ name: 'eth0' }] }), shaped({ shares: [] }),
       { vmm: 'QEMU emulator version 8.0.0' }, { machine: 'm2' }, { host: 'cpuid-abc' }, { format: 'v0' },
     ];
     const keys = new Set(variants.map((v) => templateKey({ ...baseInputs, ...v })));
@@ -38,7 +45,7 @@ describe('template keys', () => {
 
   it('group templates that differ only by contents into one family', () => {
     assert.equal(familyOf({ ...baseInputs, kernelSha256: 'z'.repeat(64), vmm: 'other' }), familyOf(baseInputs));
-    assert.notEqual(familyOf({ ...baseInputs, memoryMiB: 512 }), familyOf(baseInputs));
+    assert.notEqual(familyOf({ ...baseInputs, ...shaped({ memoryMiB: 512 }) }), familyOf(baseInputs));
   });
 
   it('hash a file once per version (memo on disk), and again after a rewrite', async () => {
@@ -53,7 +60,7 @@ describe('template keys', () => {
       fs.writeFileSync(file, 'two');
       fs.utimesSync(file, new Date(), new Date(Date.now() + 5000));
       assert.equal(await fileSha256(file, memo), '3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3');
-      await assert.rejects(fileSha256(path.join(dir, 'missing'), memo), /template input .*missing/);
+      await assert.rejects(fileSha256(path.join(dir, 'missing'), memo), /missing: ENOENT/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -110,7 +117,7 @@ describe('template store', () => {
 
   it('collects superseded templates and dead builds, keeps other families', async () => {
     const old = publish({ ...baseInputs, kernelSha256: 'o'.repeat(64) });
-    const otherFamily = publish({ ...baseInputs, memoryMiB: 512 });
+    const otherFamily = publish({ ...baseInputs, ...shaped({ memoryMiB: 512 }) });
     const deadBuild = store.makeBuildDir('a'.repeat(24));
     const current = publish(baseInputs);
     const removed = await store.collectGarbage(current);

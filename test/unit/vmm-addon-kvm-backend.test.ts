@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { connectHybridVsock, KvmBackend } from '../../shim/src/vm/backends/kvm';
 import { TcgBackend } from '../../shim/src/vm/backends/tcg';
 import { probeHost } from '../../shim/src/vm/host';
-import { selectBackend } from '../../shim/src/vm/select';
+import { createBackend } from '../../shim/src/vm/backends';
 import { vmmBuildStatus } from '../../shim/src/vm/vmm/locate';
 import { skipBecause } from '../helpers/skip';
 
@@ -97,9 +97,9 @@ describe('backend selection and host kind', () => {
 
   it('kvm is the native VMM when it is built, a clear error naming the build command when not', function () {
     if (vmmBuildStatus().problem) skipBecause(this, { lacks: 'setup', detail: `smolvm-vmm: ${vmmBuildStatus().problem}` });
-    assert.ok(selectBackend('kvm') instanceof KvmBackend);
+    assert.ok(createBackend('kvm') instanceof KvmBackend);
     process.env.SMOLVM_VMM_BINARY = '/nonexistent/smolvm-vmm';
-    assert.throws(() => selectBackend('kvm'), /backend "kvm" is not available: smolvm-vmm is not built \(\/nonexistent\/smolvm-vmm\): run `npm run build:vmm`/);
+    assert.throws(() => createBackend('kvm'), /backend "kvm" is not available: smolvm-vmm is not built \(\/nonexistent\/smolvm-vmm\): run `npm run build:vmm`/);
   });
 
   it('auto picks kvm only on hardware virtualization not provided by kvm_pvm', () => {
@@ -111,7 +111,7 @@ describe('backend selection and host kind', () => {
     }
     assert.equal(probe.auto, probe.kind === 'hardware' ? 'kvm' : 'tcg');
     const expected = probe.kind === 'hardware' && !vmmBuildStatus().problem ? KvmBackend : TcgBackend;
-    assert.ok(selectBackend('auto') instanceof expected);
+    assert.ok(createBackend('auto') instanceof expected);
     assert.equal(probeHost(false).auto, 'tcg', 'never kvm when the VMM is not built');
     if (probe.cpuVendor === 'GenuineIntel') assert.match(probe.notes.join('\n'), /Intel VMX is not exercised/);
   });

@@ -7,8 +7,10 @@ import { loadConfig, type BackendChoice } from '../config/config';
 import { smolvmPaths } from '../config/paths';
 import { stderrLogger } from '../log';
 import { loadBundleSpec, type OciSpec } from '../oci/spec';
-import { selectBackend } from '../vm/select';
-import { Container } from '../task/container';
+import { createBackend } from '../vm/backends';
+import { Container, containerSizing } from '../task/container';
+import { VmBuilder } from '../vm/builder';
+import { VmPlacer } from '../vm/placement';
 
 export interface RunArgs {
   backend?: BackendChoice;
@@ -79,19 +81,12 @@ export async function runCommand(argv: string[]): Promise<number> {
   const container = await Container.create({
     id, spec, rootfs,
     stdio: { stdin, stdout: process.stdout as Writable, stderr: process.stderr as Writable },
-    backend: selectBackend(args.backend ?? config.backend),
-    paths: smolvmPaths(),
-    memoryMiB: config.memoryMiB,
-    vcpus: config.vcpus,
-    writableDiskBytes: config.writableDiskMiB * 1024 * 1024,
-    writableDiskMaxBytes: config.writableDiskMaxMiB * 1024 * 1024,
-    logMaxBytes: config.consoleLogMaxKiB * 1024,
-    templates: config.templates,
-    agentDeadlineScale: config.agentDeadlineScale,
+    placer: new VmPlacer(VmBuilder.fromConfig(config, createBackend(args.backend ?? config.backend), smolvmPaths()), { podMaxContainers: config.podMaxContainers }),
+    sizing: containerSizing(config), podId: null, record: () => undefined,
     log,
   });
   const forward = (sig: NodeJS.Signals, num: number) => () => {
-    container.kill(num, false).catch(() => undefined);
+    container.kill('', num, false).catch(() => undefined);
     log.debug(`forwarded ${sig}`);
   };
   const handlers = [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const;

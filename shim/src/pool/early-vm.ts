@@ -6,16 +6,16 @@
 // that did not take it boots its own). While it waits it is recorded in the state file of the
 // container `start` was called for, so that `delete` kills it should the daemon die.
 import type { SmolvmConfig } from '../config/config';
-import type { Paths } from '../config/paths';
 import type { Logger } from '../log';
-import type { Backend } from '../vm/backend';
+import type { VmBuilder } from '../vm/builder';
+import { vmRecordOf } from '../vm/placement';
 import { PodVm } from '../vm/pod-vm';
+import { podVmShape } from '../vm/shape';
 import type { VmRecord } from '../state/store';
 import { WarmVm } from './warm-vm';
 
 export interface EarlyVmOptions {
-  backend: Backend;
-  paths: Paths;
+  builder: VmBuilder;
   config: SmolvmConfig;
   log: Logger;
   /** Records the VMM (pid, dir) where `delete` finds it, before the guest runs. */
@@ -25,22 +25,20 @@ export interface EarlyVmOptions {
 /** Starts restoring the early VM; the returned WarmVm is the daemon's for its first Create. */
 export function startEarlyVm(opts: EarlyVmOptions): WarmVm {
   const { config, log } = opts;
-  const booting: Promise<PodVm | null> = PodVm.boot({
-    podId: `early-${process.pid}`, backend: opts.backend, paths: opts.paths, memoryMiB: config.memoryMiB,
-    vcpus: config.vcpus, maxContainers: config.podMaxContainers, templates: config.templates, log,
-    logMaxBytes: config.consoleLogMaxKiB * 1024,
-    onVmStarted: (vm, vmDir, dataDir) => {
+  const { builder } = opts;
+  const booting: Promise<PodVm | null> = PodVm.start(builder, {
+    podId: `early-${process.pid}`, log, maxContainers: config.podMaxContainers,
+    shape: podVmShape(builder.backend, config.memoryMiB, config.vcpus, config.podMaxContainers),
+    onVmm: (vmm, dirs) => {
       // Released before its VMM even existed (the first Create failed at once): no record,
       // that container's state file is gone for good. The boot completes and the VM goes.
       if (warm.releasing) return;
-      opts.record({
-        backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir, dataDir, sockets: vm.sockets, disks: {},
-      });
+      opts.record(vmRecordOf(vmm, dirs, []));
     },
   }).then(
     async (pod) => {
       // The first container's writable disk, attached before it comes (hotplug VMs).
-      await pod.prepareWritable(config.writableDiskMiB * 1024 * 1024, opts.paths.cacheDir).catch((err: unknown) => {
+      await pod.prepareWritable(config.writableDiskMiB * 1024 * 1024, builder.paths.cacheDir).catch((err: unknown) => {
         log.warn('early vm: could not attach a writable disk ahead', { error: String(err) });
       });
       return pod;

@@ -15,8 +15,10 @@ import { keepServingOnErrors, serveShim } from '../daemon';
 import { openLogFifo, retargetableLogger, type Logger, type LogTarget } from '../log';
 import type { Backend } from '../vm/backend';
 import { guestArtifacts } from '../vm/guest';
+import { VmBuilder } from '../vm/builder';
 import { PodVm } from '../vm/pod-vm';
-import { selectBackend } from '../vm/select';
+import { podVmShape } from '../vm/shape';
+import { createBackend } from '../vm/backends';
 import { killTrackedVmmsSync } from '../vm/vmm-exec';
 import { writeFileAtomic, removeQuietly } from '../util/fsutil';
 import { liveProcessStartTime } from '../util/proc';
@@ -193,15 +195,14 @@ export async function runSpare(): Promise<void> {
     const config = loadConfig();
     if (config.poolSize === 0) await retire(early, 'pool_size is 0');
     if (config.logLevel === 'debug') target.min = 'debug';
-    const backend = selectBackend(config.backend);
+    const backend = createBackend(config.backend);
     const guest = await guestArtifacts(paths.cacheDir);
-    pod = await PodVm.boot({
-      podId: `spare-${name}`, backend, paths, memoryMiB: config.memoryMiB, vcpus: config.vcpus,
-      maxContainers: config.podMaxContainers, templates: config.templates, log,
-      logMaxBytes: config.consoleLogMaxKiB * 1024,
-      onVmStarted: (vm, vmDir, dataDir) => {
+    pod = await PodVm.start(VmBuilder.fromConfig(config, backend, paths), {
+      podId: `spare-${name}`, log, maxContainers: config.podMaxContainers,
+      shape: podVmShape(backend, config.memoryMiB, config.vcpus, config.podMaxContainers),
+      onVmm: (vmm, dirs) => {
         // Before the guest runs: a spare that dies from here on leaves a VM the sweep can find.
-        writeFileAtomic(path.join(dir, VM_FILE), JSON.stringify({ pid: vm.identity.pid, startTime: vm.identity.startTime ?? liveProcessStartTime(vm.identity.pid), dir: vmDir, dataDir }));
+        writeFileAtomic(path.join(dir, VM_FILE), JSON.stringify({ pid: vmm.identity.pid, startTime: vmm.identity.startTime ?? liveProcessStartTime(vmm.identity.pid), dir: dirs.dir, dataDir: dirs.dataDir }));
       },
     });
     // The container's writable disk is the same for every container: attached now, not then.

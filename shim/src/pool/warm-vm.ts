@@ -5,7 +5,7 @@
 // mid-restore would count as a bad template (removed, rebuilt, a cold boot started instead).
 import type { Logger } from '../log';
 import type { PodVm } from '../vm/pod-vm';
-import type { WarmVmSource } from '../task/container';
+import type { WarmVmSource } from '../vm/placement';
 
 export class WarmVm implements WarmVmSource {
   private taken = false;

@@ -1,44 +1,36 @@
-// One container in a sandbox: its guest image and writable disk in the VM's slots, its init
-// process and its execs in the guest (created by the agent, started on Start), their exits,
-// its teardown. Used by the containerd task service and by `smolvm run` alike.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { createWritableDisk, ensureImage, type RootfsSource } from '../image';
-import { AGENT_PROTOCOL_MINOR_CGROUPS, type ProcessIo, type ProcessStdio } from '../agent/client';
-import type { Paths } from '../config/paths';
-import { alreadyExists, Code, failedPrecondition, notFound, RpcError } from '../errdefs';
-import { AGENT_PROTOCOL_MINOR_OCI } from '../oci/protocol';
-import type { Process as AgentProcess, LinuxResources as AgentLinuxResources, Mounts as AgentMounts, StatsContainerResponse } from '../gen/smolvm/agent';
+// One container's life in the guest: created by the agent on the disks its placement gives it
+// (vm/placement.ts decides where its VM comes from), its init process and its execs (started,
+// signalled, paused and resumed with the VM, their exits), its resources and counters, and
+// leaving its VM again. Used by the containerd task service and by `smolvm run` alike.
+import { AGENT_PROTOCOL_MINOR_CGROUPS, type ProcessStdio } from '../agent/client';
+import type { SmolvmConfig } from '../config/config';
+import { alreadyExists, Code, codeOf, failedPrecondition, invalidArgument, notFound, RpcError } from '../errdefs';
+import type { Mounts as AgentMounts, StatsContainerResponse } from '../gen/smolvm/agent';
+import { ensureImage, type RootfsSource } from '../image';
 import type { Logger } from '../log';
-import { guestCapabilities, guestContainerConfig, withShareSubpaths } from '../oci/guest-config';
+import { agentProcess } from '../oci/agent-process';
+import { guestContainerConfig, withShareSubpaths } from '../oci/guest-config';
+import { AGENT_PROTOCOL_MINOR_OCI } from '../oci/protocol';
 import { guestResources } from '../oci/resources';
 import type { OciProcess, OciSpec } from '../oci/spec';
-import type { Backend, DiskSlot, Vmm } from '../vm/backend';
+import type { VmRecord } from '../state/store';
+import { resolveCgroupsPath } from '../vm/host-cgroup';
 import { assertDirSharesSupported } from '../vm/host-mounts';
-import { Vm, type VmDirs } from '../vm/vm';
-import { resolveCgroupsPath, VmmCgroup } from '../vm/host-cgroup';
-import { PodRegistry } from '../vm/pods';
-import type { PodVm } from '../vm/pod-vm';
+import type { Placement, VmPlacer } from '../vm/placement';
+import type { Vm } from '../vm/vm';
 import { GuestProcess } from './guest-process';
 import { maxLimitForVm, vmMemoryMiB } from './memory-sizing';
-import { joinPod, type PodMembership } from './pod-member';
-import { writableDiskBytes } from './writable-disk';
 import { ProcessState, type ExitInfo } from './process';
-
-/** Fixed slots every VM boots with: the image and the writable layer. */
-export const IMAGE_SLOT = 'slot0';
-export const WRITABLE_SLOT = 'slot1';
+import { writableDiskBytes } from './writable-disk';
 
 /** Exit status reported when the VM is gone before the process reported its own. */
 export const EXIT_STATUS_VM_LOST = 137;
 
-export interface ContainerOptions {
-  id: string;
-  spec: OciSpec;
-  rootfs: RootfsSource;
-  stdio: ProcessStdio;
-  backend: Backend;
-  paths: Paths;
+const SIGKILL = 9;
+
+/** The daemon's defaults a container's spec may change (config.toml). */
+export interface ContainerSizing {
+  /** The VM's memory, unless the container's memory limit needs more (memory-sizing.ts). */
   memoryMiB: number;
   vcpus: number;
   /** The writable disk's size unless the container's annotation asks for another (config
@@ -46,92 +38,39 @@ export interface ContainerOptions {
   writableDiskBytes: number;
   /** The largest size the annotation may ask for (config writable_disk_max_mib). */
   writableDiskMaxBytes?: number;
-  /** Cap of the VM's console log and of its VMM's log (config console_log_max_kib). */
-  logMaxBytes?: number;
-  /** Restore the VM from a template when one is valid (default true; config `templates`). */
-  templates?: boolean;
-  log: Logger;
-  /** Called as soon as the VMM exists (already in its host cgroup): record it on disk. The
-   *  cgroup directories smolvm created and the VM's data dir are passed so that `delete` can
-   *  remove them too. */
-  onVmStarted?: (vm: Vmm, vmDir: string, hostCgroupDirs: string[], dataDir: string) => void;
-  /** Called after the init process exited and all its output was delivered. */
-  onExit?: (info: ExitInfo) => void;
-  /** terminal=true for the init process (containerd's request may say so when the spec does not). */
-  terminal?: boolean;
-  /** Called when the container's guest cgroup saw a new OOM kill: before the TaskExit of a
-   *  process it killed (TaskOOM, then TaskExit), or on its own when it killed a child. */
-  onOom?: () => void;
-  /** Run in this pod's shared VM (io.kubernetes.cri.sandbox-id) instead of a VM of its own. */
-  pod?: { registry: PodRegistry; podId: string; maxContainers: number };
-  /** Called with every host mount point of this container's host directories (bind mounts
-   *  into the VM's 9p share) before they are made: record them on disk for `delete`. */
-  onHostMounts?: (points: string[]) => void;
-  /** A running VM to take instead of booting one (a warm-pool spare's), when it fits. */
-  warm?: WarmVmSource;
-  /** Multiplies the agent calls' deadlines (config `agent_deadline_scale`; agent/deadlines.ts). */
-  agentDeadlineScale?: number;
 }
 
-/** A VM started before its container came (a pool spare's, pool/spare.ts, or one the daemon
- *  started with, pool/early-vm.ts): a Create takes it at most once. */
-export interface WarmVmSource {
-  /** The VM (once it is up) when it has this memory and vCPU count and lives; null otherwise. */
-  take(memoryMiB: number, vcpus: number): Promise<PodVm | null>;
-}
-
-const UINT64_MAX = (1n << 64n) - 1n;
-
-/** JSON numbers lose precision past 2^53: RLIM_INFINITY (2^64-1) arrives as 2^64. Clamp. */
-function toUint64(n: number): bigint {
-  if (!Number.isFinite(n) || n < 0) return 0n;
-  const b = BigInt(Math.floor(n));
-  return b > UINT64_MAX ? UINT64_MAX : b;
-}
-
-/** The OCI process for the agent; `where` names it in errors (bad capability names). */
-export function agentProcess(proc: OciProcess, terminal = proc.terminal ?? false, where = 'process'): AgentProcess {
-  const size = proc.consoleSize;
-  const umask = proc.user.umask;
-  if (umask !== undefined && !(Number.isInteger(umask) && umask >= 0 && umask <= 0o777)) {
-    throw new RpcError(Code.InvalidArgument, `${where}: process.user.umask must be 0-0777`);
-  }
+/** A daemon's defaults from its config. */
+export function containerSizing(config: SmolvmConfig): ContainerSizing {
   return {
-    args: proc.args ?? [],
-    env: proc.env ?? [],
-    cwd: proc.cwd,
-    user: { uid: proc.user.uid, gid: proc.user.gid, additionalGids: proc.user.additionalGids ?? [] },
-    terminal,
-    rlimits: (proc.rlimits ?? []).map((r) => ({ type: r.type, hard: toUint64(r.hard), soft: toUint64(r.soft) })),
-    noNewPrivileges: proc.noNewPrivileges ?? false,
-    consoleSize: terminal && size ? { height: clampUint16(size.height), width: clampUint16(size.width) } : undefined,
-    capabilities: guestCapabilities(proc, where),
-    umask,
+    memoryMiB: config.memoryMiB, vcpus: config.vcpus,
+    writableDiskBytes: config.writableDiskMiB * 1024 * 1024, writableDiskMaxBytes: config.writableDiskMaxMiB * 1024 * 1024,
   };
 }
 
-/** The spec's linux.resources for CreateContainer; refused when the agent cannot apply them. */
-function createResources(sandbox: Vm, opts: ContainerOptions): AgentLinuxResources | undefined {
-  const { resources } = guestResources(opts.spec.linux?.resources, `container ${opts.id}`);
-  if (resources && sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_CGROUPS) {
-    throw new RpcError(Code.FailedPrecondition, `container ${opts.id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; linux.resources need 1.${AGENT_PROTOCOL_MINOR_CGROUPS} (rebuild the guest initramfs)`);
-  }
-  return resources;
-}
-
-/**
- * Bind-mounts the container's host directories into its VM's 9p share (host-mounts.ts) and
- * returns the guest mounts naming their subpaths there.
- */
-async function shareHostDirectories(sandbox: Vm, opts: ContainerOptions, guestConfig: ReturnType<typeof guestContainerConfig>): Promise<AgentMounts | undefined> {
-  if (guestConfig.shares.length === 0) return guestConfig.mounts;
-  if (!sandbox.shares) throw new RpcError(Code.InvalidArgument, `container ${opts.id}: mount ${guestConfig.shares[0]!.destination}: this VM has no 9p share for host directories`);
-  const subpaths = await sandbox.shares.add(opts.id, guestConfig.shares, opts.onHostMounts);
-  return withShareSubpaths(guestConfig.mounts, guestConfig.shares, subpaths);
-}
-
-function clampUint16(n: number): number {
-  return Number.isFinite(n) && n > 0 ? Math.min(Math.floor(n), 0xffff) : 0;
+export interface ContainerOptions {
+  id: string;
+  spec: OciSpec;
+  rootfs: RootfsSource;
+  stdio: ProcessStdio;
+  /** terminal=true for the init process (containerd's request may say so when the spec does not). */
+  terminal?: boolean;
+  log: Logger;
+  /** Where its VM comes from. */
+  placer: VmPlacer;
+  sizing: ContainerSizing;
+  /** CRI's pod (io.kubernetes.cri.sandbox-id) it belongs to, or null for a VM of its own. */
+  podId: string | null;
+  /** Records its VM in the container's state file, as soon as the VMM exists. */
+  record: (vm: VmRecord) => void;
+  /** Called with every host mount point of this container's host directories (bind mounts
+   *  into the VM's 9p share) before they are made: record them on disk for `delete`. */
+  onHostMounts?: (points: string[]) => void;
+  /** Called after the init process exited and all its output was delivered. */
+  onExit?: (info: ExitInfo) => void;
+  /** Called when the container's guest cgroup saw a new OOM kill: before the TaskExit of a
+   *  process it killed (TaskOOM, then TaskExit), or on its own when it killed a child. */
+  onOom?: () => void;
 }
 
 export interface ExecOptions {
@@ -142,43 +81,41 @@ export interface ExecOptions {
   onExit?: (info: ExitInfo) => void;
 }
 
-/** The size of the file behind a slot, as the guest must see it before mounting. */
-function slotBytes(sandbox: Vm, serial: string): bigint {
-  const slot = sandbox.slots.find((s) => s.serial === serial);
-  if (!slot) throw new RpcError(Code.Internal, `VM has no disk slot ${serial}`);
-  return BigInt(fs.statSync(slot.path).size);
-}
+/** What a Pause or a Kill of a paused container did, for the events the service publishes. */
+export type KillOutcome = 'sent' | 'held until resume' | 'resumed to deliver';
 
 export class Container {
-  /** The init process's state (created → running → stopped). */
+  /** The init process's state. */
   readonly init: ProcessState;
   private readonly initProcess: GuestProcess;
   private readonly execs = new Map<string, GuestProcess>();
   /** Exec ids whose ExecProcess is in flight: a second exec with one of them is AlreadyExists. */
   private readonly pendingExecs = new Set<string>();
-  /** The VMM's host cgroup (spec linux.cgroupsPath) when the VM is its own, released on destroy. */
-  private hostCgroup: VmmCgroup | null = null;
-  /** Set when the container runs in a pod's shared VM: leaving it, not a VM teardown. */
-  private podMembership: PodMembership | null = null;
   private leaving: Promise<void> | null = null;
   /** OOM kills of the guest cgroup already reported (TaskOOM published once per kill). */
   private oomSeen = 0n;
+  /** Pause, Resume and a kill that resumes run one at a time. */
+  private pauseQueue: Promise<unknown> = Promise.resolve();
+  /** Signals sent while paused wait for the resume, as for a frozen cgroup: delivered in order. */
+  private readonly heldSignals: Array<{ execId: string; signal: number; all: boolean }> = [];
 
   private constructor(
     readonly id: string,
-    readonly vm: Vm,
+    private readonly placement: Placement,
     readonly guestPid: number,
-    io: ProcessIo,
-    terminal: boolean,
+    initProcess: (container: Container) => GuestProcess,
     private readonly opts: ContainerOptions,
+    /** The VM's memory, fixed when it was made. */
+    private readonly vmMemoryMiB: number,
   ) {
-    this.initProcess = new GuestProcess({
-      agent: vm.agent, containerId: id, execId: '', guestPid, io, terminal, log: opts.log,
-      describeLoss: () => vm.lossReport(), onExit: (info) => opts.onExit?.(info),
-      onOomCount: (count) => this.noteOomCount(count),
-    });
+    this.initProcess = initProcess(this);
     this.init = this.initProcess.state;
     this.watchOom();
+  }
+
+  /** The VM the container runs in. */
+  get vm(): Vm {
+    return this.placement.vm;
   }
 
   /** The pid containerd sees: the VMM process's. */
@@ -186,160 +123,82 @@ export class Container {
     return this.vm.vmm.identity.pid;
   }
 
-  static async create(opts: ContainerOptions): Promise<Container> {
-    // linux.resources are checked before a VM exists; memory.limit sizes the VM (the guest
-    // cgroup enforces the limit itself).
-    const limits = guestResources(opts.spec.linux?.resources, `container ${opts.id}`);
-    if (limits.notApplied.length > 0) opts.log.warn('linux.resources not applied in the guest', { sections: limits.notApplied.join(',') });
-    opts = {
-      ...opts,
-      memoryMiB: vmMemoryMiB(opts.memoryMiB, limits.memoryLimitBytes, `container ${opts.id}`),
-      writableDiskBytes: writableDiskBytes(opts.spec.annotations, { defaultBytes: opts.writableDiskBytes, maxBytes: opts.writableDiskMaxBytes }, `container ${opts.id}`),
-    };
-    const { id, spec, log } = opts;
-    if (!spec.process) throw new RpcError(3, `container ${id}: config.json has no process`);
-    const terminal = opts.terminal ?? spec.process.terminal ?? false;
-    // Everything the guest will apply is checked (and host files read) before a VM exists.
-    const guestConfig = guestContainerConfig(spec, id);
-    const initSpec = agentProcess(spec.process, terminal, `container ${id}`);
-    const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
-    assertDirSharesSupported(opts.backend, guestConfig.shares, id);
-    let dirsSeen: VmDirs = { dir: '', dataDir: '' };
-    const takeWarm = async (): Promise<PodVm | undefined> => {
-      const warm = (await opts.warm?.take(opts.memoryMiB, opts.vcpus)) ?? undefined;
-      if (warm) log.info('vm taken from the warm pool', { spare: warm.podId, restored_from: warm.vm.restoredFrom ?? 'cold boot', pid: warm.vm.vmm.identity.pid });
-      return warm;
-    };
-    if (opts.pod) {
-      // A pod's first container (usually its sandbox) may bring the VM of a warm spare.
-      const warm = opts.pod.registry.membersOf(opts.pod.podId) === 0 ? await takeWarm() : undefined;
-      return Container.createInPod(opts, opts.pod, terminal, initSpec, guestConfig, cgroupPath, warm);
-    }
-    const warm = await takeWarm();
-    if (warm) {
-      // A pod of one: the spare's VM takes its disks the way a pod member's do.
-      const own = { registry: new PodRegistry(), podId: `warm-${id}`, maxContainers: warm.capacity };
-      return Container.createInPod(opts, own, terminal, initSpec, guestConfig, cgroupPath, warm);
-    }
-    const hostCgroup = new VmmCgroup(cgroupPath);
-    const sandbox = await Vm.boot({
-      backend: opts.backend,
-      paths: opts.paths,
-      memoryMiB: opts.memoryMiB,
-      vcpus: opts.vcpus,
-      templates: opts.templates,
-      logMaxBytes: opts.logMaxBytes,
-      log,
-      prepareSlots: async (dirs: VmDirs): Promise<DiskSlot[]> => {
-        dirsSeen = dirs;
-        // On disk, in the VM's data dir: what the container writes is never host RAM.
-        const writable = path.join(dirs.dataDir, 'writable.ext4');
-        const [image] = await Promise.all([
-          ensureImage(opts.rootfs, { cacheDir: opts.paths.cacheDir, log: (m: string) => log.info(m) }),
-          createWritableDisk(writable, opts.writableDiskBytes, { cacheDir: opts.paths.cacheDir }),
-        ]);
-        log.info(image.built ? 'guest image built' : 'guest image cache hit', { image: image.key });
-        return [
-          { serial: IMAGE_SLOT, path: image.path, readOnly: true },
-          { serial: WRITABLE_SLOT, path: writable, readOnly: false },
-        ];
-      },
-      onVmStarted: (vm) => {
-        // Before the guest runs anything, so the host accounts and limits the whole VM. A
-        // failure here throws out of boot, which kills the VM.
-        hostCgroup.place(vm.identity.pid);
-        opts.onVmStarted?.(vm, dirsSeen.dir, hostCgroup.createdDirs, dirsSeen.dataDir);
-      },
-    }).catch(async (err: unknown) => {
-      await hostCgroup.release();
-      throw err;
-    });
-    try {
-      // The sizes let the agent wait for the capacity a template restore refreshes.
-      const container = await Container.createInGuest(sandbox, opts, terminal, initSpec, guestConfig, {
-        image: { serial: IMAGE_SLOT, sizeBytes: slotBytes(sandbox, IMAGE_SLOT) },
-        writable: { serial: WRITABLE_SLOT, sizeBytes: slotBytes(sandbox, WRITABLE_SLOT) },
-      });
-      container.hostCgroup = hostCgroup;
-      return container;
-    } catch (err) {
-      await sandbox.destroy();
-      await hostCgroup.release();
-      throw err;
-    }
-  }
-
-  /**
-   * The container itself in a VM that is ready (its own or its pod's): host directories into
-   * the VM's share, then the agent's CreateContainer on the given disks; exits are watched.
-   */
-  private static async createInGuest(
-    sandbox: Vm, opts: ContainerOptions, terminal: boolean, initSpec: AgentProcess,
-    guestConfig: ReturnType<typeof guestContainerConfig>,
-    disks: { image: { serial: string; sizeBytes: bigint }; writable: { serial: string; sizeBytes: bigint } },
-  ): Promise<Container> {
-    const { id, spec } = opts;
-    if (sandbox.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
-      // An older agent would ignore the security settings and mounts: refuse instead.
-      throw new RpcError(Code.FailedPrecondition, `container ${id}: the guest agent speaks protocol 1.${sandbox.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
-    }
-    // The daemon's config sets the deadlines of the VM's agent calls (a pod's members share it).
-    if (opts.agentDeadlineScale !== undefined) sandbox.agent.setDeadlineScale(opts.agentDeadlineScale);
-    // Host directories: bind-mounted into the VM's share (undone by destroy or leave).
-    const mounts = await shareHostDirectories(sandbox, opts, guestConfig);
-    const created = await sandbox.agent.createContainer({
-      containerId: id,
-      image: { ...disks.image, fsType: 'erofs', readOnly: true },
-      writable: { ...disks.writable, fsType: 'ext4', readOnly: false },
-      process: initSpec,
-      hostname: spec.hostname ?? '',
-      readonlyRootfs: spec.root?.readonly ?? false,
-      linux: guestConfig.linux,
-      mounts,
-      resources: createResources(sandbox, opts),
-    }, opts.stdio);
-    const container = new Container(id, sandbox, created.pid, created.io, terminal, opts);
-    container.initProcess.watchExit();
-    return container;
-  }
-
-  /** A container of a pod: it joins the pod's VM (booting it when it is the first). */
-  private static async createInPod(
-    opts: ContainerOptions, pod: NonNullable<ContainerOptions['pod']>, terminal: boolean,
-    initSpec: AgentProcess, guestConfig: ReturnType<typeof guestContainerConfig>, cgroupPath: string | null,
-    adopt?: PodVm,
-  ): Promise<Container> {
-    const { id, log } = opts;
-    const membership = await joinPod({
-      registry: pod.registry, podId: pod.podId, containerId: id, rootfs: opts.rootfs,
-      writableDiskBytes: opts.writableDiskBytes, backend: opts.backend, paths: opts.paths,
-      memoryMiB: opts.memoryMiB, vcpus: opts.vcpus, maxContainers: pod.maxContainers, cgroupPath, log,
-      templates: opts.templates, onVmStarted: opts.onVmStarted, adopt, logMaxBytes: opts.logMaxBytes,
-    });
-    const sandbox = membership.vm;
-    try {
-      // The pod's share exists from the VM's boot: this container's directories join it.
-      const container = await Container.createInGuest(sandbox, opts, terminal, initSpec, guestConfig, {
-        image: { serial: membership.image.serial, sizeBytes: BigInt(membership.image.sizeBytes) },
-        writable: { serial: membership.writable.serial, sizeBytes: BigInt(membership.writable.sizeBytes) },
-      });
-      container.podMembership = membership;
-      return container;
-    } catch (err) {
-      await membership.leave();
-      await sandbox.shares?.release(id);
-      throw err;
-    }
-  }
-
-  /** The pod this container runs in (its sandbox id), or null for a VM of its own. */
+  /** The pod whose VM it runs in, or null for a VM of its own. */
   get podId(): string | null {
-    return this.podMembership?.podId ?? null;
+    return this.placement.podId;
   }
 
   /** True while other containers run in the same VM (a pod with more than this one). */
   get sharesVm(): boolean {
-    return this.podMembership !== null && this.podMembership.pod.memberCount > 1;
+    return this.placement.sharesVm;
+  }
+
+  /** Paused (or being paused): its whole VM is stopped on purpose. */
+  get paused(): boolean {
+    return this.init.status === 'paused' || this.init.status === 'pausing';
+  }
+
+  /**
+   * Everything the guest will apply is checked (and host files read) before a VM exists; then
+   * the container gets its place in a VM (placement.ts) and is created there by the agent. A
+   * failure leaves nothing: the place is given back.
+   */
+  static async create(opts: ContainerOptions): Promise<Container> {
+    const { id, spec, log, placer, sizing } = opts;
+    const what = `container ${id}`;
+    if (!spec.process) throw invalidArgument(`${what}: config.json has no process`);
+    // linux.resources are checked before a VM exists; memory.limit sizes the VM (the guest
+    // cgroup enforces the limit itself).
+    const limits = guestResources(spec.linux?.resources, what);
+    if (limits.notApplied.length > 0) log.warn('linux.resources not applied in the guest', { sections: limits.notApplied.join(',') });
+    const memoryMiB = vmMemoryMiB(sizing.memoryMiB, limits.memoryLimitBytes, what);
+    const writable = writableDiskBytes(spec.annotations, { defaultBytes: sizing.writableDiskBytes, maxBytes: sizing.writableDiskMaxBytes }, what);
+    const terminal = opts.terminal ?? spec.process.terminal ?? false;
+    const guestConfig = guestContainerConfig(spec, id);
+    const initSpec = agentProcess(spec.process, terminal, what);
+    const cgroupPath = resolveCgroupsPath(spec.linux?.cgroupsPath);
+    assertDirSharesSupported(placer.builder.backend, guestConfig.shares, id);
+    // The image is built (or found in the cache) while the VM starts.
+    const image = ensureImage(opts.rootfs, { cacheDir: placer.builder.paths.cacheDir, log: (m: string) => log.info(m) });
+    image.then((built) => log.info(built.built ? 'guest image built' : 'guest image cache hit', { image: built.key }), () => undefined);
+    const placement = await placer.place({
+      containerId: id, podId: opts.podId, memoryMiB, vcpus: sizing.vcpus, image, writableDiskBytes: writable, cgroupPath,
+      log, record: opts.record,
+    });
+    const vm = placement.vm;
+    try {
+      if (vm.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_OCI) {
+        // An older agent would ignore the security settings and mounts: refuse instead.
+        throw new RpcError(Code.FailedPrecondition, `${what}: the guest agent speaks protocol 1.${vm.agent.info.protocolMinor}; the OCI security settings and mounts need 1.${AGENT_PROTOCOL_MINOR_OCI} (rebuild the guest initramfs)`);
+      }
+      if (limits.resources && vm.agent.info.protocolMinor < AGENT_PROTOCOL_MINOR_CGROUPS) {
+        throw new RpcError(Code.FailedPrecondition, `${what}: the guest agent speaks protocol 1.${vm.agent.info.protocolMinor}; linux.resources need 1.${AGENT_PROTOCOL_MINOR_CGROUPS} (rebuild the guest initramfs)`);
+      }
+      // Host directories: bind-mounted into the VM's share (undone by destroy).
+      const mounts = await shareHostDirectories(vm, id, guestConfig, opts.onHostMounts);
+      const created = await vm.agent.createContainer({
+        containerId: id,
+        image: { serial: placement.image.serial, sizeBytes: BigInt(placement.image.sizeBytes), fsType: 'erofs', readOnly: true },
+        writable: { serial: placement.writable.serial, sizeBytes: BigInt(placement.writable.sizeBytes), fsType: 'ext4', readOnly: false },
+        process: initSpec,
+        hostname: spec.hostname ?? '',
+        readonlyRootfs: spec.root?.readonly ?? false,
+        linux: guestConfig.linux,
+        mounts,
+        resources: limits.resources,
+      }, opts.stdio);
+      const container = new Container(id, placement, created.pid, (self) => new GuestProcess({
+        agent: vm.agent, containerId: id, execId: '', guestPid: created.pid, io: created.io, terminal, log,
+        describeLoss: () => vm.lossReport(), onExit: (info) => opts.onExit?.(info),
+        onOomCount: (count) => self.noteOomCount(count),
+      }), opts, memoryMiB);
+      container.initProcess.watchExit();
+      return container;
+    } catch (err) {
+      await placement.release(() => removeFromGuest(vm, id, log));
+      await vm.shares?.release(id);
+      throw err;
+    }
   }
 
   /** The init process for "", else the exec; NotFound when there is no such exec. */
@@ -364,13 +223,15 @@ export class Container {
     const what = `container ${this.id} exec ${execId}`;
     if (this.execs.has(execId) || this.pendingExecs.has(execId)) throw alreadyExists(`${what}: exec id already in use`);
     if (this.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
+    if (this.paused) throw failedPrecondition(`${what}: container is paused; resume it first`);
     this.pendingExecs.add(execId);
     try {
-      const created = await this.vm.agent.execProcess(this.id, execId, agentProcess(options.process, options.terminal, what), options.stdio);
+      const vm = this.vm;
+      const created = await vm.agent.execProcess(this.id, execId, agentProcess(options.process, options.terminal, what), options.stdio);
       const exec = new GuestProcess({
-        agent: this.vm.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
+        agent: vm.agent, containerId: this.id, execId, guestPid: created.pid, io: created.io,
         terminal: options.terminal, log: this.opts.log.child({ exec: execId }),
-        describeLoss: () => this.vm.lossReport(), onExit: options.onExit,
+        describeLoss: () => vm.lossReport(), onExit: options.onExit,
         onOomCount: (count) => this.noteOomCount(count),
       });
       this.execs.set(execId, exec);
@@ -384,7 +245,7 @@ export class Container {
   /** Forgets a stopped (or never started) exec in the guest; the container is untouched. */
   async removeExec(execId: string): Promise<void> {
     const exec = this.process(execId);
-    if (exec.state.status === 'running') throw failedPrecondition(`container ${this.id} exec ${execId}: still running; kill it first`);
+    if (exec.state.live) throw failedPrecondition(`container ${this.id} exec ${execId}: still running; kill it first`);
     try {
       await this.vm.agent.removeProcess(this.id, execId);
     } catch (err) {
@@ -395,21 +256,124 @@ export class Container {
     this.execs.delete(execId);
   }
 
-  async kill(signal: number, all: boolean): Promise<void> {
-    await this.initProcess.kill(signal, all);
+  /**
+   * Signals the init (or an exec; `all`: every process of the container). While paused, as
+   * runc with a frozen cgroup: SIGKILL to the container takes effect at once, so the VM runs
+   * again to let the guest carry it out (then the container stops: no /tasks/resumed); any
+   * other signal waits for the resume.
+   */
+  async kill(execId: string, signal: number, all: boolean): Promise<KillOutcome> {
+    const target = this.process(execId);
+    if (!this.paused) {
+      await this.signal(target, signal, all);
+      return 'sent';
+    }
+    const what = execId ? `container ${this.id} exec ${execId}` : `container ${this.id}`;
+    if (target.state.status === 'stopped') throw notFound(`${what}: process already finished`);
+    if (signal === SIGKILL && !execId) {
+      const resumed = await this.serializePause(async () => {
+        if (!this.paused) return false;
+        this.heldSignals.length = 0;
+        await this.resumeVm();
+        return true;
+      });
+      await this.signal(target, signal, all);
+      return resumed ? 'resumed to deliver' : 'sent';
+    }
+    this.heldSignals.push({ execId, signal, all });
+    this.opts.log.info('signal held until resume (task paused)', { exec: execId, signal });
+    return 'held until resume';
+  }
+
+  /**
+   * Sends the signal through the agent. When the guest does not take it within its deadline
+   * the VM is declared lost (killed): for SIGKILL that is what was asked, the process is dead
+   * (its exit, 137, follows), so the Kill succeeds and `ctr task rm -f` goes on to Delete;
+   * any other signal fails with DeadlineExceeded naming the call.
+   */
+  private async signal(target: GuestProcess, signal: number, all: boolean): Promise<void> {
+    try {
+      await target.kill(signal, all);
+    } catch (err) {
+      if (signal === SIGKILL && codeOf(err) === Code.DeadlineExceeded && this.vm.lost) {
+        this.opts.log.warn('SIGKILL not answered in time: the VM was declared lost, which ends the process', {
+          exec: target.execId, error: (err as Error).message,
+        });
+        return;
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Pause stops the whole VM (QMP `stop` on tcg, the VMM's pause on kvm): every process of the
+   * container stops making progress, and so does the guest agent. Pausing a paused task is
+   * refused, as by runc; so is pausing one container of a pod whose VM others share.
+   */
+  pause(): Promise<void> {
+    return this.serializePause(async () => {
+      const what = `container ${this.id}`;
+      const status = this.init.status;
+      if (this.paused) throw failedPrecondition(`${what}: cannot pause a paused task`);
+      if (status !== 'running' || this.leaving) throw failedPrecondition(`${what}: cannot pause a ${status} task`);
+      if (this.sharesVm) {
+        // Pause stops the whole VM, which would freeze the pod's other containers too.
+        throw failedPrecondition(`${what}: cannot pause one container of pod ${this.podId} while others run in its VM (freezing a single container is not supported yet)`);
+      }
+      const processes = this.liveProcesses();
+      for (const state of processes) state.markPausing();
+      try {
+        await this.vm.pause();
+      } catch (err) {
+        for (const state of processes) if (state.status === 'pausing') state.markResumed();
+        throw new Error(`${what}: pause failed: ${(err as Error).message}`);
+      }
+      for (const state of processes) if (state.status === 'pausing') state.markPaused();
+    });
+  }
+
+  /** Lets the VM run again, then delivers the signals sent while it was paused. */
+  resume(): Promise<void> {
+    return this.serializePause(async () => {
+      if (!this.paused) throw failedPrecondition(`container ${this.id}: cannot resume a task that is not paused (it is ${this.init.status})`);
+      await this.resumeVm();
+    });
+  }
+
+  private async resumeVm(): Promise<void> {
+    try {
+      await this.vm.resume();
+    } catch (err) {
+      throw new Error(`container ${this.id}: resume failed: ${(err as Error).message}`);
+    }
+    for (const state of this.liveProcesses()) if (state.status !== 'running') state.markResumed();
+    for (const held of this.heldSignals.splice(0)) {
+      try {
+        await this.process(held.execId).kill(held.signal, held.all);
+      } catch (err) {
+        this.opts.log.warn('signal sent while paused not delivered', { exec: held.execId, signal: held.signal, error: (err as Error).message });
+      }
+    }
+  }
+
+  private liveProcesses(): ProcessState[] {
+    return [this.init, ...[...this.execs.values()].map((exec) => exec.state)].filter((state) => state.live);
+  }
+
+  private serializePause<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.pauseQueue.then(work);
+    this.pauseQueue = run.catch(() => undefined);
+    return run;
   }
 
   async closeStdin(): Promise<void> {
     await this.initProcess.closeStdin();
   }
 
-  async guestPids(): Promise<number[]> {
-    return (await this.guestProcesses()).map((p) => p.pid);
-  }
-
   /** The container's processes in the guest, each with its exec id ("" for the init's). */
   async guestProcesses(): Promise<Array<{ pid: number; execId: string }>> {
     if (this.init.status === 'stopped') return [];
+    if (this.paused) throw failedPrecondition(`container ${this.id}: cannot list the processes of a paused task; resume it first`);
     const procs = await this.vm.agent.listProcesses(this.id);
     return procs.map((p) => ({ pid: p.pid, execId: p.execId }));
   }
@@ -423,9 +387,11 @@ export class Container {
     const what = `container ${this.id}`;
     const { resources, memoryLimitBytes, notApplied } = guestResources(rawResources, what);
     if (this.init.status === 'stopped') throw failedPrecondition(`${what}: cannot update the resources of a stopped task`);
-    const max = maxLimitForVm(this.opts.memoryMiB);
+    // The agent is frozen with the VM: it cannot apply anything.
+    if (this.paused) throw failedPrecondition(`${what}: cannot update the resources of a paused task; resume it first`);
+    const max = maxLimitForVm(this.vmMemoryMiB);
     if (memoryLimitBytes !== undefined && memoryLimitBytes > max) {
-      throw failedPrecondition(`${what}: memory limit ${memoryLimitBytes} bytes does not fit the VM (${this.opts.memoryMiB} MiB, fixed when the task was created; at most ${max} bytes can be enforced)`);
+      throw failedPrecondition(`${what}: memory limit ${memoryLimitBytes} bytes does not fit the VM (${this.vmMemoryMiB} MiB, fixed when the task was created; at most ${max} bytes can be enforced)`);
     }
     if (notApplied.length > 0) this.opts.log.warn('linux.resources not applied in the guest', { sections: notApplied.join(',') });
     if (!resources) return;
@@ -434,6 +400,7 @@ export class Container {
 
   /** The guest cgroup's counters (Stats). */
   async stats(): Promise<StatsContainerResponse> {
+    if (this.paused) throw failedPrecondition(`container ${this.id}: cannot read the metrics of a paused task; resume it first`);
     return this.vm.agent.statsContainer(this.id);
   }
 
@@ -470,22 +437,39 @@ export class Container {
     })();
   }
 
-  /** Kills whatever runs, stops the VM, frees its files. Idempotent. */
+  /** Kills whatever runs and gives the VM back (placement.ts): its own VM stops, a pod's VM
+   *  loses only this container. Idempotent. */
   async destroy(): Promise<void> {
-    if (this.podMembership) {
-      // In a pod's VM: only this container goes (the agent kills what is left of it and
-      // unmounts it); the VM ends with the pod's last container.
-      this.leaving ??= this.podMembership.leave();
-      await this.leaving;
-      // The guest no longer uses them: this container's host bind mounts go.
-      await this.vm.shares?.release(this.id);
-    } else {
-      await this.vm.destroy();
-    }
-    // After the VMM is gone: only an empty cgroup can be removed.
-    await this.hostCgroup?.release(this.opts.log);
+    this.heldSignals.length = 0;
+    this.leaving ??= this.placement.release(() => removeFromGuest(this.vm, this.id, this.opts.log));
+    await this.leaving;
+    // The guest no longer uses them: this container's host bind mounts go.
+    await this.vm.shares?.release(this.id);
     const lost = { exitStatus: EXIT_STATUS_VM_LOST, exitedAt: new Date() };
     this.init.markExited(lost);
     for (const exec of this.execs.values()) exec.state.markExited(lost);
+  }
+}
+
+/**
+ * Bind-mounts the container's host directories into its VM's 9p share (host-mounts.ts) and
+ * returns the guest mounts naming their subpaths there.
+ */
+async function shareHostDirectories(vm: Vm, id: string, guestConfig: ReturnType<typeof guestContainerConfig>, onHostMounts?: (points: string[]) => void): Promise<AgentMounts | undefined> {
+  if (guestConfig.shares.length === 0) return guestConfig.mounts;
+  if (!vm.shares) throw new RpcError(Code.InvalidArgument, `container ${id}: mount ${guestConfig.shares[0]!.destination}: this VM has no 9p share for host directories`);
+  const subpaths = await vm.shares.add(id, guestConfig.shares, onHostMounts);
+  return withShareSubpaths(guestConfig.mounts, guestConfig.shares, subpaths);
+}
+
+/** The agent kills what is left of the container in the guest and unmounts it. */
+async function removeFromGuest(vm: Vm, id: string, log: Logger): Promise<void> {
+  try {
+    await vm.agent.removeContainer(id);
+  } catch (err) {
+    // The VM (or the container in it) is already gone, or was just given up: nothing to remove.
+    if (!(err instanceof RpcError && (err.code === Code.Unavailable || err.code === Code.NotFound || vm.lost))) {
+      log.warn('removing the container from the pod VM failed', { error: String(err) });
+    }
   }
 }

@@ -1,9 +1,14 @@
-// The state machine of one process (the container's init, later execs), as containerd sees
-// it: created → running → stopped (or created → stopped when killed before start). Exit
-// status and time are set once; every Wait resolves with them.
+// The state machine of one process (a container's init, or an exec), as containerd sees it:
+//
+//   created ──start──► running ──pause──► pausing ──► paused ──resume──► running
+//      │                  │                  └──(pause failed)──► running
+//      └──────────────────┴──── exit (or the VM's loss, from any state) ──► stopped
+//
+// Pausing stops the whole VM (task/container.ts): every process of the container goes with
+// it. Exit status and time are set once; every Wait resolves with them.
 import { failedPrecondition } from '../errdefs';
 
-export type ProcessStatus = 'created' | 'running' | 'stopped';
+export type ProcessStatus = 'created' | 'running' | 'pausing' | 'paused' | 'stopped';
 
 export interface ExitInfo {
   exitStatus: number;
@@ -24,6 +29,11 @@ export class ProcessState {
     return this.current;
   }
 
+  /** Started and not stopped: running, or paused (or being paused) with its VM. */
+  get live(): boolean {
+    return this.current === 'running' || this.current === 'pausing' || this.current === 'paused';
+  }
+
   get exit(): ExitInfo | null {
     return this.exitInfo;
   }
@@ -37,9 +47,26 @@ export class ProcessState {
     return this.execId ? `exec ${this.execId} of container ${this.containerId}` : `container ${this.containerId}`;
   }
 
+  private move(from: readonly ProcessStatus[], to: ProcessStatus, action: string): void {
+    if (!from.includes(this.current)) throw failedPrecondition(`${this.name} cannot ${action}: it is ${this.current}`);
+    this.current = to;
+  }
+
   markRunning(): void {
-    if (this.current !== 'created') throw failedPrecondition(`${this.name} cannot start: it is ${this.current}`);
-    this.current = 'running';
+    this.move(['created'], 'running', 'start');
+  }
+
+  markPausing(): void {
+    this.move(['running'], 'pausing', 'pause');
+  }
+
+  markPaused(): void {
+    this.move(['pausing'], 'paused', 'pause');
+  }
+
+  /** Running again: resumed, or a pause that failed. */
+  markResumed(): void {
+    this.move(['pausing', 'paused'], 'running', 'resume');
   }
 
   /** Records the exit; later calls are ignored (the first cause wins). */

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RootfsSource } from '../image';
 import type { Paths } from '../config/paths';
-import { alreadyExists, Code, codeOf, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '../errdefs';
 import type { EventPublisher } from '../events/publisher';
 import { taskCreate, taskDelete, taskExecAdded, taskExecStarted, taskExit, taskOOM, taskPaused, taskResumed, taskStart, Topics } from '../events/topics';
 import { Status } from '../gen/containerd/types/task/task';
@@ -20,13 +20,13 @@ import { ProcessDetails } from '../gen/containerd/runc/options/oci';
 import type { Logger } from '../log';
 import { parseUpdateResources } from '../oci/resources';
 import { loadBundleSpec } from '../oci/spec';
-import type { Backend } from '../vm/backend';
 import { openHostStdio, type HostStdio } from '../stdio/host-stdio';
 import { StateStore, type ContainerState, type LoggerRecord } from '../state/store';
 import { validateIdentifier } from '../util/identifiers';
 import { toTimestamp } from '../util/time';
+import type { VmPlacer } from '../vm/placement';
 import { PodRegistry } from '../vm/pods';
-import { Container, type WarmVmSource } from './container';
+import { Container, type ContainerSizing } from './container';
 import { parseExecProcessSpec } from './exec-spec';
 import { packCgroupMetrics, toCgroupMetrics } from './metrics';
 import type { GuestProcess } from './guest-process';
@@ -36,33 +36,22 @@ export const SHIM_VERSION = '0.1.0';
 
 export interface TaskServiceOptions {
   namespace: string;
+  /** Where the state files go (state/store.ts). */
   paths: Paths;
-  backend: Backend;
   publisher: EventPublisher;
   log: Logger;
-  memoryMiB: number;
-  vcpus: number;
-  writableDiskBytes: number;
-  /** The largest writable disk a container's annotation may ask for (writable_disk_max_mib). */
-  writableDiskMaxBytes?: number;
-  /** Cap of each VM's console log and VMM log (console_log_max_kib). */
-  logMaxBytes?: number;
+  /** Where containers' VMs come from (vm/placement.ts). */
+  placer: VmPlacer;
+  /** The daemon's defaults a container's spec may change. */
+  sizing: ContainerSizing;
   /** Called when Shutdown finds no container left: the daemon exits. */
   onShutdown: () => void;
   /** Called before that Shutdown is answered: the daemon stops being findable (its socket
    *  goes), so that a `start` right after the answer spawns a new daemon, never this one. */
   onShutdownAccepted?: () => void;
-  /** Containers one pod VM holds (config pod_max_containers; capped by the backend). */
-  podMaxContainers?: number;
-  /** Restore VMs from templates when valid (config `templates`, default true). */
-  templates?: boolean;
-  /** A warm-pool spare's running VM, for the first Create that fits it (pool/spare.ts). */
-  warm?: WarmVmSource;
   /** After every Create, whatever its outcome, before it answers (the daemon tears down an
    *  early VM the Create did not take, and tops the warm pool up after its first). */
   onCreated?: () => Promise<void>;
-  /** Multiplies the deadlines of the calls to the guest agent (config `agent_deadline_scale`). */
-  agentDeadlineScale?: number;
 }
 
 interface Entry {
@@ -113,17 +102,10 @@ const MAX_UINT32 = 0xffff_ffff;
 const statusCode: Record<ProcessStatus, Status> = {
   created: Status.CREATED,
   running: Status.RUNNING,
+  pausing: Status.PAUSING,
+  paused: Status.PAUSED,
   stopped: Status.STOPPED,
 };
-
-const SIGKILL = 9;
-
-/** A container whose whole VM is paused (or being paused): no process in it makes progress. */
-interface PauseRecord {
-  state: 'pausing' | 'paused';
-  /** Signals sent while paused wait for Resume, as for a frozen cgroup: delivered in order. */
-  pendingSignals: Array<{ execId: string; signal: number; all: boolean }>;
-}
 
 export class TaskService {
   private readonly entries = new Map<string, Entry>();
@@ -131,29 +113,23 @@ export class TaskService {
   private readonly creating = new Set<string>();
   private readonly store: StateStore;
   private shuttingDown = false;
-  /** Containers whose VM is paused, by id (Pause/Resume; see pause()). */
-  private readonly pauses = new Map<string, PauseRecord>();
-  /** Pause, Resume and a kill that resumes run one at a time per container. */
-  private readonly pauseQueues = new Map<string, Promise<unknown>>();
-  /** Pod VMs by sandbox id: the containers of a pod share one. */
-  private readonly pods = new PodRegistry();
 
   constructor(private readonly opts: TaskServiceOptions) {
     validateIdentifier('namespace', opts.namespace);
     this.store = new StateStore(opts.paths.stateDir);
   }
 
-  /** The pod (sandbox id) a container joins, or undefined for a VM of its own. Refused while
+  /** The pod (CRI sandbox id) a container joins, or null for a VM of its own. Refused while
    *  the pod's VM is paused: its agent could not take the container. */
-  private podFor(id: string, annotations: Record<string, string> | undefined): { registry: PodRegistry; podId: string; maxContainers: number } | undefined {
+  private podFor(id: string, annotations: Record<string, string> | undefined): string | null {
     const podId = PodRegistry.podIdOf(annotations);
-    if (!podId) return undefined;
-    for (const pausedId of this.pauses.keys()) {
-      if (this.entries.get(pausedId)?.container.podId === podId) {
-        throw failedPrecondition(`container ${id}: pod ${podId} is paused (container ${pausedId}); resume it first`);
+    if (!podId) return null;
+    for (const e of this.entries.values()) {
+      if (e.container.podId === podId && e.container.paused) {
+        throw failedPrecondition(`container ${id}: pod ${podId} is paused (container ${e.id}); resume it first`);
       }
     }
-    return { registry: this.pods, podId, maxContainers: this.opts.podMaxContainers ?? 8 };
+    return podId;
   }
 
   get containerCount(): number {
@@ -197,7 +173,7 @@ export class TaskService {
   /** Rewrites the state file with the current set of logger processes (an exec's came or went). */
   private persistLoggers(e: Entry): void {
     // A deleted container's state file is gone for good: never write it again.
-    if (!e.deleted && this.entries.get(e.id) === e) this.persist(e, e.container.init.status, e.container);
+    if (!e.deleted && this.entries.get(e.id) === e) this.persist(e, e.container.init.status === 'created' ? 'created' : e.container.init.live ? 'running' : 'stopped', e.container);
   }
 
   async create(req: CreateTaskRequest): Promise<CreateTaskResponse> {
@@ -230,15 +206,8 @@ export class TaskService {
       const container = await Container.create({
         id, spec, rootfs, terminal: req.terminal || !!spec.process.terminal,
         stdio: { stdin: hostStdio.stdin, stdout: hostStdio.stdout, stderr: hostStdio.stderr },
-        backend: this.opts.backend, paths: this.opts.paths,
-        memoryMiB: this.opts.memoryMiB, vcpus: this.opts.vcpus, writableDiskBytes: this.opts.writableDiskBytes,
-        writableDiskMaxBytes: this.opts.writableDiskMaxBytes, logMaxBytes: this.opts.logMaxBytes,
-        templates: this.opts.templates, agentDeadlineScale: this.opts.agentDeadlineScale,
-        log, pod: this.podFor(id, spec.annotations), warm: this.opts.warm,
-        onVmStarted: (vm, vmDir, hostCgroupDirs, dataDir) => this.persist(ident, 'creating', null, {
-          backend: vm.backend, pid: vm.identity.pid, pidStartTime: vm.identity.startTime, dir: vmDir, dataDir,
-          sockets: vm.sockets, disks: {}, hostCgroupDirs,
-        }),
+        log, placer: this.opts.placer, sizing: this.opts.sizing, podId: this.podFor(id, spec.annotations),
+        record: (vm) => this.persist(ident, 'creating', null, vm),
         onHostMounts: (points) => this.persist(ident, 'creating', null, undefined, points),
         onExit: (info) => {
           const e = this.entries.get(id);
@@ -304,14 +273,14 @@ export class TaskService {
       const x = this.execEntry(e, req.execId);
       const exit = x.process.state.exit;
       return {
-        id: x.execId, bundle: e.bundle, pid: e.container.pid, status: this.statusOf(e, x.process.state.status),
+        id: x.execId, bundle: e.bundle, pid: e.container.pid, status: statusCode[x.process.state.status],
         stdin: x.request.stdin, stdout: x.request.stdout, stderr: x.request.stderr, terminal: x.process.terminal,
         exitStatus: exit?.exitStatus ?? 0, exitedAt: exit ? toTimestamp(exit.exitedAt) : undefined, execId: x.execId,
       };
     }
     const exit = e.container.init.exit;
     return {
-      id: e.id, bundle: e.bundle, pid: e.container.pid, status: this.statusOf(e, e.container.init.status),
+      id: e.id, bundle: e.bundle, pid: e.container.pid, status: statusCode[e.container.init.status],
       stdin: e.request.stdin, stdout: e.request.stdout, stderr: e.request.stderr, terminal: e.request.terminal,
       exitStatus: exit?.exitStatus ?? 0, exitedAt: exit ? toTimestamp(exit.exitedAt) : undefined, execId: req.execId,
     };
@@ -325,41 +294,19 @@ export class TaskService {
 
   async kill(req: KillRequest): Promise<Empty> {
     const e = this.entry(req.id);
-    const target = this.process(e, req.execId);
     if (req.signal <= 0 || req.signal > 64) throw invalidArgument(`container ${req.id}: invalid signal ${req.signal}`);
-    if (this.pauses.has(e.id)) return this.killPaused(e, req, target);
-    await this.signal(e, target, req);
+    const outcome = await e.container.kill(req.execId, req.signal, req.all);
+    if (outcome === 'resumed to deliver') this.opts.log.info('paused container resumed to deliver SIGKILL', { id: e.id });
     return {};
-  }
-
-  /**
-   * Sends the signal through the agent. When the guest does not take it within its deadline
-   * the VM is declared lost (killed): for SIGKILL that is what was asked, the process is dead
-   * (its exit, 137, follows), so the Kill succeeds and `ctr task rm -f` goes on to Delete;
-   * any other signal fails with DeadlineExceeded naming the call.
-   */
-  private async signal(e: Entry, target: GuestProcess, req: KillRequest): Promise<void> {
-    try {
-      await target.kill(req.signal, req.all);
-    } catch (err) {
-      if (req.signal === SIGKILL && codeOf(err) === Code.DeadlineExceeded && e.container.vm.lost) {
-        this.opts.log.warn('SIGKILL not answered in time: the VM was declared lost, which ends the process', {
-          id: e.id, exec: req.execId, error: (err as Error).message,
-        });
-        return;
-      }
-      throw err;
-    }
   }
 
   async delete(req: DeleteRequest): Promise<DeleteResponse> {
     const e = this.entry(req.id);
     if (req.execId) return this.deleteExec(e, req.execId);
     const status = e.container.init.status;
-    if (status === 'running' && this.pauses.has(e.id)) throw failedPrecondition(`container ${req.id}: cannot delete a paused task; kill or resume it first`);
+    if (e.container.paused) throw failedPrecondition(`container ${req.id}: cannot delete a paused task; kill or resume it first`);
     if (status === 'running') throw failedPrecondition(`container ${req.id}: cannot delete a running task; kill it first`);
     e.deleted = true;
-    this.pauses.delete(e.id);
     await e.container.destroy();
     const execStdio = [...e.execs.values()].map((x) => x.stdio);
     e.stdio.close();
@@ -416,7 +363,7 @@ export class TaskService {
     const what = `container ${e.id} exec ${JSON.stringify(execId)}`;
     if (e.execs.has(execId)) throw alreadyExists(`${what}: exec id already exists`);
     if (e.deleted || e.container.init.status === 'stopped') throw failedPrecondition(`${what}: container is stopped`);
-    if (this.pauses.has(e.id)) throw failedPrecondition(`${what}: container is paused; resume it first`);
+    if (e.container.paused) throw failedPrecondition(`${what}: container is paused; resume it first`);
     const spec = parseExecProcessSpec(req.spec, what);
     const terminal = req.terminal || !!spec.terminal;
     const stdio = await openHostStdio(
@@ -464,8 +411,7 @@ export class TaskService {
 
   async pids(req: PidsRequest): Promise<PidsResponse> {
     const e = this.entry(req.id);
-    // The guest agent is frozen with the VM: it cannot list its processes.
-    if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot list the processes of a paused task; resume it first`);
+    // The guest agent is frozen with a paused VM: the container refuses to list its processes.
     const processes = await e.container.guestProcesses();
     // As runc's shim: an exec's process carries ProcessDetails{exec_id} (`ctr task ps` INFO).
     return { processes: processes.map(({ pid, execId }) => ({ pid, info: execId ? processDetails(execId) : undefined })) };
@@ -506,7 +452,6 @@ export class TaskService {
     this.shuttingDown = true;
     await Promise.all([...this.entries.values()].map(async (e) => {
       e.deleted = true;
-      this.pauses.delete(e.id);
       await e.container.destroy().catch(() => undefined);
       const execStdio = [...e.execs.values()].map((x) => x.stdio);
       e.stdio.close();
@@ -517,107 +462,25 @@ export class TaskService {
     this.entries.clear();
   }
 
-  /** RUNNING becomes PAUSING/PAUSED while the VM is paused; an exit (STOPPED) always wins. */
-  private statusOf(e: Entry, status: ProcessStatus): Status {
-    const paused = status === 'running' ? this.pauses.get(e.id) : undefined;
-    if (paused) return paused.state === 'paused' ? Status.PAUSED : Status.PAUSING;
-    return statusCode[status];
-  }
-
-  private serializePause<T>(id: string, work: () => Promise<T>): Promise<T> {
-    const run = (this.pauseQueues.get(id) ?? Promise.resolve()).then(work);
-    const tail = run.catch(() => undefined);
-    this.pauseQueues.set(id, tail);
-    void tail.then(() => { if (this.pauseQueues.get(id) === tail) this.pauseQueues.delete(id); });
-    return run;
-  }
-
   /**
-   * Pause stops the whole VM (QMP `stop` on tcg, the VMM's pause on kvm): every process of the
-   * container stops making progress, and so does the guest agent. Pausing a paused task is
-   * refused, as by runc.
+   * Pause stops the whole VM (task/container.ts): every process of the container, and its
+   * guest agent, stop making progress until Resume.
    */
   async pause(req: PauseRequest): Promise<Empty> {
     const e = this.entry(req.id);
-    return this.serializePause(e.id, async () => {
-      const status = e.container.init.status;
-      if (e.deleted || status !== 'running') throw failedPrecondition(`container ${e.id}: cannot pause a ${status} task`);
-      if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot pause a paused task`);
-      if (e.container.sharesVm) {
-        // Pause stops the whole VM, which would freeze the pod's other containers too.
-        throw failedPrecondition(`container ${e.id}: cannot pause one container of pod ${e.container.podId} while others run in its VM (freezing a single container is not supported yet)`);
-      }
-      const record: PauseRecord = { state: 'pausing', pendingSignals: [] };
-      this.pauses.set(e.id, record);
-      try {
-        await e.container.vm.pause();
-      } catch (err) {
-        this.pauses.delete(e.id);
-        throw new Error(`container ${e.id}: pause failed: ${(err as Error).message}`);
-      }
-      record.state = 'paused';
-      this.opts.publisher.publish(Topics.paused, taskPaused({ containerId: e.id }));
-      this.opts.log.info('container paused', { id: e.id });
-      return {};
-    });
+    if (e.deleted) throw failedPrecondition(`container ${e.id}: cannot pause a deleted task`);
+    await e.container.pause();
+    this.opts.publisher.publish(Topics.paused, taskPaused({ containerId: e.id }));
+    this.opts.log.info('container paused', { id: e.id });
+    return {};
   }
 
   /** Resume lets the VM run again, then delivers the signals sent while it was paused. */
   async resume(req: ResumeRequest): Promise<Empty> {
     const e = this.entry(req.id);
-    return this.serializePause(e.id, async () => {
-      const record = this.pauses.get(e.id);
-      if (!record) throw failedPrecondition(`container ${e.id}: cannot resume a task that is not paused (it is ${e.container.init.status})`);
-      await this.resumeVm(e, record);
-      this.opts.publisher.publish(Topics.resumed, taskResumed({ containerId: e.id }));
-      this.opts.log.info('container resumed', { id: e.id });
-      return {};
-    });
-  }
-
-  private async resumeVm(e: Entry, record: PauseRecord): Promise<void> {
-    try {
-      await e.container.vm.resume();
-    } catch (err) {
-      throw new Error(`container ${e.id}: resume failed: ${(err as Error).message}`);
-    }
-    this.pauses.delete(e.id);
-    for (const pending of record.pendingSignals.splice(0)) {
-      try {
-        await this.process(e, pending.execId).kill(pending.signal, pending.all);
-      } catch (err) {
-        this.opts.log.warn('signal sent while paused not delivered', { id: e.id, exec: pending.execId, signal: pending.signal, error: (err as Error).message });
-      }
-    }
-  }
-
-  /**
-   * Kill of a paused task, as runc's with a frozen cgroup: SIGKILL to the container (its init,
-   * or `all`) takes effect at once, so the VM runs again to let the guest carry it out (the
-   * container then stops: no /tasks/resumed); any other signal waits for Resume.
-   */
-  private async killPaused(e: Entry, req: KillRequest, target: GuestProcess): Promise<Empty> {
-    const what = req.execId ? `container ${e.id} exec ${req.execId}` : `container ${e.id}`;
-    if (target.state.status === 'stopped') throw notFound(`${what}: process already finished`);
-    if (req.signal === SIGKILL && !req.execId) {
-      await this.serializePause(e.id, async () => {
-        const record = this.pauses.get(e.id);
-        if (record) {
-          record.pendingSignals.length = 0;
-          await this.resumeVm(e, record);
-          this.opts.log.info('paused container resumed to deliver SIGKILL', { id: e.id });
-        }
-      });
-      await this.signal(e, target, req);
-      return {};
-    }
-    const record = this.pauses.get(e.id);
-    if (!record) {
-      await this.signal(e, target, req);
-      return {};
-    }
-    record.pendingSignals.push({ execId: req.execId, signal: req.signal, all: req.all });
-    this.opts.log.info('signal held until resume (task paused)', { id: e.id, exec: req.execId, signal: req.signal });
+    await e.container.resume();
+    this.opts.publisher.publish(Topics.resumed, taskResumed({ containerId: e.id }));
+    this.opts.log.info('container resumed', { id: e.id });
     return {};
   }
 
@@ -631,8 +494,6 @@ export class TaskService {
   async update(req: UpdateTaskRequest): Promise<Empty> {
     const e = this.entry(req.id);
     const raw = parseUpdateResources(req.resources, `container ${e.id}`);
-    // The agent is frozen with the VM: it cannot apply anything.
-    if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot update the resources of a paused task; resume it first`);
     await e.container.update(raw);
     this.opts.log.info('container resources updated', { id: e.id });
     return {};
@@ -641,7 +502,6 @@ export class TaskService {
   /** Stats: the guest cgroup's counters as io.containerd.cgroups.v2.Metrics. */
   async stats(req: StatsRequest): Promise<StatsResponse> {
     const e = this.entry(req.id);
-    if (this.pauses.has(e.id)) throw failedPrecondition(`container ${e.id}: cannot read the metrics of a paused task; resume it first`);
     const stats = await e.container.stats();
     return { stats: packCgroupMetrics(toCgroupMetrics(stats)) };
   }

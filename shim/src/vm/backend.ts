@@ -1,4 +1,4 @@
-// The seam between the sandbox and whatever runs the VM: QEMU's TCG (portable) or our own
+// The seam between a VM and whatever runs it: QEMU's TCG (portable) or our own
 // KVM VMM. A backend boots a generic VM — the same kernel, command line and initramfs for every
 // container — with a fixed set of disk slots, and hands back a byte stream to the guest agent.
 // Nothing about a container reaches the backend except the files behind the slots.
@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../log';
 import type { ProcessIdentity } from '../util/proc';
 import { readLogTail, tailLog } from './capped-log';
+import type { VmShape } from './shape';
 
 export type BackendName = 'tcg' | 'kvm';
 
@@ -16,6 +17,15 @@ export interface DiskSlot {
   readOnly: boolean;
 }
 
+/** The generic guest every VM boots (vm/guest.ts): the same for every container. */
+export interface GuestBoot {
+  kernel: string;
+  initramfs: string;
+  /** The whole kernel command line (the guest's and the backend's arguments). */
+  cmdline: string;
+}
+
+/** One VM to start: its shape, its guest, its directories and the files behind its slots. */
 export interface VmConfig {
   /** Short id, used in process names and paths. */
   vmId: string;
@@ -28,20 +38,25 @@ export interface VmConfig {
   /** Cap of the console log and of the VMM's own log on the host, each (capped-log.ts;
    *  default DEFAULT_LOG_MAX_BYTES). */
   logMaxBytes?: number;
-  kernel: string;
-  initramfs: string;
-  cmdline: string;
-  memoryMiB: number;
-  vcpus: number;
+  shape: VmShape;
+  guest: GuestBoot;
+  /** The files behind `shape.disks`, in the same order. */
   slots: DiskSlot[];
-  /** Boot with a disk hotplug controller (backends with `hotplugDisks`: tcg's virtio-scsi) and
-   *  take disks later with VmInstance.attachDisk. A pod VM; part of the template key. */
-  diskHotplug?: boolean;
   /** Start from this saved VM state (a template, see vm/template; files the backend keeps
-   *  next to it, e.g. kvm's memory.bin, come along) instead of booting:
-   *  same kernel, memory, vcpus and slot layout as the VM that saved it, other files behind
-   *  the slots. Only backends with `restoresState`; the guest runs once the state is loaded. */
+   *  next to it, e.g. kvm's memory.bin, come along) instead of booting: the same shape and
+   *  guest as the VM that saved it, other files behind the slots. Only backends with
+   *  `restoresState`; the guest runs once the state is loaded. */
   incomingState?: string;
+}
+
+/** What a saved VM depends on besides its guest and shape: part of a template's key. */
+export interface TemplateIdentity {
+  /** The VMM and its version: tcg `qemu-system-x86_64 --version`; kvm the VMM build. */
+  vmm: string;
+  /** The machine as the VMM is told it, paths abstracted (a change to it changes the key). */
+  machine: string;
+  /** The host the state depends on (kvm: host kind and CPUID; tcg emulates its CPU: none). */
+  host: string;
 }
 
 export interface VmExit {
@@ -81,7 +96,7 @@ export interface Vmm {
    */
   refreshSlot(serial: string): Promise<void>;
   /**
-   * Hot-adds a disk (VMs booted with VmConfig.diskHotplug): the guest finds it by its serial
+   * Hot-adds a disk (VMs whose shape has diskHotplug): the guest finds it by its serial
    * (unique within the VM, never reused). The file is used in place; a read-only disk is
    * read-only for the guest. Rejects naming the serial; on a rejection nothing stays attached.
    */
@@ -91,12 +106,6 @@ export interface Vmm {
    * for, bounded), then the VMM closes its file. Idempotent for a serial already detached.
    */
   detachDisk?(serial: string): Promise<void>;
-  /**
-   * Stops the VM and writes its whole state to `stateFile` (a backend may put more files next
-   * to it, e.g. kvm's memory.bin): a template. The VM stays stopped. Backends whose VMs save
-   * themselves this way; the tcg template saves through QMP instead (vm/template/tcg.ts).
-   */
-  saveState?(stateFile: string): Promise<void>;
 }
 
 export interface Backend {
@@ -108,13 +117,21 @@ export interface Backend {
   readonly supportsDirShares: boolean;
   /** Most disk slots one VM can have (virtio-mmio transports left for disks). */
   readonly maxDiskSlots: number;
-  /** Whether VMs booted with VmConfig.diskHotplug take disks by VmInstance.attachDisk /
+  /** Whether VMs whose shape has diskHotplug take disks by Vmm.attachDisk /
    *  detachDisk (then only pod_max_containers caps a pod); else a pod's disks are slot pairs
    *  fixed at boot and refilled in place (refreshSlot). */
   readonly hotplugDisks?: boolean;
   /** Whether VmConfig.incomingState (a restore from a template's saved state) works. */
   readonly restoresState?: boolean;
   boot(config: VmConfig, log: Logger): Promise<Vmm>;
+  /** What this backend's saved VMs of `shape` depend on, for the template key (`memoDir`
+   *  caches program versions and file hashes across processes). */
+  templateIdentity(shape: VmShape, memoDir: string): Promise<TemplateIdentity>;
+  /**
+   * Stops the VM and writes its whole state to `stateFile` (a backend may put more files next
+   * to it, e.g. kvm's memory.bin): a template. The VM stays stopped; the caller kills it.
+   */
+  saveState(vmm: Vmm, stateFile: string): Promise<void>;
 }
 
 /** The VMM program of each backend, for log lines about its process. */

@@ -1,4 +1,4 @@
-// A pod's VM: one Sandbox shared by the containers of a Kubernetes pod. Each container needs
+// A pod's VM: one Vm shared by the containers of a Kubernetes pod. Each container needs
 // two disks (its image, its writable layer); how they reach the running VM depends on the
 // backend:
 // - hotplug (Backend.hotplugDisks: tcg's virtio-scsi): the VM boots with no disk at all and a
@@ -16,11 +16,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createWritableDisk, rewriteWritableDisk } from '../image';
-import type { Paths } from '../config/paths';
 import { Code, RpcError, unavailable } from '../errdefs';
 import type { Logger } from '../log';
-import type { Backend, DiskSlot, Vmm } from './backend';
-import { Vm, type VmDirs } from './vm';
+import type { DiskSlot, Vmm } from './backend';
+import type { VmBuilder } from './builder';
+import type { VmmCgroup } from './host-cgroup';
+import { podCapacity, type VmShape } from './shape';
+import type { Vm, VmDirs } from './vm';
 import { copyIntoSlot, createPlaceholder, emptySlotFile } from './slot-files';
 
 /** A slot as the agent's CreateContainer names it: the serial and the size to wait for. */
@@ -29,25 +31,16 @@ export interface FilledSlot {
   sizeBytes: number;
 }
 
-export interface PodBootOptions {
+/** One pod VM to start (PodVm.start). */
+export interface PodVmRequest {
   podId: string;
-  backend: Backend;
-  paths: Paths;
-  memoryMiB: number;
-  vcpus: number;
-  /** Containers the VM can hold (pod_max_containers), capped by the backend's disk slots
-   *  unless it hot-plugs disks. */
+  /** A pod shape (shape.ts podVmShape): no disk and hotplug, or slot pairs. */
+  shape: VmShape;
+  /** Containers it may hold (pod_max_containers; slot pairs cap it further). */
   maxContainers: number;
-  /** Restore from a template when valid (config `templates`, default true). */
-  templates?: boolean;
   log: Logger;
-  bootTimeoutMs?: number;
-  /** As Sandbox's: the VMM exists, the guest has not run (the host cgroup goes here). */
-  onVmStarted?: (vm: Vmm, vmDir: string, dataDir: string) => void;
-  /** Cap of the console log and of the VMM's log (config console_log_max_kib). */
-  logMaxBytes?: number;
-  /** After the VM is gone for good (the host cgroup is removed here). */
-  onDestroyed?: () => Promise<void>;
+  /** As VmRequest.onVmm: the VMM exists, the guest has not run (the host cgroup goes here). */
+  onVmm?: (vmm: Vmm, dirs: VmDirs) => void;
 }
 
 export interface PodContent {
@@ -72,17 +65,6 @@ interface HotplugMember {
   ownFiles: string[];
 }
 
-/** Whether pod VMs of this backend take their disks by hotplug. */
-function usesHotplug(backend: Backend): boolean {
-  return backend.hotplugDisks === true;
-}
-
-/** Containers a pod VM of this backend can hold: two disk slots each, unless it hot-plugs. */
-export function podCapacity(backend: Backend, requested: number): number {
-  if (usesHotplug(backend)) return Math.max(1, requested);
-  return Math.max(1, Math.min(requested, Math.floor(backend.maxDiskSlots / 2)));
-}
-
 export class PodVm {
   private readonly pairs: SlotPair[];
   private log: Logger;
@@ -96,32 +78,38 @@ export class PodVm {
   private vmGone = false;
   /** Hotplug: a fresh writable disk attached ahead of time (a warm spare's) for the next member. */
   private readyWritable: { slot: DiskSlot; bytes: number } | null = null;
-  /** Runs after the VM is gone for good (PodBootOptions.onDestroyed, or an adopter's). */
-  private onDestroyed: (() => Promise<void>) | undefined;
+  /** The VMM's host cgroup (its first container's linux.cgroupsPath), removed after the VM. */
+  private cgroup: VmmCgroup | null = null;
 
   private constructor(
     readonly podId: string,
     readonly vm: Vm,
-    slots: DiskSlot[],
-    private readonly opts: PodBootOptions,
+    private readonly maxDiskSlots: number,
+    private readonly backendName: string,
     private readonly hotplugCapacity: number | null,
+    log: Logger,
   ) {
-    this.log = opts.log;
+    this.log = log;
     this.pairs = [];
-    for (let i = 0; i + 1 < slots.length; i += 2) {
-      this.pairs.push({ image: slots[i]!, writable: slots[i + 1]!, member: null, freedSeq: 0 });
+    for (let i = 0; i + 1 < vm.slots.length; i += 2) {
+      this.pairs.push({ image: vm.slots[i]!, writable: vm.slots[i + 1]!, member: null, freedSeq: 0 });
     }
     void vm.vmm.exited.then(() => { this.vmGone = true; });
-    this.onDestroyed = opts.onDestroyed;
+  }
+
+  /** The host cgroup directories smolvm made for the VMM (recorded in state files). */
+  get hostCgroupDirs(): string[] {
+    return this.cgroup?.createdDirs ?? [];
   }
 
   /**
-   * Hands a VM booted for nobody in particular (a warm-pool spare's) to the container that
-   * takes it: its logs and its clean-up (the adopter's host cgroup) become the adopter's.
+   * The VMM's host cgroup: placed by whoever made or adopted the VM (placement.ts), removed
+   * once the VM is gone. A VM booted for nobody in particular (a warm spare's) gets the
+   * cgroup and the logs of the container that takes it.
    */
-  adopt(log: Logger, onDestroyed: (() => Promise<void>) | undefined): void {
-    this.log = log;
-    this.onDestroyed = onDestroyed;
+  placedIn(cgroup: VmmCgroup, log?: Logger): void {
+    this.cgroup = cgroup;
+    if (log) this.log = log;
   }
 
   /** Whether this VM's disks are hot-plugged (else slot pairs). */
@@ -129,36 +117,21 @@ export class PodVm {
     return this.hotplugCapacity !== null;
   }
 
-  static async boot(opts: PodBootOptions): Promise<PodVm> {
-    const capacity = podCapacity(opts.backend, opts.maxContainers);
-    const hotplug = usesHotplug(opts.backend);
-    const log = opts.log.child({ pod: opts.podId });
-    let dirsSeen: VmDirs = { dir: '', dataDir: '' };
-    const sandbox = await Vm.boot({
-      logMaxBytes: opts.logMaxBytes,
-      diskHotplug: hotplug,
-      backend: opts.backend,
-      paths: opts.paths,
-      memoryMiB: opts.memoryMiB,
-      vcpus: opts.vcpus,
-      templates: opts.templates,
-      log,
-      bootTimeoutMs: opts.bootTimeoutMs,
-      prepareSlots: async (dirs: VmDirs): Promise<DiskSlot[]> => {
-        dirsSeen = dirs;
-        const slots: DiskSlot[] = [];
-        // Hotplug: no disk at boot (the template of a pod VM holds none either).
-        for (let i = 0; !hotplug && i < capacity * 2; i++) {
-          const file = path.join(dirs.dataDir, `slot${i}.disk`);
-          createPlaceholder(file);
-          slots.push({ serial: `slot${i}`, path: file, readOnly: i % 2 === 0 });
-        }
-        return slots;
-      },
-      onVmStarted: (vm) => opts.onVmStarted?.(vm, dirsSeen.dir, dirsSeen.dataDir),
+  /** Builds a pod's VM (builder.ts): slot pairs behind empty placeholder files, or no disk. */
+  static async start(builder: VmBuilder, req: PodVmRequest): Promise<PodVm> {
+    const log = req.log.child({ pod: req.podId });
+    const vm = await builder.start({
+      shape: req.shape, log, onVmm: req.onVmm,
+      slotFiles: async (dirs) => req.shape.disks.map((_disk, i) => {
+        const file = path.join(dirs.dataDir, `slot${i}.disk`);
+        createPlaceholder(file);
+        return file;
+      }),
     });
-    log.info('pod vm ready', { containers_max: capacity, disks: hotplug ? 'hotplug' : 'slot pairs', pid: sandbox.vmm.identity.pid });
-    return new PodVm(opts.podId, sandbox, sandbox.slots, opts, hotplug ? capacity : null);
+    const hotplugCapacity = req.shape.diskHotplug ? podCapacity(builder.backend, req.maxContainers) : null;
+    const pod = new PodVm(req.podId, vm, builder.backend.maxDiskSlots, builder.backend.name, hotplugCapacity, log);
+    log.info('pod vm ready', { containers_max: pod.capacity, disks: pod.hotplug ? 'hotplug' : 'slot pairs', pid: vm.vmm.identity.pid });
+    return pod;
   }
 
   get capacity(): number {
@@ -194,7 +167,7 @@ export class PodVm {
     }
     const free = this.pairs.filter((p) => p.member === null).sort((a, b) => a.freedSeq - b.freedSeq)[0];
     if (!free) {
-      throw new RpcError(Code.ResourceExhausted, `pod ${this.podId} is full: its VM holds ${this.pairs.length} containers (pod_max_containers, capped at ${Math.floor(this.opts.backend.maxDiskSlots / 2)} by the ${this.opts.backend.name} backend's ${this.opts.backend.maxDiskSlots} disk slots)`);
+      throw new RpcError(Code.ResourceExhausted, `pod ${this.podId} is full: its VM holds ${this.pairs.length} containers (pod_max_containers, capped at ${Math.floor(this.maxDiskSlots / 2)} by the ${this.backendName} backend's ${this.maxDiskSlots} disk slots)`);
     }
     free.member = member;
   }
@@ -325,12 +298,12 @@ export class PodVm {
     }
   }
 
-  /** Stops the VM, frees its files, runs onDestroyed. Idempotent. */
+  /** Stops the VM, frees its files, then its host cgroup (only an empty one goes). Idempotent. */
   destroy(): Promise<void> {
     if (!this.destroying) {
       this.destroying = (async () => {
         await this.vm.destroy();
-        await this.onDestroyed?.();
+        await this.cgroup?.release(this.log);
       })();
     }
     return this.destroying;

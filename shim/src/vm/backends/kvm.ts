@@ -12,7 +12,9 @@ import type { Duplex } from 'node:stream';
 import { failedPrecondition } from '../../errdefs';
 import type { Logger } from '../../log';
 import { processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
-import { tailFile, type Backend, type VmConfig, type VmExit, type Vmm } from '../backend';
+import { tailFile, type Backend, type TemplateIdentity, type VmConfig, type VmExit, type Vmm } from '../backend';
+import type { VmShape } from '../shape';
+import { fileSha256, sha256Hex } from '../../util/file-identity';
 import { CappedLog, DEFAULT_LOG_MAX_BYTES, logsDrained } from '../capped-log';
 import { probeHost } from '../host';
 import { loadVmmAddon } from '../vmm/addon';
@@ -167,7 +169,7 @@ class KvmVm implements Vmm {
 
   /** Pauses the VM and snapshots it: state to `stateFile`, guest memory to memory.bin next to
    *  it (restores map it MAP_PRIVATE: lazily loaded, copy-on-write, shared by every clone). */
-  async saveState(stateFile: string): Promise<void> {
+  async snapshot(stateFile: string): Promise<void> {
     await this.client.pause();
     await this.client.snapshot({ state: stateFile, memory: kvmMemoryFileOf(stateFile) });
   }
@@ -202,6 +204,22 @@ class KvmVm implements Vmm {
   }
 }
 
+/** How boot() configures smolvm-vmm besides the shape (a change there must bump this). */
+const KVM_MACHINE = 'smolvm-vmm configure v1: vsock cid 3, serial console, virtio-blk slots in order';
+
+let cpuSignatureMemo: string | undefined;
+
+/** The host CPU as the guest's CPUID derives from it: vendor, family, model, flags. */
+function cpuSignature(): string {
+  if (cpuSignatureMemo === undefined) {
+    const first = fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n\n')[0] ?? '';
+    const wanted = /^(vendor_id|cpu family|model|model name|stepping|microcode|flags)\s*:/;
+    const lines = first.split('\n').filter((line) => wanted.test(line)).map((line) => line.replace(/\s+/g, ' '));
+    cpuSignatureMemo = sha256Hex(lines.join('\n')).slice(0, 16);
+  }
+  return cpuSignatureMemo;
+}
+
 /** Where a kvm template keeps guest memory: next to its state file. */
 export function kvmMemoryFileOf(stateFile: string): string {
   return path.join(path.dirname(stateFile), 'memory.bin');
@@ -224,6 +242,23 @@ export class KvmBackend implements Backend {
 
   constructor(private readonly binary?: string) {}
 
+  /** The VMM build, its machine, and the host: never across host kinds (PVM vs hardware), nor
+   *  across CPUs (smolvm-vmm itself refuses a snapshot from another CPUID too). */
+  async templateIdentity(_shape: VmShape, memoDir: string): Promise<TemplateIdentity> {
+    const build = vmmBuildStatus();
+    if (build.problem) throw new Error(`kvm templates: ${build.problem}`);
+    return {
+      vmm: `smolvm-vmm sha256:${await fileSha256(this.binary ?? build.artifacts.binary, memoDir)}`,
+      machine: KVM_MACHINE,
+      host: `${probeHost(true).kind}:${cpuSignature()}`,
+    };
+  }
+
+  async saveState(vmm: Vmm, stateFile: string): Promise<void> {
+    if (!(vmm instanceof KvmVm)) throw new Error('kvm: not a VM of this backend');
+    await vmm.snapshot(stateFile);
+  }
+
   async boot(config: VmConfig, log: Logger): Promise<Vmm> {
     const build = vmmBuildStatus();
     // With an explicit binary only the addon must be built (its loader says so clearly).
@@ -231,6 +266,10 @@ export class KvmBackend implements Backend {
     for (const slot of config.slots) {
       if (!fs.existsSync(slot.path)) throw new Error(`disk slot ${slot.serial}: ${slot.path} does not exist`);
     }
+    // Shapes this VMM does not build yet: refused before a process exists.
+    if (config.shape.diskHotplug) throw new Error('kvm: no disk hotplug controller in smolvm-vmm (pods use slot pairs)');
+    if (config.shape.nics.length > 0) throw new Error('kvm: network interfaces are not supported yet');
+    if (config.shape.shares.length > 0) throw new Error('kvm: shared directories are not supported yet');
     const consoleLog = path.join(config.dataDir, 'console.log');
     const vmmLog = path.join(config.dataDir, 'vmm.log');
     const vsockSocket = path.join(config.dir, 'vsock.sock');
@@ -272,18 +311,18 @@ export class KvmBackend implements Backend {
       // A template restore: same machine, the container's files behind the same slots.
       const configured = config.incomingState ? await client.restore({
         restore: { state: config.incomingState, memory: kvmMemoryFileOf(config.incomingState) },
-        memoryMiB: config.memoryMiB,
-        vcpus: config.vcpus,
+        memoryMiB: config.shape.memoryMiB,
+        vcpus: config.shape.vcpus,
         serial: { fd: serialWriteEnd },
         disks,
         vsock: { guestCid: GUEST_CID, udsPath: vsockSocket },
         exitRecordPath: exitRecord,
       }) : await client.configure({
-        memoryMiB: config.memoryMiB,
-        vcpus: config.vcpus,
-        kernel: config.kernel,
-        initramfs: config.initramfs,
-        cmdline: config.cmdline,
+        memoryMiB: config.shape.memoryMiB,
+        vcpus: config.shape.vcpus,
+        kernel: config.guest.kernel,
+        initramfs: config.guest.initramfs,
+        cmdline: config.guest.cmdline,
         serial: { fd: serialWriteEnd },
         disks,
         vsock: { guestCid: GUEST_CID, udsPath: vsockSocket },

@@ -11,10 +11,11 @@ import * as path from 'node:path';
 import { Readable, type Duplex } from 'node:stream';
 import type { Logger } from '../../log';
 import { killIdentified, processStartTime, waitGone, type ProcessIdentity } from '../../util/proc';
-import { tailFile, type DiskSlot, type Backend, type VmConfig, type VmExit, type Vmm } from '../backend';
+import { tailFile, type DiskSlot, type Backend, type TemplateIdentity, type VmConfig, type VmExit, type Vmm } from '../backend';
 import { CappedLog, DEFAULT_LOG_MAX_BYTES, logsDrained } from '../capped-log';
-import { SHARE_MOUNT_TAG, sharesDirOf } from '../host-mounts';
-import { findOnPath } from '../template/key';
+import { sharesDirOf } from '../host-mounts';
+import { SHARE_MOUNT_TAG, type VmShape } from '../shape';
+import { findOnPath, programVersion, sha256Hex } from '../../util/file-identity';
 import { trackVmm, vmmExecPrefix } from '../vmm-exec';
 import { QmpChannel, QmpError } from './qmp';
 
@@ -26,10 +27,10 @@ export const QMP_SOCKET_NAME = 'qmp.sock';
 
 /** virtio-mmio transports of `-M microvm,acpi=off` (measured on QEMU 7.2: a 9th device fails). */
 export const MICROVM_VIRTIO_TRANSPORTS = 8;
-/** virtio-rng, virtio-serial (the agent channel) and the one virtio-9p share. */
-const FIXED_VIRTIO_DEVICES = 3;
+/** virtio-rng and virtio-serial (the agent channel); the 9p share is counted from the shape. */
+const FIXED_VIRTIO_DEVICES = 2;
 
-/** The virtio-scsi controller of a pod VM (VmConfig.diskHotplug): its bus is `scsi0.0`. */
+/** The virtio-scsi controller of a pod VM (VmShape.diskHotplug): its bus is `scsi0.0`. */
 export const SCSI_CONTROLLER_ID = 'scsi0';
 /** virtio-scsi's highest target id (QEMU's VIRTIO_SCSI_MAX_TARGET): one disk per target, LUN 0. */
 const SCSI_MAX_TARGET = 255;
@@ -49,7 +50,7 @@ const INCOMING_STATE_FD = 3;
 export const CONSOLE_FD = 4;
 
 /** Disk slots one VM can have: the transports left besides rng, the agent's serial and 9p. */
-export const TCG_MAX_DISK_SLOTS = MICROVM_VIRTIO_TRANSPORTS - FIXED_VIRTIO_DEVICES;
+export const TCG_MAX_DISK_SLOTS = MICROVM_VIRTIO_TRANSPORTS - FIXED_VIRTIO_DEVICES - 1;
 
 /**
  * The two block nodes behind disk slot `index` (QEMU -blockdev / blockdev-reopen options): the
@@ -93,6 +94,7 @@ export function ninePShareArgs(sharesDir: string): string[] {
 }
 
 export function qemuArgs(config: VmConfig, agentSocket: string): string[] {
+  const { shape, guest } = config;
   const args = [
     '-name', `smolvm-${config.vmId}`,
     // acpi=off: QEMU then appends virtio_mmio.device=… for every device to the command line,
@@ -100,16 +102,19 @@ export function qemuArgs(config: VmConfig, agentSocket: string): string[] {
     '-M', 'microvm,acpi=off,x-option-roms=off,rtc=off',
     '-accel', 'tcg',
     '-cpu', 'max',
-    '-m', `${config.memoryMiB}M`,
-    '-smp', String(config.vcpus),
+    '-m', `${shape.memoryMiB}M`,
+    '-smp', String(shape.vcpus),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-kernel', config.kernel,
-    '-initrd', config.initramfs,
-    '-append', config.cmdline,
+    '-kernel', guest.kernel,
+    '-initrd', guest.initramfs,
+    '-append', guest.cmdline,
     // Not `-chardev file`: a file cannot be capped (see CONSOLE_FD).
     '-chardev', `socket,id=console,fd=${CONSOLE_FD},server=off`,
     '-serial', 'chardev:console',
   ];
+  if (config.slots.length !== shape.disks.length) {
+    throw new Error(`tcg: ${config.slots.length} files for the ${shape.disks.length} disk slots of the VM's shape`);
+  }
   config.slots.forEach((slot, i) => {
     const nodes = slotNodes(slot, i, slot.readOnly);
     args.push(
@@ -119,15 +124,19 @@ export function qemuArgs(config: VmConfig, agentSocket: string): string[] {
     );
   });
   // A pod VM's disks come and go on one virtio-scsi controller (QMP device_add scsi-hd).
-  if (config.diskHotplug) args.push('-device', `virtio-scsi-device,id=${SCSI_CONTROLLER_ID}`);
+  if (shape.diskHotplug) args.push('-device', `virtio-scsi-device,id=${SCSI_CONTROLLER_ID}`);
+  if (shape.nics.length > 0) throw new Error('tcg: network interfaces are not supported yet');
+  if (shape.shares.some((share) => share.tag !== SHARE_MOUNT_TAG) || shape.shares.length > 1) {
+    throw new Error(`tcg: a VM has at most one shared directory, tagged ${SHARE_MOUNT_TAG}`);
+  }
   // microvm (acpi=off) has 8 virtio-mmio transports: disks, the scsi controller, the 9p
   // share, rng and serial.
-  const fixed = FIXED_VIRTIO_DEVICES + (config.diskHotplug ? 1 : 0);
+  const fixed = FIXED_VIRTIO_DEVICES + (shape.diskHotplug ? 1 : 0) + shape.shares.length;
   const devices = config.slots.length + fixed;
   if (devices > MICROVM_VIRTIO_TRANSPORTS) {
     throw new Error(`tcg: ${config.slots.length} disk slots need ${devices} virtio devices, but QEMU's microvm has ${MICROVM_VIRTIO_TRANSPORTS}: at most ${MICROVM_VIRTIO_TRANSPORTS - fixed} disk slots per VM`);
   }
-  args.push(...ninePShareArgs(sharesDirOf(config.dir)));
+  if (shape.shares.length > 0) args.push(...ninePShareArgs(sharesDirOf(config.dir)));
   args.push(
     '-device', 'virtio-rng-device',
     '-device', 'virtio-serial-device,max_ports=2',
@@ -141,6 +150,52 @@ export function qemuArgs(config: VmConfig, agentSocket: string): string[] {
   // The template's saved state, read by QEMU from an inherited fd (no `sh -c cat` to spawn).
   if (config.incomingState) args.push('-incoming', `fd:${INCOMING_STATE_FD}`);
   return args;
+}
+
+/**
+ * The QEMU machine of a VM of this shape, paths abstracted: any change to the devices or
+ * options qemuArgs passes changes the template key.
+ */
+export function tcgMachine(shape: VmShape): string {
+  const config: VmConfig = {
+    vmId: 'template', dir: '/T', dataDir: '/D', shape, guest: { kernel: '/K', initramfs: '/I', cmdline: '' },
+    slots: shape.disks.map((d, i) => ({ serial: d.serial, readOnly: d.readOnly, path: `/T/slot${i}` })),
+  };
+  return sha256Hex(JSON.stringify(qemuArgs(config, '/T/agent'))).slice(0, 24);
+}
+
+/** Longest a migration to a file may take (it is ~0.2 s for 256 MiB here). */
+const SAVE_TIMEOUT_MS = 120_000;
+const SAVE_POLL_MS = 10;
+
+/** exec: runs through /bin/sh: the path goes in single quotes, so it must hold none. */
+function shellQuoted(file: string): string {
+  if (file.includes("'")) throw new Error(`template state file ${JSON.stringify(file)}: a quote in the path`);
+  return `'${file}'`;
+}
+
+/**
+ * Stops the VM and writes its whole state (devices, CPU, RAM) to `file` with QEMU's migration
+ * (`stop`, `migrate "exec:cat > FILE"`); the VM stays stopped. Rejects naming QEMU's error.
+ */
+async function saveTcgState(vmm: Vmm, file: string): Promise<void> {
+  const socket = vmm.sockets.qmp;
+  if (!socket) throw new Error('tcg VM has no QMP socket');
+  const qmp = new QmpChannel(socket);
+  await qmp.stop();
+  await qmp.execute('migrate', { uri: `exec:cat > ${shellQuoted(file)}` });
+  const deadline = Date.now() + SAVE_TIMEOUT_MS;
+  for (;;) {
+    const info = (await qmp.execute('query-migrate')) as { status?: unknown; 'error-desc'?: unknown } | null;
+    const status = typeof info?.status === 'string' ? info.status : '';
+    if (status === 'completed') return;
+    if (status === 'failed' || status === 'cancelled') {
+      const desc = typeof info?.['error-desc'] === 'string' ? `: ${info['error-desc']}` : '';
+      throw new QmpError(`saving the VM state to ${file} ${status}${desc}`);
+    }
+    if (Date.now() > deadline) throw new QmpError(`saving the VM state to ${file}: not done after ${SAVE_TIMEOUT_MS} ms (status ${status || 'unknown'})`);
+    await new Promise((resolve) => setTimeout(resolve, SAVE_POLL_MS));
+  }
 }
 
 /** A disk hot-added to a pod VM: its QEMU device and block nodes. */
@@ -381,6 +436,15 @@ export class TcgBackend implements Backend {
 
   constructor(private readonly qemuBinary = QEMU_BINARY) {}
 
+  /** QEMU's version and the machine it is told; TCG emulates its CPU: no host dependency. */
+  async templateIdentity(shape: VmShape, memoDir: string): Promise<TemplateIdentity> {
+    return { vmm: await programVersion(this.qemuBinary, memoDir), machine: tcgMachine(shape), host: 'tcg-any' };
+  }
+
+  saveState(vmm: Vmm, stateFile: string): Promise<void> {
+    return saveTcgState(vmm, stateFile);
+  }
+
   async boot(config: VmConfig, log: Logger): Promise<Vmm> {
     const agentSocket = path.join(config.dir, 'agent.sock');
     const consoleLog = path.join(config.dataDir, 'console.log');
@@ -389,7 +453,7 @@ export class TcgBackend implements Backend {
       if (!fs.existsSync(slot.path)) throw new Error(`disk slot ${slot.serial}: ${slot.path} does not exist`);
     }
     // The 9p share's directory: empty at boot (templates are built with it too).
-    fs.mkdirSync(sharesDirOf(config.dir), { recursive: true, mode: 0o700 });
+    if (config.shape.shares.length > 0) fs.mkdirSync(sharesDirOf(config.dir), { recursive: true, mode: 0o700 });
     // Opened before QEMU exists, so a missing state file is a clear error, not a QEMU exit.
     const state = config.incomingState ? fs.openSync(config.incomingState, 'r') : null;
     const args = qemuArgs(config, agentSocket);
@@ -454,6 +518,6 @@ export class TcgBackend implements Backend {
       throw new Error(`qemu exited at once (code ${exit.code}, signal ${exit.signal}): ${tailFile(qemuLog, 10)}`);
     }
     const sockets = { agent: agentSocket, qmp: path.join(config.dir, QMP_SOCKET_NAME) };
-    return new TcgVm({ pid: spawned, startTime }, sockets, guestConsole, exited, qemuOutput, config.slots, config.diskHotplug ?? false);
+    return new TcgVm({ pid: spawned, startTime }, sockets, guestConsole, exited, qemuOutput, config.slots, config.shape.diskHotplug);
   }
 }

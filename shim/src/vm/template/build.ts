@@ -9,11 +9,12 @@ import { AgentClient } from '../../agent/client';
 import type { Paths } from '../../config/paths';
 import type { Logger } from '../../log';
 import { removeQuietly } from '../../util/fsutil';
-import type { Backend, VmConfig, Vmm } from '../backend';
-import { familyOf, hashFile, TEMPLATE_FORMAT, TEMPLATE_SLOT_BYTES } from './key';
-import { templateInputs, type VmShape } from './inputs';
+import type { Backend, GuestBoot, VmConfig, Vmm } from '../backend';
+import type { VmShape } from '../shape';
+import { hashFile } from '../../util/file-identity';
+import { familyOf, TEMPLATE_FORMAT, TEMPLATE_SLOT_BYTES } from './key';
+import { templateInputs } from './inputs';
 import { recordBuildVm, STATE_FILE, TemplateStore, type TemplateManifest } from './store';
-import { saveTcgState } from './tcg';
 import { markVmDirOwner } from '../vmm-exec';
 
 /** Time for the template guest to boot and answer the handshake. */
@@ -35,6 +36,7 @@ export interface BuildRequest {
   backend: Backend;
   paths: Paths;
   shape: VmShape;
+  guest: GuestBoot;
   /** The key the requester computed: the build refuses when the inputs changed meanwhile. */
   expectedKey?: string;
   log: Logger;
@@ -44,7 +46,7 @@ export interface BuildRequest {
 
 export async function buildTemplate(req: BuildRequest): Promise<BuildOutcome> {
   const store = new TemplateStore(req.paths.cacheDir);
-  const { key, inputs } = await templateInputs(req.backend, req.shape, store.memoDir);
+  const { key, inputs } = await templateInputs(req.backend, req.shape, req.guest, store.memoDir);
   if (req.expectedKey && req.expectedKey !== key) {
     throw new Error(`template inputs changed since the build was requested (key ${req.expectedKey}, now ${key})`);
   }
@@ -81,13 +83,6 @@ export async function buildTemplate(req: BuildRequest): Promise<BuildOutcome> {
   }
 }
 
-/** tcg saves through QMP's migration; VMMs that save themselves (kvm) through saveState. */
-function saveState(backend: Backend, vm: Vmm, statePath: string): Promise<void> {
-  if (backend.name === 'tcg') return saveTcgState(vm, statePath);
-  if (!vm.saveState) throw new Error(`the ${backend.name} backend cannot save a VM`);
-  return vm.saveState(statePath);
-}
-
 /**
  * Boots the template VM (its sockets in a short dir under the state dir; its logs in the build
  * dir, on disk: a dead builder's are swept with it), saves its state.
@@ -104,18 +99,14 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
   let vm: Vmm | null = null;
   let agent: AgentClient | null = null;
   try {
-    const slots = req.shape.slots.map((slot, i) => {
+    const slots = req.shape.disks.map((slot, i) => {
       const placeholder = path.join(buildDir, `placeholder${i}.img`);
       fs.closeSync(fs.openSync(placeholder, 'w', 0o600));
       fs.truncateSync(placeholder, TEMPLATE_SLOT_BYTES);
       return { ...slot, path: placeholder };
     });
-    const config: VmConfig = {
-      vmId, dir: vmDir, dataDir, kernel: req.shape.kernel, initramfs: req.shape.initramfs, cmdline: req.shape.cmdline,
-      memoryMiB: req.shape.memoryMiB, vcpus: req.shape.vcpus, slots,
-      // A pod VM's template: the hotplug controller with no disk on it.
-      ...(req.shape.diskHotplug ? { diskHotplug: true } : {}),
-    };
+    // A pod VM's template on tcg: the hotplug controller with no disk on it.
+    const config: VmConfig = { vmId, dir: vmDir, dataDir, shape: req.shape, guest: req.guest, slots };
     const bootVm = await req.backend.boot(config, req.log);
     vm = bootVm;
     // Should this builder die without its cleanup, the next garbage collection kills the VM.
@@ -137,7 +128,7 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
       throw new Error(`the template guest's agent did not notice the host hanging up within ${HANGUP_TIMEOUT_MS} ms`);
     }
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-    await Promise.race([saveState(req.backend, bootVm, statePath), exited]);
+    await Promise.race([req.backend.saveState(bootVm, statePath), exited]);
   } catch (err) {
     const detail = vm?.diagnostics() ?? '';
     const msg = err instanceof Error ? err.message : String(err);
@@ -147,6 +138,6 @@ async function bootAndSave(req: BuildRequest, buildDir: string, statePath: strin
     if (vm) await vm.kill();
     removeQuietly(vmDir);
     removeQuietly(dataDir);
-    for (let i = 0; i < req.shape.slots.length; i++) removeQuietly(path.join(buildDir, `placeholder${i}.img`));
+    for (let i = 0; i < req.shape.disks.length; i++) removeQuietly(path.join(buildDir, `placeholder${i}.img`));
   }
 }

@@ -2,7 +2,7 @@
 // containers (a daemon per container exits right after Delete), so a build inside one would
 // rarely finish. The daemon never waits for it; its Creates cold-boot meanwhile.
 //
-//   node builder.js '<BuilderJob JSON>'     (stdout/stderr: <templates>/<key>.build.log)
+//   node build-process.js '<BuilderJob JSON>'     (stdout/stderr: <templates>/<key>.build.log)
 //
 // The job names the VM shape; the builder recomputes the key from the files as they are now
 // and refuses when it differs (inputs changed meanwhile), so it never builds a wrong guest.
@@ -11,17 +11,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Paths } from '../../config/paths';
 import { stderrLogger, type Level, type Logger } from '../../log';
-import type { Backend, BackendName, Vmm } from '../backend';
-import { KvmBackend } from '../backends/kvm';
-import { TcgBackend } from '../backends/tcg';
+import type { BackendName, GuestBoot, Vmm } from '../backend';
+import { createBackend } from '../backends';
+import type { VmShape } from '../shape';
 import { buildTemplate } from './build';
-import type { VmShape } from './inputs';
 import { TemplateStore } from './store';
 
 export interface BuilderJob {
   backend: BackendName;
   paths: Paths;
   shape: VmShape;
+  guest: GuestBoot;
   key: string;
   logLevel: Level;
 }
@@ -62,19 +62,25 @@ export async function scheduleBuild(job: BuilderJob, log: Logger): Promise<'star
   return 'started';
 }
 
-function backendFor(name: BackendName): Backend {
-  return name === 'tcg' ? new TcgBackend() : new KvmBackend();
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
+
+/** A VmShape as a job carries it (JSON from the scheduling daemon: checked, not trusted). */
+function isShape(v: unknown): v is VmShape {
+  const s = v as Partial<VmShape> | undefined;
+  return typeof s === 'object' && s !== null && isCount(s.memoryMiB) && isCount(s.vcpus) && typeof s.diskHotplug === 'boolean' &&
+    Array.isArray(s.disks) && s.disks.every((d) => isString(d?.serial) && typeof d?.readOnly === 'boolean') &&
+    Array.isArray(s.nics) && s.nics.every((n) => isString(n?.name)) &&
+    Array.isArray(s.shares) && s.shares.every((x) => isString(x?.tag)) &&
+    typeof s.jail === 'object' && s.jail !== null && !Array.isArray(s.jail);
 }
 
 function parseJob(text: string | undefined): BuilderJob {
-  if (!text) throw new Error('usage: builder.js <job JSON>');
+  if (!text) throw new Error('usage: build-process.js <job JSON>');
   const job = JSON.parse(text) as Partial<BuilderJob>;
-  const shape = job.shape as Partial<VmShape> | undefined;
-  const ok = (job.backend === 'tcg' || job.backend === 'kvm') && typeof job.key === 'string' &&
-    typeof job.paths?.cacheDir === 'string' && typeof job.paths?.stateDir === 'string' &&
-    typeof shape?.kernel === 'string' && typeof shape.initramfs === 'string' && typeof shape.cmdline === 'string' &&
-    typeof shape.memoryMiB === 'number' && typeof shape.vcpus === 'number' && Array.isArray(shape.slots) &&
-    (shape.diskHotplug === undefined || typeof shape.diskHotplug === 'boolean');
+  const ok = (job.backend === 'tcg' || job.backend === 'kvm') && isString(job.key) &&
+    isString(job.paths?.cacheDir) && isString(job.paths?.stateDir) && isShape(job.shape) &&
+    isString(job.guest?.kernel) && isString(job.guest?.initramfs) && isString(job.guest?.cmdline);
   if (!ok) throw new Error(`builder: malformed job ${text.slice(0, 200)}`);
   return job as BuilderJob;
 }
@@ -98,7 +104,7 @@ async function main(): Promise<number> {
   }
   try {
     const outcome = await buildTemplate({
-      backend: backendFor(job.backend), paths: job.paths, shape: job.shape, expectedKey: job.key, log,
+      backend: createBackend(job.backend), paths: job.paths, shape: job.shape, guest: job.guest, expectedKey: job.key, log,
       onVmStarted: (started) => { vm = started; },
     });
     if (outcome.kind === 'built') log.info('template built', { ms: outcome.ms, stateBytes: outcome.stateBytes, removed: outcome.removed.join(',') });
