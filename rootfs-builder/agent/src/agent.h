@@ -42,6 +42,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "event_loop.h"
 #include "pb.h"
 #include "ttrpc.h"
 
@@ -61,33 +62,6 @@
 #define CONTROL_QUEUE_LIMIT (8u << 20)
 #define AGENT_VSOCK_PORT 1024u
 #define AGENT_VPORT_NAME "smolvm.agent"
-
-enum watch_kind {
-    W_SIGNALFD,
-    W_CHANNEL,
-    W_VSOCK_LISTEN,
-    W_UEVENT,
-    W_RECONNECT_TIMER,
-    W_SHUTDOWN_TIMER,
-    W_STREAM,
-    W_PROC_STATUS,
-    W_CGROUP_EVENTS, /* inotify on the containers' memory.events (WatchOom) */
-    W_SIGNAL_HOLD_TIMER, /* polls init processes that have signals held (signal_hold.h) */
-    W_DEAD, /* its object was destroyed while events for it may still be in the batch */
-};
-
-struct watch {
-    enum watch_kind kind;
-    void *obj;
-};
-
-/* epoll helpers; events as for epoll_ctl. */
-int watch_add(int fd, uint32_t events, struct watch *w);
-int watch_mod(int fd, uint32_t events, struct watch *w);
-void watch_del(int fd);
-
-/* Frees ptr after the current batch of epoll events (objects embedding a watch). */
-void agent_defer_free(void *ptr);
 
 /* The current host connection. conn_gen changes on every (re)connection: a pending
  * answer remembers the generation it belongs to and is dropped if the host went away. */

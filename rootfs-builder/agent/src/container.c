@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -977,7 +976,7 @@ static void process_init_fields(struct process *p, struct container *c)
     p->start_fd = -1;
     p->console_fd = -1;
     p->pty_fd = -1;
-    p->status_watch.kind = W_PROC_STATUS;
+    p->status_watch.fn = container_on_status;
     p->status_watch.obj = p;
 }
 
@@ -1005,7 +1004,7 @@ static void process_release(struct process *p, const char *why)
     p->in = NULL;
     answer_list(&p->waits, RPC_NOT_FOUND, msg);
     answer_list(&p->removals, RPC_OK, NULL); /* gone, as asked */
-    p->status_watch.kind = W_DEAD;
+    watch_forget(&p->status_watch);
 }
 
 /* Forgets an exec: it must be dead or dying (process_release kills it). */
@@ -1022,7 +1021,7 @@ static void exec_destroy(struct process *p)
     }
     free(p->exec_id);
     p->exec_id = NULL;
-    agent_defer_free(p); /* its status watch may still be in this epoll batch */
+    defer_free(p); /* its status watch may still be in this epoll batch */
 }
 
 /* Forgets the container: its processes must be dead or dying (killed). */
@@ -1042,7 +1041,7 @@ static void container_destroy(struct container *c)
     }
     free(c->id);
     c->id = NULL;
-    agent_defer_free(c);
+    defer_free(c);
 }
 
 /* A process whose creation failed: an exec goes alone, an init process takes its container. */
@@ -1560,9 +1559,8 @@ static int attach_terminal(struct process *p)
 /* Signals to an init process that the kernel would drop: held, then delivered or dropped by a
  * poll (signal_hold.h says what and why). The poll's timer runs only while some init that has
  * exec'd has signals held. */
-static int g_hold_timer_fd = -1;
+static struct loop_timer g_hold_timer = { .fd = -1 };
 static unsigned g_hold_timer_interval_ms; /* its period; 0: disarmed */
-static struct watch g_hold_timer_watch = { W_SIGNAL_HOLD_TIMER, NULL };
 
 static uint64_t monotonic_ms(void)
 {
@@ -1591,16 +1589,12 @@ static bool read_signal_masks(pid_t pid, struct signal_masks *m)
 /* The poll timer exists (made at the first hold). */
 static bool hold_timer_ready(void)
 {
-    if (g_hold_timer_fd >= 0)
+    if (g_hold_timer.fd >= 0)
         return true;
-    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (fd < 0 || watch_add(fd, EPOLLIN, &g_hold_timer_watch) < 0) {
+    if (loop_timer_open(&g_hold_timer, container_on_signal_hold_timer, NULL) < 0) {
         LOG_ERR("signal hold: timerfd: %s: signals are sent as they come", strerror(errno));
-        if (fd >= 0)
-            close(fd);
         return false;
     }
-    g_hold_timer_fd = fd;
     return true;
 }
 
@@ -1617,12 +1611,9 @@ static void hold_timer_update(void)
         if (interval_ms == 0 || ms < interval_ms)
             interval_ms = ms;
     }
-    if (interval_ms == g_hold_timer_interval_ms || g_hold_timer_fd < 0)
+    if (interval_ms == g_hold_timer_interval_ms || g_hold_timer.fd < 0)
         return;
-    struct itimerspec its = { 0 };
-    its.it_value.tv_nsec = (long)interval_ms * 1000000L;
-    its.it_interval = its.it_value;
-    if (timerfd_settime(g_hold_timer_fd, 0, &its, NULL) == 0)
+    if (loop_timer_set(&g_hold_timer, interval_ms, true) == 0)
         g_hold_timer_interval_ms = interval_ms;
 }
 
@@ -1674,10 +1665,9 @@ static void hold_clear(struct process *p, const char *why)
         LOG_INFO("%s: %zu held signal(s) dropped: %s", proc_name(p), n, why);
 }
 
-void container_on_signal_hold_timer(void)
+void container_on_signal_hold_timer(void *unused, uint32_t events)
 {
-    uint64_t expirations;
-    if (read(g_hold_timer_fd, &expirations, sizeof expirations) < 0 && errno == EAGAIN)
+    if (!loop_timer_ack(&g_hold_timer))
         return;
     uint64_t now = monotonic_ms();
     for (struct container *c = g_containers; c; c = c->next) {
@@ -1704,8 +1694,9 @@ void container_on_signal_hold_timer(void)
     hold_timer_update();
 }
 
-void container_on_status(struct process *p)
+void container_on_status(void *process, uint32_t events)
 {
+    struct process *p = process;
     struct child_report rep;
     ssize_t n = read(p->status_fd, &rep, sizeof rep);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))

@@ -78,11 +78,11 @@ void container_on_cgroup_events(void);
 /* SIGCHLD: reaps every exited child. */
 void container_reap_children(void);
 /* The child's status pipe is readable. */
-void container_on_status(struct process *p);
+void container_on_status(void *process, uint32_t events);
 /* One of the process's output streams reached EOF. */
 void process_on_output_done(struct process *p);
 /* The signal hold's poll timer fired (signal_hold.h). */
-void container_on_signal_hold_timer(void);
+void container_on_signal_hold_timer(void *unused, uint32_t events);
 /* Shutdown: kill every container process (the filesystems are synced by the caller). */
 void container_kill_all(void);
 

@@ -20,7 +20,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -40,7 +39,6 @@
 
 struct host_conn g_conn;
 
-static int g_epfd = -1;
 static struct ttrpc_reader g_reader;
 static struct write_queue g_wq;
 static bool g_read_blocked; /* stopped reading requests: control lane full */
@@ -52,63 +50,21 @@ static bool g_chan_is_vport;
 static int g_vport_fd = -1;
 static int g_vsock_listen_fd = -1;
 static int g_uevent_fd = -1;
-static int g_reconnect_timer_fd = -1;
+static struct loop_timer g_reconnect_timer = { .fd = -1 };
 static bool g_reconnect_armed;
-static int g_shutdown_timer_fd = -1;
+static struct loop_timer g_shutdown_timer = { .fd = -1 };
 
-static struct watch w_signal = { W_SIGNALFD, NULL };
-static struct watch w_vport = { W_CHANNEL, &g_vport_fd };
-static struct watch w_vsock_conn = { W_CHANNEL, &g_chan_fd };
-static struct watch w_vsock_listen = { W_VSOCK_LISTEN, NULL };
-static struct watch w_uevent = { W_UEVENT, NULL };
-static struct watch w_reconnect = { W_RECONNECT_TIMER, NULL };
-static struct watch w_shutdown = { W_SHUTDOWN_TIMER, NULL };
-static struct watch w_cgroup_events = { W_CGROUP_EVENTS, NULL };
+static void on_vport_event(void *unused, uint32_t events);
+static void on_vsock_conn_event(void *unused, uint32_t events);
+static void on_vsock_accept(void *unused, uint32_t events);
+static void on_uevent(void *unused, uint32_t events);
+static void on_cgroup_events(void *unused, uint32_t events);
 
-static void **g_graveyard;
-static size_t g_graveyard_len, g_graveyard_cap;
-
-/* ------------------------------------------------------------------ epoll */
-
-int watch_add(int fd, uint32_t events, struct watch *w)
-{
-    struct epoll_event ev = { .events = events, .data.ptr = w };
-    return epoll_ctl(g_epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-int watch_mod(int fd, uint32_t events, struct watch *w)
-{
-    struct epoll_event ev = { .events = events, .data.ptr = w };
-    return epoll_ctl(g_epfd, EPOLL_CTL_MOD, fd, &ev);
-}
-
-void watch_del(int fd)
-{
-    epoll_ctl(g_epfd, EPOLL_CTL_DEL, fd, NULL);
-}
-
-void agent_defer_free(void *ptr)
-{
-    if (g_graveyard_len == g_graveyard_cap) {
-        size_t cap = g_graveyard_cap ? g_graveyard_cap * 2 : 16;
-        void **ng = realloc(g_graveyard, cap * sizeof *ng);
-        if (!ng) {
-            /* Leaking beats a use-after-free in PID 1. */
-            LOG_ERR("out of memory deferring a free");
-            return;
-        }
-        g_graveyard = ng;
-        g_graveyard_cap = cap;
-    }
-    g_graveyard[g_graveyard_len++] = ptr;
-}
-
-static void empty_graveyard(void)
-{
-    for (size_t i = 0; i < g_graveyard_len; i++)
-        free(g_graveyard[i]);
-    g_graveyard_len = 0;
-}
+static struct watch w_vport = { on_vport_event, NULL };
+static struct watch w_vsock_conn = { on_vsock_conn_event, NULL };
+static struct watch w_vsock_listen = { on_vsock_accept, NULL };
+static struct watch w_uevent = { on_uevent, NULL };
+static struct watch w_cgroup_events = { on_cgroup_events, NULL };
 
 /* ------------------------------------------------------------------ output to the host */
 
@@ -157,22 +113,6 @@ void agent_respond_error(uint64_t gen, uint32_t stream_id, int32_t code, const c
     agent_respond(gen, stream_id, WQ_CONTROL, code, msg, NULL);
 }
 
-static void arm_timer(int fd, unsigned ms, bool periodic)
-{
-    struct itimerspec its = { 0 };
-    its.it_value.tv_sec = ms / 1000;
-    its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
-    if (periodic)
-        its.it_interval = its.it_value;
-    timerfd_settime(fd, 0, &its, NULL);
-}
-
-static void disarm_timer(int fd)
-{
-    struct itimerspec its = { 0 };
-    timerfd_settime(fd, 0, &its, NULL);
-}
-
 static __attribute__((noreturn)) void power_off(void)
 {
     sync();
@@ -190,8 +130,8 @@ void agent_begin_shutdown(void)
     container_kill_all();
     sync();
     /* Give the answer a moment to reach the host, but never hang on a host that is gone. */
-    if (g_shutdown_timer_fd >= 0)
-        arm_timer(g_shutdown_timer_fd, 1000, false);
+    if (g_shutdown_timer.fd >= 0)
+        loop_timer_set(&g_shutdown_timer, 1000, false);
 }
 
 /* ------------------------------------------------------------------ the connection */
@@ -219,7 +159,7 @@ static void conn_begin(int fd, bool is_vport)
     wq_clear(&g_wq);
     g_read_blocked = false;
     if (g_reconnect_armed) {
-        disarm_timer(g_reconnect_timer_fd);
+        loop_timer_set(&g_reconnect_timer, 0, false);
         g_reconnect_armed = false;
     }
     LOG_INFO("host connected (%s)", is_vport ? "virtio-serial" : "vsock");
@@ -227,8 +167,8 @@ static void conn_begin(int fd, bool is_vport)
 
 static void arm_reconnect(void)
 {
-    if (!g_reconnect_armed && g_reconnect_timer_fd >= 0) {
-        arm_timer(g_reconnect_timer_fd, RECONNECT_POLL_MS, true);
+    if (!g_reconnect_armed && g_reconnect_timer.fd >= 0) {
+        loop_timer_set(&g_reconnect_timer, RECONNECT_POLL_MS, true);
         g_reconnect_armed = true;
     }
 }
@@ -324,7 +264,7 @@ static void try_open_vport(void)
     }
 }
 
-static void on_vport_event(void)
+static void on_vport_event(void *unused, uint32_t events)
 {
     if (g_chan_fd != g_vport_fd) {
         if (g_chan_fd >= 0)
@@ -338,7 +278,13 @@ static void on_vport_event(void)
     channel_read();
 }
 
-static void on_vsock_accept(void)
+static void on_vsock_conn_event(void *unused, uint32_t events)
+{
+    if (g_conn.connected && !g_chan_is_vport)
+        channel_read();
+}
+
+static void on_vsock_accept(void *unused, uint32_t events)
 {
     for (;;) {
         int fd = accept4(g_vsock_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -361,13 +307,11 @@ static void on_vsock_accept(void)
     }
 }
 
-static void on_reconnect_timer(void)
+static void on_reconnect_timer(void *unused, uint32_t events)
 {
-    uint64_t ticks;
-    ssize_t r = read(g_reconnect_timer_fd, &ticks, sizeof ticks);
-    (void)r;
+    loop_timer_ack(&g_reconnect_timer);
     if (g_chan_fd >= 0 || g_vport_fd < 0) {
-        disarm_timer(g_reconnect_timer_fd);
+        loop_timer_set(&g_reconnect_timer, 0, false);
         g_reconnect_armed = false;
         return;
     }
@@ -467,8 +411,31 @@ static void mount_system(void)
         LOG_ERR("mkdir /run/smolvm/c: %s", strerror(errno));
 }
 
-static void on_signalfd(int fd)
+static void on_uevent(void *unused, uint32_t events)
 {
+    if (channel_uevent_drain(g_uevent_fd))
+        try_open_vport();
+}
+
+static void on_cgroup_events(void *unused, uint32_t events)
+{
+    container_on_cgroup_events();
+}
+
+static void on_shutdown_timer(void *unused, uint32_t events)
+{
+    LOG_WARN("shutdown: the host did not take the answer in time");
+    power_off();
+}
+
+static void after_batch(void *unused)
+{
+    channel_flush();
+}
+
+static void on_signalfd(void *obj, uint32_t events)
+{
+    int fd = *(int *)obj;
     struct signalfd_siginfo si;
     while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
         /* Only SIGCHLD is routed here; reaping covers every coalesced signal. */
@@ -497,10 +464,11 @@ int main(int argc, char **argv)
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
-    int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    static int sfd;
+    sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    static struct watch w_signal = { on_signalfd, &sfd };
 
-    g_epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (g_epfd < 0 || sfd < 0) {
+    if (event_loop_init() < 0 || sfd < 0) {
         LOG_ERR("epoll/signalfd: %s: the agent cannot run", strerror(errno));
         for (;;)
             pause();
@@ -508,12 +476,8 @@ int main(int argc, char **argv)
     watch_add(sfd, EPOLLIN, &w_signal);
     ttrpc_reader_init(&g_reader, TTRPC_MAX_PAYLOAD);
     wq_init(&g_wq);
-    g_reconnect_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    g_shutdown_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (g_reconnect_timer_fd >= 0)
-        watch_add(g_reconnect_timer_fd, EPOLLIN, &w_reconnect);
-    if (g_shutdown_timer_fd >= 0)
-        watch_add(g_shutdown_timer_fd, EPOLLIN, &w_shutdown);
+    loop_timer_open(&g_reconnect_timer, on_reconnect_timer, NULL);
+    loop_timer_open(&g_shutdown_timer, on_shutdown_timer, NULL);
     if (cgroups_events_fd() >= 0)
         watch_add(cgroups_events_fd(), EPOLLIN, &w_cgroup_events);
 
@@ -530,56 +494,5 @@ int main(int argc, char **argv)
     if (g_vport_fd < 0 && g_vsock_listen_fd < 0)
         LOG_INFO("waiting for the agent channel (virtio port \"%s\")", AGENT_VPORT_NAME);
 
-    for (;;) {
-        struct epoll_event evs[64];
-        int n = epoll_wait(g_epfd, evs, 64, -1);
-        if (n < 0) {
-            if (errno != EINTR)
-                LOG_ERR("epoll_wait: %s", strerror(errno));
-            continue;
-        }
-        for (int i = 0; i < n; i++) {
-            struct watch *w = evs[i].data.ptr;
-            switch (w->kind) {
-            case W_SIGNALFD:
-                on_signalfd(sfd);
-                break;
-            case W_CHANNEL:
-                if (w == &w_vport)
-                    on_vport_event();
-                else if (g_conn.connected && !g_chan_is_vport)
-                    channel_read();
-                break;
-            case W_VSOCK_LISTEN:
-                on_vsock_accept();
-                break;
-            case W_UEVENT:
-                if (channel_uevent_drain(g_uevent_fd))
-                    try_open_vport();
-                break;
-            case W_RECONNECT_TIMER:
-                on_reconnect_timer();
-                break;
-            case W_SHUTDOWN_TIMER:
-                LOG_WARN("shutdown: the host did not take the answer in time");
-                power_off();
-            case W_STREAM:
-                stream_on_ready(w->obj, evs[i].events);
-                break;
-            case W_PROC_STATUS:
-                container_on_status(w->obj);
-                break;
-            case W_CGROUP_EVENTS:
-                container_on_cgroup_events();
-                break;
-            case W_SIGNAL_HOLD_TIMER:
-                container_on_signal_hold_timer();
-                break;
-            case W_DEAD:
-                break;
-            }
-        }
-        channel_flush();
-        empty_graveyard();
-    }
+    event_loop_run(after_batch, NULL);
 }

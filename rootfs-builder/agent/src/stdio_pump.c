@@ -22,7 +22,7 @@ struct stream *stream_open(enum stream_dir dir, uint32_t id, int fd, struct proc
     s->dir = dir;
     s->fd = fd;
     s->proc = proc;
-    s->watch.kind = W_STREAM;
+    s->watch.fn = stream_on_ready;
     s->watch.obj = s;
     s->credit = INITIAL_STREAM_CREDIT;
     s->window = INITIAL_STREAM_CREDIT;
@@ -83,8 +83,8 @@ void stream_destroy(struct stream *s)
     }
     free(s->buf);
     s->buf = NULL;
-    s->watch.kind = W_DEAD;
-    agent_defer_free(s);
+    watch_forget(&s->watch);
+    defer_free(s);
 }
 
 bool stream_id_in_use(uint32_t id)
@@ -266,8 +266,9 @@ void stream_on_host_frame(const struct ttrpc_frame *f)
     in_pump(s);
 }
 
-void stream_on_ready(struct stream *s, uint32_t events)
+void stream_on_ready(void *obj, uint32_t events)
 {
+    struct stream *s = obj;
     if (s->dir == STREAM_OUT)
         out_pump(s);
     else

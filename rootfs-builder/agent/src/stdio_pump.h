@@ -50,7 +50,7 @@ bool stream_out_done(const struct stream *s);
 /* A type-3 frame from the host: stdin data/EOF, or a credit grant for an output stream. */
 void stream_on_host_frame(const struct ttrpc_frame *f);
 /* epoll readiness of the stream's pipe. */
-void stream_on_ready(struct stream *s, uint32_t events);
+void stream_on_ready(void *stream, uint32_t events);
 /* Re-evaluates every stream's epoll interest (after the data lane drained). */
 void stream_update_all(void);
 /* Host connection lost. */
