@@ -24,31 +24,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "blkdev.h"
 #include "cgroups.h"
+#include "child.h"
+#include "fsutil.h"
 #include "log.h"
 #include "mounts.h"
+#include "rootfs.h"
 #include "security.h"
 #include "signal_hold.h"
 #include "stdio_pump.h"
 
-#define CONTAINER_ROOT "/run/smolvm/c"
-#define CHILD_STACK_SIZE (256 * 1024)
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define MAX_EXECS_PER_CONTAINER 1024
-
-enum mount_flag { M_IMAGE = 1, M_DISK = 2, M_ROOTFS = 4 };
 
 struct container {
     struct container *next;
     char *id;
-    char dir[256];
-    char image_dir[300];
-    char disk_dir[300];
-    char rootfs_dir[300];
-    char files_dir[300]; /* copies of the host files bind-mounted into the container */
+    struct rootfs fs;
     struct seccomp_program seccomp; /* linux.seccomp, for the init process and every exec */
-    unsigned mounted;
     struct process init;
     struct process *execs;
     size_t nexecs;
@@ -79,12 +71,6 @@ static struct container *g_containers;
 /* Cgroups of removed containers whose processes were still exiting: removed later. */
 #define MAX_STALE_CGROUPS 64
 static char *g_stale_cgroups[MAX_STALE_CGROUPS];
-
-/* What the child reports on its status pipe: written once, atomically (< PIPE_BUF). */
-struct child_report {
-    int32_t code;
-    char message[500];
-};
 
 static uint64_t now_unix_nano(void)
 {
@@ -159,8 +145,6 @@ static struct process *target_process(uint64_t gen, uint32_t sid, const struct p
     return p;
 }
 
-/* ---------------------------------------------------------------- filesystems */
-
 static bool valid_container_id(const char *id)
 {
     size_t n = strlen(id);
@@ -172,241 +156,6 @@ static bool valid_container_id(const char *id)
     return true;
 }
 
-static bool allowed_fs(const char *fs)
-{
-    return strcmp(fs, "erofs") == 0 || strcmp(fs, "ext4") == 0;
-}
-
-/* /dev/vdX (virtio-blk slot) or /dev/sdX (a pod VM's hot-added SCSI disk) whose serial is
- * `serial`, waiting a bounded time for a hot-added disk to appear (blkdev.c). */
-static int find_slot_device(const char *serial, char *dev, size_t cap)
-{
-    return blkdev_wait_by_serial("/sys/block", "/dev", serial, BLKDEV_WAIT_MS, dev, cap);
-}
-
-#define SLOT_RESIZE_WAIT_MS 5000
-
-/* A pod's slot the host has just refilled: the new size reaches the guest through virtio-blk's
- * config-change interrupt, which the kernel handles in a work item. Wait (bounded) until the
- * device's capacity (BLKGETSIZE64: the size /sys/block/<name>/size shows, without a walk
- * through sysfs) is the size the host announced, so that the mount sees the whole new file,
- * never the placeholder's or the previous container's size. size_bytes 0: nothing to wait for. */
-static int wait_slot_capacity(int fd, const char *dev, const struct disk_slot *slot, int *code, char *err,
-                              size_t errcap)
-{
-    if (slot->size_bytes == 0)
-        return 0;
-    if (slot->size_bytes % 512 != 0) {
-        *code = RPC_INVALID_ARGUMENT;
-        snprintf(err, errcap, "disk slot %s: size_bytes %llu is not a whole number of 512-byte sectors", slot->serial,
-                 (unsigned long long)slot->size_bytes);
-        return -1;
-    }
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    uint64_t have = 0;
-    for (;;) {
-        bool known = fd >= 0 && ioctl(fd, BLKGETSIZE64, &have) == 0;
-        if (known && have == slot->size_bytes)
-            return 0;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (waited_ms >= SLOT_RESIZE_WAIT_MS) {
-            *code = RPC_FAILED_PRECONDITION;
-            if (known)
-                snprintf(err, errcap,
-                         "disk slot %s (%s): the device holds %llu bytes, the host announced %llu; the size change "
-                         "did not reach the guest within %d ms",
-                         slot->serial, dev, (unsigned long long)have, (unsigned long long)slot->size_bytes,
-                         SLOT_RESIZE_WAIT_MS);
-            else
-                snprintf(err, errcap, "disk slot %s (%s): cannot read its capacity: %s", slot->serial, dev,
-                         fd < 0 ? "cannot open it" : strerror(errno));
-            return -1;
-        }
-        struct timespec pause = { 0, 1000000 }; /* 1 ms */
-        nanosleep(&pause, NULL);
-    }
-}
-
-/* Before a slot's disk is mounted: its size as the host announced it (wait_slot_capacity),
- * then its cached blocks dropped (after a snapshot restore, or in a pod's reused slot, the
- * slot may hold a new file). 0, or -1 with code and err filled in. */
-static int prepare_slot_device(const char *dev, const struct disk_slot *slot, int *code, char *err, size_t errcap)
-{
-    int fd = open(dev, O_RDONLY | O_CLOEXEC);
-    int rc = wait_slot_capacity(fd, dev, slot, code, err, errcap);
-    if (rc == 0 && fd >= 0 && ioctl(fd, BLKFLSBUF, 0) < 0)
-        LOG_WARN("BLKFLSBUF %s: %s", dev, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    return rc;
-}
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char tmp[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof tmp)
-        return -1;
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-/* One directory in an existing parent (there already: fine). 0, or -1 with errno. */
-static int mkdir_one(const char *path, mode_t mode)
-{
-    return mkdir(path, mode) < 0 && errno != EEXIST ? -1 : 0;
-}
-
-static void container_unmount(struct container *c)
-{
-    /* Detached: the dying init's mount namespace may still pin them for a moment. */
-    if (c->mounted & M_ROOTFS)
-        umount2(c->rootfs_dir, MNT_DETACH);
-    if (c->mounted & M_DISK)
-        umount2(c->disk_dir, MNT_DETACH);
-    if (c->mounted & M_IMAGE)
-        umount2(c->image_dir, MNT_DETACH);
-    c->mounted = 0;
-    DIR *files = opendir(c->files_dir);
-    if (files) {
-        struct dirent *e;
-        while ((e = readdir(files)) != NULL)
-            if (e->d_name[0] != '.')
-                unlinkat(dirfd(files), e->d_name, 0);
-        closedir(files);
-        rmdir(c->files_dir);
-    }
-    rmdir(c->rootfs_dir);
-    rmdir(c->disk_dir);
-    rmdir(c->image_dir);
-    rmdir(c->dir);
-}
-
-/* The writable disk's mount. ext4 without no_prefetch_block_bitmaps starts its lazyinit
- * kthread at every mount to read each group's block bitmap ahead (for the allocator's
- * choice of groups; they are read on demand otherwise): a kthread and reads competing with
- * the container's start on the VM's one vCPU, for a throwaway disk of a few groups. Only the
- * allocator's placement heuristics see the difference. 0, or -1 with errno. */
-static int mount_writable_disk(const char *dev, const char *dir, const char *fs, unsigned long flags)
-{
-    if (strcmp(fs, "ext4") != 0)
-        return mount(dev, dir, fs, flags, NULL);
-    if (mount(dev, dir, fs, flags, "no_prefetch_block_bitmaps") == 0)
-        return 0;
-    if (errno != EINVAL)
-        return -1;
-    return mount(dev, dir, fs, flags, NULL); /* a kernel without the option (before 5.9) */
-}
-
-/* Mounts image, writable disk and their overlay. 0, or -1 with err filled in. */
-static int container_mount(struct container *c, const struct create_container_request *req,
-                           int *code, char *err, size_t errcap)
-{
-    char image_dev[64], disk_dev[64];
-    const char *image_fs = req->image.fs_type && req->image.fs_type[0] ? req->image.fs_type : "erofs";
-    if (find_slot_device(req->image.serial, image_dev, sizeof image_dev) < 0) {
-        *code = RPC_NOT_FOUND;
-        snprintf(err, errcap, "no disk with serial \"%s\" (image slot) appeared within %d ms", req->image.serial,
-                 BLKDEV_WAIT_MS);
-        return -1;
-    }
-    TIMING_MARK("find_image");
-    const char *disk_fs = NULL;
-    if (req->writable.present) {
-        disk_fs = req->writable.fs_type && req->writable.fs_type[0] ? req->writable.fs_type : "ext4";
-        if (find_slot_device(req->writable.serial, disk_dev, sizeof disk_dev) < 0) {
-            *code = RPC_NOT_FOUND;
-            snprintf(err, errcap, "no disk with serial \"%s\" (writable slot) appeared within %d ms",
-                     req->writable.serial, BLKDEV_WAIT_MS);
-            return -1;
-        }
-        TIMING_MARK("find_disk");
-    }
-    if (prepare_slot_device(image_dev, &req->image, code, err, errcap) < 0 ||
-        (req->writable.present && prepare_slot_device(disk_dev, &req->writable, code, err, errcap) < 0))
-        return -1;
-    TIMING_MARK("capacity");
-    *code = RPC_INTERNAL;
-    if (mkdir_p(c->dir, 0700) < 0 || mkdir_one(c->image_dir, 0700) < 0 || mkdir_one(c->disk_dir, 0700) < 0 ||
-        mkdir_one(c->rootfs_dir, 0755) < 0) {
-        snprintf(err, errcap, "mkdir under %s: %s", c->dir, strerror(errno));
-        return -1;
-    }
-    TIMING_MARK("mkdirs");
-    if (mount(image_dev, c->image_dir, image_fs, MS_RDONLY | MS_NODEV, NULL) < 0) {
-        snprintf(err, errcap, "mount image %s (%s, slot %s): %s", image_dev, image_fs, req->image.serial,
-                 strerror(errno));
-        return -1;
-    }
-    c->mounted |= M_IMAGE;
-    TIMING_MARK("mount_image");
-    if (!req->writable.present) {
-        /* No writable layer: the image itself is the (read-only) root. */
-        if (mount(c->image_dir, c->rootfs_dir, NULL, MS_BIND, NULL) < 0 ||
-            mount(NULL, c->rootfs_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) {
-            snprintf(err, errcap, "bind image as rootfs: %s", strerror(errno));
-            return -1;
-        }
-        c->mounted |= M_ROOTFS;
-        return 0;
-    }
-    unsigned long disk_flags = MS_NODEV | (req->writable.read_only ? MS_RDONLY : 0);
-    if (mount_writable_disk(disk_dev, c->disk_dir, disk_fs, disk_flags) < 0) {
-        snprintf(err, errcap, "mount writable disk %s (%s, slot %s): %s", disk_dev, disk_fs,
-                 req->writable.serial, strerror(errno));
-        return -1;
-    }
-    c->mounted |= M_DISK;
-    TIMING_MARK("mount_disk");
-    char upper[320], work[320];
-    snprintf(upper, sizeof upper, "%s/upper", c->disk_dir);
-    snprintf(work, sizeof work, "%s/work", c->disk_dir);
-    if (!req->writable.read_only) {
-        if ((mkdir(upper, 0755) < 0 && errno != EEXIST) || (mkdir(work, 0700) < 0 && errno != EEXIST)) {
-            snprintf(err, errcap, "mkdir upper/work on the writable disk: %s", strerror(errno));
-            return -1;
-        }
-    }
-    if (!req->writable.read_only) {
-        /* The overlay's root takes the upper dir's mode and owner: give it the image root's
-         * (as runc's root is the image's own root dir), whatever made the disk; nothing to
-         * write when the disk already has them (a fresh disk for the usual root-owned 0755). */
-        struct stat img_root, up;
-        bool same = stat(c->image_dir, &img_root) == 0 && stat(upper, &up) == 0 && up.st_uid == img_root.st_uid &&
-                    up.st_gid == img_root.st_gid && (up.st_mode & 07777) == (img_root.st_mode & 07777);
-        if (!same && (stat(c->image_dir, &img_root) < 0 || chown(upper, img_root.st_uid, img_root.st_gid) < 0 ||
-                      chmod(upper, img_root.st_mode & 07777) < 0)) {
-            snprintf(err, errcap, "give the writable layer the image root's mode and owner: %s", strerror(errno));
-            return -1;
-        }
-    }
-    TIMING_MARK("upper_work");
-    char opts[1024];
-    /* The ids allowed in paths exclude ',' and ':', the overlay option separators. */
-    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", c->image_dir, upper, work);
-    /* root.readonly is applied in the container after its mounts (their mount points may
-     * have to be made first), as runc does. */
-    unsigned long flags = req->writable.read_only ? MS_RDONLY : 0;
-    if (mount("overlay", c->rootfs_dir, "overlay", flags, opts) < 0) {
-        snprintf(err, errcap, "mount overlay (%s): %s", opts, strerror(errno));
-        return -1;
-    }
-    c->mounted |= M_ROOTFS;
-    TIMING_MARK("overlay");
-    return 0;
-}
 
 /* ---------------------------------------------------------------- cgroups */
 
@@ -444,8 +193,6 @@ static void answer_oom_waiters(struct container *c, uint64_t count, bool removed
 
 /* The container goes: WatchOom callers learn it, its cgroup is killed and removed (later, if
  * its processes are still exiting). */
-static void close_fd_at(int *fd);
-
 static void container_release_cgroup(struct container *c)
 {
     answer_oom_waiters(c, c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0, true);
@@ -499,390 +246,6 @@ static int container_setup_cgroup(struct container *c, const struct create_conta
         return RPC_INTERNAL;
     }
     return RPC_OK;
-}
-
-/* ---------------------------------------------------------------- the child */
-
-struct child_ctx {
-    const struct agent_process *proc;
-    /* Init process: the container's root to pivot into, and the request (hostname). */
-    const struct create_container_request *create;
-    const char *rootfs;
-    const char *files_dir;
-    /* The container's seccomp filter (insns NULL: none). */
-    const struct seccomp_program *seccomp;
-    /* Exec: the container's mount, uts and ipc namespaces to join (the pid namespace was
-     * chosen at clone); -1 otherwise. */
-    int ns_fds[3];
-    /* stdin, stdout, stderr (-1: /dev/null), status writer, start reader, console socket
-     * (terminal only, else -1). */
-    int fds[6];
-    /* The container's cgroup directory (the child is born in it) and, for an exec, the init's
-     * cgroup namespace; -1 when the guest has no cgroups. cgroup_procs_fd: the cgroup's
-     * cgroup.procs when the kernel has no clone3 (the child joins by writing it), else -1. */
-    int cgroup_fd;
-    int cgroupns_fd;
-    int cgroup_procs_fd;
-};
-
-static int child_status_fd = -1;
-
-static __attribute__((noreturn, format(printf, 2, 3))) void child_fail(int code, const char *fmt, ...)
-{
-    struct child_report rep;
-    memset(&rep, 0, sizeof rep);
-    rep.code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rep.message, sizeof rep.message, fmt, ap);
-    va_end(ap);
-    if (child_status_fd >= 0) {
-        ssize_t w = write(child_status_fd, &rep, sizeof rep);
-        (void)w;
-    }
-    _exit(127);
-}
-
-static int rlimit_resource(const char *name)
-{
-    static const struct { const char *name; int res; } table[] = {
-        { "RLIMIT_CPU", RLIMIT_CPU }, { "RLIMIT_FSIZE", RLIMIT_FSIZE }, { "RLIMIT_DATA", RLIMIT_DATA },
-        { "RLIMIT_STACK", RLIMIT_STACK }, { "RLIMIT_CORE", RLIMIT_CORE }, { "RLIMIT_RSS", RLIMIT_RSS },
-        { "RLIMIT_NPROC", RLIMIT_NPROC }, { "RLIMIT_NOFILE", RLIMIT_NOFILE },
-        { "RLIMIT_MEMLOCK", RLIMIT_MEMLOCK }, { "RLIMIT_AS", RLIMIT_AS }, { "RLIMIT_LOCKS", RLIMIT_LOCKS },
-        { "RLIMIT_SIGPENDING", RLIMIT_SIGPENDING }, { "RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE },
-        { "RLIMIT_NICE", RLIMIT_NICE }, { "RLIMIT_RTPRIO", RLIMIT_RTPRIO }, { "RLIMIT_RTTIME", RLIMIT_RTTIME },
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(table[i].name, name) == 0)
-            return table[i].res;
-    return -1;
-}
-
-static bool is_executable_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
-}
-
-/* Whether sig's default action ends a process (term or core): not SIGKILL and SIGSTOP (not
- * catchable), nor the ones whose default is to ignore, stop or continue. */
-static bool signal_terminates_by_default(int sig)
-{
-    switch (sig) {
-    case SIGKILL: case SIGSTOP: case SIGCHLD: case SIGCONT: case SIGURG: case SIGWINCH:
-    case SIGTSTP: case SIGTTIN: case SIGTTOU:
-        return false;
-    default:
-        return true;
-    }
-}
-
-/* A created process's end by a signal, reported as a signal's end is (128 + sig). */
-static void child_exit_on_signal(int sig)
-{
-    _exit(128 + sig);
-}
-
-/* Resolves args[0] like Go's exec.LookPath (what runc reports): names with a '/' are used as
- * they are, others are searched in the spec's PATH. Runs inside the container's root. */
-static void child_resolve(const char *name, char *const *env, char *out, size_t cap)
-{
-    if (strchr(name, '/')) {
-        struct stat st;
-        if (stat(name, &st) < 0)
-            child_fail(errno == ENOENT ? RPC_NOT_FOUND : RPC_FAILED_PRECONDITION, "exec: \"%s\": stat %s: %s",
-                       name, name, strerror(errno));
-        if (!S_ISREG(st.st_mode) || access(name, X_OK) < 0)
-            child_fail(RPC_FAILED_PRECONDITION, "exec: \"%s\": permission denied", name);
-        snprintf(out, cap, "%s", name);
-        return;
-    }
-    const char *path = DEFAULT_PATH;
-    for (char *const *e = env; e && *e; e++)
-        if (strncmp(*e, "PATH=", 5) == 0)
-            path = *e + 5; /* the last one wins, as in execvpe */
-    const char *p = path;
-    for (;;) {
-        const char *colon = strchr(p, ':');
-        size_t dlen = colon ? (size_t)(colon - p) : strlen(p);
-        char cand[4096];
-        int n = dlen == 0 ? snprintf(cand, sizeof cand, "./%s", name)
-                          : snprintf(cand, sizeof cand, "%.*s/%s", (int)dlen, p, name);
-        if (n > 0 && (size_t)n < sizeof cand && is_executable_file(cand)) {
-            snprintf(out, cap, "%s", cand);
-            return;
-        }
-        if (!colon)
-            break;
-        p = colon + 1;
-    }
-    child_fail(RPC_NOT_FOUND, "exec: \"%s\": executable file not found in $PATH", name);
-}
-
-#ifndef TIOCGPTPEER
-#define TIOCGPTPEER _IO('T', 0x41)
-#endif
-
-/* terminal=true: a pty from the devpts instance of the container's /dev/ptmx (the caller is
- * already in the container's root), the slave as controlling terminal (the caller is a session
- * leader) and as fds 0-2, the master sent to the agent over fd 5. */
-static void child_setup_terminal(const struct agent_process *proc)
-{
-    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (master < 0)
-        child_fail(RPC_INTERNAL, "terminal: open /dev/ptmx: %s", strerror(errno));
-    if (unlockpt(master) < 0)
-        child_fail(RPC_INTERNAL, "terminal: unlockpt: %s", strerror(errno));
-    /* TIOCGPTPEER opens the slave of this very master, with no path lookup to trick. */
-    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (slave < 0)
-        child_fail(RPC_INTERNAL, "terminal: open the pty slave: %s", strerror(errno));
-    if (proc->has_console_size && (proc->console_width || proc->console_height)) {
-        struct winsize ws = { .ws_row = (unsigned short)(proc->console_height > 0xffff ? 0xffff : proc->console_height),
-                              .ws_col = (unsigned short)(proc->console_width > 0xffff ? 0xffff : proc->console_width) };
-        if (ioctl(slave, TIOCSWINSZ, &ws) < 0)
-            child_fail(RPC_INTERNAL, "terminal: set the console size: %s", strerror(errno));
-    }
-    if (ioctl(slave, TIOCSCTTY, 0) < 0)
-        child_fail(RPC_INTERNAL, "terminal: make it the controlling terminal: %s", strerror(errno));
-    /* The process owns its terminal, as with runc (best effort; nothing may be logged here:
-     * fd 2 already belongs to the process). */
-    int chown_rc = fchown(slave, proc->uid, proc->gid);
-    (void)chown_rc;
-    for (int i = 0; i < 3; i++)
-        if (dup2(slave, i) < 0)
-            child_fail(RPC_INTERNAL, "terminal: dup2: %s", strerror(errno));
-    close(slave);
-
-    char byte = 0;
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                          .msg_controllen = sizeof control.buf };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &master, sizeof(int));
-    ssize_t n;
-    do
-        n = sendmsg(5, &msg, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n != 1)
-        child_fail(RPC_INTERNAL, "terminal: hand the pty master to the agent: %s", n < 0 ? strerror(errno) : "short write");
-    close(master);
-    close(5);
-}
-
-/* Init process only: makes the spec's mounts in the container's root, pivots into it, then
- * hostname, sysctls, read-only and masked paths, read-only root. */
-static void child_enter_new_root(const struct child_ctx *ctx)
-{
-    char err[450];
-    int code;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        child_fail(RPC_INTERNAL, "make mounts private: %s", strerror(errno));
-    if (chdir(ctx->rootfs) < 0)
-        child_fail(RPC_INTERNAL, "chdir %s: %s", ctx->rootfs, strerror(errno));
-    TIMING_MARK("private_chdir");
-    if ((code = mounts_apply(ctx->create, ctx->files_dir, err, sizeof err)) != RPC_OK)
-        child_fail(code, "%s", err);
-    TIMING_MARK("mounts_apply");
-    if (ctx->cgroup_fd >= 0 && (code = cgroup_mount_in_root(ctx->create, err, sizeof err)) != RPC_OK)
-        child_fail(code, "%s", err);
-    TIMING_MARK("cgroup_mount");
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        child_fail(RPC_INTERNAL, "pivot_root: %s", strerror(errno));
-    if (umount2(".", MNT_DETACH) < 0)
-        child_fail(RPC_INTERNAL, "detach the old root: %s", strerror(errno));
-    if (chdir("/") < 0)
-        child_fail(RPC_INTERNAL, "chdir /: %s", strerror(errno));
-    const char *hostname = ctx->create->hostname;
-    if (hostname && hostname[0] && sethostname(hostname, strlen(hostname)) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "sethostname \"%s\": %s", hostname, strerror(errno));
-    TIMING_MARK("pivot_host");
-    if ((code = mounts_finish(ctx->create, err, sizeof err)) != RPC_OK)
-        child_fail(code, "%s", err);
-    TIMING_MARK("mounts_finish");
-}
-
-static int child_main(void *arg)
-{
-    const struct child_ctx *ctx = arg;
-    const struct agent_process *proc = ctx->proc;
-    int fds[6];
-    child_status_fd = ctx->fds[3];
-    TIMING_BEGIN();
-
-    /* Born in the container's cgroup (or, without clone3, into it before anything else: so
-     * all it allocates is charged there), then into a cgroup namespace rooted at it: the
-     * container's own (init), or the init's (exec). */
-    if (ctx->cgroup_fd >= 0) {
-        ssize_t w = 1;
-        if (ctx->cgroup_procs_fd >= 0) {
-            do
-                w = write(ctx->cgroup_procs_fd, "0", 1);
-            while (w < 0 && errno == EINTR);
-        }
-        if (w != 1)
-            child_fail(errno == EAGAIN ? RPC_RESOURCE_EXHAUSTED : RPC_INTERNAL, "join the container's cgroup: %s%s",
-                       strerror(errno), errno == EAGAIN ? " (pids.max reached)" : "");
-        if (ctx->create && unshare(CLONE_NEWCGROUP) < 0)
-            child_fail(RPC_INTERNAL, "new cgroup namespace: %s", strerror(errno));
-        if (!ctx->create && ctx->cgroupns_fd >= 0 && setns(ctx->cgroupns_fd, CLONE_NEWCGROUP) < 0)
-            child_fail(RPC_INTERNAL, "join the container's cgroup namespace: %s", strerror(errno));
-    }
-    TIMING_MARK("join_cgroup");
-
-    /* An exec joins the container: ipc and uts first, the mount namespace last (it also moves
-     * root and cwd to the container's root). The pid namespace was set for clone(). */
-    static const int ns_types[3] = { CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNS };
-    static const char *const ns_names[3] = { "ipc", "uts", "mount" };
-    for (int i = 0; i < 3; i++)
-        if (ctx->ns_fds[i] >= 0 && setns(ctx->ns_fds[i], ns_types[i]) < 0)
-            child_fail(RPC_INTERNAL, "join the container's %s namespace: %s", ns_names[i], strerror(errno));
-
-    /* fds: 0-2 stdio, 3 status (close-on-exec), 4 start, 5 console socket (terminal only);
-     * nothing else of the agent's. */
-    int nfds = ctx->fds[5] >= 0 ? 6 : 5;
-#ifdef SMOLVM_TIMING
-    /* Measurements only: the console stays open (close-on-exec) as the log. */
-    if (log_get_fd() >= 0 && dup3(log_get_fd(), 1000, O_CLOEXEC) == 1000)
-        log_set_fd(1000);
-#endif
-    for (int i = 0; i < nfds; i++) {
-        int fd = ctx->fds[i];
-        if (fd < 0 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-            child_fail(RPC_INTERNAL, "open /dev/null: %s", strerror(errno));
-        fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 10);
-        if (fds[i] < 0)
-            child_fail(RPC_INTERNAL, "dup: %s", strerror(errno));
-    }
-    for (int i = 0; i < nfds; i++)
-        if (dup2(fds[i], i) < 0)
-            child_fail(RPC_INTERNAL, "dup2: %s", strerror(errno));
-    child_status_fd = 3;
-    for (int i = 3; i < nfds; i++)
-        fcntl(i, F_SETFD, FD_CLOEXEC);
-#ifdef SMOLVM_TIMING
-    syscall(SYS_close_range, (unsigned)nfds, 999u, 0u);
-    syscall(SYS_close_range, 1001u, ~0u, 0u);
-#else
-    syscall(SYS_close_range, (unsigned)nfds, ~0u, 0u);
-#endif
-    TIMING_MARK("fds");
-
-    /* The agent blocks SIGCHLD and ignores SIGPIPE: neither may leak into the container. */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
-    setsid();
-
-    TIMING_MARK("signals");
-    if (ctx->create)
-        child_enter_new_root(ctx);
-    else if (chdir("/") < 0)
-        child_fail(RPC_INTERNAL, "chdir / in the container: %s", strerror(errno));
-
-    for (size_t i = 0; i < proc->nrlimits; i++) {
-        const struct agent_rlimit *rl = &proc->rlimits[i];
-        int res = rlimit_resource(rl->type ? rl->type : "");
-        if (res < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "unknown rlimit type \"%s\"", rl->type ? rl->type : "");
-        struct rlimit lim = { .rlim_cur = rl->soft, .rlim_max = rl->hard };
-        if (setrlimit(res, &lim) < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "setrlimit %s (soft %llu, hard %llu): %s", rl->type,
-                       (unsigned long long)rl->soft, (unsigned long long)rl->hard, strerror(errno));
-    }
-    const char *cwd = proc->cwd && proc->cwd[0] ? proc->cwd : "/";
-    if (cwd[0] != '/')
-        child_fail(RPC_INVALID_ARGUMENT, "cwd \"%s\" is not an absolute path", cwd);
-    mkdir_p(cwd, 0755); /* as runc: a missing cwd is created */
-    if (chdir(cwd) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\"): %s", cwd, strerror(errno));
-
-    TIMING_MARK("rlimits_cwd");
-    char exe[4096];
-    child_resolve(proc->args[0], proc->env, exe, sizeof exe);
-    TIMING_MARK("resolve");
-
-    if (proc->terminal)
-        child_setup_terminal(proc);
-
-    /* runc's order: bounding set (needs CAP_SETPCAP), seccomp without no_new_privs (needs
-     * CAP_SYS_ADMIN), the uid switch keeping the permitted set, then the capability sets,
-     * no_new_privs, and a seccomp filter under no_new_privs as late as possible. */
-    struct cap_masks caps;
-    int rc;
-    if (proc->has_caps) {
-        char err[300];
-        if (caps_resolve(&proc->caps, &caps, err, sizeof err) < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "%s", err);
-        if ((rc = caps_apply_bounding(&caps)) < 0)
-            child_fail(RPC_INTERNAL, "capabilities: drop from the bounding set: %s", strerror(-rc));
-    }
-    if (!proc->no_new_privileges && (rc = seccomp_install(ctx->seccomp)) < 0)
-        child_fail(RPC_INTERNAL, "linux.seccomp: install the filter: %s", strerror(-rc));
-    if (proc->has_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-        child_fail(RPC_INTERNAL, "capabilities: keep them across setuid: %s", strerror(errno));
-    gid_t gids[AGENT_MAX_LIST];
-    for (size_t i = 0; i < proc->ngids; i++)
-        gids[i] = proc->gids[i];
-    if (setgroups(proc->ngids, proc->ngids ? gids : NULL) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "setgroups: %s", strerror(errno));
-    if (setgid(proc->gid) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "setgid %u: %s", proc->gid, strerror(errno));
-    if (setuid(proc->uid) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "setuid %u: %s", proc->uid, strerror(errno));
-    if (proc->has_caps) {
-        if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
-            child_fail(RPC_INTERNAL, "capabilities: PR_SET_KEEPCAPS: %s", strerror(errno));
-        if ((rc = caps_apply_sets(&caps)) < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "capabilities: set effective/permitted/inheritable/ambient: %s",
-                       strerror(-rc));
-    }
-    if (chdir(cwd) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\") as uid %u: %s", cwd, proc->uid, strerror(errno));
-    umask(proc->has_umask ? (mode_t)(proc->umask & 0777) : 022);
-    if (proc->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        child_fail(RPC_INTERNAL, "no_new_privs: %s", strerror(errno));
-    if (proc->no_new_privileges && (rc = seccomp_install(ctx->seccomp)) < 0)
-        child_fail(RPC_INTERNAL, "linux.seccomp: install the filter: %s", strerror(-rc));
-
-    TIMING_MARK("security");
-    TIMING_END("CreateContainer child");
-    struct child_report ready;
-    memset(&ready, 0, sizeof ready);
-    if (write(3, &ready, sizeof ready) != (ssize_t)sizeof ready)
-        _exit(127);
-    /* Created, not started: a signal must end the process as it would end runc's init waiting
-     * for its start (its default action), though as its namespace's PID 1 with SIG_DFL the
-     * kernel would drop it. From StartProcess to the exec the agent holds signals instead
-     * (signal_hold.h); execve puts these handlers back to SIG_DFL. */
-    struct sigaction created_exit = { .sa_handler = child_exit_on_signal };
-    sigemptyset(&created_exit.sa_mask);
-    for (int sig = 1; sig < NSIG; sig++) {
-        if (signal_terminates_by_default(sig))
-            sigaction(sig, &created_exit, NULL);
-    }
-    char go;
-    ssize_t n;
-    do
-        n = read(4, &go, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1)
-        _exit(127); /* the agent dropped us before StartProcess */
-    close(4);
-    execve(exe, proc->args, proc->env ? proc->env : (char *[]){ NULL });
-    child_fail(errno == ENOENT ? RPC_NOT_FOUND : RPC_FAILED_PRECONDITION, "exec: \"%s\": %s", exe,
-               strerror(errno));
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -951,14 +314,6 @@ static void answer_waits(struct process *p)
 void process_on_output_done(struct process *p)
 {
     answer_waits(p);
-}
-
-static void close_fd_at(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
 }
 
 static void close_status(struct process *p)
@@ -1030,7 +385,7 @@ static void container_destroy(struct container *c)
     process_release(&c->init, "was removed");
     while (c->execs)
         exec_destroy(c->execs);
-    container_unmount(c);
+    rootfs_unmount(&c->fs);
     container_release_cgroup(c);
     seccomp_program_free(&c->seccomp);
     for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next) {
@@ -1106,73 +461,6 @@ static const char *validate_stdio(const char *who, const struct stdio_streams *s
     return NULL;
 }
 
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-
-/* clone3's arguments (struct clone_args of linux/sched.h, CLONE_ARGS_SIZE_VER2), spelled out:
- * the uapi header clashes with libc's sched.h. */
-struct clone3_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
-        cgroup;
-};
-
-/* The legacy start: clone() on a stack of its own; a child meant for a cgroup joins it itself
- * through cgroup.procs. pid, or -1 with errno. */
-static pid_t clone_joining(struct child_ctx *ctx, int clone_flags)
-{
-    if (ctx->cgroup_fd >= 0 && (ctx->cgroup_procs_fd = openat(ctx->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0)
-        return -1;
-    pid_t pid = -1;
-    char *stack = malloc(CHILD_STACK_SIZE);
-    if (stack)
-        pid = clone(child_main, stack + CHILD_STACK_SIZE, clone_flags | SIGCHLD, ctx);
-    int e = stack ? errno : ENOMEM;
-    free(stack); /* the child has its own copy */
-    close_fd_at(&ctx->cgroup_procs_fd);
-    errno = e;
-    return pid;
-}
-
-/* Starts the child running child_main(ctx). With a cgroup, clone3(CLONE_INTO_CGROUP): the
- * child is born in it (charged there from its first page, and no migration of a running
- * task, whose write lock on the cgroup threadgroup rwsem waits for an RCU grace period);
- * without clone3 (a kernel before 5.7) the legacy start. pid, or -1 with errno. */
-static pid_t clone_child(struct child_ctx *ctx, int clone_flags)
-{
-    ctx->cgroup_procs_fd = -1;
-    if (ctx->cgroup_fd < 0)
-        return clone_joining(ctx, clone_flags);
-    struct clone3_args args = {
-        .flags = (uint64_t)(unsigned)clone_flags | CLONE_INTO_CGROUP,
-        .exit_signal = SIGCHLD,
-        .cgroup = (uint64_t)ctx->cgroup_fd,
-    };
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0)
-        _exit(child_main(ctx)); /* as after fork: a copy of the agent, on a copy of its stack */
-    if (pid > 0 || (errno != ENOSYS && errno != E2BIG))
-        return (pid_t)pid;
-    return clone_joining(ctx, clone_flags);
-}
-
-void container_prewarm(void)
-{
-    struct clone3_args args = {
-        .flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC,
-        .exit_signal = SIGCHLD,
-    };
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0)
-        _exit(0);
-    if (pid < 0) {
-        LOG_INFO("prewarm the container namespaces: clone3: %s", strerror(errno));
-        return;
-    }
-    while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-}
-
 /* Clones the process's child, which sets itself up and waits before execve, and keeps the
  * agent's ends: status and start pipes, stdio pipes and their streams (terminal: the streams
  * get the pty master once the child sends it). pidns_fd >= 0: the child is born in that pid
@@ -1212,7 +500,7 @@ static int spawn_process(uint64_t gen, uint32_t sid, struct process *p, struct c
         }
     }
     TIMING_MARK("pipes");
-    pid_t pid = clone_child(ctx, clone_flags);
+    pid_t pid = child_clone(ctx, clone_flags);
     int clone_errno = errno;
     if (self_pidns >= 0) {
         if (setns(self_pidns, CLONE_NEWPID) < 0)
@@ -1304,7 +592,7 @@ static const char *validate_create(const struct create_container_request *req, i
             snprintf(msg, sizeof msg, "container \"%s\": writable disk slot without a serial", id);
             return msg;
         }
-        if (slots[i]->fs_type && slots[i]->fs_type[0] && !allowed_fs(slots[i]->fs_type)) {
+        if (slots[i]->fs_type && slots[i]->fs_type[0] && !rootfs_fs_supported(slots[i]->fs_type)) {
             snprintf(msg, sizeof msg, "container \"%s\": unsupported filesystem \"%.64s\" (want erofs or ext4)",
                      id, slots[i]->fs_type);
             return msg;
@@ -1345,11 +633,7 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
         agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", req->container_id);
         return;
     }
-    snprintf(c->dir, sizeof c->dir, "%s/%s", CONTAINER_ROOT, c->id);
-    snprintf(c->image_dir, sizeof c->image_dir, "%s/image", c->dir);
-    snprintf(c->disk_dir, sizeof c->disk_dir, "%s/disk", c->dir);
-    snprintf(c->rootfs_dir, sizeof c->rootfs_dir, "%s/rootfs", c->dir);
-    snprintf(c->files_dir, sizeof c->files_dir, "%s/files", c->dir);
+    rootfs_init_paths(&c->fs, c->id);
     c->cgroup_fd = -1;
     c->oom_wd = -1;
     struct process *p = &c->init;
@@ -1374,8 +658,8 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
         return;
     }
     TIMING_MARK("open_procs");
-    if (container_mount(c, req, &code, err, sizeof err) < 0 ||
-        (code = mounts_write_files(req, c->files_dir, err, sizeof err)) != RPC_OK ||
+    if (rootfs_mount(&c->fs, req, &code, err, sizeof err) < 0 ||
+        (code = mounts_write_files(req, c->fs.files_dir, err, sizeof err)) != RPC_OK ||
         (code = mounts_prepare_share(req, err, sizeof err)) != RPC_OK) {
         agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
         container_destroy(c);
@@ -1384,8 +668,8 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
     struct child_ctx ctx = {
         .proc = &req->process,
         .create = req,
-        .rootfs = c->rootfs_dir,
-        .files_dir = c->files_dir,
+        .rootfs = c->fs.rootfs_dir,
+        .files_dir = c->fs.files_dir,
         .seccomp = &c->seccomp,
         .ns_fds = { -1, -1, -1 },
         .cgroup_fd = c->cgroup_fd,

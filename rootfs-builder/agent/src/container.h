@@ -54,10 +54,6 @@ struct process {
     struct signal_hold held;        /* init: signals the kernel would drop, held (signal_hold.h) */
 };
 
-/* Agent start (before a template snapshot): makes and drops once the namespaces every
- * container's init gets, so that the kernel's one-time set-up for them (the pid cache of a
- * second pid namespace level) is not paid by the first container of a restored VM. */
-void container_prewarm(void);
 void container_create(uint64_t gen, uint32_t sid, struct create_container_request *req);
 void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req);
 void container_start(uint64_t gen, uint32_t sid, const struct process_target *t);

@@ -26,6 +26,7 @@
 #include "blkdev.h"
 #include "cgroups.h"
 #include "channel.h"
+#include "child.h"
 #include "container.h"
 #include "log.h"
 #include "service.h"
@@ -454,7 +455,7 @@ int main(int argc, char **argv)
         move_to_tmpfs_root(argv[0] && argv[0][0] == '/' ? argv[0] : "/init");
     umask(022);
     mount_system();
-    container_prewarm();
+    child_prewarm_namespaces();
     const char *debug = getenv("SMOLVM_DEBUG");
     log_debug_enabled = debug && debug[0] && strcmp(debug, "0") != 0;
     LOG_DEBUG("debug logging on (SMOLVM_DEBUG on the kernel command line)");
