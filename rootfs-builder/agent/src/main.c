@@ -6,11 +6,14 @@
  * Then it mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run and the cgroup2 tree, finds the
  * agent channel and serves the agent API on it, forever: PID 1 never exits (that would
  * panic the kernel) and reaps every child. Nothing about a container is on the kernel
- * command line: everything arrives through the channel. */
+ * command line: everything arrives through the channel.
+ *
+ * main makes the agent's objects (the host connection, the stdio streams, the RPC layer) and
+ * wires them: the connection's frames go to the RPC layer, the container layer's events to
+ * it, the streams send through the connection. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,101 +21,33 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "blkdev.h"
 #include "cgroups.h"
 #include "channel.h"
 #include "child.h"
 #include "container.h"
+#include "event_loop.h"
+#include "host_conn.h"
 #include "log.h"
-#include "service.h"
+#include "rpc.h"
 #include "stdio_pump.h"
 
 #define STAGE2_ARG "--in-tmpfs-root"
 #define NEW_ROOT "/.smolvm-root"
-/* While the host end of the virtio port is closed, re-check this often (ms). The kernel also
- * wakes us on connect; this is the fallback, cheap enough to be invisible. */
-#define RECONNECT_POLL_MS 20
 
-struct host_conn g_conn;
+/* The agent's objects, made once by main and passed to each other explicitly. */
+struct agent {
+    struct host_conn conn;
+    struct stream_set streams;
+    struct rpc rpc;
+    bool shutting_down;
+    struct loop_timer shutdown_timer;
+};
 
-static struct ttrpc_reader g_reader;
-static struct write_queue g_wq;
-static bool g_read_blocked; /* stopped reading requests: control lane full */
-static bool g_shutting_down;
-
-/* Channel state: at most one connection, on the vport or on an accepted vsock socket. */
-static int g_chan_fd = -1;
-static bool g_chan_is_vport;
-static int g_vport_fd = -1;
-static int g_vsock_listen_fd = -1;
-static int g_uevent_fd = -1;
-static struct loop_timer g_reconnect_timer = { .fd = -1 };
-static bool g_reconnect_armed;
-static struct loop_timer g_shutdown_timer = { .fd = -1 };
-
-static void on_vport_event(void *unused, uint32_t events);
-static void on_vsock_conn_event(void *unused, uint32_t events);
-static void on_vsock_accept(void *unused, uint32_t events);
-static void on_uevent(void *unused, uint32_t events);
-static void on_cgroup_events(void *unused, uint32_t events);
-
-static struct watch w_vport = { on_vport_event, NULL };
-static struct watch w_vsock_conn = { on_vsock_conn_event, NULL };
-static struct watch w_vsock_listen = { on_vsock_accept, NULL };
-static struct watch w_uevent = { on_uevent, NULL };
-static struct watch w_cgroup_events = { on_cgroup_events, NULL };
-
-/* ------------------------------------------------------------------ output to the host */
-
-void agent_queue_frame(enum wq_lane lane, uint32_t stream_id, uint8_t type, uint8_t flags,
-                       const void *payload, size_t len)
-{
-    if (!g_conn.connected)
-        return;
-    if (wq_push_frame(&g_wq, lane, stream_id, type, flags, payload, len) < 0)
-        LOG_ERR("dropping a %zu-byte frame on stream %u: out of memory", len, stream_id);
-}
-
-size_t agent_data_queued(void)
-{
-    return wq_queued(&g_wq, WQ_DATA);
-}
-
-void agent_respond(uint64_t gen, uint32_t stream_id, enum wq_lane lane, int32_t code,
-                   const char *message, const pb_writer *payload)
-{
-    if (!g_conn.connected || gen != g_conn.gen)
-        return; /* the request came on a connection that is gone */
-    pb_writer w;
-    pb_writer_init(&w);
-    if (payload && payload->failed) {
-        code = RPC_INTERNAL;
-        message = "out of memory encoding the response";
-        payload = NULL;
-    }
-    ttrpc_encode_response(&w, code, message, payload ? payload->buf : NULL, payload ? payload->len : 0);
-    if (w.failed)
-        LOG_ERR("out of memory encoding the response on stream %u", stream_id);
-    else
-        agent_queue_frame(lane, stream_id, TTRPC_RESPONSE, 0, w.buf, w.len);
-    pb_writer_free(&w);
-}
-
-void agent_respond_error(uint64_t gen, uint32_t stream_id, int32_t code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    LOG_DEBUG("stream %u: error %d: %s", stream_id, code, msg);
-    agent_respond(gen, stream_id, WQ_CONTROL, code, msg, NULL);
-}
+/* ------------------------------------------------------------------ shutdown */
 
 static __attribute__((noreturn)) void power_off(void)
 {
@@ -125,201 +60,73 @@ static __attribute__((noreturn)) void power_off(void)
         pause(); /* PID 1 must not exit */
 }
 
-void agent_begin_shutdown(void)
+/* Shutdown was answered: flush, sync and reboot (QEMU -no-reboot exits). */
+static void begin_shutdown(void *ctx)
 {
-    g_shutting_down = true;
+    struct agent *a = ctx;
+    a->shutting_down = true;
     container_kill_all();
     sync();
     /* Give the answer a moment to reach the host, but never hang on a host that is gone. */
-    if (g_shutdown_timer.fd >= 0)
-        loop_timer_set(&g_shutdown_timer, 1000, false);
+    if (a->shutdown_timer.fd >= 0)
+        loop_timer_set(&a->shutdown_timer, 1000, false);
 }
 
-/* ------------------------------------------------------------------ the connection */
-
-static void on_frame(void *ctx, const struct ttrpc_frame *f)
+static void on_shutdown_timer(void *ctx, uint32_t events)
 {
-    service_on_frame(f);
+    LOG_WARN("shutdown: the host did not take the answer in time");
+    power_off();
 }
 
-static void on_oversized(void *ctx, uint32_t stream_id, uint8_t type, uint32_t len)
+/* ------------------------------------------------------------------ wiring */
+
+static void conn_frame(void *ctx, const struct ttrpc_frame *f)
 {
-    service_on_oversized(stream_id, type, len);
+    struct agent *a = ctx;
+    rpc_on_frame(&a->rpc, f);
 }
 
-static const struct ttrpc_reader_ops reader_ops = { on_frame, on_oversized };
-
-static void conn_begin(int fd, bool is_vport)
+static void conn_oversized(void *ctx, uint32_t stream_id, uint8_t type, uint32_t len)
 {
-    g_chan_fd = fd;
-    g_chan_is_vport = is_vport;
-    g_conn.connected = true;
-    g_conn.handshake_done = false;
-    g_conn.gen++;
-    ttrpc_reader_reset(&g_reader);
-    wq_clear(&g_wq);
-    g_read_blocked = false;
-    if (g_reconnect_armed) {
-        loop_timer_set(&g_reconnect_timer, 0, false);
-        g_reconnect_armed = false;
-    }
-    LOG_INFO("host connected (%s)", is_vport ? "virtio-serial" : "vsock");
+    struct agent *a = ctx;
+    rpc_on_oversized(&a->rpc, stream_id, type, len);
 }
 
-static void arm_reconnect(void)
+static void conn_data_room(void *ctx)
 {
-    if (!g_reconnect_armed && g_reconnect_timer.fd >= 0) {
-        loop_timer_set(&g_reconnect_timer, RECONNECT_POLL_MS, true);
-        g_reconnect_armed = true;
-    }
+    struct agent *a = ctx;
+    stream_update_all(&a->streams);
 }
 
-static void conn_end(const char *why)
+static void conn_lost(void *ctx)
 {
-    if (!g_conn.connected)
-        return;
-    LOG_INFO("host disconnected: %s", why);
-    g_conn.connected = false;
-    g_conn.handshake_done = false;
-    ttrpc_reader_reset(&g_reader);
-    wq_clear(&g_wq);
-    g_read_blocked = false;
-    stream_detach_all();
-    if (g_chan_is_vport) {
-        arm_reconnect(); /* the port stays open; wait for the host to come back */
-    } else {
-        watch_del(g_chan_fd);
-        close(g_chan_fd);
-    }
-    g_chan_fd = -1;
-    if (g_shutting_down)
+    struct agent *a = ctx;
+    stream_detach_all(&a->streams);
+    channel_conn_lost();
+    if (a->shutting_down)
         power_off();
 }
 
-static void channel_read(void)
+static const struct host_conn_ops conn_ops = { conn_frame, conn_oversized, conn_data_room, conn_lost };
+
+static void stream_send(void *conn, enum wq_lane lane, uint32_t stream_id, uint8_t flags, const void *payload,
+                        size_t len)
 {
-    static uint8_t buf[65536];
-    while (g_conn.connected) {
-        if (wq_queued(&g_wq, WQ_CONTROL) >= CONTROL_QUEUE_LIMIT) {
-            g_read_blocked = true;
-            return;
-        }
-        ssize_t n = read(g_chan_fd, buf, sizeof buf);
-        if (n > 0) {
-            if (ttrpc_reader_push(&g_reader, buf, (size_t)n, &reader_ops, NULL) < 0)
-                conn_end("out of memory reading a frame");
-            continue;
-        }
-        if (n == 0) {
-            conn_end("end of stream");
-            return;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN)
-            conn_end(strerror(errno));
-        return;
-    }
+    host_conn_send(conn, lane, stream_id, TTRPC_DATA, flags, payload, len);
 }
 
-static void channel_flush(void)
+static size_t stream_data_queued(const void *conn)
 {
-    for (int round = 0; round < 16 && g_conn.connected; round++) {
-        int rc = wq_flush(&g_wq, g_chan_fd);
-        if (rc < 0) {
-            conn_end(strerror(errno));
-            return;
-        }
-        /* Room in the data lane: let blocked output streams read again. */
-        stream_update_all();
-        if (g_read_blocked && wq_queued(&g_wq, WQ_CONTROL) < CONTROL_QUEUE_LIMIT) {
-            g_read_blocked = false;
-            channel_read();
-            continue;
-        }
-        break;
-    }
-    if (g_shutting_down && (!g_conn.connected || wq_empty(&g_wq)))
+    return host_conn_queued(conn, WQ_DATA);
+}
+
+/* After every batch of events: what was queued goes to the host. */
+static void after_batch(void *ctx)
+{
+    struct agent *a = ctx;
+    host_conn_flush(&a->conn);
+    if (a->shutting_down && (!host_conn_connected(&a->conn) || host_conn_drained(&a->conn)))
         power_off();
-}
-
-static void try_open_vport(void)
-{
-    if (g_vport_fd >= 0)
-        return;
-    char path[128];
-    int fd = channel_open_vport(AGENT_VPORT_NAME, path, sizeof path);
-    if (fd < 0)
-        return;
-    g_vport_fd = fd;
-    LOG_INFO("agent channel: %s", path);
-    /* Edge-triggered: while the host is away the port reports POLLHUP continuously; the
-     * kernel wakes the port's waitqueue when the host connects. */
-    if (watch_add(fd, EPOLLIN | EPOLLOUT | EPOLLET, &w_vport) < 0)
-        LOG_ERR("epoll add %s: %s", path, strerror(errno));
-    if (g_chan_fd < 0) {
-        if (channel_vport_host_absent(fd))
-            arm_reconnect();
-        else
-            conn_begin(fd, true);
-    }
-}
-
-static void on_vport_event(void *unused, uint32_t events)
-{
-    if (g_chan_fd != g_vport_fd) {
-        if (g_chan_fd >= 0)
-            return; /* a vsock connection is active */
-        if (channel_vport_host_absent(g_vport_fd)) {
-            arm_reconnect();
-            return;
-        }
-        conn_begin(g_vport_fd, true);
-    }
-    channel_read();
-}
-
-static void on_vsock_conn_event(void *unused, uint32_t events)
-{
-    if (g_conn.connected && !g_chan_is_vport)
-        channel_read();
-}
-
-static void on_vsock_accept(void *unused, uint32_t events)
-{
-    for (;;) {
-        int fd = accept4(g_vsock_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        if (g_chan_fd >= 0 && g_chan_is_vport) {
-            LOG_WARN("vsock connection refused: the virtio-serial channel is in use");
-            close(fd);
-            continue;
-        }
-        if (g_chan_fd >= 0)
-            conn_end("replaced by a new vsock connection");
-        if (watch_add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, &w_vsock_conn) < 0) {
-            LOG_ERR("epoll add vsock connection: %s", strerror(errno));
-            close(fd);
-            continue;
-        }
-        conn_begin(fd, false);
-        channel_read();
-    }
-}
-
-static void on_reconnect_timer(void *unused, uint32_t events)
-{
-    loop_timer_ack(&g_reconnect_timer);
-    if (g_chan_fd >= 0 || g_vport_fd < 0) {
-        loop_timer_set(&g_reconnect_timer, 0, false);
-        g_reconnect_armed = false;
-        return;
-    }
-    if (!channel_vport_host_absent(g_vport_fd)) {
-        conn_begin(g_vport_fd, true);
-        channel_read();
-    }
 }
 
 /* ------------------------------------------------------------------ boot */
@@ -412,28 +219,6 @@ static void mount_system(void)
         LOG_ERR("mkdir /run/smolvm/c: %s", strerror(errno));
 }
 
-static void on_uevent(void *unused, uint32_t events)
-{
-    if (channel_uevent_drain(g_uevent_fd))
-        try_open_vport();
-}
-
-static void on_cgroup_events(void *unused, uint32_t events)
-{
-    container_on_cgroup_events();
-}
-
-static void on_shutdown_timer(void *unused, uint32_t events)
-{
-    LOG_WARN("shutdown: the host did not take the answer in time");
-    power_off();
-}
-
-static void after_batch(void *unused)
-{
-    channel_flush();
-}
-
 static void on_signalfd(void *obj, uint32_t events)
 {
     int fd = *(int *)obj;
@@ -475,25 +260,17 @@ int main(int argc, char **argv)
             pause();
     }
     watch_add(sfd, EPOLLIN, &w_signal);
-    ttrpc_reader_init(&g_reader, TTRPC_MAX_PAYLOAD);
-    wq_init(&g_wq);
-    loop_timer_open(&g_reconnect_timer, on_reconnect_timer, NULL);
-    loop_timer_open(&g_shutdown_timer, on_shutdown_timer, NULL);
-    if (cgroups_events_fd() >= 0)
-        watch_add(cgroups_events_fd(), EPOLLIN, &w_cgroup_events);
 
-    /* Listen for uevents before looking, so a port announced in between is not missed. */
-    g_uevent_fd = channel_uevent_open();
-    if (g_uevent_fd >= 0)
-        watch_add(g_uevent_fd, EPOLLIN, &w_uevent);
-    try_open_vport();
-    g_vsock_listen_fd = channel_vsock_listen(AGENT_VSOCK_PORT);
-    if (g_vsock_listen_fd >= 0) {
-        watch_add(g_vsock_listen_fd, EPOLLIN, &w_vsock_listen);
-        LOG_INFO("agent channel: vsock port %u", AGENT_VSOCK_PORT);
-    }
-    if (g_vport_fd < 0 && g_vsock_listen_fd < 0)
-        LOG_INFO("waiting for the agent channel (virtio port \"%s\")", AGENT_VPORT_NAME);
+    static struct agent agent;
+    struct agent *a = &agent;
+    host_conn_init(&a->conn, &conn_ops, a);
+    struct stream_link link = { stream_send, stream_data_queued, &a->conn };
+    stream_set_init(&a->streams, &link);
+    rpc_init(&a->rpc, &a->conn, &a->streams, begin_shutdown, a);
+    struct container_events events = rpc_container_events(&a->rpc);
+    containers_init(&events, &a->streams);
+    loop_timer_open(&a->shutdown_timer, on_shutdown_timer, a);
+    channel_start(&a->conn);
 
-    event_loop_run(after_batch, NULL);
+    event_loop_run(after_batch, a);
 }
