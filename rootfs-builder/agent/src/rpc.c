@@ -130,6 +130,43 @@ static bool pending_any(const struct rpc *r, enum pending_kind kind, const void 
     return false;
 }
 
+/* The process a request names; false when there is none (the request is answered). */
+static bool find_process(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t,
+                         struct container **c, struct process **p)
+{
+    char err[ERR_MAX];
+    int code = container_find_process(t->container_id, t->exec_id, c, p, err, sizeof err);
+    if (code != RPC_OK)
+        answer_error(r, gen, sid, code, "%s", err);
+    return code == RPC_OK;
+}
+
+/* The container a request names, with a cgroup when `cgroup_use` names what it is for; false
+ * when there is none (the request is answered). */
+static bool find_container(struct rpc *r, uint64_t gen, uint32_t sid, const char *id, const char *cgroup_use,
+                           struct container **c)
+{
+    char err[ERR_MAX];
+    int code = cgroup_use ? container_find_with_cgroup(id, cgroup_use, c, err, sizeof err)
+                          : container_find(id, c, err, sizeof err);
+    if (code != RPC_OK)
+        answer_error(r, gen, sid, code, "%s", err);
+    return code == RPC_OK;
+}
+
+/* The answer to request sid waits for target (`name` in messages); NULL when memory is short
+ * (the request is answered). */
+static struct rpc_pending *await(struct rpc *r, uint64_t gen, uint32_t sid, enum pending_kind kind,
+                                 const void *target, const char *name)
+{
+    struct rpc_pending *pd = pending_new(kind, gen, sid);
+    if (!pd)
+        answer_error(r, gen, sid, RPC_INTERNAL, "%s: out of memory", name);
+    else
+        pending_add(r, pd, target);
+    return pd;
+}
+
 /* Answers (and forgets) every pending answer of this kind for target: OK (empty) or the error. */
 static void answer_all(struct rpc *r, enum pending_kind kind, const void *target, int32_t code, const char *msg)
 {
@@ -280,10 +317,23 @@ static void handle_handshake(struct rpc *r, uint64_t gen, uint32_t sid, const ui
     LOG_INFO("handshake done (kernel %s)", u.release);
 }
 
-/* Waits for the set-up of the process a create or an exec cloned (code: the call's result). */
-static void await_setup(struct rpc *r, uint64_t gen, uint32_t sid, struct rpc_pending *pd, int code,
-                        struct process *p, const char *err)
+/* CreateContainer (create) or ExecProcess (exec): answered once the child the container layer
+ * clones is set up (setup_done), or at once when the call fails. */
+static void clone_and_await(struct rpc *r, uint64_t gen, uint32_t sid, const struct create_container_request *create,
+                            const struct exec_process_request *exec)
 {
+    char err[ERR_MAX];
+    struct process *p = NULL;
+    const char *id = create ? create->container_id : exec->container_id;
+    /* Made before the call: the child is cloned by then, and must have someone to answer. */
+    struct rpc_pending *pd = pending_new(PENDING_SETUP, gen, sid);
+    int code = RPC_INTERNAL;
+    if (!pd)
+        snprintf(err, sizeof err, "container \"%s\": out of memory", id ? id : "");
+    else if (create)
+        code = container_create(create, &p, err, sizeof err);
+    else
+        code = container_exec(exec, &p, err, sizeof err);
     if (code != RPC_OK) {
         free(pd);
         answer_error(r, gen, sid, code, "%s", err);
@@ -294,30 +344,12 @@ static void await_setup(struct rpc *r, uint64_t gen, uint32_t sid, struct rpc_pe
 
 static void create_container(struct rpc *r, uint64_t gen, uint32_t sid, struct create_container_request *req)
 {
-    struct rpc_pending *pd = pending_new(PENDING_SETUP, gen, sid);
-    if (!pd) {
-        answer_error(r, gen, sid, RPC_INTERNAL, "container \"%s\": out of memory",
-                     req->container_id ? req->container_id : "");
-        return;
-    }
-    char err[ERR_MAX];
-    struct process *p = NULL;
-    int code = container_create(req, &p, err, sizeof err);
-    await_setup(r, gen, sid, pd, code, p, err);
+    clone_and_await(r, gen, sid, req, NULL);
 }
 
 static void exec_process(struct rpc *r, uint64_t gen, uint32_t sid, struct exec_process_request *req)
 {
-    struct rpc_pending *pd = pending_new(PENDING_SETUP, gen, sid);
-    if (!pd) {
-        answer_error(r, gen, sid, RPC_INTERNAL, "container \"%s\" exec \"%s\": out of memory",
-                     req->container_id ? req->container_id : "", req->exec_id ? req->exec_id : "");
-        return;
-    }
-    char err[ERR_MAX];
-    struct process *p = NULL;
-    int code = container_exec(req, &p, err, sizeof err);
-    await_setup(r, gen, sid, pd, code, p, err);
+    clone_and_await(r, gen, sid, NULL, req);
 }
 
 static void resize_pty(struct rpc *r, uint64_t gen, uint32_t sid, struct resize_pty_request *req)
@@ -332,30 +364,24 @@ static void resize_pty(struct rpc *r, uint64_t gen, uint32_t sid, struct resize_
 
 static void update_container(struct rpc *r, uint64_t gen, uint32_t sid, struct update_container_request *req)
 {
-    char err[ERR_MAX];
     struct container *c;
-    int code = container_find_with_cgroup(req->container_id, "update resources", &c, err, sizeof err);
-    if (code == RPC_OK)
-        code = container_update(c, &req->resources, err, sizeof err);
-    answer_result(r, gen, sid, code, err);
+    if (!find_container(r, gen, sid, req->container_id, "update resources", &c))
+        return;
+    char err[ERR_MAX];
+    answer_result(r, gen, sid, container_update(c, &req->resources, err, sizeof err), err);
 }
 
 static void watch_oom(struct rpc *r, uint64_t gen, uint32_t sid, struct watch_oom_request *req)
 {
-    char err[ERR_MAX];
     struct container *c;
-    int code = container_find_with_cgroup(req->container_id, "watch OOM kills", &c, err, sizeof err);
-    if (code != RPC_OK) {
-        answer_error(r, gen, sid, code, "%s", err);
+    if (!find_container(r, gen, sid, req->container_id, "watch OOM kills", &c))
         return;
-    }
-    struct rpc_pending *pd = pending_new(PENDING_OOM, gen, sid);
-    if (!pd) {
-        answer_error(r, gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", container_id(c));
+    char name[160];
+    snprintf(name, sizeof name, "container \"%s\"", container_id(c));
+    struct rpc_pending *pd = await(r, gen, sid, PENDING_OOM, c, name);
+    if (!pd)
         return;
-    }
     pd->seen = req->seen;
-    pending_add(r, pd, c);
     /* Already past `seen`: answered at once (and waiters of a gone connection are dropped). */
     answer_oom(r, c, container_oom_kill(c), false);
 }
@@ -413,21 +439,13 @@ static void handle_shutdown(struct rpc *r, uint64_t gen, uint32_t sid, const uin
 
 static void start_process(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    char err[ERR_MAX];
     struct process *p;
-    int code = container_find_process(t->container_id, t->exec_id, NULL, &p, err, sizeof err);
-    if (code != RPC_OK) {
-        answer_error(r, gen, sid, code, "%s", err);
-        return;
-    }
-    struct rpc_pending *pd = pending_new(PENDING_START, gen, sid);
-    if (!pd) {
-        answer_error(r, gen, sid, RPC_INTERNAL, "%s: out of memory", process_name(p));
-        return;
-    }
+    struct rpc_pending *pd;
     /* Waiting before the call: start_done may come from within it. */
-    pending_add(r, pd, p);
-    code = process_start(p, err, sizeof err);
+    if (!find_process(r, gen, sid, t, NULL, &p) || !(pd = await(r, gen, sid, PENDING_START, p, process_name(p))))
+        return;
+    char err[ERR_MAX];
+    int code = process_start(p, err, sizeof err);
     if (code != RPC_OK) {
         pending_drop(r, pd);
         answer_error(r, gen, sid, code, "%s", err);
@@ -436,53 +454,36 @@ static void start_process(struct rpc *r, uint64_t gen, uint32_t sid, const struc
 
 static void wait_process(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    char err[ERR_MAX];
     struct process *p;
-    int code = container_find_process(t->container_id, t->exec_id, NULL, &p, err, sizeof err);
-    if (code != RPC_OK) {
-        answer_error(r, gen, sid, code, "%s", err);
-        return;
-    }
-    struct rpc_pending *pd = pending_new(PENDING_WAIT, gen, sid);
-    if (!pd) {
-        answer_error(r, gen, sid, RPC_INTERNAL, "%s: out of memory", process_name(p));
-        return;
-    }
-    pending_add(r, pd, p);
-    if (process_finished(p))
+    if (find_process(r, gen, sid, t, NULL, &p) && await(r, gen, sid, PENDING_WAIT, p, process_name(p)) &&
+        process_finished(p))
         answer_waits(r, p);
 }
 
 static void signal_process(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    char err[ERR_MAX];
     struct container *c;
     struct process *p;
-    int code = container_find_process(t->container_id, t->exec_id, &c, &p, err, sizeof err);
-    if (code == RPC_OK)
-        code = container_signal(c, p, t->signal, t->all, err, sizeof err);
-    answer_result(r, gen, sid, code, err);
+    if (!find_process(r, gen, sid, t, &c, &p))
+        return;
+    char err[ERR_MAX];
+    answer_result(r, gen, sid, container_signal(c, p, t->signal, t->all, err, sizeof err), err);
 }
 
 static void close_stdin(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    char err[ERR_MAX];
     struct process *p;
-    int code = container_find_process(t->container_id, t->exec_id, NULL, &p, err, sizeof err);
-    if (code == RPC_OK)
-        process_close_stdin(p);
-    answer_result(r, gen, sid, code, err);
+    if (!find_process(r, gen, sid, t, NULL, &p))
+        return;
+    process_close_stdin(p);
+    answer(r, gen, sid, WQ_CONTROL, NULL);
 }
 
 static void list_processes(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    char err[ERR_MAX];
     struct container *c;
-    int code = container_find(t->container_id, &c, err, sizeof err);
-    if (code != RPC_OK) {
-        answer_error(r, gen, sid, code, "%s", err);
+    if (!find_container(r, gen, sid, t->container_id, NULL, &c))
         return;
-    }
     static uint32_t pids[MAX_LISTED_PIDS];
     static const char *exec_ids[MAX_LISTED_PIDS];
     size_t n = container_list(c, pids, exec_ids, MAX_LISTED_PIDS);
@@ -495,20 +496,13 @@ static void list_processes(struct rpc *r, uint64_t gen, uint32_t sid, const stru
 
 static void remove_container(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    char err[ERR_MAX];
     struct container *c;
-    int code = container_find(t->container_id, &c, err, sizeof err);
-    if (code != RPC_OK) {
-        answer_error(r, gen, sid, code, "%s", err);
+    if (!find_container(r, gen, sid, t->container_id, NULL, &c))
         return;
-    }
-    struct rpc_pending *pd = pending_new(PENDING_REMOVE_CONTAINER, gen, sid);
-    if (!pd) {
-        answer_error(r, gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", container_id(c));
-        return;
-    }
-    pending_add(r, pd, c);
-    container_remove(c); /* answered when it is gone: maybe at once */
+    char name[160];
+    snprintf(name, sizeof name, "container \"%s\"", container_id(c));
+    if (await(r, gen, sid, PENDING_REMOVE_CONTAINER, c, name))
+        container_remove(c); /* answered when it is gone: maybe at once */
 }
 
 static void remove_process(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
@@ -519,30 +513,19 @@ static void remove_process(struct rpc *r, uint64_t gen, uint32_t sid, const stru
                      t->container_id ? t->container_id : "");
         return;
     }
-    char err[ERR_MAX];
     struct process *p;
-    int code = container_find_process(t->container_id, t->exec_id, NULL, &p, err, sizeof err);
-    if (code != RPC_OK) {
-        answer_error(r, gen, sid, code, "%s", err);
-        return;
-    }
-    struct rpc_pending *pd = pending_new(PENDING_REMOVE_PROCESS, gen, sid);
-    if (!pd) {
-        answer_error(r, gen, sid, RPC_INTERNAL, "%s: out of memory", process_name(p));
-        return;
-    }
-    pending_add(r, pd, p);
-    container_remove_process(p); /* answered when it is released: maybe at once */
+    if (find_process(r, gen, sid, t, NULL, &p) && await(r, gen, sid, PENDING_REMOVE_PROCESS, p, process_name(p)))
+        container_remove_process(p); /* answered when it is released: maybe at once */
 }
 
 static void stats_container(struct rpc *r, uint64_t gen, uint32_t sid, const struct process_target *t)
 {
-    char err[ERR_MAX];
     struct container *c;
+    if (!find_container(r, gen, sid, t->container_id, "stats", &c))
+        return;
+    char err[ERR_MAX];
     static struct container_stats st;
-    int code = container_find_with_cgroup(t->container_id, "stats", &c, err, sizeof err);
-    if (code == RPC_OK)
-        code = container_stats(c, &st, err, sizeof err);
+    int code = container_stats(c, &st, err, sizeof err);
     if (code != RPC_OK) {
         answer_error(r, gen, sid, code, "%s", err);
         return;
