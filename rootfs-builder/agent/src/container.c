@@ -636,7 +636,7 @@ int container_signal(struct container *c, struct process *p, uint32_t sig, bool 
             if (pids[i] != c->init.pid || !process_hold_signal(&c->init, (int)sig))
                 kill(pids[i], (int)sig);
     } else if (!p->exec_id && process_hold_signal(p, (int)sig)) {
-        /* Held (signal_hold.h): answered like a kill(2) the kernel accepted. */
+        /* Held (signal_hold.h): reported sent, as a kill(2) the kernel accepted. */
     } else if (kill(p->pid, (int)sig) < 0) {
         int e = errno;
         snprintf(err, errcap, "%s: kill %d: %s", process_name(p), (int)p->pid, strerror(e));
