@@ -1,7 +1,5 @@
-/* State shared by the agent's modules: the event loop's watches and the host connection
- * (one at a time), through which every response and stdio frame leaves.
- *
- * How this agent reads proto/smolvm/agent.proto where it is silent or ambiguous:
+/* The agent protocol (proto/smolvm/agent.proto) as this agent speaks it: its version, limits
+ * and channel (below), and how it reads the .proto where that is silent or ambiguous:
  * - WaitProcess vs. flow control: the .proto promises both "EOF before the WaitProcess
  *   answer" and "a process's exit is reported even while its output is blocked". Both cannot
  *   hold when the host grants no credit. The agent keeps the first: a Wait answer travels on
@@ -39,12 +37,6 @@
 #ifndef SMOLVM_AGENT_H
 #define SMOLVM_AGENT_H
 
-#include <stdbool.h>
-#include <stdint.h>
-
-#include "pb.h"
-#include "ttrpc.h"
-
 #define AGENT_PROTOCOL_VERSION 1
 /* 1: ExecProcess, ResizePty, RemoveProcess, terminals, console size.
  * 2: capabilities, umask, linux security (seccomp, masked/read-only paths, sysctls), mounts.
@@ -61,54 +53,5 @@
 #define CONTROL_QUEUE_LIMIT (8u << 20)
 #define AGENT_VSOCK_PORT 1024u
 #define AGENT_VPORT_NAME "smolvm.agent"
-
-enum watch_kind {
-    W_SIGNALFD,
-    W_CHANNEL,
-    W_VSOCK_LISTEN,
-    W_UEVENT,
-    W_RECONNECT_TIMER,
-    W_SHUTDOWN_TIMER,
-    W_STREAM,
-    W_PROC_STATUS,
-    W_CGROUP_EVENTS, /* inotify on the containers' memory.events (WatchOom) */
-    W_SIGNAL_HOLD_TIMER, /* polls init processes that have signals held (signal_hold.h) */
-    W_DEAD, /* its object was destroyed while events for it may still be in the batch */
-};
-
-struct watch {
-    enum watch_kind kind;
-    void *obj;
-};
-
-/* epoll helpers; events as for epoll_ctl. */
-int watch_add(int fd, uint32_t events, struct watch *w);
-int watch_mod(int fd, uint32_t events, struct watch *w);
-void watch_del(int fd);
-
-/* Frees ptr after the current batch of epoll events (objects embedding a watch). */
-void agent_defer_free(void *ptr);
-
-/* The current host connection. conn_gen changes on every (re)connection: a pending
- * answer remembers the generation it belongs to and is dropped if the host went away. */
-struct host_conn {
-    bool connected;
-    bool handshake_done;
-    uint64_t gen;
-};
-extern struct host_conn g_conn;
-
-/* Queues a ttrpc response (payload may be NULL). Lane WQ_DATA keeps it behind the data
- * frames already queued (WaitProcess: output EOF before the exit status). */
-void agent_respond(uint64_t gen, uint32_t stream_id, enum wq_lane lane, int32_t code,
-                   const char *message, const pb_writer *payload);
-void agent_respond_error(uint64_t gen, uint32_t stream_id, int32_t code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-/* Queues a frame for the current connection; dropped when there is none. */
-void agent_queue_frame(enum wq_lane lane, uint32_t stream_id, uint8_t type, uint8_t flags,
-                       const void *payload, size_t len);
-size_t agent_data_queued(void);
-/* Replies to Shutdown already queued: flush, sync and reboot (QEMU -no-reboot exits). */
-void agent_begin_shutdown(void);
 
 #endif

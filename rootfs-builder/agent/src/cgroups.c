@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "ttrpc.h"
+#include "rpc_status.h"
 
 #define SYSFS_MAGIC_VALUE 0x62656572
 #define MAX_CPU_SHARES 262144u

@@ -4,95 +4,107 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "blkdev.h"
 #include "cgroups.h"
+#include "child.h"
+#include "event_loop.h"
+#include "fsutil.h"
 #include "log.h"
 #include "mounts.h"
+#include "rootfs.h"
+#include "rpc_status.h"
 #include "security.h"
-#include "signal_hold.h"
-#include "stdio_pump.h"
 
-#define CONTAINER_ROOT "/run/smolvm/c"
-#define CHILD_STACK_SIZE (256 * 1024)
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define MAX_EXECS_PER_CONTAINER 1024
-
-enum mount_flag { M_IMAGE = 1, M_DISK = 2, M_ROOTFS = 4 };
 
 struct container {
     struct container *next;
     char *id;
-    char dir[256];
-    char image_dir[300];
-    char disk_dir[300];
-    char rootfs_dir[300];
-    char files_dir[300]; /* copies of the host files bind-mounted into the container */
+    struct rootfs fs;
     struct seccomp_program seccomp; /* linux.seccomp, for the init process and every exec */
-    unsigned mounted;
     struct process init;
     struct process *execs;
     size_t nexecs;
     bool pidns_known;
     dev_t pidns_dev;
     ino_t pidns_ino;
-    bool removing;
-    struct pending_reply *removals;
+    bool removing; /* RemoveContainer killed it: forget it when its init is reaped */
     /* Its cgroup (protocol 1.3); has_cgroup false when the guest has no cgroup2. */
     bool has_cgroup;
     char cgroup_dir[300];
     int cgroup_fd; /* its directory (clone3 CLONE_INTO_CGROUP), or -1 */
     struct agent_resources resources; /* as applied so far (Update merges into it) */
     int oom_wd;                       /* inotify watch of memory.events, or -1 */
-    struct oom_waiter *oom_waiters;   /* WatchOom callers */
-};
-
-/* A WatchOom caller: answered once oom_kill > seen, or when the container goes. */
-struct oom_waiter {
-    struct oom_waiter *next;
-    uint64_t gen;
-    uint32_t stream_id;
-    uint64_t seen;
 };
 
 static struct container *g_containers;
+static struct container_events g_events;
 
 /* Cgroups of removed containers whose processes were still exiting: removed later. */
 #define MAX_STALE_CGROUPS 64
 static char *g_stale_cgroups[MAX_STALE_CGROUPS];
 
-/* What the child reports on its status pipe: written once, atomically (< PIPE_BUF). */
-struct child_report {
-    int32_t code;
-    char message[500];
-};
+static void container_destroy(struct container *c);
+static void exec_destroy(struct process *p);
 
-static uint64_t now_unix_nano(void)
+/* ---------------------------------------------------------------- events */
+
+/* A failed Create/Exec leaves nothing: the child is killed and reaped, an exec is forgotten,
+ * an init takes its container (unmounted) with it. */
+static void destroy_failed_process(struct process *p)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    process_kill_and_reap(p);
+    if (p->exec_id)
+        exec_destroy(p);
+    else
+        container_destroy(p->container);
 }
+
+static void on_setup_done(struct process *p, int32_t code, const char *message)
+{
+    g_events.setup_done(g_events.ctx, p, code, message);
+    if (code != RPC_OK)
+        destroy_failed_process(p);
+}
+
+static void on_start_done(struct process *p, int32_t code, const char *message)
+{
+    g_events.start_done(g_events.ctx, p, code, message);
+}
+
+static void on_finished(struct process *p)
+{
+    g_events.finished(g_events.ctx, p);
+}
+
+static const struct process_events process_events = { on_setup_done, on_start_done, on_finished };
+
+static void on_cgroup_events(void *unused, uint32_t events)
+{
+    if (cgroups_events_drain())
+        g_events.oom_events(g_events.ctx);
+}
+
+static struct watch w_cgroup_events = { on_cgroup_events, NULL };
+
+void containers_init(const struct container_events *events, struct stream_set *streams)
+{
+    g_events = *events;
+    process_layer_init(&process_events, streams);
+    if (cgroups_events_fd() >= 0)
+        watch_add(cgroups_events_fd(), EPOLLIN, &w_cgroup_events);
+}
+
+/* ---------------------------------------------------------------- lookups */
 
 static struct container *find_container(const char *id)
 {
@@ -104,32 +116,6 @@ static struct container *find_container(const char *id)
     return NULL;
 }
 
-static struct pending_reply *pending_push(struct pending_reply **list, uint64_t gen, uint32_t sid)
-{
-    struct pending_reply *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
-    p->gen = gen;
-    p->stream_id = sid;
-    p->next = *list;
-    *list = p;
-    return p;
-}
-
-/* "container "c"" or "container "c" exec "e"": how messages name a process. */
-static const char *proc_name(const struct process *p)
-{
-    static char buf[2][400];
-    static int which;
-    which ^= 1;
-    const char *cid = p->container && p->container->id ? p->container->id : "";
-    if (p->exec_id)
-        snprintf(buf[which], sizeof buf[which], "container \"%.128s\" exec \"%.128s\"", cid, p->exec_id);
-    else
-        snprintf(buf[which], sizeof buf[which], "container \"%.128s\"", cid);
-    return buf[which];
-}
-
 static struct process *find_exec(const struct container *c, const char *exec_id)
 {
     for (struct process *p = c->execs; p; p = p->next)
@@ -138,29 +124,59 @@ static struct process *find_exec(const struct container *c, const char *exec_id)
     return NULL;
 }
 
-/* Looks up the container and the process (init for an empty exec_id) a request names;
- * answers the request with the error and returns NULL when either is unknown. */
-static struct process *target_process(uint64_t gen, uint32_t sid, const struct process_target *t,
-                                      struct container **out_c)
+int container_find(const char *id, struct container **out, char *err, size_t errcap)
 {
-    struct container *c = find_container(t->container_id);
-    if (!c) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
-                            t->container_id ? t->container_id : "");
-        return NULL;
-    }
+    *out = find_container(id);
+    if (*out)
+        return RPC_OK;
+    snprintf(err, errcap, "container \"%.200s\" not found", id ? id : "");
+    return RPC_NOT_FOUND;
+}
+
+int container_find_process(const char *container_id, const char *exec_id, struct container **out_c,
+                           struct process **out_p, char *err, size_t errcap)
+{
+    struct container *c;
+    int code = container_find(container_id, &c, err, errcap);
+    if (code != RPC_OK)
+        return code;
     struct process *p = &c->init;
-    if (t->exec_id && t->exec_id[0] && !(p = find_exec(c, t->exec_id))) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%s\": exec \"%.200s\" not found", c->id,
-                            t->exec_id);
-        return NULL;
+    if (exec_id && exec_id[0] && !(p = find_exec(c, exec_id))) {
+        snprintf(err, errcap, "container \"%s\": exec \"%.200s\" not found", c->id, exec_id);
+        return RPC_NOT_FOUND;
     }
     if (out_c)
         *out_c = c;
-    return p;
+    *out_p = p;
+    return RPC_OK;
 }
 
-/* ---------------------------------------------------------------- filesystems */
+int container_find_with_cgroup(const char *id, const char *what, struct container **out, char *err, size_t errcap)
+{
+    int code = container_find(id, out, err, errcap);
+    if (code != RPC_OK)
+        return code;
+    if (!(*out)->has_cgroup) {
+        snprintf(err, errcap, "container \"%s\": %s: the guest has no cgroup v2", (*out)->id, what);
+        return RPC_FAILED_PRECONDITION;
+    }
+    return RPC_OK;
+}
+
+const char *container_id(const struct container *c)
+{
+    return c->id;
+}
+
+struct container *container_first(void)
+{
+    return g_containers;
+}
+
+struct container *container_next(const struct container *c)
+{
+    return c->next;
+}
 
 static bool valid_container_id(const char *id)
 {
@@ -171,242 +187,6 @@ static bool valid_container_id(const char *id)
         if (!isalnum((unsigned char)id[i]) && id[i] != '_' && id[i] != '-' && id[i] != '.')
             return false;
     return true;
-}
-
-static bool allowed_fs(const char *fs)
-{
-    return strcmp(fs, "erofs") == 0 || strcmp(fs, "ext4") == 0;
-}
-
-/* /dev/vdX (virtio-blk slot) or /dev/sdX (a pod VM's hot-added SCSI disk) whose serial is
- * `serial`, waiting a bounded time for a hot-added disk to appear (blkdev.c). */
-static int find_slot_device(const char *serial, char *dev, size_t cap)
-{
-    return blkdev_wait_by_serial("/sys/block", "/dev", serial, BLKDEV_WAIT_MS, dev, cap);
-}
-
-#define SLOT_RESIZE_WAIT_MS 5000
-
-/* A pod's slot the host has just refilled: the new size reaches the guest through virtio-blk's
- * config-change interrupt, which the kernel handles in a work item. Wait (bounded) until the
- * device's capacity (BLKGETSIZE64: the size /sys/block/<name>/size shows, without a walk
- * through sysfs) is the size the host announced, so that the mount sees the whole new file,
- * never the placeholder's or the previous container's size. size_bytes 0: nothing to wait for. */
-static int wait_slot_capacity(int fd, const char *dev, const struct disk_slot *slot, int *code, char *err,
-                              size_t errcap)
-{
-    if (slot->size_bytes == 0)
-        return 0;
-    if (slot->size_bytes % 512 != 0) {
-        *code = RPC_INVALID_ARGUMENT;
-        snprintf(err, errcap, "disk slot %s: size_bytes %llu is not a whole number of 512-byte sectors", slot->serial,
-                 (unsigned long long)slot->size_bytes);
-        return -1;
-    }
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    uint64_t have = 0;
-    for (;;) {
-        bool known = fd >= 0 && ioctl(fd, BLKGETSIZE64, &have) == 0;
-        if (known && have == slot->size_bytes)
-            return 0;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (waited_ms >= SLOT_RESIZE_WAIT_MS) {
-            *code = RPC_FAILED_PRECONDITION;
-            if (known)
-                snprintf(err, errcap,
-                         "disk slot %s (%s): the device holds %llu bytes, the host announced %llu; the size change "
-                         "did not reach the guest within %d ms",
-                         slot->serial, dev, (unsigned long long)have, (unsigned long long)slot->size_bytes,
-                         SLOT_RESIZE_WAIT_MS);
-            else
-                snprintf(err, errcap, "disk slot %s (%s): cannot read its capacity: %s", slot->serial, dev,
-                         fd < 0 ? "cannot open it" : strerror(errno));
-            return -1;
-        }
-        struct timespec pause = { 0, 1000000 }; /* 1 ms */
-        nanosleep(&pause, NULL);
-    }
-}
-
-/* Before a slot's disk is mounted: its size as the host announced it (wait_slot_capacity),
- * then its cached blocks dropped (after a snapshot restore, or in a pod's reused slot, the
- * slot may hold a new file). 0, or -1 with code and err filled in. */
-static int prepare_slot_device(const char *dev, const struct disk_slot *slot, int *code, char *err, size_t errcap)
-{
-    int fd = open(dev, O_RDONLY | O_CLOEXEC);
-    int rc = wait_slot_capacity(fd, dev, slot, code, err, errcap);
-    if (rc == 0 && fd >= 0 && ioctl(fd, BLKFLSBUF, 0) < 0)
-        LOG_WARN("BLKFLSBUF %s: %s", dev, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    return rc;
-}
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char tmp[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof tmp)
-        return -1;
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-/* One directory in an existing parent (there already: fine). 0, or -1 with errno. */
-static int mkdir_one(const char *path, mode_t mode)
-{
-    return mkdir(path, mode) < 0 && errno != EEXIST ? -1 : 0;
-}
-
-static void container_unmount(struct container *c)
-{
-    /* Detached: the dying init's mount namespace may still pin them for a moment. */
-    if (c->mounted & M_ROOTFS)
-        umount2(c->rootfs_dir, MNT_DETACH);
-    if (c->mounted & M_DISK)
-        umount2(c->disk_dir, MNT_DETACH);
-    if (c->mounted & M_IMAGE)
-        umount2(c->image_dir, MNT_DETACH);
-    c->mounted = 0;
-    DIR *files = opendir(c->files_dir);
-    if (files) {
-        struct dirent *e;
-        while ((e = readdir(files)) != NULL)
-            if (e->d_name[0] != '.')
-                unlinkat(dirfd(files), e->d_name, 0);
-        closedir(files);
-        rmdir(c->files_dir);
-    }
-    rmdir(c->rootfs_dir);
-    rmdir(c->disk_dir);
-    rmdir(c->image_dir);
-    rmdir(c->dir);
-}
-
-/* The writable disk's mount. ext4 without no_prefetch_block_bitmaps starts its lazyinit
- * kthread at every mount to read each group's block bitmap ahead (for the allocator's
- * choice of groups; they are read on demand otherwise): a kthread and reads competing with
- * the container's start on the VM's one vCPU, for a throwaway disk of a few groups. Only the
- * allocator's placement heuristics see the difference. 0, or -1 with errno. */
-static int mount_writable_disk(const char *dev, const char *dir, const char *fs, unsigned long flags)
-{
-    if (strcmp(fs, "ext4") != 0)
-        return mount(dev, dir, fs, flags, NULL);
-    if (mount(dev, dir, fs, flags, "no_prefetch_block_bitmaps") == 0)
-        return 0;
-    if (errno != EINVAL)
-        return -1;
-    return mount(dev, dir, fs, flags, NULL); /* a kernel without the option (before 5.9) */
-}
-
-/* Mounts image, writable disk and their overlay. 0, or -1 with err filled in. */
-static int container_mount(struct container *c, const struct create_container_request *req,
-                           int *code, char *err, size_t errcap)
-{
-    char image_dev[64], disk_dev[64];
-    const char *image_fs = req->image.fs_type && req->image.fs_type[0] ? req->image.fs_type : "erofs";
-    if (find_slot_device(req->image.serial, image_dev, sizeof image_dev) < 0) {
-        *code = RPC_NOT_FOUND;
-        snprintf(err, errcap, "no disk with serial \"%s\" (image slot) appeared within %d ms", req->image.serial,
-                 BLKDEV_WAIT_MS);
-        return -1;
-    }
-    TIMING_MARK("find_image");
-    const char *disk_fs = NULL;
-    if (req->writable.present) {
-        disk_fs = req->writable.fs_type && req->writable.fs_type[0] ? req->writable.fs_type : "ext4";
-        if (find_slot_device(req->writable.serial, disk_dev, sizeof disk_dev) < 0) {
-            *code = RPC_NOT_FOUND;
-            snprintf(err, errcap, "no disk with serial \"%s\" (writable slot) appeared within %d ms",
-                     req->writable.serial, BLKDEV_WAIT_MS);
-            return -1;
-        }
-        TIMING_MARK("find_disk");
-    }
-    if (prepare_slot_device(image_dev, &req->image, code, err, errcap) < 0 ||
-        (req->writable.present && prepare_slot_device(disk_dev, &req->writable, code, err, errcap) < 0))
-        return -1;
-    TIMING_MARK("capacity");
-    *code = RPC_INTERNAL;
-    if (mkdir_p(c->dir, 0700) < 0 || mkdir_one(c->image_dir, 0700) < 0 || mkdir_one(c->disk_dir, 0700) < 0 ||
-        mkdir_one(c->rootfs_dir, 0755) < 0) {
-        snprintf(err, errcap, "mkdir under %s: %s", c->dir, strerror(errno));
-        return -1;
-    }
-    TIMING_MARK("mkdirs");
-    if (mount(image_dev, c->image_dir, image_fs, MS_RDONLY | MS_NODEV, NULL) < 0) {
-        snprintf(err, errcap, "mount image %s (%s, slot %s): %s", image_dev, image_fs, req->image.serial,
-                 strerror(errno));
-        return -1;
-    }
-    c->mounted |= M_IMAGE;
-    TIMING_MARK("mount_image");
-    if (!req->writable.present) {
-        /* No writable layer: the image itself is the (read-only) root. */
-        if (mount(c->image_dir, c->rootfs_dir, NULL, MS_BIND, NULL) < 0 ||
-            mount(NULL, c->rootfs_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) {
-            snprintf(err, errcap, "bind image as rootfs: %s", strerror(errno));
-            return -1;
-        }
-        c->mounted |= M_ROOTFS;
-        return 0;
-    }
-    unsigned long disk_flags = MS_NODEV | (req->writable.read_only ? MS_RDONLY : 0);
-    if (mount_writable_disk(disk_dev, c->disk_dir, disk_fs, disk_flags) < 0) {
-        snprintf(err, errcap, "mount writable disk %s (%s, slot %s): %s", disk_dev, disk_fs,
-                 req->writable.serial, strerror(errno));
-        return -1;
-    }
-    c->mounted |= M_DISK;
-    TIMING_MARK("mount_disk");
-    char upper[320], work[320];
-    snprintf(upper, sizeof upper, "%s/upper", c->disk_dir);
-    snprintf(work, sizeof work, "%s/work", c->disk_dir);
-    if (!req->writable.read_only) {
-        if ((mkdir(upper, 0755) < 0 && errno != EEXIST) || (mkdir(work, 0700) < 0 && errno != EEXIST)) {
-            snprintf(err, errcap, "mkdir upper/work on the writable disk: %s", strerror(errno));
-            return -1;
-        }
-    }
-    if (!req->writable.read_only) {
-        /* The overlay's root takes the upper dir's mode and owner: give it the image root's
-         * (as runc's root is the image's own root dir), whatever made the disk; nothing to
-         * write when the disk already has them (a fresh disk for the usual root-owned 0755). */
-        struct stat img_root, up;
-        bool same = stat(c->image_dir, &img_root) == 0 && stat(upper, &up) == 0 && up.st_uid == img_root.st_uid &&
-                    up.st_gid == img_root.st_gid && (up.st_mode & 07777) == (img_root.st_mode & 07777);
-        if (!same && (stat(c->image_dir, &img_root) < 0 || chown(upper, img_root.st_uid, img_root.st_gid) < 0 ||
-                      chmod(upper, img_root.st_mode & 07777) < 0)) {
-            snprintf(err, errcap, "give the writable layer the image root's mode and owner: %s", strerror(errno));
-            return -1;
-        }
-    }
-    TIMING_MARK("upper_work");
-    char opts[1024];
-    /* The ids allowed in paths exclude ',' and ':', the overlay option separators. */
-    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", c->image_dir, upper, work);
-    /* root.readonly is applied in the container after its mounts (their mount points may
-     * have to be made first), as runc does. */
-    unsigned long flags = req->writable.read_only ? MS_RDONLY : 0;
-    if (mount("overlay", c->rootfs_dir, "overlay", flags, opts) < 0) {
-        snprintf(err, errcap, "mount overlay (%s): %s", opts, strerror(errno));
-        return -1;
-    }
-    c->mounted |= M_ROOTFS;
-    TIMING_MARK("overlay");
-    return 0;
 }
 
 /* ---------------------------------------------------------------- cgroups */
@@ -422,50 +202,28 @@ static void retry_stale_cgroups(void)
     }
 }
 
-static void answer_oom_waiters(struct container *c, uint64_t count, bool removed)
+/* The container goes: its cgroup is killed and removed (later, if its processes are still
+ * exiting). Returns its last oom_kill count, for the WatchOom callers. */
+static uint64_t container_release_cgroup(struct container *c)
 {
-    struct oom_waiter **pp = &c->oom_waiters;
-    while (*pp) {
-        struct oom_waiter *w = *pp;
-        if (!removed && count <= w->seen && w->gen == g_conn.gen) {
-            pp = &w->next;
-            continue;
-        }
-        *pp = w->next;
-        if (w->gen == g_conn.gen) { /* else: asked on a connection that is gone */
-            pb_writer out;
-            pb_writer_init(&out);
-            agent_encode_watch_oom_response(&out, count, removed);
-            agent_respond(w->gen, w->stream_id, WQ_CONTROL, RPC_OK, NULL, &out);
-            pb_writer_free(&out);
-        }
-        free(w);
-    }
-}
-
-/* The container goes: WatchOom callers learn it, its cgroup is killed and removed (later, if
- * its processes are still exiting). */
-static void close_fd_at(int *fd);
-
-static void container_release_cgroup(struct container *c)
-{
-    answer_oom_waiters(c, c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0, true);
+    uint64_t oom_kill = c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0;
     agent_resources_free(&c->resources);
     if (!c->has_cgroup)
-        return;
+        return oom_kill;
     cgroup_unwatch_events(c->oom_wd);
     c->oom_wd = -1;
     close_fd_at(&c->cgroup_fd);
     c->has_cgroup = false;
     if (cgroup_destroy(c->cgroup_dir) == 0)
-        return;
+        return oom_kill;
     for (size_t i = 0; i < MAX_STALE_CGROUPS; i++) {
         if (!g_stale_cgroups[i]) {
             g_stale_cgroups[i] = strdup(c->cgroup_dir);
-            return;
+            return oom_kill;
         }
     }
     LOG_WARN("cgroup %s stays: too many removals pending", c->cgroup_dir);
+    return oom_kill;
 }
 
 /* Makes the container's cgroup and applies the spec's resources. RPC code, err filled in. */
@@ -502,517 +260,63 @@ static int container_setup_cgroup(struct container *c, const struct create_conta
     return RPC_OK;
 }
 
-/* ---------------------------------------------------------------- the child */
-
-struct child_ctx {
-    const struct agent_process *proc;
-    /* Init process: the container's root to pivot into, and the request (hostname). */
-    const struct create_container_request *create;
-    const char *rootfs;
-    const char *files_dir;
-    /* The container's seccomp filter (insns NULL: none). */
-    const struct seccomp_program *seccomp;
-    /* Exec: the container's mount, uts and ipc namespaces to join (the pid namespace was
-     * chosen at clone); -1 otherwise. */
-    int ns_fds[3];
-    /* stdin, stdout, stderr (-1: /dev/null), status writer, start reader, console socket
-     * (terminal only, else -1). */
-    int fds[6];
-    /* The container's cgroup directory (the child is born in it) and, for an exec, the init's
-     * cgroup namespace; -1 when the guest has no cgroups. cgroup_procs_fd: the cgroup's
-     * cgroup.procs when the kernel has no clone3 (the child joins by writing it), else -1. */
-    int cgroup_fd;
-    int cgroupns_fd;
-    int cgroup_procs_fd;
-};
-
-static int child_status_fd = -1;
-
-static __attribute__((noreturn, format(printf, 2, 3))) void child_fail(int code, const char *fmt, ...)
+int container_update(struct container *c, const struct agent_resources *resources, char *err, size_t errcap)
 {
-    struct child_report rep;
-    memset(&rep, 0, sizeof rep);
-    rep.code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rep.message, sizeof rep.message, fmt, ap);
-    va_end(ap);
-    if (child_status_fd >= 0) {
-        ssize_t w = write(child_status_fd, &rep, sizeof rep);
-        (void)w;
+    if (c->removing || c->init.exited) {
+        snprintf(err, errcap, "container \"%s\" is stopped: cannot update its resources", c->id);
+        return RPC_FAILED_PRECONDITION;
     }
-    _exit(127);
-}
-
-static int rlimit_resource(const char *name)
-{
-    static const struct { const char *name; int res; } table[] = {
-        { "RLIMIT_CPU", RLIMIT_CPU }, { "RLIMIT_FSIZE", RLIMIT_FSIZE }, { "RLIMIT_DATA", RLIMIT_DATA },
-        { "RLIMIT_STACK", RLIMIT_STACK }, { "RLIMIT_CORE", RLIMIT_CORE }, { "RLIMIT_RSS", RLIMIT_RSS },
-        { "RLIMIT_NPROC", RLIMIT_NPROC }, { "RLIMIT_NOFILE", RLIMIT_NOFILE },
-        { "RLIMIT_MEMLOCK", RLIMIT_MEMLOCK }, { "RLIMIT_AS", RLIMIT_AS }, { "RLIMIT_LOCKS", RLIMIT_LOCKS },
-        { "RLIMIT_SIGPENDING", RLIMIT_SIGPENDING }, { "RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE },
-        { "RLIMIT_NICE", RLIMIT_NICE }, { "RLIMIT_RTPRIO", RLIMIT_RTPRIO }, { "RLIMIT_RTTIME", RLIMIT_RTTIME },
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(table[i].name, name) == 0)
-            return table[i].res;
-    return -1;
-}
-
-static bool is_executable_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
-}
-
-/* Whether sig's default action ends a process (term or core): not SIGKILL and SIGSTOP (not
- * catchable), nor the ones whose default is to ignore, stop or continue. */
-static bool signal_terminates_by_default(int sig)
-{
-    switch (sig) {
-    case SIGKILL: case SIGSTOP: case SIGCHLD: case SIGCONT: case SIGURG: case SIGWINCH:
-    case SIGTSTP: case SIGTTIN: case SIGTTOU:
-        return false;
-    default:
-        return true;
+    struct cgroup_plan plan;
+    char why[600];
+    int code = cgroup_plan_resources(resources, &c->resources, &plan, why, sizeof why);
+    if (code == RPC_OK)
+        code = cgroup_apply(c->cgroup_dir, &plan, why, sizeof why);
+    if (code != RPC_OK) {
+        snprintf(err, errcap, "container \"%s\": update: %s", c->id, why);
+        return code;
     }
+    if (cgroup_resources_merge(&c->resources, resources) < 0)
+        LOG_WARN("container %s: out of memory remembering its resources", c->id);
+    LOG_INFO("container %s: %zu cgroup value(s) updated", c->id, plan.n);
+    return RPC_OK;
 }
 
-/* A created process's end by a signal, reported as a signal's end is (128 + sig). */
-static void child_exit_on_signal(int sig)
+int container_stats(struct container *c, struct container_stats *st, char *err, size_t errcap)
 {
-    _exit(128 + sig);
+    if (cgroup_read_stats(c->cgroup_dir, st) < 0) {
+        snprintf(err, errcap, "container \"%s\": read cgroup %s: %s", c->id, c->cgroup_dir, strerror(errno));
+        return RPC_INTERNAL;
+    }
+    return RPC_OK;
 }
 
-/* Resolves args[0] like Go's exec.LookPath (what runc reports): names with a '/' are used as
- * they are, others are searched in the spec's PATH. Runs inside the container's root. */
-static void child_resolve(const char *name, char *const *env, char *out, size_t cap)
+uint64_t container_oom_kill(const struct container *c)
 {
-    if (strchr(name, '/')) {
-        struct stat st;
-        if (stat(name, &st) < 0)
-            child_fail(errno == ENOENT ? RPC_NOT_FOUND : RPC_FAILED_PRECONDITION, "exec: \"%s\": stat %s: %s",
-                       name, name, strerror(errno));
-        if (!S_ISREG(st.st_mode) || access(name, X_OK) < 0)
-            child_fail(RPC_FAILED_PRECONDITION, "exec: \"%s\": permission denied", name);
-        snprintf(out, cap, "%s", name);
-        return;
-    }
-    const char *path = DEFAULT_PATH;
-    for (char *const *e = env; e && *e; e++)
-        if (strncmp(*e, "PATH=", 5) == 0)
-            path = *e + 5; /* the last one wins, as in execvpe */
-    const char *p = path;
-    for (;;) {
-        const char *colon = strchr(p, ':');
-        size_t dlen = colon ? (size_t)(colon - p) : strlen(p);
-        char cand[4096];
-        int n = dlen == 0 ? snprintf(cand, sizeof cand, "./%s", name)
-                          : snprintf(cand, sizeof cand, "%.*s/%s", (int)dlen, p, name);
-        if (n > 0 && (size_t)n < sizeof cand && is_executable_file(cand)) {
-            snprintf(out, cap, "%s", cand);
-            return;
-        }
-        if (!colon)
-            break;
-        p = colon + 1;
-    }
-    child_fail(RPC_NOT_FOUND, "exec: \"%s\": executable file not found in $PATH", name);
+    return c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0;
 }
 
-#ifndef TIOCGPTPEER
-#define TIOCGPTPEER _IO('T', 0x41)
-#endif
-
-/* terminal=true: a pty from the devpts instance of the container's /dev/ptmx (the caller is
- * already in the container's root), the slave as controlling terminal (the caller is a session
- * leader) and as fds 0-2, the master sent to the agent over fd 5. */
-static void child_setup_terminal(const struct agent_process *proc)
+bool container_has_cgroup(const struct container *c)
 {
-    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (master < 0)
-        child_fail(RPC_INTERNAL, "terminal: open /dev/ptmx: %s", strerror(errno));
-    if (unlockpt(master) < 0)
-        child_fail(RPC_INTERNAL, "terminal: unlockpt: %s", strerror(errno));
-    /* TIOCGPTPEER opens the slave of this very master, with no path lookup to trick. */
-    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (slave < 0)
-        child_fail(RPC_INTERNAL, "terminal: open the pty slave: %s", strerror(errno));
-    if (proc->has_console_size && (proc->console_width || proc->console_height)) {
-        struct winsize ws = { .ws_row = (unsigned short)(proc->console_height > 0xffff ? 0xffff : proc->console_height),
-                              .ws_col = (unsigned short)(proc->console_width > 0xffff ? 0xffff : proc->console_width) };
-        if (ioctl(slave, TIOCSWINSZ, &ws) < 0)
-            child_fail(RPC_INTERNAL, "terminal: set the console size: %s", strerror(errno));
-    }
-    if (ioctl(slave, TIOCSCTTY, 0) < 0)
-        child_fail(RPC_INTERNAL, "terminal: make it the controlling terminal: %s", strerror(errno));
-    /* The process owns its terminal, as with runc (best effort; nothing may be logged here:
-     * fd 2 already belongs to the process). */
-    int chown_rc = fchown(slave, proc->uid, proc->gid);
-    (void)chown_rc;
-    for (int i = 0; i < 3; i++)
-        if (dup2(slave, i) < 0)
-            child_fail(RPC_INTERNAL, "terminal: dup2: %s", strerror(errno));
-    close(slave);
-
-    char byte = 0;
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                          .msg_controllen = sizeof control.buf };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &master, sizeof(int));
-    ssize_t n;
-    do
-        n = sendmsg(5, &msg, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n != 1)
-        child_fail(RPC_INTERNAL, "terminal: hand the pty master to the agent: %s", n < 0 ? strerror(errno) : "short write");
-    close(master);
-    close(5);
+    return c->has_cgroup;
 }
 
-/* Init process only: makes the spec's mounts in the container's root, pivots into it, then
- * hostname, sysctls, read-only and masked paths, read-only root. */
-static void child_enter_new_root(const struct child_ctx *ctx)
+/* ---------------------------------------------------------------- forgetting */
+
+/* The process goes: what the agent holds for it is let go of (the process killed if it still
+ * runs), then whoever waits for it learns it. */
+static void release_process(struct process *p, const char *why)
 {
-    char err[450];
-    int code;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        child_fail(RPC_INTERNAL, "make mounts private: %s", strerror(errno));
-    if (chdir(ctx->rootfs) < 0)
-        child_fail(RPC_INTERNAL, "chdir %s: %s", ctx->rootfs, strerror(errno));
-    TIMING_MARK("private_chdir");
-    if ((code = mounts_apply(ctx->create, ctx->files_dir, err, sizeof err)) != RPC_OK)
-        child_fail(code, "%s", err);
-    TIMING_MARK("mounts_apply");
-    if (ctx->cgroup_fd >= 0 && (code = cgroup_mount_in_root(ctx->create, err, sizeof err)) != RPC_OK)
-        child_fail(code, "%s", err);
-    TIMING_MARK("cgroup_mount");
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        child_fail(RPC_INTERNAL, "pivot_root: %s", strerror(errno));
-    if (umount2(".", MNT_DETACH) < 0)
-        child_fail(RPC_INTERNAL, "detach the old root: %s", strerror(errno));
-    if (chdir("/") < 0)
-        child_fail(RPC_INTERNAL, "chdir /: %s", strerror(errno));
-    const char *hostname = ctx->create->hostname;
-    if (hostname && hostname[0] && sethostname(hostname, strlen(hostname)) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "sethostname \"%s\": %s", hostname, strerror(errno));
-    TIMING_MARK("pivot_host");
-    if ((code = mounts_finish(ctx->create, err, sizeof err)) != RPC_OK)
-        child_fail(code, "%s", err);
-    TIMING_MARK("mounts_finish");
-}
-
-static int child_main(void *arg)
-{
-    const struct child_ctx *ctx = arg;
-    const struct agent_process *proc = ctx->proc;
-    int fds[6];
-    child_status_fd = ctx->fds[3];
-    TIMING_BEGIN();
-
-    /* Born in the container's cgroup (or, without clone3, into it before anything else: so
-     * all it allocates is charged there), then into a cgroup namespace rooted at it: the
-     * container's own (init), or the init's (exec). */
-    if (ctx->cgroup_fd >= 0) {
-        ssize_t w = 1;
-        if (ctx->cgroup_procs_fd >= 0) {
-            do
-                w = write(ctx->cgroup_procs_fd, "0", 1);
-            while (w < 0 && errno == EINTR);
-        }
-        if (w != 1)
-            child_fail(errno == EAGAIN ? RPC_RESOURCE_EXHAUSTED : RPC_INTERNAL, "join the container's cgroup: %s%s",
-                       strerror(errno), errno == EAGAIN ? " (pids.max reached)" : "");
-        if (ctx->create && unshare(CLONE_NEWCGROUP) < 0)
-            child_fail(RPC_INTERNAL, "new cgroup namespace: %s", strerror(errno));
-        if (!ctx->create && ctx->cgroupns_fd >= 0 && setns(ctx->cgroupns_fd, CLONE_NEWCGROUP) < 0)
-            child_fail(RPC_INTERNAL, "join the container's cgroup namespace: %s", strerror(errno));
-    }
-    TIMING_MARK("join_cgroup");
-
-    /* An exec joins the container: ipc and uts first, the mount namespace last (it also moves
-     * root and cwd to the container's root). The pid namespace was set for clone(). */
-    static const int ns_types[3] = { CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNS };
-    static const char *const ns_names[3] = { "ipc", "uts", "mount" };
-    for (int i = 0; i < 3; i++)
-        if (ctx->ns_fds[i] >= 0 && setns(ctx->ns_fds[i], ns_types[i]) < 0)
-            child_fail(RPC_INTERNAL, "join the container's %s namespace: %s", ns_names[i], strerror(errno));
-
-    /* fds: 0-2 stdio, 3 status (close-on-exec), 4 start, 5 console socket (terminal only);
-     * nothing else of the agent's. */
-    int nfds = ctx->fds[5] >= 0 ? 6 : 5;
-#ifdef SMOLVM_TIMING
-    /* Measurements only: the console stays open (close-on-exec) as the log. */
-    if (log_get_fd() >= 0 && dup3(log_get_fd(), 1000, O_CLOEXEC) == 1000)
-        log_set_fd(1000);
-#endif
-    for (int i = 0; i < nfds; i++) {
-        int fd = ctx->fds[i];
-        if (fd < 0 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-            child_fail(RPC_INTERNAL, "open /dev/null: %s", strerror(errno));
-        fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 10);
-        if (fds[i] < 0)
-            child_fail(RPC_INTERNAL, "dup: %s", strerror(errno));
-    }
-    for (int i = 0; i < nfds; i++)
-        if (dup2(fds[i], i) < 0)
-            child_fail(RPC_INTERNAL, "dup2: %s", strerror(errno));
-    child_status_fd = 3;
-    for (int i = 3; i < nfds; i++)
-        fcntl(i, F_SETFD, FD_CLOEXEC);
-#ifdef SMOLVM_TIMING
-    syscall(SYS_close_range, (unsigned)nfds, 999u, 0u);
-    syscall(SYS_close_range, 1001u, ~0u, 0u);
-#else
-    syscall(SYS_close_range, (unsigned)nfds, ~0u, 0u);
-#endif
-    TIMING_MARK("fds");
-
-    /* The agent blocks SIGCHLD and ignores SIGPIPE: neither may leak into the container. */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
-    setsid();
-
-    TIMING_MARK("signals");
-    if (ctx->create)
-        child_enter_new_root(ctx);
-    else if (chdir("/") < 0)
-        child_fail(RPC_INTERNAL, "chdir / in the container: %s", strerror(errno));
-
-    for (size_t i = 0; i < proc->nrlimits; i++) {
-        const struct agent_rlimit *rl = &proc->rlimits[i];
-        int res = rlimit_resource(rl->type ? rl->type : "");
-        if (res < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "unknown rlimit type \"%s\"", rl->type ? rl->type : "");
-        struct rlimit lim = { .rlim_cur = rl->soft, .rlim_max = rl->hard };
-        if (setrlimit(res, &lim) < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "setrlimit %s (soft %llu, hard %llu): %s", rl->type,
-                       (unsigned long long)rl->soft, (unsigned long long)rl->hard, strerror(errno));
-    }
-    const char *cwd = proc->cwd && proc->cwd[0] ? proc->cwd : "/";
-    if (cwd[0] != '/')
-        child_fail(RPC_INVALID_ARGUMENT, "cwd \"%s\" is not an absolute path", cwd);
-    mkdir_p(cwd, 0755); /* as runc: a missing cwd is created */
-    if (chdir(cwd) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\"): %s", cwd, strerror(errno));
-
-    TIMING_MARK("rlimits_cwd");
-    char exe[4096];
-    child_resolve(proc->args[0], proc->env, exe, sizeof exe);
-    TIMING_MARK("resolve");
-
-    if (proc->terminal)
-        child_setup_terminal(proc);
-
-    /* runc's order: bounding set (needs CAP_SETPCAP), seccomp without no_new_privs (needs
-     * CAP_SYS_ADMIN), the uid switch keeping the permitted set, then the capability sets,
-     * no_new_privs, and a seccomp filter under no_new_privs as late as possible. */
-    struct cap_masks caps;
-    int rc;
-    if (proc->has_caps) {
-        char err[300];
-        if (caps_resolve(&proc->caps, &caps, err, sizeof err) < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "%s", err);
-        if ((rc = caps_apply_bounding(&caps)) < 0)
-            child_fail(RPC_INTERNAL, "capabilities: drop from the bounding set: %s", strerror(-rc));
-    }
-    if (!proc->no_new_privileges && (rc = seccomp_install(ctx->seccomp)) < 0)
-        child_fail(RPC_INTERNAL, "linux.seccomp: install the filter: %s", strerror(-rc));
-    if (proc->has_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-        child_fail(RPC_INTERNAL, "capabilities: keep them across setuid: %s", strerror(errno));
-    gid_t gids[AGENT_MAX_LIST];
-    for (size_t i = 0; i < proc->ngids; i++)
-        gids[i] = proc->gids[i];
-    if (setgroups(proc->ngids, proc->ngids ? gids : NULL) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "setgroups: %s", strerror(errno));
-    if (setgid(proc->gid) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "setgid %u: %s", proc->gid, strerror(errno));
-    if (setuid(proc->uid) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "setuid %u: %s", proc->uid, strerror(errno));
-    if (proc->has_caps) {
-        if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
-            child_fail(RPC_INTERNAL, "capabilities: PR_SET_KEEPCAPS: %s", strerror(errno));
-        if ((rc = caps_apply_sets(&caps)) < 0)
-            child_fail(RPC_INVALID_ARGUMENT, "capabilities: set effective/permitted/inheritable/ambient: %s",
-                       strerror(-rc));
-    }
-    if (chdir(cwd) < 0)
-        child_fail(RPC_INVALID_ARGUMENT, "chdir to cwd (\"%s\") as uid %u: %s", cwd, proc->uid, strerror(errno));
-    umask(proc->has_umask ? (mode_t)(proc->umask & 0777) : 022);
-    if (proc->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        child_fail(RPC_INTERNAL, "no_new_privs: %s", strerror(errno));
-    if (proc->no_new_privileges && (rc = seccomp_install(ctx->seccomp)) < 0)
-        child_fail(RPC_INTERNAL, "linux.seccomp: install the filter: %s", strerror(-rc));
-
-    TIMING_MARK("security");
-    TIMING_END("CreateContainer child");
-    struct child_report ready;
-    memset(&ready, 0, sizeof ready);
-    if (write(3, &ready, sizeof ready) != (ssize_t)sizeof ready)
-        _exit(127);
-    /* Created, not started: a signal must end the process as it would end runc's init waiting
-     * for its start (its default action), though as its namespace's PID 1 with SIG_DFL the
-     * kernel would drop it. From StartProcess to the exec the agent holds signals instead
-     * (signal_hold.h); execve puts these handlers back to SIG_DFL. */
-    struct sigaction created_exit = { .sa_handler = child_exit_on_signal };
-    sigemptyset(&created_exit.sa_mask);
-    for (int sig = 1; sig < NSIG; sig++) {
-        if (signal_terminates_by_default(sig))
-            sigaction(sig, &created_exit, NULL);
-    }
-    char go;
-    ssize_t n;
-    do
-        n = read(4, &go, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1)
-        _exit(127); /* the agent dropped us before StartProcess */
-    close(4);
-    execve(exe, proc->args, proc->env ? proc->env : (char *[]){ NULL });
-    child_fail(errno == ENOENT ? RPC_NOT_FOUND : RPC_FAILED_PRECONDITION, "exec: \"%s\": %s", exe,
-               strerror(errno));
-}
-
-/* ---------------------------------------------------------------- lifecycle */
-
-static void answer_pending(struct process *p, int32_t code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void answer_pending(struct process *p, int32_t code, const char *fmt, ...)
-{
-    if (p->pending == PENDING_NONE)
-        return;
-    char msg[700];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (code == RPC_OK) {
-        /* CreateContainerResponse, ExecProcessResponse and StartProcessResponse: { pid = 1 } */
-        pb_writer w;
-        pb_writer_init(&w);
-        agent_encode_pid_response(&w, (uint32_t)p->pid);
-        agent_respond(p->pending_reply.gen, p->pending_reply.stream_id, WQ_CONTROL, RPC_OK, NULL, &w);
-        pb_writer_free(&w);
-    } else {
-        agent_respond(p->pending_reply.gen, p->pending_reply.stream_id, WQ_CONTROL, code, msg, NULL);
-    }
-    p->pending = PENDING_NONE;
-}
-
-/* Answers (and frees) every reply in the list: OK when msg is NULL, else the error. */
-static void answer_list(struct pending_reply **list, int32_t code, const char *msg)
-{
-    while (*list) {
-        struct pending_reply *r = *list;
-        *list = r->next;
-        if (code == RPC_OK)
-            agent_respond(r->gen, r->stream_id, WQ_CONTROL, RPC_OK, NULL, NULL);
-        else
-            agent_respond_error(r->gen, r->stream_id, code, "%s", msg);
-        free(r);
-    }
-}
-
-static bool process_finished(const struct process *p)
-{
-    return p->exited && stream_out_done(p->out[0]) && stream_out_done(p->out[1]);
-}
-
-static void answer_waits(struct process *p)
-{
-    if (!process_finished(p))
-        return;
-    pb_writer w;
-    pb_writer_init(&w);
-    agent_encode_wait_response(&w, p->exit_status, p->exited_at, p->oom_kill);
-    while (p->waits) {
-        struct pending_reply *r = p->waits;
-        p->waits = r->next;
-        /* Data lane: behind the EOF frames of its output (agent.proto's ordering rule). */
-        agent_respond(r->gen, r->stream_id, WQ_DATA, RPC_OK, NULL, &w);
-        free(r);
-    }
-    pb_writer_free(&w);
-}
-
-void process_on_output_done(struct process *p)
-{
-    answer_waits(p);
-}
-
-static void close_fd_at(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
-
-static void close_status(struct process *p)
-{
-    if (p->status_fd >= 0) {
-        watch_del(p->status_fd);
-        close_fd_at(&p->status_fd);
-    }
-}
-
-static void process_init_fields(struct process *p, struct container *c)
-{
-    p->container = c;
-    p->status_fd = -1;
-    p->start_fd = -1;
-    p->console_fd = -1;
-    p->pty_fd = -1;
-    p->status_watch.kind = W_PROC_STATUS;
-    p->status_watch.obj = p;
-}
-
-static void hold_clear(struct process *p, const char *why);
-
-/* Lets go of everything the agent holds for the process (killing it if it still runs) and
- * fails its pending answers; p itself stays allocated (and linked) for the caller. */
-static void process_release(struct process *p, const char *why)
-{
-    if (!p->exited && p->pid > 0)
-        kill(p->pid, SIGKILL);
-    hold_clear(p, why);
     char msg[600];
-    snprintf(msg, sizeof msg, "%s %s", proc_name(p), why);
-    answer_pending(p, RPC_NOT_FOUND, "%s", msg);
-    close_status(p);
-    close_fd_at(&p->start_fd);
-    close_fd_at(&p->console_fd);
-    close_fd_at(&p->pty_fd);
-    for (int i = 0; i < 2; i++) {
-        stream_destroy(p->out[i]);
-        p->out[i] = NULL;
-    }
-    stream_destroy(p->in);
-    p->in = NULL;
-    answer_list(&p->waits, RPC_NOT_FOUND, msg);
-    answer_list(&p->removals, RPC_OK, NULL); /* gone, as asked */
-    p->status_watch.kind = W_DEAD;
+    snprintf(msg, sizeof msg, "%s %s", process_name(p), why);
+    process_release(p, why);
+    g_events.released(g_events.ctx, p, msg);
 }
 
 /* Forgets an exec: it must be dead or dying (process_release kills it). */
 static void exec_destroy(struct process *p)
 {
     struct container *c = p->container;
-    process_release(p, "was removed");
+    release_process(p, "was removed");
     for (struct process **pp = &c->execs; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
@@ -1022,17 +326,17 @@ static void exec_destroy(struct process *p)
     }
     free(p->exec_id);
     p->exec_id = NULL;
-    agent_defer_free(p); /* its status watch may still be in this epoll batch */
+    defer_free(p); /* its status watch may still be in this epoll batch */
 }
 
 /* Forgets the container: its processes must be dead or dying (killed). */
 static void container_destroy(struct container *c)
 {
-    process_release(&c->init, "was removed");
+    release_process(&c->init, "was removed");
     while (c->execs)
         exec_destroy(c->execs);
-    container_unmount(c);
-    container_release_cgroup(c);
+    rootfs_unmount(&c->fs);
+    uint64_t oom_kill = container_release_cgroup(c);
     seccomp_program_free(&c->seccomp);
     for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
@@ -1040,244 +344,13 @@ static void container_destroy(struct container *c)
             break;
         }
     }
+    g_events.gone(g_events.ctx, c, oom_kill);
     free(c->id);
     c->id = NULL;
-    agent_defer_free(c);
+    defer_free(c);
 }
 
-/* A process whose creation failed: an exec goes alone, an init process takes its container. */
-static void destroy_failed_process(struct process *p)
-{
-    /* The child reported its failure and is exiting (or is blocked before exec): kill and reap
-     * it here, so that nothing of it — not even a zombie in ListProcesses — outlives the
-     * answer, which the event loop sends only after this returns. */
-    if (p->pid > 0 && !p->exited) {
-        kill(p->pid, SIGKILL);
-        int status;
-        while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        p->exited = true;
-    }
-    if (p->exec_id)
-        exec_destroy(p);
-    else
-        container_destroy(p->container);
-}
-
-static int make_pipe(int fds[2], bool agent_end_is_read)
-{
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return -1;
-    int agent_end = agent_end_is_read ? fds[0] : fds[1];
-    fcntl(agent_end, F_SETFL, O_NONBLOCK);
-    return 0;
-}
-
-static void close_pair(int fds[2])
-{
-    close_fd_at(&fds[0]);
-    close_fd_at(&fds[1]);
-}
-
-/* Checks a process's stdio stream ids; NULL, or the message (in msg). */
-static const char *validate_stdio(const char *who, const struct stdio_streams *s, bool terminal, char *msg,
-                                  size_t cap)
-{
-    const uint32_t ids[3] = { s->stdin_id, s->stdout_id, s->stderr_id };
-    for (int i = 0; i < 3; i++) {
-        if (ids[i] == 0)
-            continue;
-        if (ids[i] & 1) {
-            snprintf(msg, cap, "%s: stdio stream id %u is odd (must be even)", who, ids[i]);
-            return msg;
-        }
-        if (stream_id_in_use(ids[i]) || (i > 0 && ids[i] == ids[0]) || (i == 2 && ids[2] == ids[1])) {
-            snprintf(msg, cap, "%s: stdio stream id %u is already in use", who, ids[i]);
-            return msg;
-        }
-    }
-    if (terminal && s->stderr_id) {
-        snprintf(msg, cap, "%s: terminal=true takes no stderr stream (the pty's output is on stdout)", who);
-        return msg;
-    }
-    if (terminal && !s->stdout_id) {
-        snprintf(msg, cap, "%s: terminal=true needs a stdout stream for the pty's output", who);
-        return msg;
-    }
-    return NULL;
-}
-
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-
-/* clone3's arguments (struct clone_args of linux/sched.h, CLONE_ARGS_SIZE_VER2), spelled out:
- * the uapi header clashes with libc's sched.h. */
-struct clone3_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
-        cgroup;
-};
-
-/* The legacy start: clone() on a stack of its own; a child meant for a cgroup joins it itself
- * through cgroup.procs. pid, or -1 with errno. */
-static pid_t clone_joining(struct child_ctx *ctx, int clone_flags)
-{
-    if (ctx->cgroup_fd >= 0 && (ctx->cgroup_procs_fd = openat(ctx->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0)
-        return -1;
-    pid_t pid = -1;
-    char *stack = malloc(CHILD_STACK_SIZE);
-    if (stack)
-        pid = clone(child_main, stack + CHILD_STACK_SIZE, clone_flags | SIGCHLD, ctx);
-    int e = stack ? errno : ENOMEM;
-    free(stack); /* the child has its own copy */
-    close_fd_at(&ctx->cgroup_procs_fd);
-    errno = e;
-    return pid;
-}
-
-/* Starts the child running child_main(ctx). With a cgroup, clone3(CLONE_INTO_CGROUP): the
- * child is born in it (charged there from its first page, and no migration of a running
- * task, whose write lock on the cgroup threadgroup rwsem waits for an RCU grace period);
- * without clone3 (a kernel before 5.7) the legacy start. pid, or -1 with errno. */
-static pid_t clone_child(struct child_ctx *ctx, int clone_flags)
-{
-    ctx->cgroup_procs_fd = -1;
-    if (ctx->cgroup_fd < 0)
-        return clone_joining(ctx, clone_flags);
-    struct clone3_args args = {
-        .flags = (uint64_t)(unsigned)clone_flags | CLONE_INTO_CGROUP,
-        .exit_signal = SIGCHLD,
-        .cgroup = (uint64_t)ctx->cgroup_fd,
-    };
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0)
-        _exit(child_main(ctx)); /* as after fork: a copy of the agent, on a copy of its stack */
-    if (pid > 0 || (errno != ENOSYS && errno != E2BIG))
-        return (pid_t)pid;
-    return clone_joining(ctx, clone_flags);
-}
-
-void container_prewarm(void)
-{
-    struct clone3_args args = {
-        .flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC,
-        .exit_signal = SIGCHLD,
-    };
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0)
-        _exit(0);
-    if (pid < 0) {
-        LOG_INFO("prewarm the container namespaces: clone3: %s", strerror(errno));
-        return;
-    }
-    while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-}
-
-/* Clones the process's child, which sets itself up and waits before execve, and keeps the
- * agent's ends: status and start pipes, stdio pipes and their streams (terminal: the streams
- * get the pty master once the child sends it). pidns_fd >= 0: the child is born in that pid
- * namespace. On failure the request is answered and -1 returned: the caller destroys p. */
-static int spawn_process(uint64_t gen, uint32_t sid, struct process *p, struct child_ctx *ctx,
-                         const struct stdio_streams *stdio, int clone_flags, int pidns_fd)
-{
-    const char *who = proc_name(p);
-    bool term = ctx->proc->terminal;
-    int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
-    int status_pipe[2] = { -1, -1 }, start_pipe[2] = { -1, -1 }, console[2] = { -1, -1 };
-    bool ok = make_pipe(status_pipe, true) == 0 && make_pipe(start_pipe, false) == 0;
-    if (ok && term)
-        ok = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, console) == 0;
-    else if (ok)
-        ok = (!stdio->stdin_id || make_pipe(in_pipe, false) == 0) &&
-             (!stdio->stdout_id || make_pipe(out_pipe, true) == 0) &&
-             (!stdio->stderr_id || make_pipe(err_pipe, true) == 0);
-    if (!ok) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: pipes: %s", who, strerror(errno));
-        goto fail;
-    }
-    int child_fds[6] = { in_pipe[0], out_pipe[1], err_pipe[1], status_pipe[1], start_pipe[0], console[1] };
-    memcpy(ctx->fds, child_fds, sizeof child_fds);
-
-    int self_pidns = -1;
-    if (pidns_fd >= 0) {
-        /* setns(CLONE_NEWPID) only picks the namespace of the next child: the agent itself
-         * stays where it is, and switches its choice back to its own namespace right after. */
-        self_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-        if (self_pidns < 0 || setns(pidns_fd, CLONE_NEWPID) < 0) {
-            agent_respond_error(gen, sid, RPC_INTERNAL, "%s: join the container's pid namespace: %s", who,
-                                strerror(errno));
-            if (self_pidns >= 0)
-                close(self_pidns);
-            goto fail;
-        }
-    }
-    TIMING_MARK("pipes");
-    pid_t pid = clone_child(ctx, clone_flags);
-    int clone_errno = errno;
-    if (self_pidns >= 0) {
-        if (setns(self_pidns, CLONE_NEWPID) < 0)
-            LOG_ERR("cannot return to the agent's pid namespace: %s", strerror(errno));
-        close(self_pidns);
-    }
-    if (pid < 0 && clone_errno == EAGAIN && ctx->cgroup_fd >= 0) {
-        agent_respond_error(gen, sid, RPC_RESOURCE_EXHAUSTED, "%s: join the container's cgroup: %s (pids.max reached)",
-                            who, strerror(clone_errno));
-        goto fail;
-    }
-    if (pid < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: clone: %s", who, strerror(clone_errno));
-        goto fail;
-    }
-    TIMING_MARK("clone");
-    p->pid = pid;
-    p->state = PROC_CREATING;
-    /* Keep only the agent's ends. */
-    close_fd_at(&in_pipe[0]);
-    close_fd_at(&out_pipe[1]);
-    close_fd_at(&err_pipe[1]);
-    close_fd_at(&status_pipe[1]);
-    close_fd_at(&start_pipe[0]);
-    close_fd_at(&console[1]);
-    p->status_fd = status_pipe[0];
-    p->start_fd = start_pipe[1];
-    p->console_fd = console[0];
-    /* The status pipe before the stdio: a child that reports and exits at once (a failed
-     * exec) then has its report ahead of its stdout's EOF in epoll's ready list (fds already
-     * ready join it in the order they are added), so the failure is answered and the streams
-     * dropped before an EOF for a stream the host is about to forget could be sent. */
-    if (watch_add(p->status_fd, EPOLLIN, &p->status_watch) < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: epoll: %s", who, strerror(errno));
-        close_fd_at(&in_pipe[1]);
-        close_fd_at(&out_pipe[0]);
-        close_fd_at(&err_pipe[0]);
-        return -1;
-    }
-    /* Each stream_open takes its fd (-1: attached later, terminal). */
-    if (stdio->stdin_id)
-        p->in = stream_open(STREAM_IN, stdio->stdin_id, in_pipe[1], p);
-    if (stdio->stdout_id)
-        p->out[0] = stream_open(STREAM_OUT, stdio->stdout_id, out_pipe[0], p);
-    if (stdio->stderr_id)
-        p->out[1] = stream_open(STREAM_OUT, stdio->stderr_id, err_pipe[0], p);
-    if ((stdio->stdin_id && !p->in) || (stdio->stdout_id && !p->out[0]) || (stdio->stderr_id && !p->out[1])) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", who);
-        return -1;
-    }
-    stream_update_all();
-    p->pending = PENDING_CREATE;
-    p->pending_reply.gen = gen;
-    p->pending_reply.stream_id = sid;
-    return 0;
-fail:
-    close_pair(in_pipe);
-    close_pair(out_pipe);
-    close_pair(err_pipe);
-    close_pair(status_pipe);
-    close_pair(start_pipe);
-    close_pair(console);
-    return -1;
-}
+/* ---------------------------------------------------------------- create, exec */
 
 static const char *validate_create(const struct create_container_request *req, int *code)
 {
@@ -1305,7 +378,7 @@ static const char *validate_create(const struct create_container_request *req, i
             snprintf(msg, sizeof msg, "container \"%s\": writable disk slot without a serial", id);
             return msg;
         }
-        if (slots[i]->fs_type && slots[i]->fs_type[0] && !allowed_fs(slots[i]->fs_type)) {
+        if (slots[i]->fs_type && slots[i]->fs_type[0] && !rootfs_fs_supported(slots[i]->fs_type)) {
             snprintf(msg, sizeof msg, "container \"%s\": unsupported filesystem \"%.64s\" (want erofs or ext4)",
                      id, slots[i]->fs_type);
             return msg;
@@ -1328,65 +401,59 @@ static const char *validate_create(const struct create_container_request *req, i
         snprintf(msg, sizeof msg, "%s: %s", who, err);
         return msg;
     }
-    return validate_stdio(who, &req->stdio, req->process.terminal, msg, sizeof msg);
+    return process_validate_stdio(who, &req->stdio, req->process.terminal, msg, sizeof msg);
 }
 
-void container_create(uint64_t gen, uint32_t sid, struct create_container_request *req)
+int container_create(const struct create_container_request *req, struct process **init, char *errout, size_t errcap)
 {
     int code;
     TIMING_BEGIN();
     const char *invalid = validate_create(req, &code);
     if (invalid) {
-        agent_respond(gen, sid, WQ_CONTROL, code, invalid, NULL);
-        return;
+        snprintf(errout, errcap, "%s", invalid);
+        return code;
     }
     struct container *c = calloc(1, sizeof *c);
     if (!c || !(c->id = strdup(req->container_id))) {
         free(c);
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", req->container_id);
-        return;
+        snprintf(errout, errcap, "container \"%s\": out of memory", req->container_id);
+        return RPC_INTERNAL;
     }
-    snprintf(c->dir, sizeof c->dir, "%s/%s", CONTAINER_ROOT, c->id);
-    snprintf(c->image_dir, sizeof c->image_dir, "%s/image", c->dir);
-    snprintf(c->disk_dir, sizeof c->disk_dir, "%s/disk", c->dir);
-    snprintf(c->rootfs_dir, sizeof c->rootfs_dir, "%s/rootfs", c->dir);
-    snprintf(c->files_dir, sizeof c->files_dir, "%s/files", c->dir);
+    rootfs_init_paths(&c->fs, c->id);
     c->cgroup_fd = -1;
     c->oom_wd = -1;
     struct process *p = &c->init;
-    process_init_fields(p, c);
-    p->terminal = req->process.terminal;
+    process_init(p, c, c->id, req->process.terminal);
     c->next = g_containers;
     g_containers = c;
 
     char err[600];
-    c->oom_wd = -1;
     TIMING_MARK("validate");
     if (req->has_linux && req->linux_sec.has_seccomp &&
         seccomp_compile(&req->linux_sec.seccomp, &c->seccomp, err, sizeof err) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "container \"%s\": %s", c->id, err);
+        snprintf(errout, errcap, "container \"%s\": %s", c->id, err);
         container_destroy(c);
-        return;
+        return RPC_INVALID_ARGUMENT;
     }
     TIMING_MARK("seccomp");
     if ((code = container_setup_cgroup(c, req, err, sizeof err)) != RPC_OK) {
-        agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
+        snprintf(errout, errcap, "container \"%s\": %s", c->id, err);
         container_destroy(c);
-        return;
+        return code;
     }
     TIMING_MARK("open_procs");
-    if (container_mount(c, req, &code, err, sizeof err) < 0 ||
-        (code = mounts_write_files(req, c->files_dir, err, sizeof err)) != RPC_OK ||
+    if (rootfs_mount(&c->fs, req, &code, err, sizeof err) < 0 ||
+        (code = mounts_write_files(req, c->fs.files_dir, err, sizeof err)) != RPC_OK ||
         (code = mounts_prepare_share(req, err, sizeof err)) != RPC_OK) {
-        agent_respond_error(gen, sid, code, "container \"%s\": %s", c->id, err);
+        snprintf(errout, errcap, "container \"%s\": %s", c->id, err);
         container_destroy(c);
-        return;
+        return code;
     }
     struct child_ctx ctx = {
         .proc = &req->process,
         .create = req,
-        .rootfs = c->rootfs_dir,
-        .files_dir = c->files_dir,
+        .rootfs = c->fs.rootfs_dir,
+        .files_dir = c->fs.files_dir,
         .seccomp = &c->seccomp,
         .ns_fds = { -1, -1, -1 },
         .cgroup_fd = c->cgroup_fd,
@@ -1394,59 +461,59 @@ void container_create(uint64_t gen, uint32_t sid, struct create_container_reques
         .cgroup_procs_fd = -1,
     };
     TIMING_MARK("files_share");
-    int spawned = spawn_process(gen, sid, p, &ctx, &req->stdio,
-                                CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, -1);
-    if (spawned < 0) {
+    code = process_spawn(p, &ctx, &req->stdio, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, -1, errout,
+                         errcap);
+    if (code != RPC_OK) {
         container_destroy(c);
-        return;
+        return code;
     }
     TIMING_MARK("agent_done");
     LOG_INFO("container %s: init process %d created", c->id, (int)p->pid);
+    *init = p;
+    return RPC_OK;
 }
 
-void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req)
+int container_exec(const struct exec_process_request *req, struct process **out, char *err, size_t errcap)
 {
-    struct container *c = find_container(req->container_id);
-    if (!c) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
-                            req->container_id ? req->container_id : "");
-        return;
-    }
+    struct container *c;
+    int code = container_find(req->container_id, &c, err, errcap);
+    if (code != RPC_OK)
+        return code;
     const char *eid = req->exec_id ? req->exec_id : "";
     if (!valid_container_id(eid)) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT,
-                            "container \"%s\": invalid exec id \"%.200s\": want 1-128 of [A-Za-z0-9_.-]", c->id, eid);
-        return;
+        snprintf(err, errcap, "container \"%s\": invalid exec id \"%.200s\": want 1-128 of [A-Za-z0-9_.-]", c->id,
+                 eid);
+        return RPC_INVALID_ARGUMENT;
     }
     if (find_exec(c, eid)) {
-        agent_respond_error(gen, sid, RPC_ALREADY_EXISTS, "container \"%s\": exec \"%s\" already exists", c->id, eid);
-        return;
+        snprintf(err, errcap, "container \"%s\": exec \"%s\" already exists", c->id, eid);
+        return RPC_ALREADY_EXISTS;
     }
     if (c->removing || c->init.exited || c->init.pid <= 0 || c->init.state == PROC_CREATING) {
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\" is %s: cannot exec \"%s\" in it",
-                            c->id, c->init.exited || c->removing ? "stopped" : "not created yet", eid);
-        return;
+        snprintf(err, errcap, "container \"%s\" is %s: cannot exec \"%s\" in it", c->id,
+                 c->init.exited || c->removing ? "stopped" : "not created yet", eid);
+        return RPC_FAILED_PRECONDITION;
     }
     if (c->nexecs >= MAX_EXECS_PER_CONTAINER) {
-        agent_respond_error(gen, sid, RPC_RESOURCE_EXHAUSTED, "container \"%s\": already %d execs; remove some first",
-                            c->id, MAX_EXECS_PER_CONTAINER);
-        return;
+        snprintf(err, errcap, "container \"%s\": already %d execs; remove some first", c->id,
+                 MAX_EXECS_PER_CONTAINER);
+        return RPC_RESOURCE_EXHAUSTED;
     }
     char who[400], msg[600];
     snprintf(who, sizeof who, "container \"%s\" exec \"%s\"", c->id, eid);
     if (!req->has_process || req->process.nargs == 0 || req->process.args[0][0] == 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: process args must not be empty", who);
-        return;
+        snprintf(err, errcap, "%s: process args must not be empty", who);
+        return RPC_INVALID_ARGUMENT;
     }
-    if (validate_stdio(who, &req->stdio, req->process.terminal, msg, sizeof msg)) {
-        agent_respond(gen, sid, WQ_CONTROL, RPC_INVALID_ARGUMENT, msg, NULL);
-        return;
+    if (process_validate_stdio(who, &req->stdio, req->process.terminal, msg, sizeof msg)) {
+        snprintf(err, errcap, "%s", msg);
+        return RPC_INVALID_ARGUMENT;
     }
     struct cap_masks caps;
     char cap_err[300];
     if (req->process.has_caps && caps_resolve(&req->process.caps, &caps, cap_err, sizeof cap_err) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: %s", who, cap_err);
-        return;
+        snprintf(err, errcap, "%s: %s", who, cap_err);
+        return RPC_INVALID_ARGUMENT;
     }
     /* The namespaces of the container's init process: pid (for clone), ipc, uts, mount. */
     static const char *const ns_names[4] = { "pid", "ipc", "uts", "mnt" };
@@ -1457,11 +524,10 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
         ns[i] = open(path, O_RDONLY | O_CLOEXEC);
         if (ns[i] < 0) {
             int e = errno;
-            agent_respond_error(gen, sid, e == ENOENT || e == ESRCH ? RPC_FAILED_PRECONDITION : RPC_INTERNAL,
-                                "%s: open %s: %s (is the container stopping?)", who, path, strerror(e));
+            snprintf(err, errcap, "%s: open %s: %s (is the container stopping?)", who, path, strerror(e));
             for (int j = 0; j < i; j++)
                 close(ns[j]);
-            return;
+            return e == ENOENT || e == ESRCH ? RPC_FAILED_PRECONDITION : RPC_INTERNAL;
         }
     }
     struct process *p = calloc(1, sizeof *p);
@@ -1469,11 +535,10 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
         free(p);
         for (int i = 0; i < 4; i++)
             close(ns[i]);
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", who);
-        return;
+        snprintf(err, errcap, "%s: out of memory", who);
+        return RPC_INTERNAL;
     }
-    process_init_fields(p, c);
-    p->terminal = req->process.terminal;
+    process_init(p, c, c->id, req->process.terminal);
     p->next = c->execs;
     c->execs = p;
     c->nexecs++;
@@ -1492,302 +557,27 @@ void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req
         .cgroupns_fd = cgroupns,
         .cgroup_procs_fd = -1,
     };
-    int rc = c->has_cgroup && cgroupns < 0 ? -2 : spawn_process(gen, sid, p, &ctx, &req->stdio, 0, ns[0]);
-    if (rc == -2)
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: open the container's cgroup: %s", who, strerror(errno));
+    if (c->has_cgroup && cgroupns < 0) {
+        snprintf(err, errcap, "%s: open the container's cgroup: %s", who, strerror(errno));
+        code = RPC_INTERNAL;
+    } else {
+        code = process_spawn(p, &ctx, &req->stdio, 0, ns[0], err, errcap);
+    }
     for (int i = 0; i < 4; i++)
         close(ns[i]);
     if (cgroupns >= 0)
         close(cgroupns);
-    if (rc < 0) {
+    if (code != RPC_OK) {
         exec_destroy(p);
-        return;
+        return code;
     }
     LOG_INFO("%s: process %d created", who, (int)p->pid);
+    *out = p;
+    return RPC_OK;
 }
 
-/* Receives the pty master the child sent over its console socket. fd, or -1. */
-static int receive_pty_master(struct process *p)
-{
-    char byte;
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                          .msg_controllen = sizeof control.buf };
-    ssize_t n = recvmsg(p->console_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    close_fd_at(&p->console_fd);
-    if (n != 1 || (msg.msg_flags & MSG_CTRUNC))
-        return -1;
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
-        return -1;
-    int fd;
-    memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
+/* ---------------------------------------------------------------- signals, processes */
 
-/* Terminal: the pty master becomes the stdout stream's source and the stdin stream's sink. */
-static int attach_terminal(struct process *p)
-{
-    int master = receive_pty_master(p);
-    if (master < 0)
-        return -1;
-    fcntl(master, F_SETFL, O_NONBLOCK);
-    p->pty_fd = master;
-    struct stream *targets[2] = { p->out[0], p->in };
-    for (int i = 0; i < 2; i++) {
-        if (!targets[i])
-            continue;
-        int fd = fcntl(master, F_DUPFD_CLOEXEC, 0);
-        if (fd < 0)
-            return -1;
-        stream_set_fd(targets[i], fd);
-    }
-    stream_update_all();
-    return 0;
-}
-
-/* ---------------------------------------------------------------- held signals */
-
-/* Signals to an init process that the kernel would drop: held, then delivered or dropped by a
- * poll (signal_hold.h says what and why). The poll's timer runs only while some init that has
- * exec'd has signals held. */
-static int g_hold_timer_fd = -1;
-static unsigned g_hold_timer_interval_ms; /* its period; 0: disarmed */
-static struct watch g_hold_timer_watch = { W_SIGNAL_HOLD_TIMER, NULL };
-
-static uint64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* The process's signal masks from /proc/<pid>/status; false when it cannot be read (gone). */
-static bool read_signal_masks(pid_t pid, struct signal_masks *m)
-{
-    char path[64];
-    static char buf[8192]; /* the whole file (about 1.5 KiB) in one read of its seq_file */
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = 0;
-    return signal_masks_parse(buf, m) == 0;
-}
-
-/* The poll timer exists (made at the first hold). */
-static bool hold_timer_ready(void)
-{
-    if (g_hold_timer_fd >= 0)
-        return true;
-    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (fd < 0 || watch_add(fd, EPOLLIN, &g_hold_timer_watch) < 0) {
-        LOG_ERR("signal hold: timerfd: %s: signals are sent as they come", strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return false;
-    }
-    g_hold_timer_fd = fd;
-    return true;
-}
-
-/* Arms the poll while an exec'd init has signals held, at the pace the youngest needs
- * (signal_hold_poll_interval_ms); disarms it when none has. */
-static void hold_timer_update(void)
-{
-    unsigned interval_ms = 0; /* 0: no poll needed */
-    uint64_t now = monotonic_ms();
-    for (struct container *c = g_containers; c; c = c->next) {
-        if (c->init.exited || !signal_hold_needs_poll(&c->init.held))
-            continue;
-        unsigned ms = signal_hold_poll_interval_ms(&c->init.held, now);
-        if (interval_ms == 0 || ms < interval_ms)
-            interval_ms = ms;
-    }
-    if (interval_ms == g_hold_timer_interval_ms || g_hold_timer_fd < 0)
-        return;
-    struct itimerspec its = { 0 };
-    its.it_value.tv_nsec = (long)interval_ms * 1000000L;
-    its.it_interval = its.it_value;
-    if (timerfd_settime(g_hold_timer_fd, 0, &its, NULL) == 0)
-        g_hold_timer_interval_ms = interval_ms;
-}
-
-/* A signal for the container's init: held when the kernel would drop it now. True when held
- * (the caller then sends nothing). */
-static bool hold_init_signal(struct container *c, int sig)
-{
-    struct process *p = &c->init;
-    if (p->exited || p->pid <= 0)
-        return false;
-    /* Created and not started: the child waits with handlers that end it (as runc's init
-     * waiting for its start ends): sent at once, never held. */
-    if (p->state == PROC_CREATED)
-        return false;
-    uint64_t now = monotonic_ms();
-    struct signal_masks masks;
-    bool in_window = p->held.execd && now - p->held.execd_ms < SIGNAL_HOLD_WINDOW_MS;
-    bool have_masks = in_window && read_signal_masks(p->pid, &masks);
-    if (!signal_hold_wanted(&p->held, sig, have_masks ? &masks : NULL, now) || !hold_timer_ready())
-        return false;
-    if (!signal_hold_add(&p->held, sig)) {
-        LOG_WARN("%s: already %d signals held: signal %d is sent as it is (the kernel drops it)", proc_name(p),
-                 SIGNAL_HOLD_MAX, sig);
-        return false;
-    }
-    if (p->held.execd)
-        LOG_INFO("%s: signal %d held: %llu ms after its exec the process neither catches, ignores nor blocks it",
-                 proc_name(p), sig, (unsigned long long)(now - p->held.execd_ms));
-    else
-        LOG_INFO("%s: signal %d held until the process has exec'd and takes it", proc_name(p), sig);
-    hold_timer_update();
-    return true;
-}
-
-/* The init exec'd: its hold window starts. */
-static void hold_on_exec(struct process *p)
-{
-    if (p->exec_id)
-        return;
-    signal_hold_on_exec(&p->held, monotonic_ms());
-    hold_timer_update();
-}
-
-/* The process exited or is forgotten: its held signals go with it. */
-static void hold_clear(struct process *p, const char *why)
-{
-    size_t n = signal_hold_clear(&p->held);
-    if (n)
-        LOG_INFO("%s: %zu held signal(s) dropped: %s", proc_name(p), n, why);
-}
-
-void container_on_signal_hold_timer(void)
-{
-    uint64_t expirations;
-    if (read(g_hold_timer_fd, &expirations, sizeof expirations) < 0 && errno == EAGAIN)
-        return;
-    uint64_t now = monotonic_ms();
-    for (struct container *c = g_containers; c; c = c->next) {
-        struct process *p = &c->init;
-        if (p->exited || !signal_hold_needs_poll(&p->held))
-            continue;
-        struct signal_masks masks;
-        bool have_masks = read_signal_masks(p->pid, &masks);
-        int deliver[SIGNAL_HOLD_MAX];
-        size_t dropped;
-        size_t n = signal_hold_poll(&p->held, have_masks ? &masks : NULL, now, deliver, &dropped);
-        unsigned long long since_exec = (unsigned long long)(now - p->held.execd_ms);
-        for (size_t i = 0; i < n; i++) {
-            if (kill(p->pid, deliver[i]) < 0)
-                LOG_WARN("%s: held signal %d: kill %d: %s", proc_name(p), deliver[i], (int)p->pid, strerror(errno));
-            else
-                LOG_INFO("%s: held signal %d delivered, %llu ms after its exec", proc_name(p), deliver[i], since_exec);
-        }
-        if (dropped)
-            LOG_INFO("%s: %zu held signal(s) dropped: the process took none within %u ms of its exec (a PID 1 "
-                     "without a handler ignores them, as under runc)",
-                     proc_name(p), dropped, SIGNAL_HOLD_WINDOW_MS);
-    }
-    hold_timer_update();
-}
-
-void container_on_status(struct process *p)
-{
-    struct child_report rep;
-    ssize_t n = read(p->status_fd, &rep, sizeof rep);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n == (ssize_t)sizeof rep) {
-        rep.message[sizeof rep.message - 1] = 0;
-        if (rep.code == RPC_OK && p->pending == PENDING_CREATE) {
-            if (p->terminal && attach_terminal(p) < 0) {
-                answer_pending(p, RPC_INTERNAL, "%s: terminal: the pty master did not arrive", proc_name(p));
-                destroy_failed_process(p);
-                return;
-            }
-            p->state = PROC_CREATED;
-            TIMING_MARK("child_ready");
-            answer_pending(p, RPC_OK, "created");
-            TIMING_END("CreateContainer");
-            return;
-        }
-        if (rep.code != RPC_OK) {
-            enum proc_pending was = p->pending;
-            LOG_WARN("%s: %s", proc_name(p), rep.message);
-            answer_pending(p, rep.code, "%s: %s", proc_name(p), rep.message);
-            if (was == PENDING_CREATE) {
-                /* A failed Create/Exec leaves nothing: kill the child, (unmount,) forget. */
-                destroy_failed_process(p);
-                return;
-            }
-            p->state = PROC_RUNNING; /* exec failed: it exits 127, Wait reports that */
-        }
-        return;
-    }
-    /* EOF (the child exec'd, or died) or a torn report. */
-    close_status(p);
-    if (p->pending == PENDING_START) {
-        p->state = PROC_RUNNING;
-        hold_on_exec(p);
-        answer_pending(p, RPC_OK, "started");
-    } else if (p->pending == PENDING_CREATE) {
-        answer_pending(p, RPC_INTERNAL, "%s: process died during setup", proc_name(p));
-        destroy_failed_process(p);
-    }
-}
-
-void container_start(uint64_t gen, uint32_t sid, const struct process_target *t)
-{
-    struct process *p = target_process(gen, sid, t, NULL);
-    if (!p)
-        return;
-    if (p->state != PROC_CREATED || p->exited || p->start_fd < 0) {
-        static const char *const names[] = { "being created", "created", "starting", "running", "stopped" };
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "%s cannot be started: it is %s", proc_name(p),
-                            p->exited ? "stopped" : names[p->state]);
-        return;
-    }
-    char go = 1;
-    ssize_t w = write(p->start_fd, &go, 1);
-    close_fd_at(&p->start_fd);
-    if (w != 1) {
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "%s: the process is gone", proc_name(p));
-        return;
-    }
-    p->state = PROC_STARTING;
-    p->pending = PENDING_START;
-    p->pending_reply.gen = gen;
-    p->pending_reply.stream_id = sid;
-    if (p->status_fd < 0) /* cannot happen: the child holds it until exec */
-        answer_pending(p, RPC_OK, "started");
-}
-
-void container_wait(uint64_t gen, uint32_t sid, const struct process_target *t)
-{
-    struct process *p = target_process(gen, sid, t, NULL);
-    if (!p)
-        return;
-    if (!pending_push(&p->waits, gen, sid)) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", proc_name(p));
-        return;
-    }
-    answer_waits(p);
-}
-
-/* Pids of the processes in the container's pid namespace, as seen from the guest root. */
 /* Learns the init's pid namespace (the first time it is needed: not on the create's path). */
 static void learn_pidns(struct container *c)
 {
@@ -1801,6 +591,7 @@ static void learn_pidns(struct container *c)
     c->pidns_ino = st.st_ino;
 }
 
+/* Pids of the processes in the container's pid namespace, as seen from the guest root. */
 static size_t container_pids(struct container *c, pid_t *out, size_t cap)
 {
     size_t n = 0;
@@ -1826,99 +617,55 @@ static size_t container_pids(struct container *c, pid_t *out, size_t cap)
     return n;
 }
 
-void container_signal(uint64_t gen, uint32_t sid, const struct process_target *t)
+int container_signal(struct container *c, struct process *p, uint32_t sig, bool all, char *err, size_t errcap)
 {
-    struct container *c;
-    struct process *p = target_process(gen, sid, t, &c);
-    if (!p)
-        return;
-    if (t->signal == 0 || t->signal >= NSIG) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: invalid signal %u", proc_name(p), t->signal);
-        return;
+    if (sig == 0 || sig >= NSIG) {
+        snprintf(err, errcap, "%s: invalid signal %u", process_name(p), sig);
+        return RPC_INVALID_ARGUMENT;
     }
     if (p->exited || p->pid <= 0) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "%s: process already finished", proc_name(p));
-        return;
+        snprintf(err, errcap, "%s: process already finished", process_name(p));
+        return RPC_NOT_FOUND;
     }
-    if (t->all) {
+    if (all) {
         /* Every process of the container: its pid namespace holds the init, the execs and
          * everything they started. */
         static pid_t pids[4096];
         size_t n = container_pids(c, pids, sizeof pids / sizeof pids[0]);
         for (size_t i = 0; i < n; i++)
-            if (pids[i] != c->init.pid || !hold_init_signal(c, (int)t->signal))
-                kill(pids[i], (int)t->signal);
-    } else if (!p->exec_id && hold_init_signal(c, (int)t->signal)) {
-        /* Held (signal_hold.h): answered like a kill(2) the kernel accepted. */
-    } else if (kill(p->pid, (int)t->signal) < 0) {
-        agent_respond_error(gen, sid, errno == ESRCH ? RPC_NOT_FOUND : RPC_INTERNAL, "%s: kill %d: %s", proc_name(p),
-                            (int)p->pid, strerror(errno));
-        return;
+            if (pids[i] != c->init.pid || !process_hold_signal(&c->init, (int)sig))
+                kill(pids[i], (int)sig);
+    } else if (!p->exec_id && process_hold_signal(p, (int)sig)) {
+        /* Held (signal_hold.h): reported sent, as a kill(2) the kernel accepted. */
+    } else if (kill(p->pid, (int)sig) < 0) {
+        int e = errno;
+        snprintf(err, errcap, "%s: kill %d: %s", process_name(p), (int)p->pid, strerror(e));
+        return e == ESRCH ? RPC_NOT_FOUND : RPC_INTERNAL;
     }
-    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
+    return RPC_OK;
 }
 
-void container_close_stdin(uint64_t gen, uint32_t sid, const struct process_target *t)
+size_t container_list(struct container *c, uint32_t *pids, const char **exec_ids, size_t cap)
 {
-    struct process *p = target_process(gen, sid, t, NULL);
-    if (!p)
-        return;
-    stream_close_stdin(p->in);
-    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
-}
-
-void container_resize_pty(uint64_t gen, uint32_t sid, const struct resize_pty_request *req)
-{
-    struct process_target t = { .container_id = req->container_id, .exec_id = req->exec_id };
-    struct process *p = target_process(gen, sid, &t, NULL);
-    if (!p)
-        return;
-    if (!p->terminal) {
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "%s has no terminal to resize", proc_name(p));
-        return;
-    }
-    if (req->width > 0xffff || req->height > 0xffff) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "%s: terminal size %ux%u is too large (max 65535)",
-                            proc_name(p), req->width, req->height);
-        return;
-    }
-    if (p->exited || p->pty_fd < 0) {
-        /* Exited (or not set up yet): nothing to resize, as with runc. */
-        agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
-        return;
-    }
-    struct winsize ws = { .ws_row = (unsigned short)req->height, .ws_col = (unsigned short)req->width };
-    if (ioctl(p->pty_fd, TIOCSWINSZ, &ws) < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: TIOCSWINSZ: %s", proc_name(p), strerror(errno));
-        return;
-    }
-    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
-}
-
-void container_list(uint64_t gen, uint32_t sid, const struct process_target *t)
-{
-    struct container *c = find_container(t->container_id);
-    if (!c) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
-                            t->container_id ? t->container_id : "");
-        return;
-    }
-    static pid_t pids[4096];
-    static uint32_t upids[4096];
-    static const char *exec_ids[4096];
-    size_t n = container_pids(c, pids, sizeof pids / sizeof pids[0]);
+    static pid_t found[4096];
+    size_t n = container_pids(c, found, cap < 4096 ? cap : 4096);
     for (size_t i = 0; i < n; i++) {
-        upids[i] = (uint32_t)pids[i];
+        pids[i] = (uint32_t)found[i];
         exec_ids[i] = "";
         for (struct process *e = c->execs; e; e = e->next)
-            if (!e->exited && e->pid == pids[i])
+            if (!e->exited && e->pid == found[i])
                 exec_ids[i] = e->exec_id;
     }
-    pb_writer w;
-    pb_writer_init(&w);
-    agent_encode_list_response(&w, upids, exec_ids, n);
-    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, &w);
-    pb_writer_free(&w);
+    return n;
+}
+
+/* ---------------------------------------------------------------- removal, reaping */
+
+/* Tells whoever waits that the process is finished, if it is. */
+static void report_if_finished(struct process *p)
+{
+    if (process_finished(p))
+        g_events.finished(g_events.ctx, p);
 }
 
 /* The process is reaped: output still stuck behind missing credit ends here, so that
@@ -1927,69 +674,39 @@ static void flush_exited(struct process *p)
 {
     if (!p->exited)
         return;
-    for (int i = 0; i < 2; i++)
-        stream_force_eof(p->out[i]);
-    answer_waits(p);
+    process_drop_output(p);
+    report_if_finished(p);
 }
 
 static void finish_remove(struct container *c)
 {
-    struct pending_reply *list = c->removals;
-    c->removals = NULL;
     flush_exited(&c->init);
     for (struct process *e = c->execs; e; e = e->next)
         flush_exited(e);
     LOG_INFO("container %s removed", c->id);
     container_destroy(c);
-    answer_list(&list, RPC_OK, NULL);
 }
 
-void container_remove(uint64_t gen, uint32_t sid, const struct process_target *t)
+void container_remove(struct container *c)
 {
-    struct container *c = find_container(t->container_id);
-    if (!c) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found",
-                            t->container_id ? t->container_id : "");
-        return;
-    }
-    if (!pending_push(&c->removals, gen, sid)) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
-        return;
-    }
     if (c->init.exited || c->init.pid <= 0) {
         finish_remove(c);
         return;
     }
-    /* Killing a pid namespace's init kills all of it; answered once it is reaped. */
+    /* Killing a pid namespace's init kills all of it; done once it is reaped. */
     c->removing = true;
     kill(c->init.pid, SIGKILL);
 }
 
 static void finish_remove_process(struct process *p)
 {
-    struct pending_reply *list = p->removals;
-    p->removals = NULL;
     flush_exited(p);
-    LOG_INFO("%s removed", proc_name(p));
+    LOG_INFO("%s removed", process_name(p));
     exec_destroy(p);
-    answer_list(&list, RPC_OK, NULL);
 }
 
-void container_remove_process(uint64_t gen, uint32_t sid, const struct process_target *t)
+void container_remove_process(struct process *p)
 {
-    if (!t->exec_id || !t->exec_id[0]) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT,
-                            "container \"%.200s\": RemoveProcess needs an exec id (RemoveContainer removes the init process)",
-                            t->container_id ? t->container_id : "");
-        return;
-    }
-    struct process *p = target_process(gen, sid, t, NULL);
-    if (!p)
-        return;
-    if (!pending_push(&p->removals, gen, sid)) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "%s: out of memory", proc_name(p));
-        return;
-    }
     if (p->exited || p->pid <= 0) {
         finish_remove_process(p);
         return;
@@ -2024,31 +741,19 @@ void container_reap_children(void)
         if (!p)
             continue; /* a failed or removed process's child, or an orphan */
         struct container *c = p->container;
-        p->exited = true;
-        p->state = PROC_EXITED;
-        p->exit_status = WIFEXITED(status) ? (uint32_t)WEXITSTATUS(status)
-                                           : WIFSIGNALED(status) ? 128u + (uint32_t)WTERMSIG(status) : 255u;
-        p->exited_at = now_unix_nano();
-        p->oom_kill = c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0;
-        LOG_INFO("%s: process %d exited with status %u", proc_name(p), (int)pid, p->exit_status);
-        hold_clear(p, "the process exited");
-        stream_destroy(p->in);
-        p->in = NULL;
-        close_fd_at(&p->start_fd);
-        close_fd_at(&p->console_fd);
-        close_fd_at(&p->pty_fd);
+        process_exited(p, status, c->has_cgroup ? cgroup_read_oom_kill(c->cgroup_dir) : 0);
         if (p->exec_id) {
             if (p->removing)
                 finish_remove_process(p);
             else
-                answer_waits(p);
+                report_if_finished(p);
             continue;
         }
         if (c->removing) {
             finish_remove(c);
             continue;
         }
-        answer_waits(p);
+        report_if_finished(p);
     }
 }
 
@@ -2061,93 +766,4 @@ void container_kill_all(void)
             if (!e->exited && e->pid > 0)
                 kill(e->pid, SIGKILL);
     }
-}
-
-/* ---------------------------------------------------------------- cgroup RPCs */
-
-/* The container a cgroup RPC names, with a cgroup; answers the error and returns NULL else. */
-static struct container *cgroup_target(uint64_t gen, uint32_t sid, const char *id, const char *what)
-{
-    struct container *c = find_container(id);
-    if (!c) {
-        agent_respond_error(gen, sid, RPC_NOT_FOUND, "container \"%.200s\" not found", id ? id : "");
-        return NULL;
-    }
-    if (!c->has_cgroup) {
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\": %s: the guest has no cgroup v2", c->id,
-                            what);
-        return NULL;
-    }
-    return c;
-}
-
-void container_update(uint64_t gen, uint32_t sid, struct update_container_request *req)
-{
-    struct container *c = cgroup_target(gen, sid, req->container_id, "update resources");
-    if (!c)
-        return;
-    if (c->removing || c->init.exited) {
-        agent_respond_error(gen, sid, RPC_FAILED_PRECONDITION, "container \"%s\" is stopped: cannot update its resources",
-                            c->id);
-        return;
-    }
-    struct cgroup_plan plan;
-    char err[600];
-    int code = cgroup_plan_resources(&req->resources, &c->resources, &plan, err, sizeof err);
-    if (code == RPC_OK)
-        code = cgroup_apply(c->cgroup_dir, &plan, err, sizeof err);
-    if (code != RPC_OK) {
-        agent_respond_error(gen, sid, code, "container \"%s\": update: %s", c->id, err);
-        return;
-    }
-    if (cgroup_resources_merge(&c->resources, &req->resources) < 0)
-        LOG_WARN("container %s: out of memory remembering its resources", c->id);
-    LOG_INFO("container %s: %zu cgroup value(s) updated", c->id, plan.n);
-    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, NULL);
-}
-
-void container_stats(uint64_t gen, uint32_t sid, const struct process_target *t)
-{
-    struct container *c = cgroup_target(gen, sid, t->container_id, "stats");
-    if (!c)
-        return;
-    static struct container_stats st;
-    if (cgroup_read_stats(c->cgroup_dir, &st) < 0) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": read cgroup %s: %s", c->id, c->cgroup_dir,
-                            strerror(errno));
-        return;
-    }
-    pb_writer w;
-    pb_writer_init(&w);
-    agent_encode_stats_response(&w, &st);
-    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, &w);
-    pb_writer_free(&w);
-}
-
-void container_watch_oom(uint64_t gen, uint32_t sid, const struct watch_oom_request *req)
-{
-    struct container *c = cgroup_target(gen, sid, req->container_id, "watch OOM kills");
-    if (!c)
-        return;
-    struct oom_waiter *w = calloc(1, sizeof *w);
-    if (!w) {
-        agent_respond_error(gen, sid, RPC_INTERNAL, "container \"%s\": out of memory", c->id);
-        return;
-    }
-    w->gen = gen;
-    w->stream_id = sid;
-    w->seen = req->seen;
-    w->next = c->oom_waiters;
-    c->oom_waiters = w;
-    /* Already past `seen`: answered at once (and waiters of a gone connection are dropped). */
-    answer_oom_waiters(c, cgroup_read_oom_kill(c->cgroup_dir), false);
-}
-
-void container_on_cgroup_events(void)
-{
-    if (!cgroups_events_drain())
-        return;
-    for (struct container *c = g_containers; c; c = c->next)
-        if (c->has_cgroup && c->oom_waiters)
-            answer_oom_waiters(c, cgroup_read_oom_kill(c->cgroup_dir), false);
 }

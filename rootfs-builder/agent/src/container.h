@@ -1,88 +1,85 @@
-/* Containers: their root filesystem (image + writable disk from the VMM's slots, overlaid),
- * their init process, made in new pid/mount/uts/ipc namespaces, and their execs, which join
- * those namespaces; every process is set up and then held before execve until StartProcess.
- * A process may have a terminal: a pty from the container's own devpts instance, its slave
- * the controlling terminal and stdio of the process, its master pumped on the stdout/stdin
- * streams. Every RPC about a container is answered from here, some of them later
- * (Create/Exec/Start when the child reports, Wait on exit, Remove on reap). */
+/* Containers: their root filesystem (rootfs.h), their cgroup (cgroups.h), their init process,
+ * made in new pid/mount/uts/ipc namespaces, and their execs, which join those namespaces
+ * (process.h, child.h). This is the agent's container layer (kata's rustjail): its
+ * functions return results (RPC_OK, or an RPC code with the message in err) and never answer
+ * the host; what happens later (a child set up or exec'd, a process finished, a process or a
+ * container forgotten, a memory.events change) goes up through the container_events whoever
+ * answers the host registered. */
 #ifndef SMOLVM_CONTAINER_H
 #define SMOLVM_CONTAINER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
-#include "agent.h"
 #include "agent_pb.h"
-#include "signal_hold.h"
+#include "process.h"
+#include "stdio_pump.h"
 
-struct stream;
 struct container;
 
-struct pending_reply {
-    struct pending_reply *next;
-    uint64_t gen;
-    uint32_t stream_id;
+struct container_events {
+    /* A process's set-up (CreateContainer, ExecProcess) ended: RPC_OK with the process created
+     * and waiting for its start, or the failure (the process is then released, and with an
+     * init its container is gone). */
+    void (*setup_done)(void *ctx, struct process *p, int32_t code, const char *message);
+    /* After process_start: RPC_OK once the process exec'd, else why its exec failed. */
+    void (*start_done)(void *ctx, struct process *p, int32_t code, const char *message);
+    /* The process exited and its output is all sent or dropped: its exit status is final. */
+    void (*finished)(void *ctx, struct process *p);
+    /* The process is forgotten (removed, failed, or its container went); message says so
+     * ("container "c" exec "e" was removed"). p is freed after the current event batch. */
+    void (*released)(void *ctx, struct process *p, const char *message);
+    /* The container is forgotten (its processes were released first); oom_kill: its cgroup's
+     * last memory.events count. c is freed after the current event batch. */
+    void (*gone)(void *ctx, struct container *c, uint64_t oom_kill);
+    /* Some container's memory.events changed (container_oom_kill tells which). */
+    void (*oom_events)(void *ctx);
+    void *ctx;
 };
 
-enum proc_state { PROC_CREATING, PROC_CREATED, PROC_STARTING, PROC_RUNNING, PROC_EXITED };
-enum proc_pending { PENDING_NONE, PENDING_CREATE, PENDING_START };
+/* The events every container reports through, and the streams their processes' stdio joins.
+ * Watches the containers' memory.events (cgroups_events_fd). */
+void containers_init(const struct container_events *events, struct stream_set *streams);
 
-struct process {
-    struct process *next; /* the container's list of execs */
-    struct container *container;
-    char *exec_id; /* NULL: the container's init process */
-    pid_t pid;
-    enum proc_state state;
-    bool exited;
-    bool terminal;
-    int status_fd; /* reports from the child (setup done / exec failed); EOF = exec'd or dead */
-    struct watch status_watch;
-    int start_fd;  /* one byte lets the child exec */
-    int console_fd; /* terminal: the socket the child sends its pty master over, until it has */
-    int pty_fd;     /* terminal: the pty master, kept for ResizePty until the process exits */
-    enum proc_pending pending;
-    struct pending_reply pending_reply;
-    struct stream *out[2]; /* stdout, stderr; NULL when not connected */
-    struct stream *in;
-    uint32_t exit_status;
-    uint64_t exited_at;
-    uint64_t oom_kill; /* the container's memory.events oom_kill count when it was reaped */
-    struct pending_reply *waits;
-    bool removing;                 /* execs: RemoveProcess killed it, forget it on reap */
-    struct pending_reply *removals; /* execs: RemoveProcess callers */
-    struct signal_hold held;        /* init: signals the kernel would drop, held (signal_hold.h) */
-};
+/* Lookups: RPC_OK, or RPC_NOT_FOUND with the message. */
+int container_find(const char *id, struct container **out, char *err, size_t errcap);
+/* The process a request names: the container's init for an empty exec id. */
+int container_find_process(const char *container_id, const char *exec_id, struct container **out_c,
+                           struct process **out_p, char *err, size_t errcap);
+/* As container_find, and RPC_FAILED_PRECONDITION when the guest has no cgroup for it; `what`
+ * names the operation in the message. */
+int container_find_with_cgroup(const char *id, const char *what, struct container **out, char *err, size_t errcap);
+const char *container_id(const struct container *c);
+/* Every container, newest first. */
+struct container *container_first(void);
+struct container *container_next(const struct container *c);
 
-/* Agent start (before a template snapshot): makes and drops once the namespaces every
- * container's init gets, so that the kernel's one-time set-up for them (the pid cache of a
- * second pid namespace level) is not paid by the first container of a restored VM. */
-void container_prewarm(void);
-void container_create(uint64_t gen, uint32_t sid, struct create_container_request *req);
-void container_exec(uint64_t gen, uint32_t sid, struct exec_process_request *req);
-void container_start(uint64_t gen, uint32_t sid, const struct process_target *t);
-void container_wait(uint64_t gen, uint32_t sid, const struct process_target *t);
-void container_signal(uint64_t gen, uint32_t sid, const struct process_target *t);
-void container_close_stdin(uint64_t gen, uint32_t sid, const struct process_target *t);
-void container_resize_pty(uint64_t gen, uint32_t sid, const struct resize_pty_request *req);
-void container_list(uint64_t gen, uint32_t sid, const struct process_target *t);
-void container_remove(uint64_t gen, uint32_t sid, const struct process_target *t);
-void container_remove_process(uint64_t gen, uint32_t sid, const struct process_target *t);
+/* CreateContainer: validates, mounts, makes the cgroup and clones the init process (*init), which
+ * reports through setup_done. */
+int container_create(const struct create_container_request *req, struct process **init, char *err, size_t errcap);
+/* ExecProcess: clones an exec (*out) into the container's namespaces; setup_done follows. */
+int container_exec(const struct exec_process_request *req, struct process **out, char *err, size_t errcap);
+/* SignalProcess: to p, or (all) to every process of the container. Signals the kernel would
+ * drop for the init are held (signal_hold.h) and count as sent. */
+int container_signal(struct container *c, struct process *p, uint32_t sig, bool all, char *err, size_t errcap);
+/* ListProcesses: the pids of the container's processes and the exec id of each ("" for the
+ * init and their children); how many (at most cap). */
+size_t container_list(struct container *c, uint32_t *pids, const char **exec_ids, size_t cap);
+/* RemoveContainer: kills it; gone follows once its init is reaped (at once if it was). */
+void container_remove(struct container *c);
+/* RemoveProcess of an exec: kills it; released follows once it is reaped (at once if it was). */
+void container_remove_process(struct process *p);
+
 /* Protocol 1.3: the container's cgroup (cgroups.h). */
-void container_update(uint64_t gen, uint32_t sid, struct update_container_request *req);
-void container_stats(uint64_t gen, uint32_t sid, const struct process_target *t);
-void container_watch_oom(uint64_t gen, uint32_t sid, const struct watch_oom_request *req);
-/* The inotify fd of memory.events files is readable: answers WatchOom callers. */
-void container_on_cgroup_events(void);
+int container_update(struct container *c, const struct agent_resources *resources, char *err, size_t errcap);
+int container_stats(struct container *c, struct container_stats *st, char *err, size_t errcap);
+/* memory.events oom_kill of the container's cgroup (0 without one). */
+uint64_t container_oom_kill(const struct container *c);
+bool container_has_cgroup(const struct container *c);
 
 /* SIGCHLD: reaps every exited child. */
 void container_reap_children(void);
-/* The child's status pipe is readable. */
-void container_on_status(struct process *p);
-/* One of the process's output streams reached EOF. */
-void process_on_output_done(struct process *p);
-/* The signal hold's poll timer fired (signal_hold.h). */
-void container_on_signal_hold_timer(void);
 /* Shutdown: kill every container process (the filesystems are synced by the caller). */
 void container_kill_all(void);
 

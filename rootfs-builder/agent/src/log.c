@@ -19,6 +19,16 @@ void log_init(void)
     }
 }
 
+int log_get_fd(void)
+{
+    return log_fd;
+}
+
+void log_set_fd(int fd)
+{
+    log_fd = fd;
+}
+
 void log_msg(const char *level, const char *fmt, ...)
 {
     if (log_fd < 0)
@@ -66,16 +76,6 @@ static uint64_t tsc_now(void)
 static double tsc_ms(uint64_t from, uint64_t to)
 {
     return (double)(to - from) / (TIMING_TSC_MHZ * 1000.0);
-}
-
-int log_get_fd(void)
-{
-    return log_fd;
-}
-
-void log_set_fd(int fd)
-{
-    log_fd = fd;
 }
 
 /* idle + iowait of /proc/stat's cpu line, in USER_HZ ticks (0 when unreadable). */

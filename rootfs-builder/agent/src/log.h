@@ -9,6 +9,10 @@ extern bool log_debug_enabled;
 
 void log_init(void);
 void log_msg(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The log's fd (-1: log nothing, as the host-side unit tests do; a child keeps it across its fd
+ * shuffle to report its own timings). */
+int log_get_fd(void);
+void log_set_fd(int fd);
 
 #define LOG_INFO(...) log_msg("info", __VA_ARGS__)
 #define LOG_WARN(...) log_msg("warn", __VA_ARGS__)
@@ -24,9 +28,6 @@ void log_msg(const char *level, const char *fmt, ...) __attribute__((format(prin
 void timing_begin(void);
 void timing_mark(const char *step);
 void timing_end(const char *what);
-/* The log's fd (a child keeps it across its fd shuffle to report its own steps). */
-int log_get_fd(void);
-void log_set_fd(int fd);
 #define TIMING_BEGIN() timing_begin()
 #define TIMING_MARK(step) timing_mark(step)
 #define TIMING_END(what) timing_end(what)

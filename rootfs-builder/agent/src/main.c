@@ -6,11 +6,14 @@
  * Then it mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run and the cgroup2 tree, finds the
  * agent channel and serves the agent API on it, forever: PID 1 never exits (that would
  * panic the kernel) and reaps every child. Nothing about a container is on the kernel
- * command line: everything arrives through the channel. */
+ * command line: everything arrives through the channel.
+ *
+ * main makes the agent's objects (the host connection, the stdio streams, the RPC layer) and
+ * wires them: the connection's frames go to the RPC layer, the container layer's events to
+ * it, the streams send through the connection. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,160 +21,33 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "blkdev.h"
 #include "cgroups.h"
 #include "channel.h"
+#include "child.h"
 #include "container.h"
+#include "event_loop.h"
+#include "host_conn.h"
 #include "log.h"
-#include "service.h"
+#include "rpc.h"
 #include "stdio_pump.h"
 
 #define STAGE2_ARG "--in-tmpfs-root"
 #define NEW_ROOT "/.smolvm-root"
-/* While the host end of the virtio port is closed, re-check this often (ms). The kernel also
- * wakes us on connect; this is the fallback, cheap enough to be invisible. */
-#define RECONNECT_POLL_MS 20
 
-struct host_conn g_conn;
+/* The agent's objects, made once by main and passed to each other explicitly. */
+struct agent {
+    struct host_conn conn;
+    struct stream_set streams;
+    struct rpc rpc;
+    bool shutting_down;
+    struct loop_timer shutdown_timer;
+};
 
-static int g_epfd = -1;
-static struct ttrpc_reader g_reader;
-static struct write_queue g_wq;
-static bool g_read_blocked; /* stopped reading requests: control lane full */
-static bool g_shutting_down;
-
-/* Channel state: at most one connection, on the vport or on an accepted vsock socket. */
-static int g_chan_fd = -1;
-static bool g_chan_is_vport;
-static int g_vport_fd = -1;
-static int g_vsock_listen_fd = -1;
-static int g_uevent_fd = -1;
-static int g_reconnect_timer_fd = -1;
-static bool g_reconnect_armed;
-static int g_shutdown_timer_fd = -1;
-
-static struct watch w_signal = { W_SIGNALFD, NULL };
-static struct watch w_vport = { W_CHANNEL, &g_vport_fd };
-static struct watch w_vsock_conn = { W_CHANNEL, &g_chan_fd };
-static struct watch w_vsock_listen = { W_VSOCK_LISTEN, NULL };
-static struct watch w_uevent = { W_UEVENT, NULL };
-static struct watch w_reconnect = { W_RECONNECT_TIMER, NULL };
-static struct watch w_shutdown = { W_SHUTDOWN_TIMER, NULL };
-static struct watch w_cgroup_events = { W_CGROUP_EVENTS, NULL };
-
-static void **g_graveyard;
-static size_t g_graveyard_len, g_graveyard_cap;
-
-/* ------------------------------------------------------------------ epoll */
-
-int watch_add(int fd, uint32_t events, struct watch *w)
-{
-    struct epoll_event ev = { .events = events, .data.ptr = w };
-    return epoll_ctl(g_epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-int watch_mod(int fd, uint32_t events, struct watch *w)
-{
-    struct epoll_event ev = { .events = events, .data.ptr = w };
-    return epoll_ctl(g_epfd, EPOLL_CTL_MOD, fd, &ev);
-}
-
-void watch_del(int fd)
-{
-    epoll_ctl(g_epfd, EPOLL_CTL_DEL, fd, NULL);
-}
-
-void agent_defer_free(void *ptr)
-{
-    if (g_graveyard_len == g_graveyard_cap) {
-        size_t cap = g_graveyard_cap ? g_graveyard_cap * 2 : 16;
-        void **ng = realloc(g_graveyard, cap * sizeof *ng);
-        if (!ng) {
-            /* Leaking beats a use-after-free in PID 1. */
-            LOG_ERR("out of memory deferring a free");
-            return;
-        }
-        g_graveyard = ng;
-        g_graveyard_cap = cap;
-    }
-    g_graveyard[g_graveyard_len++] = ptr;
-}
-
-static void empty_graveyard(void)
-{
-    for (size_t i = 0; i < g_graveyard_len; i++)
-        free(g_graveyard[i]);
-    g_graveyard_len = 0;
-}
-
-/* ------------------------------------------------------------------ output to the host */
-
-void agent_queue_frame(enum wq_lane lane, uint32_t stream_id, uint8_t type, uint8_t flags,
-                       const void *payload, size_t len)
-{
-    if (!g_conn.connected)
-        return;
-    if (wq_push_frame(&g_wq, lane, stream_id, type, flags, payload, len) < 0)
-        LOG_ERR("dropping a %zu-byte frame on stream %u: out of memory", len, stream_id);
-}
-
-size_t agent_data_queued(void)
-{
-    return wq_queued(&g_wq, WQ_DATA);
-}
-
-void agent_respond(uint64_t gen, uint32_t stream_id, enum wq_lane lane, int32_t code,
-                   const char *message, const pb_writer *payload)
-{
-    if (!g_conn.connected || gen != g_conn.gen)
-        return; /* the request came on a connection that is gone */
-    pb_writer w;
-    pb_writer_init(&w);
-    if (payload && payload->failed) {
-        code = RPC_INTERNAL;
-        message = "out of memory encoding the response";
-        payload = NULL;
-    }
-    ttrpc_encode_response(&w, code, message, payload ? payload->buf : NULL, payload ? payload->len : 0);
-    if (w.failed)
-        LOG_ERR("out of memory encoding the response on stream %u", stream_id);
-    else
-        agent_queue_frame(lane, stream_id, TTRPC_RESPONSE, 0, w.buf, w.len);
-    pb_writer_free(&w);
-}
-
-void agent_respond_error(uint64_t gen, uint32_t stream_id, int32_t code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    LOG_DEBUG("stream %u: error %d: %s", stream_id, code, msg);
-    agent_respond(gen, stream_id, WQ_CONTROL, code, msg, NULL);
-}
-
-static void arm_timer(int fd, unsigned ms, bool periodic)
-{
-    struct itimerspec its = { 0 };
-    its.it_value.tv_sec = ms / 1000;
-    its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
-    if (periodic)
-        its.it_interval = its.it_value;
-    timerfd_settime(fd, 0, &its, NULL);
-}
-
-static void disarm_timer(int fd)
-{
-    struct itimerspec its = { 0 };
-    timerfd_settime(fd, 0, &its, NULL);
-}
+/* ------------------------------------------------------------------ shutdown */
 
 static __attribute__((noreturn)) void power_off(void)
 {
@@ -184,197 +60,73 @@ static __attribute__((noreturn)) void power_off(void)
         pause(); /* PID 1 must not exit */
 }
 
-void agent_begin_shutdown(void)
+/* Shutdown was answered: flush, sync and reboot (QEMU -no-reboot exits). */
+static void begin_shutdown(void *ctx)
 {
-    g_shutting_down = true;
+    struct agent *a = ctx;
+    a->shutting_down = true;
     container_kill_all();
     sync();
     /* Give the answer a moment to reach the host, but never hang on a host that is gone. */
-    if (g_shutdown_timer_fd >= 0)
-        arm_timer(g_shutdown_timer_fd, 1000, false);
+    if (a->shutdown_timer.fd >= 0)
+        loop_timer_set(&a->shutdown_timer, 1000, false);
 }
 
-/* ------------------------------------------------------------------ the connection */
-
-static void on_frame(void *ctx, const struct ttrpc_frame *f)
+static void on_shutdown_timer(void *ctx, uint32_t events)
 {
-    service_on_frame(f);
+    LOG_WARN("shutdown: the host did not take the answer in time");
+    power_off();
 }
 
-static void on_oversized(void *ctx, uint32_t stream_id, uint8_t type, uint32_t len)
+/* ------------------------------------------------------------------ wiring */
+
+static void conn_frame(void *ctx, const struct ttrpc_frame *f)
 {
-    service_on_oversized(stream_id, type, len);
+    struct agent *a = ctx;
+    rpc_on_frame(&a->rpc, f);
 }
 
-static const struct ttrpc_reader_ops reader_ops = { on_frame, on_oversized };
-
-static void conn_begin(int fd, bool is_vport)
+static void conn_oversized(void *ctx, uint32_t stream_id, uint8_t type, uint32_t len)
 {
-    g_chan_fd = fd;
-    g_chan_is_vport = is_vport;
-    g_conn.connected = true;
-    g_conn.handshake_done = false;
-    g_conn.gen++;
-    ttrpc_reader_reset(&g_reader);
-    wq_clear(&g_wq);
-    g_read_blocked = false;
-    if (g_reconnect_armed) {
-        disarm_timer(g_reconnect_timer_fd);
-        g_reconnect_armed = false;
-    }
-    LOG_INFO("host connected (%s)", is_vport ? "virtio-serial" : "vsock");
+    struct agent *a = ctx;
+    rpc_on_oversized(&a->rpc, stream_id, type, len);
 }
 
-static void arm_reconnect(void)
+static void conn_data_room(void *ctx)
 {
-    if (!g_reconnect_armed && g_reconnect_timer_fd >= 0) {
-        arm_timer(g_reconnect_timer_fd, RECONNECT_POLL_MS, true);
-        g_reconnect_armed = true;
-    }
+    struct agent *a = ctx;
+    stream_update_all(&a->streams);
 }
 
-static void conn_end(const char *why)
+static void conn_lost(void *ctx)
 {
-    if (!g_conn.connected)
-        return;
-    LOG_INFO("host disconnected: %s", why);
-    g_conn.connected = false;
-    g_conn.handshake_done = false;
-    ttrpc_reader_reset(&g_reader);
-    wq_clear(&g_wq);
-    g_read_blocked = false;
-    stream_detach_all();
-    if (g_chan_is_vport) {
-        arm_reconnect(); /* the port stays open; wait for the host to come back */
-    } else {
-        watch_del(g_chan_fd);
-        close(g_chan_fd);
-    }
-    g_chan_fd = -1;
-    if (g_shutting_down)
+    struct agent *a = ctx;
+    stream_detach_all(&a->streams);
+    channel_conn_lost();
+    if (a->shutting_down)
         power_off();
 }
 
-static void channel_read(void)
+static const struct host_conn_ops conn_ops = { conn_frame, conn_oversized, conn_data_room, conn_lost };
+
+static void stream_send(void *conn, enum wq_lane lane, uint32_t stream_id, uint8_t flags, const void *payload,
+                        size_t len)
 {
-    static uint8_t buf[65536];
-    while (g_conn.connected) {
-        if (wq_queued(&g_wq, WQ_CONTROL) >= CONTROL_QUEUE_LIMIT) {
-            g_read_blocked = true;
-            return;
-        }
-        ssize_t n = read(g_chan_fd, buf, sizeof buf);
-        if (n > 0) {
-            if (ttrpc_reader_push(&g_reader, buf, (size_t)n, &reader_ops, NULL) < 0)
-                conn_end("out of memory reading a frame");
-            continue;
-        }
-        if (n == 0) {
-            conn_end("end of stream");
-            return;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN)
-            conn_end(strerror(errno));
-        return;
-    }
+    host_conn_send(conn, lane, stream_id, TTRPC_DATA, flags, payload, len);
 }
 
-static void channel_flush(void)
+static size_t stream_data_queued(const void *conn)
 {
-    for (int round = 0; round < 16 && g_conn.connected; round++) {
-        int rc = wq_flush(&g_wq, g_chan_fd);
-        if (rc < 0) {
-            conn_end(strerror(errno));
-            return;
-        }
-        /* Room in the data lane: let blocked output streams read again. */
-        stream_update_all();
-        if (g_read_blocked && wq_queued(&g_wq, WQ_CONTROL) < CONTROL_QUEUE_LIMIT) {
-            g_read_blocked = false;
-            channel_read();
-            continue;
-        }
-        break;
-    }
-    if (g_shutting_down && (!g_conn.connected || wq_empty(&g_wq)))
+    return host_conn_queued(conn, WQ_DATA);
+}
+
+/* After every batch of events: what was queued goes to the host. */
+static void after_batch(void *ctx)
+{
+    struct agent *a = ctx;
+    host_conn_flush(&a->conn);
+    if (a->shutting_down && (!host_conn_connected(&a->conn) || host_conn_drained(&a->conn)))
         power_off();
-}
-
-static void try_open_vport(void)
-{
-    if (g_vport_fd >= 0)
-        return;
-    char path[128];
-    int fd = channel_open_vport(AGENT_VPORT_NAME, path, sizeof path);
-    if (fd < 0)
-        return;
-    g_vport_fd = fd;
-    LOG_INFO("agent channel: %s", path);
-    /* Edge-triggered: while the host is away the port reports POLLHUP continuously; the
-     * kernel wakes the port's waitqueue when the host connects. */
-    if (watch_add(fd, EPOLLIN | EPOLLOUT | EPOLLET, &w_vport) < 0)
-        LOG_ERR("epoll add %s: %s", path, strerror(errno));
-    if (g_chan_fd < 0) {
-        if (channel_vport_host_absent(fd))
-            arm_reconnect();
-        else
-            conn_begin(fd, true);
-    }
-}
-
-static void on_vport_event(void)
-{
-    if (g_chan_fd != g_vport_fd) {
-        if (g_chan_fd >= 0)
-            return; /* a vsock connection is active */
-        if (channel_vport_host_absent(g_vport_fd)) {
-            arm_reconnect();
-            return;
-        }
-        conn_begin(g_vport_fd, true);
-    }
-    channel_read();
-}
-
-static void on_vsock_accept(void)
-{
-    for (;;) {
-        int fd = accept4(g_vsock_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        if (g_chan_fd >= 0 && g_chan_is_vport) {
-            LOG_WARN("vsock connection refused: the virtio-serial channel is in use");
-            close(fd);
-            continue;
-        }
-        if (g_chan_fd >= 0)
-            conn_end("replaced by a new vsock connection");
-        if (watch_add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, &w_vsock_conn) < 0) {
-            LOG_ERR("epoll add vsock connection: %s", strerror(errno));
-            close(fd);
-            continue;
-        }
-        conn_begin(fd, false);
-        channel_read();
-    }
-}
-
-static void on_reconnect_timer(void)
-{
-    uint64_t ticks;
-    ssize_t r = read(g_reconnect_timer_fd, &ticks, sizeof ticks);
-    (void)r;
-    if (g_chan_fd >= 0 || g_vport_fd < 0) {
-        disarm_timer(g_reconnect_timer_fd);
-        g_reconnect_armed = false;
-        return;
-    }
-    if (!channel_vport_host_absent(g_vport_fd)) {
-        conn_begin(g_vport_fd, true);
-        channel_read();
-    }
 }
 
 /* ------------------------------------------------------------------ boot */
@@ -467,8 +219,9 @@ static void mount_system(void)
         LOG_ERR("mkdir /run/smolvm/c: %s", strerror(errno));
 }
 
-static void on_signalfd(int fd)
+static void on_signalfd(void *obj, uint32_t events)
 {
+    int fd = *(int *)obj;
     struct signalfd_siginfo si;
     while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
         /* Only SIGCHLD is routed here; reaping covers every coalesced signal. */
@@ -487,7 +240,7 @@ int main(int argc, char **argv)
         move_to_tmpfs_root(argv[0] && argv[0][0] == '/' ? argv[0] : "/init");
     umask(022);
     mount_system();
-    container_prewarm();
+    child_prewarm_namespaces();
     const char *debug = getenv("SMOLVM_DEBUG");
     log_debug_enabled = debug && debug[0] && strcmp(debug, "0") != 0;
     LOG_DEBUG("debug logging on (SMOLVM_DEBUG on the kernel command line)");
@@ -497,89 +250,27 @@ int main(int argc, char **argv)
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
-    int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    static int sfd;
+    sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    static struct watch w_signal = { on_signalfd, &sfd };
 
-    g_epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (g_epfd < 0 || sfd < 0) {
+    if (event_loop_init() < 0 || sfd < 0) {
         LOG_ERR("epoll/signalfd: %s: the agent cannot run", strerror(errno));
         for (;;)
             pause();
     }
     watch_add(sfd, EPOLLIN, &w_signal);
-    ttrpc_reader_init(&g_reader, TTRPC_MAX_PAYLOAD);
-    wq_init(&g_wq);
-    g_reconnect_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    g_shutdown_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (g_reconnect_timer_fd >= 0)
-        watch_add(g_reconnect_timer_fd, EPOLLIN, &w_reconnect);
-    if (g_shutdown_timer_fd >= 0)
-        watch_add(g_shutdown_timer_fd, EPOLLIN, &w_shutdown);
-    if (cgroups_events_fd() >= 0)
-        watch_add(cgroups_events_fd(), EPOLLIN, &w_cgroup_events);
 
-    /* Listen for uevents before looking, so a port announced in between is not missed. */
-    g_uevent_fd = channel_uevent_open();
-    if (g_uevent_fd >= 0)
-        watch_add(g_uevent_fd, EPOLLIN, &w_uevent);
-    try_open_vport();
-    g_vsock_listen_fd = channel_vsock_listen(AGENT_VSOCK_PORT);
-    if (g_vsock_listen_fd >= 0) {
-        watch_add(g_vsock_listen_fd, EPOLLIN, &w_vsock_listen);
-        LOG_INFO("agent channel: vsock port %u", AGENT_VSOCK_PORT);
-    }
-    if (g_vport_fd < 0 && g_vsock_listen_fd < 0)
-        LOG_INFO("waiting for the agent channel (virtio port \"%s\")", AGENT_VPORT_NAME);
+    static struct agent agent;
+    struct agent *a = &agent;
+    host_conn_init(&a->conn, &conn_ops, a);
+    struct stream_link link = { stream_send, stream_data_queued, &a->conn };
+    stream_set_init(&a->streams, &link);
+    rpc_init(&a->rpc, &a->conn, &a->streams, begin_shutdown, a);
+    struct container_events events = rpc_container_events(&a->rpc);
+    containers_init(&events, &a->streams);
+    loop_timer_open(&a->shutdown_timer, on_shutdown_timer, a);
+    channel_start(&a->conn);
 
-    for (;;) {
-        struct epoll_event evs[64];
-        int n = epoll_wait(g_epfd, evs, 64, -1);
-        if (n < 0) {
-            if (errno != EINTR)
-                LOG_ERR("epoll_wait: %s", strerror(errno));
-            continue;
-        }
-        for (int i = 0; i < n; i++) {
-            struct watch *w = evs[i].data.ptr;
-            switch (w->kind) {
-            case W_SIGNALFD:
-                on_signalfd(sfd);
-                break;
-            case W_CHANNEL:
-                if (w == &w_vport)
-                    on_vport_event();
-                else if (g_conn.connected && !g_chan_is_vport)
-                    channel_read();
-                break;
-            case W_VSOCK_LISTEN:
-                on_vsock_accept();
-                break;
-            case W_UEVENT:
-                if (channel_uevent_drain(g_uevent_fd))
-                    try_open_vport();
-                break;
-            case W_RECONNECT_TIMER:
-                on_reconnect_timer();
-                break;
-            case W_SHUTDOWN_TIMER:
-                LOG_WARN("shutdown: the host did not take the answer in time");
-                power_off();
-            case W_STREAM:
-                stream_on_ready(w->obj, evs[i].events);
-                break;
-            case W_PROC_STATUS:
-                container_on_status(w->obj);
-                break;
-            case W_CGROUP_EVENTS:
-                container_on_cgroup_events();
-                break;
-            case W_SIGNAL_HOLD_TIMER:
-                container_on_signal_hold_timer();
-                break;
-            case W_DEAD:
-                break;
-            }
-        }
-        channel_flush();
-        empty_graveyard();
-    }
+    event_loop_run(after_batch, a);
 }

@@ -15,7 +15,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "ttrpc.h"
+#include "rpc_status.h"
 
 #ifndef SYS_openat2
 #define SYS_openat2 437

@@ -2,15 +2,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
-#include "agent_pb.h"
 #include "log.h"
+#include "rpc_status.h"
 
 /* From <linux/random.h>, which clashes with musl's ioctl macros. */
 #ifndef RNDADDENTROPY
@@ -80,51 +80,50 @@ size_t rng_read_hwrng(uint8_t *buf, size_t cap)
     return got;
 }
 
-void reseed_handle(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len)
+static void set_wall_clock(uint64_t unix_nano)
 {
-    struct reseed_request req;
-    if (agent_decode_reseed(payload, len, &req) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "Reseed: malformed ReseedRequest");
-        return;
+    struct timespec ts = { .tv_sec = (time_t)(unix_nano / 1000000000ull), .tv_nsec = (long)(unix_nano % 1000000000ull) };
+    if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+        LOG_WARN("clock_settime: %s", strerror(errno));
+}
+
+void reseed_on_handshake(uint64_t host_time_unix_nano, const uint8_t *entropy, size_t len)
+{
+    if (host_time_unix_nano)
+        set_wall_clock(host_time_unix_nano);
+    if (len > 0)
+        rng_mix_and_reseed(entropy, len);
+}
+
+int reseed_apply(const struct reseed_request *req, bool *crng_reseeded, uint32_t *hwrng_bytes, char *err,
+                 size_t errcap)
+{
+    if (req->entropy_len < RESEED_MIN_ENTROPY || req->entropy_len > RESEED_MAX_ENTROPY) {
+        snprintf(err, errcap, "Reseed: %zu bytes of entropy (needs %d..%d)", req->entropy_len, RESEED_MIN_ENTROPY,
+                 RESEED_MAX_ENTROPY);
+        return RPC_INVALID_ARGUMENT;
     }
-    if (req.entropy_len < RESEED_MIN_ENTROPY || req.entropy_len > RESEED_MAX_ENTROPY) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "Reseed: %zu bytes of entropy (needs %d..%d)",
-                            req.entropy_len, RESEED_MIN_ENTROPY, RESEED_MAX_ENTROPY);
-        agent_reseed_free(&req);
-        return;
-    }
-    size_t hostname_len = req.hostname ? strlen(req.hostname) : 0;
+    size_t hostname_len = req->hostname ? strlen(req->hostname) : 0;
     if (hostname_len > HOSTNAME_MAX) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "Reseed: hostname of %zu bytes (max %d)",
-                            hostname_len, HOSTNAME_MAX);
-        agent_reseed_free(&req);
-        return;
+        snprintf(err, errcap, "Reseed: hostname of %zu bytes (max %d)", hostname_len, HOSTNAME_MAX);
+        return RPC_INVALID_ARGUMENT;
     }
     /* Host bytes first, then virtio-rng's (fresh from the host's RNG after a restore). */
-    bool reseeded = rng_mix_and_reseed(req.entropy, req.entropy_len);
+    bool reseeded = rng_mix_and_reseed(req->entropy, req->entropy_len);
     uint8_t hw[RESEED_HWRNG_BYTES];
     size_t hw_len = rng_read_hwrng(hw, sizeof hw);
     if (hw_len > 0) {
         reseeded = rng_mix_and_reseed(hw, hw_len) && reseeded;
         explicit_bzero(hw, sizeof hw);
     }
-    if (req.host_time_unix_nano) {
-        struct timespec ts = { .tv_sec = (time_t)(req.host_time_unix_nano / 1000000000ull),
-                               .tv_nsec = (long)(req.host_time_unix_nano % 1000000000ull) };
-        if (clock_settime(CLOCK_REALTIME, &ts) < 0)
-            LOG_WARN("clock_settime: %s", strerror(errno));
+    if (req->host_time_unix_nano)
+        set_wall_clock(req->host_time_unix_nano);
+    if (hostname_len > 0 && sethostname(req->hostname, hostname_len) < 0) {
+        snprintf(err, errcap, "Reseed: sethostname \"%s\": %s", req->hostname, strerror(errno));
+        return RPC_INVALID_ARGUMENT;
     }
-    if (hostname_len > 0 && sethostname(req.hostname, hostname_len) < 0) {
-        agent_respond_error(gen, sid, RPC_INVALID_ARGUMENT, "Reseed: sethostname \"%s\": %s", req.hostname,
-                            strerror(errno));
-        agent_reseed_free(&req);
-        return;
-    }
-    agent_reseed_free(&req);
-    pb_writer w;
-    pb_writer_init(&w);
-    agent_encode_reseed_response(&w, reseeded, (uint32_t)hw_len);
-    agent_respond(gen, sid, WQ_CONTROL, RPC_OK, NULL, &w);
-    pb_writer_free(&w);
+    *crng_reseeded = reseeded;
+    *hwrng_bytes = (uint32_t)hw_len;
     LOG_INFO("reseeded (crng %s, %zu hwrng bytes)", reseeded ? "reseeded" : "NOT reseeded", hw_len);
+    return RPC_OK;
 }

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent_pb.h"
+
 /* Fewest host entropy bytes a Reseed accepts (256 bits), and the most. */
 #define RESEED_MIN_ENTROPY 32
 #define RESEED_MAX_ENTROPY 65536
@@ -22,7 +24,13 @@ bool rng_mix_and_reseed(const uint8_t *entropy, size_t len);
 /* Reads up to `cap` bytes from /dev/hwrng (virtio-rng) without waiting long; bytes read. */
 size_t rng_read_hwrng(uint8_t *buf, size_t cap);
 
-/* The Reseed RPC (proto/smolvm/agent.proto). */
-void reseed_handle(uint64_t gen, uint32_t sid, const uint8_t *payload, size_t len);
+/* Handshake: sets the wall clock to the host's (0: left alone) and mixes the host's entropy in. */
+void reseed_on_handshake(uint64_t host_time_unix_nano, const uint8_t *entropy, size_t len);
+
+/* The Reseed RPC's work (proto/smolvm/agent.proto): host entropy and virtio-rng's mixed in, the
+ * CRNG reseeded, clock and hostname set. RPC_OK with what was done, or RPC_INVALID_ARGUMENT and
+ * the message in err. */
+int reseed_apply(const struct reseed_request *req, bool *crng_reseeded, uint32_t *hwrng_bytes, char *err,
+                 size_t errcap);
 
 #endif

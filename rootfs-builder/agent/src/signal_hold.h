@@ -11,7 +11,7 @@
  * a cold disk, it lasts tens to hundreds of milliseconds: exactly when kubelet's or ctr's stop
  * right after a start arrives.
  *
- * What (container.c applies it, this module decides):
+ * What (process.c applies it, this module decides):
  * - Only a container's init process, and only signals other than SIGKILL, SIGSTOP (the kernel
  *   always delivers them) and SIGCONT (it resumes a stopped process when sent, whatever the
  *   disposition). Execs are not namespace inits: the kernel never drops their signals.

@@ -6,28 +6,41 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "container.h"
+#include "agent.h"
 #include "log.h"
 
-static struct stream *g_streams;
+static void stream_on_ready(void *stream, uint32_t events);
 
-struct stream *stream_open(enum stream_dir dir, uint32_t id, int fd, struct process *proc)
+void stream_set_init(struct stream_set *set, const struct stream_link *link)
+{
+    set->head = NULL;
+    set->link = *link;
+    set->output_done = NULL;
+}
+
+static void send_frame(struct stream *s, enum wq_lane lane, uint8_t flags, const void *payload, size_t len)
+{
+    s->set->link.send(s->set->link.conn, lane, s->id, flags, payload, len);
+}
+
+struct stream *stream_open(struct stream_set *set, enum stream_dir dir, uint32_t id, int fd, void *owner)
 {
     struct stream *s = calloc(1, sizeof *s);
     if (!s) {
         close(fd);
         return NULL;
     }
+    s->set = set;
     s->id = id;
     s->dir = dir;
     s->fd = fd;
-    s->proc = proc;
-    s->watch.kind = W_STREAM;
+    s->owner = owner;
+    s->watch.fn = stream_on_ready;
     s->watch.obj = s;
     s->credit = INITIAL_STREAM_CREDIT;
     s->window = INITIAL_STREAM_CREDIT;
-    s->next = g_streams;
-    g_streams = s;
+    s->next = set->head;
+    set->head = s;
     return s;
 }
 
@@ -75,7 +88,7 @@ void stream_destroy(struct stream *s)
     if (!s)
         return;
     close_fd(s);
-    for (struct stream **pp = &g_streams; *pp; pp = &(*pp)->next) {
+    for (struct stream **pp = &s->set->head; *pp; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
             break;
@@ -83,13 +96,13 @@ void stream_destroy(struct stream *s)
     }
     free(s->buf);
     s->buf = NULL;
-    s->watch.kind = W_DEAD;
-    agent_defer_free(s);
+    watch_forget(&s->watch);
+    defer_free(s);
 }
 
-bool stream_id_in_use(uint32_t id)
+bool stream_id_in_use(const struct stream_set *set, uint32_t id)
 {
-    for (struct stream *s = g_streams; s; s = s->next)
+    for (const struct stream *s = set->head; s; s = s->next)
         if (s->id == id)
             return true;
     return false;
@@ -100,11 +113,11 @@ bool stream_out_done(const struct stream *s)
     return !s || s->done;
 }
 
-static struct stream *find_stream(uint32_t id)
+static struct stream *find_stream(struct stream_set *set, uint32_t id)
 {
     if (id == 0)
         return NULL;
-    for (struct stream *s = g_streams; s; s = s->next)
+    for (struct stream *s = set->head; s; s = s->next)
         if (s->id == id)
             return s;
     return NULL;
@@ -118,17 +131,17 @@ static bool out_wants_read(const struct stream *s)
         return false;
     if (s->id == 0)
         return true; /* detached: drain and drop */
-    return s->credit > 0 && agent_data_queued() < DATA_QUEUE_LIMIT;
+    return s->credit > 0 && s->set->link.data_queued(s->set->link.conn) < DATA_QUEUE_LIMIT;
 }
 
 static void out_finish(struct stream *s)
 {
     close_fd(s);
     if (s->id != 0)
-        agent_queue_frame(WQ_DATA, s->id, TTRPC_DATA, TTRPC_FLAG_REMOTE_CLOSED | TTRPC_FLAG_NO_DATA, NULL, 0);
+        send_frame(s, WQ_DATA, TTRPC_FLAG_REMOTE_CLOSED | TTRPC_FLAG_NO_DATA, NULL, 0);
     s->done = true;
-    if (s->proc)
-        process_on_output_done(s->proc);
+    if (s->owner && s->set->output_done)
+        s->set->output_done(s->owner);
 }
 
 void stream_force_eof(struct stream *s)
@@ -137,7 +150,7 @@ void stream_force_eof(struct stream *s)
         return;
     close_fd(s);
     if (s->id != 0)
-        agent_queue_frame(WQ_DATA, s->id, TTRPC_DATA, TTRPC_FLAG_REMOTE_CLOSED | TTRPC_FLAG_NO_DATA, NULL, 0);
+        send_frame(s, WQ_DATA, TTRPC_FLAG_REMOTE_CLOSED | TTRPC_FLAG_NO_DATA, NULL, 0);
     s->done = true;
 }
 
@@ -151,7 +164,7 @@ static void out_pump(struct stream *s)
         ssize_t n = read(s->fd, buf, want);
         if (n > 0) {
             if (s->id != 0) {
-                agent_queue_frame(WQ_DATA, s->id, TTRPC_DATA, 0, buf, (size_t)n);
+                send_frame(s, WQ_DATA, 0, buf, (size_t)n);
                 s->credit -= (uint32_t)n;
             }
             continue;
@@ -181,7 +194,7 @@ static void in_return_credit(struct stream *s, size_t bytes)
     if (bytes == 0 || s->id == 0)
         return;
     uint8_t p[4] = { (uint8_t)(bytes >> 24), (uint8_t)(bytes >> 16), (uint8_t)(bytes >> 8), (uint8_t)bytes };
-    agent_queue_frame(WQ_CONTROL, s->id, TTRPC_DATA, TTRPC_FLAG_CREDIT, p, sizeof p);
+    send_frame(s, WQ_CONTROL, TTRPC_FLAG_CREDIT, p, sizeof p);
     s->window += (uint32_t)bytes;
 }
 
@@ -220,9 +233,9 @@ void stream_close_stdin(struct stream *s)
     in_pump(s);
 }
 
-void stream_on_host_frame(const struct ttrpc_frame *f)
+void stream_on_host_frame(struct stream_set *set, const struct ttrpc_frame *f)
 {
-    struct stream *s = find_stream(f->stream_id);
+    struct stream *s = find_stream(set, f->stream_id);
     if (!s) {
         LOG_DEBUG("data frame for unknown stream %u dropped", f->stream_id);
         return;
@@ -266,26 +279,27 @@ void stream_on_host_frame(const struct ttrpc_frame *f)
     in_pump(s);
 }
 
-void stream_on_ready(struct stream *s, uint32_t events)
+static void stream_on_ready(void *stream, uint32_t events)
 {
+    struct stream *s = stream;
     if (s->dir == STREAM_OUT)
         out_pump(s);
     else
         in_pump(s);
 }
 
-void stream_update_all(void)
+void stream_update_all(struct stream_set *set)
 {
-    for (struct stream *s = g_streams, *next; s; s = next) {
+    for (struct stream *s = set->head, *next; s; s = next) {
         next = s->next; /* out_pump may end a process's wait, never frees streams */
         if (s->dir == STREAM_OUT)
             set_interest(s, out_wants_read(s) ? EPOLLIN : 0);
     }
 }
 
-void stream_detach_all(void)
+void stream_detach_all(struct stream_set *set)
 {
-    for (struct stream *s = g_streams; s; s = s->next) {
+    for (struct stream *s = set->head; s; s = s->next) {
         s->id = 0;
         if (s->dir == STREAM_IN) {
             s->len = 0;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "pb.h"
+#include "rpc_status.h"
 
 #define TTRPC_HEADER_LEN 10
 #define TTRPC_MAX_PAYLOAD (4u << 20)
@@ -20,19 +21,6 @@ enum ttrpc_flag {
     TTRPC_FLAG_REMOTE_OPEN = 0x02,
     TTRPC_FLAG_NO_DATA = 0x04,
     TTRPC_FLAG_CREDIT = 0x08, /* smolvm: flow-control grant, payload = u32 BE bytes */
-};
-
-/* google.rpc.Status codes used here (containerd errdefs). */
-enum rpc_code {
-    RPC_OK = 0,
-    RPC_INVALID_ARGUMENT = 3,
-    RPC_NOT_FOUND = 5,
-    RPC_ALREADY_EXISTS = 6,
-    RPC_RESOURCE_EXHAUSTED = 8,
-    RPC_FAILED_PRECONDITION = 9,
-    RPC_UNIMPLEMENTED = 12,
-    RPC_INTERNAL = 13,
-    RPC_UNAVAILABLE = 14,
 };
 
 struct ttrpc_frame {
