@@ -2,7 +2,16 @@
 // (Firecracker's VmResources) and that a template is keyed by. Everything a container brings
 // (its image, its writable disk, its host directories) reaches a VM later, behind the shape's
 // slots; nothing of it is in the shape, so one template serves every container of a shape.
-import type { Backend } from './backend';
+
+/** What a backend can give a VM (Backend has these): the shapes below depend on it. */
+export interface BackendDevices {
+  /** A shared directory device in every VM. */
+  readonly supportsDirShares: boolean;
+  /** Disks come and go while a VM runs (a hotplug controller). */
+  readonly hotplugDisks?: boolean;
+  /** Most disk slots one VM can have. */
+  readonly maxDiskSlots: number;
+}
 
 /** A virtio-blk slot the VM boots with: the guest finds it by serial. */
 export interface DiskSlotShape {
@@ -44,12 +53,12 @@ export const IMAGE_SLOT = 'slot0';
 export const WRITABLE_SLOT = 'slot1';
 
 /** The devices every VM of this backend has besides its disks. */
-function commonDevices(backend: Backend): Pick<VmShape, 'nics' | 'shares' | 'jail'> {
+function commonDevices(backend: BackendDevices): Pick<VmShape, 'nics' | 'shares' | 'jail'> {
   return { nics: [], shares: backend.supportsDirShares ? [{ tag: SHARE_MOUNT_TAG }] : [], jail: {} };
 }
 
 /** A VM of one container: its image and its writable disk in two fixed slots. */
-export function containerVmShape(backend: Backend, memoryMiB: number, vcpus: number): VmShape {
+export function containerVmShape(backend: BackendDevices, memoryMiB: number, vcpus: number): VmShape {
   return {
     memoryMiB, vcpus, diskHotplug: false, ...commonDevices(backend),
     disks: [{ serial: IMAGE_SLOT, readOnly: true }, { serial: WRITABLE_SLOT, readOnly: false }],
@@ -57,7 +66,7 @@ export function containerVmShape(backend: Backend, memoryMiB: number, vcpus: num
 }
 
 /** Containers a pod VM of this backend can hold: two disk slots each, unless it hot-plugs. */
-export function podCapacity(backend: Backend, requested: number): number {
+export function podCapacity(backend: BackendDevices, requested: number): number {
   if (backend.hotplugDisks) return Math.max(1, requested);
   return Math.max(1, Math.min(requested, Math.floor(backend.maxDiskSlots / 2)));
 }
@@ -67,7 +76,7 @@ export function podCapacity(backend: Backend, requested: number): number {
  * backend hot-plugs (tcg), else `capacity` pairs of slots (an image's, a writable disk's),
  * refilled in place as containers come and go (kvm: virtio-mmio has no hotplug).
  */
-export function podVmShape(backend: Backend, memoryMiB: number, vcpus: number, maxContainers: number): VmShape {
+export function podVmShape(backend: BackendDevices, memoryMiB: number, vcpus: number, maxContainers: number): VmShape {
   const disks: DiskSlotShape[] = [];
   if (!backend.hotplugDisks) {
     for (let i = 0; i < podCapacity(backend, maxContainers) * 2; i++) disks.push({ serial: `slot${i}`, readOnly: i % 2 === 0 });
