@@ -86,10 +86,10 @@ const SIGSTOP: Freeze = {
   name: 'SIGSTOP of the VMM',
   applies: () => true,
   async freeze(vm) {
-    process.kill(vm.pid, 'SIGSTOP');
+    process.kill(vm.vmm.pid, 'SIGSTOP');
     // The stop takes effect when the kernel next handles the VMM's signals: wait for it.
     const stopped = (): boolean => {
-      const stat = fs.readFileSync(`/proc/${vm.pid}/stat`, 'utf8');
+      const stat = fs.readFileSync(`/proc/${vm.vmm.pid}/stat`, 'utf8');
       return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T ');
     };
     const end = Date.now() + 5_000;
@@ -98,7 +98,7 @@ const SIGSTOP: Freeze = {
   },
   thaw(vm) {
     try {
-      process.kill(vm.pid, 'SIGCONT');
+      process.kill(vm.vmm.pid, 'SIGCONT');
     } catch {
       // gone already
     }
@@ -188,7 +188,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
         await runSleeper(env, a, pod);
         await runSleeper(env, b, pod);
         let vm = vmOf(containerd, a);
-        assert.equal(vmOf(containerd, b).pid, vm.pid, 'the pod\'s containers do not share a VM');
+        assert.equal(vmOf(containerd, b).vmm.pid, vm.vmm.pid, 'the pod\'s containers do not share a VM');
         if (!how.applies(env, vm)) skipBecause(ctx, { notHere: `this way of freezing a guest does not apply to a ${vm.backend} VM` });
         let offset = containerd.logOffset();
         frozen.push(vm);
@@ -197,7 +197,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
         assertAnsweredInTime(kill, 'signalProcess', 'ctr task kill');
         assert.notEqual(kill.exitCode, 0, `a kill the guest never took must fail\n${describeResult(kill)}`);
         assert.match(kill.stderr.toString(), /container \S+: signal 15: no answer from the guest agent to SignalProcess within \d+ ms \(its deadline\).*deadline exceeded/, describeResult(kill));
-        await assertLost(env, watcher, offset, vm.pid, 'SignalProcess', [[a, a], [b, b]]);
+        await assertLost(env, watcher, offset, vm.vmm.pid, 'SignalProcess', [[a, a], [b, b]]);
         await removeStopped(containerd, a);
         await removeStopped(containerd, b);
 
@@ -212,7 +212,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
         assertAnsweredInTime(exec, 'execProcess', 'ctr task exec');
         assert.notEqual(exec.exitCode, 0, describeResult(exec));
         assert.match(exec.stderr.toString(), /exec probe: .*no answer from the guest agent to ExecProcess within \d+ ms \(its deadline\).*deadline exceeded/, describeResult(exec));
-        await assertLost(env, watcher, offset, vm.pid, 'ExecProcess', [[c, c]]);
+        await assertLost(env, watcher, offset, vm.vmm.pid, 'ExecProcess', [[c, c]]);
         await removeStopped(containerd, c);
 
         // rm -f: its SIGKILL is not answered, the VM is given up (which is what a SIGKILL asks
@@ -231,7 +231,7 @@ describeConformance('a wedged guest does not wedge the shim', (test) => {
         const exit = exitsOf(watcher, d).get(d);
         assert.equal(exit?.payload?.exit_status, 137, `TaskExit: ${exit?.raw}`);
         assert.ok(await watcher.waitFor((e) => e.topic === '/tasks/delete' && e.payload?.container_id === d, 10_000), 'no /tasks/delete');
-        assert.ok(await waitPidGone(vm.pid, LOSS_REPORT_BOUND_MS), `the VMM (pid ${vm.pid}) still runs`);
+        assert.ok(await waitPidGone(vm.vmm.pid, LOSS_REPORT_BOUND_MS), `the VMM (pid ${vm.vmm.pid}) still runs`);
         const line = containerd.logSince(offset).split('\n').find((l) => l.includes(`msg="container ${d}: the VM is gone`));
         assert.ok(line && /to SignalProcess within \d+ ms .*declared lost/.test(line), `no log line naming the call: ${line}`);
         await containerd.ctrChecked(['containers', 'rm', d], { timeoutMs: 30_000 });

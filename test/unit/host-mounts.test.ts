@@ -354,9 +354,9 @@ describe('host directories in the VM share, and removal that never crosses a mou
       await hs.add('c2', [{ hostPath: host, readOnly: true, recursive: false, destination: '/e' }]);
       const store = new StateStore(path.join(root, 'run'));
       store.write({
-        version: 1, id: 'c1', namespace: 'ns', bundle: work, status: 'running', shimPid: 1,
+        version: 2, id: 'c1', namespace: 'ns', bundle: work, status: 'running', shimPid: 1,
         // A VMM that is gone already (a start time no process has).
-        vm: { backend: 'tcg', pid: process.pid, pidStartTime: '1', dir: vmDir, sockets: {}, disks: {} },
+        vm: { backend: 'tcg', vmm: { pid: process.pid, startTime: '1' }, stateDir: vmDir, dataDir: null, sockets: {}, hostCgroupDirs: [] },
         hostMounts: [...recorded, '/proc'],
       });
       await deleteShim({ namespace: 'ns', address: '', publishBinary: '', id: 'c1', bundle: work, debug: false, version: false, action: 'delete' });

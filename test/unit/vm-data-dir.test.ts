@@ -29,8 +29,11 @@ describe('VM data dirs and delete', () => {
   function leaveState(id: string, vm: Partial<VmRecord>): void {
     const paths = smolvmPaths();
     const state: ContainerState = {
-      version: 1, id, namespace: 'ns', bundle: path.join(root, 'bundle'), status: 'running', shimPid: 1,
-      vm: { backend: 'tcg', pid: process.pid, pidStartTime: 'not-this-process', dir: path.join(paths.stateDir, 'vms', 'v1'), sockets: {}, disks: {}, ...vm },
+      version: 2, id, namespace: 'ns', bundle: path.join(root, 'bundle'), status: 'running', shimPid: 1,
+      vm: {
+        backend: 'tcg', vmm: { pid: process.pid, startTime: 'not-this-process' }, stateDir: path.join(paths.stateDir, 'vms', 'v1'),
+        dataDir: null, sockets: {}, hostCgroupDirs: [], ...vm,
+      },
     };
     new StateStore(paths.stateDir).write(state);
   }
@@ -56,7 +59,7 @@ describe('VM data dirs and delete', () => {
     fs.mkdirSync(dataDir, { recursive: true });
     fs.writeFileSync(path.join(dataDir, 'writable.ext4'), 'disk');
     fs.writeFileSync(path.join(dataDir, 'console.log'), 'log');
-    leaveState('c1', { dir: stateVmDir, dataDir });
+    leaveState('c1', { stateDir: stateVmDir, dataDir });
     await runDelete('c1');
     assert.equal(fs.existsSync(dataDir), false, 'data dir left');
     assert.equal(fs.existsSync(stateVmDir), false, 'state dir left');
@@ -83,7 +86,7 @@ describe('VM data dirs and delete', () => {
     const stateVmDir = path.join(paths.stateDir, 'vms', 'old');
     fs.mkdirSync(stateVmDir, { recursive: true });
     fs.writeFileSync(path.join(stateVmDir, 'writable.ext4'), 'disk');
-    leaveState('c4', { dir: stateVmDir });
+    leaveState('c4', { stateDir: stateVmDir });
     await runDelete('c4');
     assert.equal(fs.existsSync(stateVmDir), false);
     assert.equal(new StateStore(paths.stateDir).read('ns', 'c4'), null);

@@ -61,19 +61,19 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
     const [{ removeCgroupPlacement }, { detachAll }, { removeQuietly }, { killIdentified, waitGone }] = await Promise.all([
       import('../vm/host-cgroup'), import('../vm/host-mounts'), import('../util/fsutil'), import('../util/proc'),
     ]);
-    pid = state.vm.pid;
-    const identity = { pid: state.vm.pid, startTime: state.vm.pidStartTime };
+    pid = state.vm.vmm.pid;
+    const identity = state.vm.vmm;
     if (killIdentified(identity, 'SIGKILL')) {
       if (!(await waitGone(identity, 5000))) {
         throw new Error(`delete ${flags.id}: VMM process ${identity.pid} did not exit after SIGKILL`);
       }
     }
     // The VMM is gone: its host cgroup directories (only those smolvm made) are empty now.
-    const cgroupDirs = (state.vm.hostCgroupDirs ?? []).filter((d) => path.resolve(d).startsWith('/sys/fs/cgroup/'));
+    const cgroupDirs = state.vm.hostCgroupDirs.filter((d) => path.resolve(d).startsWith('/sys/fs/cgroup/'));
     if (cgroupDirs.length > 0) await removeCgroupPlacement({ relativePath: '', created: cgroupDirs });
     // Only ever unmount or remove under our own state dir.
     const vmsRoot = path.join(smolvmPaths().stateDir, 'vms') + path.sep;
-    const vmDir = state.vm.dir && path.resolve(state.vm.dir).startsWith(vmsRoot) ? path.resolve(state.vm.dir) : null;
+    const vmDir = state.vm.stateDir && path.resolve(state.vm.stateDir).startsWith(vmsRoot) ? path.resolve(state.vm.stateDir) : null;
     // Host directories bind-mounted into the VM's 9p share: this container's (recorded) and,
     // the VM being gone, every other one under its directory (a pod's other containers').
     const recorded = (state.hostMounts ?? []).filter((p) => typeof p === 'string' && path.resolve(p).startsWith(vmsRoot));
@@ -90,7 +90,7 @@ export async function deleteShim(flags: ShimFlags): Promise<Buffer> {
     if (dataDir) {
       const left = removeQuietly(dataDir);
       if (left.length > 0) process.stderr.write(`delete ${flags.id}: left in place: ${left.join(' ')}\n`);
-    } else if (state.vm.dataDir !== undefined) {
+    } else if (state.vm.dataDir !== null) {
       process.stderr.write(`delete ${flags.id}: not removing ${JSON.stringify(state.vm.dataDir)}: not a VM data dir under ${smolvmPaths().cacheDir}\n`);
     }
   }

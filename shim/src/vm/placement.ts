@@ -72,10 +72,7 @@ export interface VmPlacerOptions {
 
 /** The VmRecord of a state file for `vm` (teardown by `delete` works from it alone). */
 export function vmRecordOf(vmm: Vmm, dirs: VmDirs, hostCgroupDirs: string[]): VmRecord {
-  return {
-    backend: vmm.backend, pid: vmm.identity.pid, pidStartTime: vmm.identity.startTime, dir: dirs.dir,
-    dataDir: dirs.dataDir, sockets: vmm.sockets, disks: {}, hostCgroupDirs,
-  };
+  return { backend: vmm.backend, vmm: vmm.identity, stateDir: dirs.dir, dataDir: dirs.dataDir, sockets: vmm.sockets, hostCgroupDirs };
 }
 
 export class VmPlacer {
