@@ -19,6 +19,7 @@ import { busyboxImage, importImage, type OciImage } from './harness/image';
 import { waitForNoLeaks } from './harness/leaks';
 import { repoRoot, selectedRuntime, SMOLVM_RUNTIME } from './harness/suite';
 import { waitForStatus } from './harness/tasks';
+import { stateFileOf, stateOf } from './harness/state';
 
 const MiB = 1024 * 1024;
 /** The state dir's own tmpfs: what a 600 MiB write must not touch. */
@@ -51,10 +52,9 @@ interface VmPlaces {
 
 /** The container's VM, from its state file (<stateDir>/tasks/<ns>/<id>.json). */
 function vmPlaces(fx: Fixture, id: string): VmPlaces {
-  const file = path.join(fx.stateDir, 'tasks', fx.containerd.namespace, `${id}.json`);
-  const state = JSON.parse(fs.readFileSync(file, 'utf8')) as { vm: { dir: string; dataDir?: string } | null };
-  assert.ok(state.vm, `no VM recorded in ${file}`);
-  return { dir: state.vm.dir, dataDir: path.join(fx.dataRoot, path.basename(state.vm.dir)), recordedDataDir: state.vm.dataDir };
+  const state = stateOf(fx.containerd, id);
+  assert.ok(state.vm, `no VM recorded in ${stateFileOf(fx.containerd, id)}`);
+  return { dir: state.vm.stateDir, dataDir: path.join(fx.dataRoot, path.basename(state.vm.stateDir)), recordedDataDir: state.vm.dataDir ?? undefined };
 }
 
 /** The VM's files named like `pattern`, wherever they are (its state dir or its data dir). */

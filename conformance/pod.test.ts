@@ -16,6 +16,7 @@ import { isShareExportMount, SHARE_ROOT_PROBE, SHARE_ROOT_REFUSED } from './harn
 import { describeConformance, type ConformanceEnv } from './harness/suite';
 import { taskStatus, waitForStatus } from './harness/tasks';
 import { vmmProcsOf } from '../test/helpers/vmm-procs';
+import { stateFileOf, stateOf } from './harness/state';
 
 const SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
 const BOOT_ID = 'cat /proc/sys/kernel/random/boot_id';
@@ -262,8 +263,7 @@ describeConformance('a pod is one VM', (test) => {
     });
     assert.equal(started.exitCode, 0, describeResult(started));
     assert.equal(await waitForStatus(containerd, second, 'RUNNING', 30_000), 'RUNNING');
-    const stateFile = path.join(containerd.smolvmRoot, 'run', 'tasks', containerd.namespace, `${second}.json`);
-    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { shimPid: number; hostMounts?: string[] };
+    const state = stateOf(containerd, second);
     assert.equal(state.hostMounts?.length, 1, `the state file records the host mount: ${JSON.stringify(state)}`);
     assert.deepEqual(mountsUnder(path.join(containerd.smolvmRoot, 'run', 'vms')).filter((p) => !isShareExportMount(p)), state.hostMounts);
 
@@ -313,11 +313,11 @@ describeConformance('a pod is one VM', (test) => {
     const second = env.newId('second');
     await runInPod(env, pod, first, 'exec sleep 100000', path.join(logDir, 'first.log'));
     await runInPod(env, pod, second, 'exec sleep 100000', path.join(logDir, 'second.log'));
-    const stateFile = (id: string): string => path.join(containerd.smolvmRoot, 'run', 'tasks', containerd.namespace, `${id}.json`);
-    const states = [first, second].map((id) => JSON.parse(fs.readFileSync(stateFile(id), 'utf8')) as { shimPid: number; vm: { pid: number } });
+    const stateFile = (id: string): string => stateFileOf(containerd, id);
+    const states = [first, second].map((id) => stateOf(containerd, id));
     assert.equal(states[0]!.shimPid, states[1]!.shimPid, 'one shim daemon per pod');
-    assert.equal(states[0]!.vm.pid, states[1]!.vm.pid, 'both state files record the pod VM');
-    const vmm = states[0]!.vm.pid;
+    assert.equal(states[0]!.vm?.vmm.pid, states[1]!.vm?.vmm.pid, 'both state files record the pod VM');
+    const vmm = states[0]!.vm!.vmm.pid;
     assert.deepEqual(vmmProcesses(containerd), [vmm]);
 
     process.kill(states[0]!.shimPid, 'SIGKILL');

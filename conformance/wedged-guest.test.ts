@@ -30,6 +30,7 @@ import { describeConformance, type ConformanceEnv } from './harness/suite';
 import { taskStatus, waitForStatus } from './harness/tasks';
 import { skipBecause } from '../test/helpers/skip';
 import { waitPidGone } from './harness/host';
+import { stateOf } from './harness/state';
 
 /** Short enough to keep the test quick, long enough for a healthy guest under load: every
  *  deadline is still over 50 times the slowest round trip bench/agent-rtt.ts measured. */
@@ -44,11 +45,6 @@ const deadline = (call: DeadlineCall): number => agentCallDeadlineMs(call, DEADL
 
 
 /** The container's state file (smolvm's own record of its VM). */
-function stateOf(containerd: PrivateContainerd, id: string): ContainerState {
-  const file = path.join(containerd.smolvmRoot, 'run', 'tasks', containerd.namespace, `${id}.json`);
-  return JSON.parse(fs.readFileSync(file, 'utf8')) as ContainerState;
-}
-
 function vmOf(containerd: PrivateContainerd, id: string): NonNullable<ContainerState['vm']> {
   const vm = stateOf(containerd, id).vm;
   if (!vm) throw new Error(`the state file of ${id} names no VM`);

@@ -1,5 +1,5 @@
 // How long the shim waits for the guest agent's answer to each call before it gives the VM up
-// (the VM is then declared lost: vm/sandbox.ts). A wedged guest (a stopped VMM, a hung
+// (the VM is then declared lost: vm/vm.ts). A wedged guest (a stopped VMM, a hung
 // kernel, an agent stuck in a syscall) must not wedge the shim; a healthy guest that is slow
 // (TCG on a loaded 2-core CI host) must never hit a deadline. So every deadline is about a
 // hundred times the slowest round trip measured (bench/agent-rtt.ts, tcg, on a 2-core host at

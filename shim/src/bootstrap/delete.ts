@@ -5,7 +5,7 @@
 //
 // containerd 1.6 runs it after *every* shim disconnect, also after a clean Delete, and ctr's
 // `run --rm` waits for it: when the state file is gone (the daemon deleted the container) it
-// answers at once, loading no protobuf or sandbox code (the response is encoded by hand).
+// answers at once, loading no protobuf or VM code (the response is encoded by hand).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { recordedVmDataDir, smolvmPaths } from '../config/paths';

@@ -1,5 +1,5 @@
 // `smolvm run`: one container in a microVM without containerd, through the same Container and
-// Sandbox code the shim uses. Its exit code is the container's.
+// VM code the shim uses. Its exit code is the container's.
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { RootfsSource } from '../image';

@@ -21,7 +21,7 @@ import type { Logger } from '../log';
 import { parseUpdateResources } from '../oci/resources';
 import { loadBundleSpec } from '../oci/spec';
 import { openHostStdio, type HostStdio } from '../stdio/host-stdio';
-import { StateStore, type ContainerState, type LoggerRecord } from '../state/store';
+import { STATE_VERSION, StateStore, type ContainerState, type LoggerRecord } from '../state/store';
 import { validateIdentifier } from '../util/identifiers';
 import { toTimestamp } from '../util/time';
 import type { VmPlacer } from '../vm/placement';
@@ -162,7 +162,7 @@ export class TaskService {
     const loggers = loggerRecords(e);
     const mounts = hostMounts ?? previous?.hostMounts ?? [];
     this.store.write({
-      version: 1, id: e.id, namespace: this.opts.namespace, bundle: e.bundle, status, shimPid: process.pid,
+      version: STATE_VERSION, id: e.id, namespace: this.opts.namespace, bundle: e.bundle, status, shimPid: process.pid,
       vm: vm ?? previous?.vm ?? null,
       ...(exit ? { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt.toISOString() } : {}),
       ...(loggers.length > 0 ? { loggers } : {}),

@@ -16,7 +16,7 @@ interface PodEntry {
 export class PodRegistry {
   private readonly pods = new Map<string, PodEntry>();
 
-  /** The sandbox id a spec's annotations put the container in, or null (a VM of its own). */
+  /** The pod (CRI's sandbox id) a spec's annotations put the container in, or null (a VM of its own). */
   static podIdOf(annotations: Record<string, string> | undefined): string | null {
     const id = annotations?.[SANDBOX_ID_ANNOTATION];
     return id ? id : null;
@@ -28,7 +28,7 @@ export class PodRegistry {
   }
 
   /**
-   * Joins `member` to pod `sandboxId`, booting the pod's VM with `boot` when it has none, and
+   * Joins `member` to pod `podId`, booting the pod's VM with `boot` when it has none, and
    * reserves a slot pair for it. The caller must `leave` once it is done (also after a failed
    * fill); on a failure here nothing is held.
    */

@@ -74,7 +74,7 @@ function qemuOptionValue(value: string): string {
 }
 
 /**
- * The VM's one virtio-9p share: `<vmDir>/shares`, which the Sandbox exported before boot as a
+ * The VM's one virtio-9p share: `<vmDir>/shares`, which the VM builder exported before boot as a
  * read-only, nosuid, nodev mount holding only mount points (host-mounts.ts); the shim mounts
  * host directories into it later, nosuid,nodev (ro when asked), and QEMU, which holds the
  * root open, sees them. The agent mounts the share on first use (a mounted 9p share would
